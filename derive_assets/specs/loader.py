@@ -1,0 +1,168 @@
+"""Load every YAML file under a specs directory into validated models, collecting all errors."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from derive_assets.specs.errors import SpecError, SpecValidationError, format_loc
+from derive_assets.specs.models import (
+    AppendStrategy,
+    MergeStrategy,
+    ReplaceStrategy,
+    SourceSpec,
+    SourceTable,
+    TableSpec,
+    source_table_ref,
+)
+
+SPECS_DIR_ENV = "DERIVE_SPECS_DIR"
+KINDS = {"table": TableSpec, "source": SourceSpec}
+
+
+@dataclass(frozen=True)
+class LoadedSource:
+    path: Path
+    spec: SourceSpec
+
+
+@dataclass(frozen=True)
+class LoadedTable:
+    path: Path
+    spec: TableSpec
+
+
+@dataclass(frozen=True)
+class RawSpecs:
+    """Files parsed and validated one by one, before the cross-file checks of `derive_assets.specs.project`."""
+
+    root: Path
+    sources: list[LoadedSource]
+    tables: list[LoadedTable]
+    errors: list[SpecError]
+
+    def source_tables(self) -> dict[str, tuple[LoadedSource, SourceTable]]:
+        return {
+            source_table_ref(s.spec, t): (s, t) for s in self.sources for t in s.spec.tables
+        }
+
+
+def default_specs_dir() -> Path:
+    return Path(os.environ.get(SPECS_DIR_ENV, "table_specs"))
+
+
+def spec_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def read_specs(root: Path) -> RawSpecs:
+    """Parse and validate each file; never raises for a bad file, it records the errors instead."""
+    if not root.is_dir():
+        raise SpecValidationError(
+            [SpecError(root, "", f"specs directory not found; set {SPECS_DIR_ENV} or pass a directory")]
+        )
+    sources: list[LoadedSource] = []
+    tables: list[LoadedTable] = []
+    errors: list[SpecError] = []
+    for path in spec_files(root):
+        shown = path.relative_to(root.parent) if root.parent in path.parents else path
+        data, error = _read_yaml(path, shown)
+        if error:
+            errors.append(error)
+            continue
+        kind = data.get("kind", "table")
+        model = KINDS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            errors.append(SpecError(shown, "kind", f"unknown kind; allowed: {sorted(KINDS)}", kind))
+            continue
+        try:
+            spec = model.model_validate(data)
+        except ValidationError as exc:
+            errors.extend(_pydantic_errors(shown, model, exc))
+            continue
+        if isinstance(spec, SourceSpec):
+            sources.append(LoadedSource(shown, spec))
+        else:
+            tables.append(LoadedTable(shown, spec))
+    if not sources and not tables and not errors:
+        errors.append(SpecError(root, "", "no *.yaml spec files found"))
+    return RawSpecs(root, sources, tables, errors)
+
+
+def _read_yaml(path: Path, shown: Path) -> tuple[dict[str, Any], SpecError | None]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        return {}, SpecError(shown, "", f"{where}not valid YAML: {problem}")
+    if not isinstance(data, dict):
+        return {}, SpecError(shown, "", "a spec file must be a YAML mapping (key: value pairs)", data)
+    return data, None
+
+
+def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -> list[SpecError]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        # Discriminated unions put the tag into the location (`strategy.merge.unique_key`); users never wrote it.
+        loc = tuple(p for p in loc if p not in ("merge", "append", "replace") or loc.index(p) == 0)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(model, loc[:-1])
+            message = f"unknown field; allowed: {allowed}" if allowed else "unknown field"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif err["type"] == "union_tag_invalid":
+            message = f"unknown strategy type; allowed: {['merge', 'append', 'replace']}"
+        elif err["type"] == "union_tag_not_found":
+            message = "needs a `type`: one of ['merge', 'append', 'replace']"
+        elif err["type"] == "string_pattern_mismatch" and "pattern" in err.get("ctx", {}):
+            message = "must be a plain identifier: letters, digits and _, not starting with a digit"
+            if "A-Z0-9" in err["ctx"]["pattern"]:
+                message = "must be an environment variable name: UPPER_CASE letters, digits and _"
+        value = err.get("input")
+        if err["type"] == "missing" or (isinstance(value, dict) and len(str(value)) > 120):
+            out.append(SpecError(path, format_loc(loc), message))
+        else:
+            out.append(SpecError(path, format_loc(loc), message, value))
+    return out
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Walk the model along a location to list the fields allowed where an unknown key was found."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    if current == "strategy":
+        return sorted({*MergeStrategy.model_fields, *AppendStrategy.model_fields, *ReplaceStrategy.model_fields})
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = get_args(annotation)
+    models = [a for a in (_model_in(a) for a in args) if a is not None]
+    if len(models) == 1:
+        return models[0]
+    if any(m in (MergeStrategy, AppendStrategy, ReplaceStrategy) for m in models):
+        return "strategy"
+    if get_origin(annotation) is list and models:
+        return models[0]
+    return None

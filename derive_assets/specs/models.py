@@ -1,0 +1,288 @@
+"""The spec models: what a YAML file under ``table_specs/`` may say.
+
+Every model forbids unknown keys, closed choices are ``Literal``s, and the strategy is a discriminated union, so a
+typo or a missing field fails when the file loads, not halfway through a run. Field descriptions are user
+documentation: ``docs/spec-reference.md`` is generated from them (``derive docs``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_CLUSTER_KEYS = 4  # BigQuery's limit; DuckDB has none, but a spec must run on both.
+
+ColumnType = Literal[
+    "STRING", "INT64", "FLOAT64", "NUMERIC", "BOOL", "DATE", "DATETIME", "TIMESTAMP", "JSON", "BYTES"
+]
+"""Column types use BigQuery's names, the production dialect; each warehouse maps them (see docs)."""
+
+TIME_TYPES = ("DATE", "DATETIME", "TIMESTAMP")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=128)]
+
+
+class Constraints(StrictModel):
+    not_null: bool = False
+    """The column never holds NULL. Enforced by the table's DDL (`NOT NULL`) and by an asset check."""
+    unique: bool = False
+    """No two rows share a value. Checked after every run by an asset check."""
+    accepted_values: list[str | int | bool] | None = None
+    """The only values the column may hold (NULL aside). Checked after every run by an asset check."""
+
+
+class Column(StrictModel):
+    name: Identifier
+    """Column name, as the SQL outputs it (or as the source table has it)."""
+    type: ColumnType
+    """BigQuery type name: STRING, INT64, FLOAT64, NUMERIC, BOOL, DATE, DATETIME, TIMESTAMP, JSON or BYTES."""
+    description: str = ""
+    """What the column means; shown in the Dagster UI."""
+    constraints: Constraints = Constraints()
+    """Data-quality rules, each becoming an asset check."""
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+# ---------------------------------------------------------------------------------------------- strategies
+
+
+class MergeStrategy(StrictModel):
+    type: Literal["merge"]
+    unique_key: list[Identifier] = Field(min_length=1)
+    """Columns that identify a row. Rows of the run whose key exists are replaced, the others are inserted."""
+
+
+class AppendStrategy(StrictModel):
+    type: Literal["append"]
+
+
+class ReplaceStrategy(StrictModel):
+    type: Literal["replace"]
+
+
+Strategy = Annotated[MergeStrategy | AppendStrategy | ReplaceStrategy, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------------------------------------- time
+
+WindowSize = Literal["1h", "1d", "1w", "1mo"]
+
+
+class Window(StrictModel):
+    size: WindowSize
+    """The time range one run processes: 1h, 1d, 1w or 1mo. Each window is one Dagster partition."""
+    start: dt.date
+    """The first window starts here (YYYY-MM-DD, UTC). Windows before it cannot be materialized."""
+
+
+Granularity = Literal["hour", "day", "month", "year"]
+
+
+class Partition(StrictModel):
+    key: Identifier
+    """A declared DATE, DATETIME or TIMESTAMP column. Each run replaces or merges only its window's slice of it."""
+    granularity: Granularity = "day"
+    """BigQuery time-partitioning unit: hour, day, month or year."""
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _check_cron(value: str | None) -> str | None:
+    if value is not None and not croniter.is_valid(value):
+        raise ValueError(
+            f"'{value}' is not a cron expression; write five fields 'minute hour day month weekday', "
+            "e.g. '0 2 * * *' for 02:00 every day"
+        )
+    return value
+
+
+class TableSpec(StrictModel):
+    """A core or derived table: the SQL that builds it, run over a window again and again."""
+
+    kind: Literal["table"] = "table"
+    """Always `table` for core and derived tables."""
+    name: Identifier
+    """Table name; the asset key is `[dataset, name]`."""
+    dataset: Identifier
+    """Warehouse dataset (BigQuery dataset, DuckDB schema). Other SQL refers to the table as `dataset.name`."""
+    layer: Literal["core", "derived"] = "derived"
+    """`core` for tables shaped straight from sources (e.g. joins of them), `derived` for the rest."""
+    description: str = ""
+    """What the table holds; shown in the Dagster UI."""
+    owner: str
+    """A team or e-mail address that answers for the table (Dagster asset owner)."""
+    columns: list[Column] = Field(min_length=1)
+    """The columns the SQL must output, in order, with their types and constraints."""
+    strategy: Strategy
+    """How a run changes the table: `merge` (needs `unique_key`), `append` (needs `window` and `partition`) or
+    `replace`."""
+    schedule: str | None = None
+    """Cron expression (UTC). A windowed table's schedule materializes the last complete window at each tick."""
+    window: Window | None = None
+    """The time range one run processes; the SQL reads it as `@window_start` and `@window_end` (TIMESTAMP)."""
+    partition: Partition | None = None
+    """Time partitioning of the table; runs replace or merge only their window's slice of it."""
+    cluster: list[Identifier] = Field(default_factory=list, max_length=MAX_CLUSTER_KEYS)
+    """Up to four columns to sort (DuckDB) or cluster (BigQuery) the table by."""
+    sql: str = Field(min_length=1)
+    """BigQuery Standard SQL. Refer to tables as `dataset.name` and to the window as `@window_start`/`@window_end`."""
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> TableSpec:
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"columns: {dupes} declared more than once; each column name must be unique")
+        declared = set(names)
+        if isinstance(self.strategy, MergeStrategy):
+            missing = [k for k in self.strategy.unique_key if k not in declared]
+            if missing:
+                raise ValueError(
+                    f"strategy.unique_key: {missing} not declared in columns; allowed: {names}"
+                )
+        if isinstance(self.strategy, AppendStrategy) and (self.window is None or self.partition is None):
+            raise ValueError(
+                "strategy: append needs both `window` and `partition`, so that re-running a window replaces "
+                "that window's rows instead of adding them twice"
+            )
+        if self.partition is not None:
+            column = next((c for c in self.columns if c.name == self.partition.key), None)
+            if column is None:
+                raise ValueError(f"partition.key: '{self.partition.key}' is not a declared column; allowed: {names}")
+            if column.type not in TIME_TYPES:
+                raise ValueError(
+                    f"partition.key: column '{column.name}' has type {column.type}; a partition key must be "
+                    f"one of {list(TIME_TYPES)}"
+                )
+            if self.window is None:
+                raise ValueError("partition: a partitioned table needs a `window` (the slice each run writes)")
+        unknown_cluster = [k for k in self.cluster if k not in declared]
+        if unknown_cluster:
+            raise ValueError(f"cluster: {unknown_cluster} not declared in columns; allowed: {names}")
+        return self
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dataset}.{self.name}"
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+class SoftDelete(StrictModel):
+    column: Identifier
+    """A declared column that marks a row deleted when it is not NULL (e.g. `deleted_at`) or true (e.g.
+    `is_deleted`). Marked rows are removed from the warehouse table."""
+
+
+class SourceTable(StrictModel):
+    name: Identifier
+    """Table name in the source database; the replicated table is `<source dataset>.<name>`."""
+    description: str = ""
+    """What the table holds; shown in the Dagster UI."""
+    primary_key: list[Identifier] = Field(min_length=1)
+    """Columns that identify a row; changed rows are merged into the warehouse by this key."""
+    cursor: Identifier
+    """An increasing column (e.g. `updated_at`, or an `id` for insert-only tables): each run reads only rows whose
+    cursor is beyond the watermark stored in Dagster's event log."""
+    cursor_overlap: int = Field(default=0, ge=0)
+    """Re-read this many seconds (or ids) before the watermark, to catch transactions that commit late with an
+    earlier cursor value. Re-read rows are merged by key, so an overlap never duplicates."""
+    soft_delete: SoftDelete | None = None
+    """How hard deletes reach the warehouse: rows flagged by this column are deleted there."""
+    columns: list[Column] = Field(min_length=1)
+    """The columns to replicate, with their types; declared types win over what the driver reports."""
+
+    @model_validator(mode="after")
+    def _declared(self) -> SourceTable:
+        names = [c.name for c in self.columns]
+        for field, values in (
+            ("primary_key", self.primary_key),
+            ("cursor", [self.cursor]),
+            ("soft_delete.column", [self.soft_delete.column] if self.soft_delete else []),
+        ):
+            missing = [v for v in values if v not in names]
+            if missing:
+                raise ValueError(f"{field}: {missing} not declared in columns; allowed: {names}")
+        cursor_type = next(c.type for c in self.columns if c.name == self.cursor)
+        if cursor_type not in ("INT64", "TIMESTAMP", "DATETIME", "DATE"):
+            raise ValueError(
+                f"cursor: column '{self.cursor}' has type {cursor_type}; a cursor must be INT64, TIMESTAMP, "
+                "DATETIME or DATE"
+            )
+        return self
+
+
+class SourceSpec(StrictModel):
+    """A transactional database whose tables are replicated incrementally into the warehouse."""
+
+    kind: Literal["source"]
+    """Always `source` for a source database."""
+    name: Identifier
+    """Source name, e.g. the microservice that owns the database."""
+    type: Literal["postgres", "mysql", "sqlite"]
+    """Database engine: postgres, mysql (also MariaDB) or sqlite."""
+    connection_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+    """Environment variable holding the connection URL (never the URL itself): `postgresql://…`, `mysql://…` or
+    `sqlite:///path`. For sqlite sources it may be unset: the demo database `.derive/sources/<name>.db` is used."""
+    dataset: Identifier | None = None
+    """Warehouse dataset for the replicated tables; defaults to the source name."""
+    owner: str
+    """A team or e-mail address that answers for the source."""
+    description: str = ""
+    """What the source holds; shown in the Dagster UI."""
+    schedule: str | None = None
+    """Cron expression (UTC) for incremental replication runs."""
+    tables: list[SourceTable] = Field(min_length=1)
+    """The tables to replicate."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
+
+    @property
+    def target_dataset(self) -> str:
+        return self.dataset or self.name
+
+
+def source_table_ref(source: SourceSpec, table: SourceTable) -> str:
+    return f"{source.target_dataset}.{table.name}"
+
+
+def window_seconds(size: WindowSize) -> int | None:
+    """Fixed-length windows in seconds; a month has no fixed length."""
+    return {"1h": 3600, "1d": 86400, "1w": 7 * 86400}.get(size)
+
+
+def is_identifier(value: str) -> bool:
+    return re.match(IDENTIFIER, value) is not None
