@@ -1,0 +1,74 @@
+"""Turn a validated spec project into Dagster definitions: assets, checks, jobs, schedules, resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import AssetsDefinition, Definitions
+
+from derive_assets.factory.replication_assets import (
+    build_replication_asset,
+    build_replication_checks,
+    replication_key,
+)
+from derive_assets.factory.schedules import job_for, schedule_for
+from derive_assets.factory.table_assets import build_table_asset, table_key
+from derive_assets.factory.windows import partitions_for
+from derive_assets.settings import DeriveSettings
+from derive_assets.specs.project import SpecProject, load_project
+from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.io_manager import WarehouseIOManager
+from resources.sources import SourceConnections
+from resources.sql_text import DUCKDB_TYPES
+
+
+def build_resources(settings: DeriveSettings) -> dict[str, Any]:
+    warehouse = DuckDBWarehouse(path=str(settings.duckdb_path))
+    return {
+        "warehouse": warehouse,
+        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
+        "sources": SourceConnections(embedded_dir=str(settings.embedded_sources_dir)),
+    }
+
+
+def build_definitions(settings: DeriveSettings, project: SpecProject | None = None) -> Definitions:
+    """Build everything from the specs directory named by `settings`.
+
+    Example:
+        ```python
+        defs = build_definitions(DeriveSettings.from_env())
+        ```
+    """
+    project = project or load_project(settings.specs_dir)
+    kind, types = "duckdb", DUCKDB_TYPES
+    assets: list[AssetsDefinition] = []
+    checks = []
+    jobs, schedules = [], []
+
+    for source in project.sources():
+        tables = [rt for rt in project.replicated if rt.source.name == source.name]
+        for rt in tables:
+            assets.append(build_replication_asset(rt, kind))
+            if (check := build_replication_checks(rt)) is not None:
+                checks.append(check)
+        job = job_for(f"replicate_{source.name}", [replication_key(rt) for rt in tables])
+        jobs.append(job)
+        if source.schedule:
+            schedules.append(schedule_for(job, source.schedule, None))
+
+    for table in project.tables:
+        spec = table.spec
+        assets.append(build_table_asset(table, kind, types))
+        partitions_def = partitions_for(spec.window)
+        job = job_for(f"{spec.dataset}__{spec.name}", [table_key(spec.ref)], partitions_def)
+        jobs.append(job)
+        if spec.schedule:
+            schedules.append(schedule_for(job, spec.schedule, partitions_def))
+
+    return Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        resources=build_resources(settings),
+    )

@@ -1,0 +1,64 @@
+"""Identifier quoting and type names per warehouse dialect.
+
+Only identifiers from validated specs are ever written into SQL text, and always through `quote`; values (window
+bounds, watermarks, accepted values) are bound parameters.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from derive_assets.specs.models import Column
+
+DUCKDB_TYPES = {
+    "STRING": "VARCHAR",
+    "INT64": "BIGINT",
+    "FLOAT64": "DOUBLE",
+    "NUMERIC": "DECIMAL(38, 9)",
+    "BOOL": "BOOLEAN",
+    "DATE": "DATE",
+    "DATETIME": "TIMESTAMP",
+    "TIMESTAMP": "TIMESTAMPTZ",
+    "JSON": "JSON",
+    "BYTES": "BLOB",
+}
+"""Spec (BigQuery) type -> DuckDB type. NUMERIC keeps BigQuery's precision and scale (38, 9)."""
+
+
+def quote(name: str, dialect: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql(dialect)  # type: ignore[union-attr]
+
+
+def table_name(ref: str, dialect: str) -> str:
+    dataset, name = ref.split(".")
+    return f"{quote(dataset, dialect)}.{quote(name, dialect)}"
+
+
+def column_list(columns: list[str] | tuple[str, ...], dialect: str, prefix: str = "") -> str:
+    return ", ".join(prefix + quote(c, dialect) for c in columns)
+
+
+def cast_select(columns: tuple[Column, ...], types: dict[str, str], dialect: str) -> str:
+    """`CAST("a" AS BIGINT) AS "a", ...`: declared types win over whatever the query or driver produced."""
+    return ", ".join(
+        f"CAST({quote(c.name, dialect)} AS {types[c.type]}) AS {quote(c.name, dialect)}" for c in columns
+    )
+
+
+def key_join(keys: tuple[str, ...], left: str, right: str, dialect: str) -> str:
+    return " AND ".join(f"{left}.{quote(k, dialect)} = {right}.{quote(k, dialect)}" for k in keys)
+
+
+def param(name: str, dialect: str) -> str:
+    """A named query parameter: `$name` in DuckDB, `@name` in BigQuery."""
+    return ("$" if dialect == "duckdb" else "@") + name
+
+
+def window_filter(column: str, column_type: str, types: dict[str, str], dialect: str) -> str:
+    """`column` within [window_start, window_end), the bounds cast to the column's type."""
+    col = quote(column, dialect)
+    t = types[column_type]
+    return (
+        f"{col} >= CAST({param('window_start', dialect)} AS {t}) "
+        f"AND {col} < CAST({param('window_end', dialect)} AS {t})"
+    )
