@@ -1,8 +1,8 @@
 """Sample data for the demo's three microservice databases: accounts, orders and payments.
 
 `generate` (re)creates the source tables that `table_specs/sources/*.yaml` describe and fills them with a few
-weeks of history; `apply_activity` then plays one batch of new activity on top (inserts, updates, soft deletes,
-all stamped `updated_at = now`), which is what an incremental replication run should pick up next.
+weeks of history; `apply_activity` then plays one batch of new activity on top (inserts, updates, soft
+deletes, all stamped `updated_at = now`), which is what an incremental replication run should pick up next.
 
 Works on SQLite, PostgreSQL and MySQL/MariaDB through SQLAlchemy Core. Timestamps are UTC everywhere:
 PostgreSQL stores `timestamptz`, MySQL naive `DATETIME(6)`, SQLite naive text 'YYYY-MM-DD HH:MM:SS.ffffff' (so
@@ -54,33 +54,8 @@ COUNTRIES = MappingProxyType(
 REGION_WEIGHTS = (("na", 35), ("eu", 35), ("apac", 20), ("latam", 10))
 CURRENCY = MappingProxyType({country: cur for choices in COUNTRIES.values() for country, cur in choices})
 METHOD_WEIGHTS = (("card", 70), ("paypal", 20), ("bank_transfer", 10))
-FIRST_NAMES = (
-    "Ada",
-    "Ben",
-    "Chloe",
-    "Dev",
-    "Elena",
-    "Femi",
-    "Grace",
-    "Hiro",
-    "Ines",
-    "Jonas",
-    "Kira",
-    "Liam",
-)
-LAST_NAMES = (
-    "Adams",
-    "Berg",
-    "Costa",
-    "Diaz",
-    "Evans",
-    "Fischer",
-    "Garcia",
-    "Haddad",
-    "Ito",
-    "Jensen",
-    "Kim",
-)
+FIRST_NAMES = ("Ada", "Ben", "Cleo", "Dev", "Elena", "Femi", "Grace", "Hiro", "Ines", "Jonas", "Kira", "Liam")
+LAST_NAMES = ("Adams", "Berg", "Costa", "Diaz", "Evans", "Fox", "Garcia", "Hall", "Ito", "Jensen", "Kim")
 
 
 @dataclass(frozen=True)
@@ -101,7 +76,7 @@ def embedded_urls(base: Path) -> SourceUrls:
 
 
 def _timestamp() -> sa.types.TypeEngine[datetime]:
-    """`timestamptz` on PostgreSQL, `DATETIME(6)` on MySQL (plain DATETIME drops microseconds), SQLite text."""
+    """`timestamptz` on PostgreSQL, `DATETIME(6)` on MySQL (plain DATETIME drops microseconds), else text."""
     return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
@@ -221,17 +196,49 @@ def _write(conn: Connection, table: sa.Table, rows: Sequence[tuple[Any, ...]]) -
     if _is_postgres(conn):
         _copy(conn, table, rows)
         return
+    compiled = table.insert().compile(dialect=conn.dialect)
+    if not compiled.positional or compiled.positiontup is None:
+        raise NotImplementedError(f"{conn.dialect.name}: only PostgreSQL, MySQL and SQLite are supported")
     names = [c.name for c in table.columns]
-    stamps = [i for i, c in enumerate(table.columns) if isinstance(c.type, sa.DateTime)]
+    order = [names.index(name) for name in compiled.positiontup]
+    converters = _converters(conn, table)
     for batch in _batched(rows, BATCH_ROWS):
-        params = []
-        for row in batch:
-            values = list(row)
-            for i in stamps:
-                if values[i] is not None:
-                    values[i] = values[i].replace(tzinfo=None)
-            params.append(dict(zip(names, values, strict=True)))
-        conn.execute(table.insert(), params)
+        columns = list(zip(*batch, strict=True))
+        converted = [_convert(columns[i], converters[i]) for i in order]
+        conn.exec_driver_sql(compiled.string, list(zip(*converted, strict=True)))
+
+
+def _convert(values: Sequence[Any], convert: Callable[[Any], Any] | None) -> Sequence[Any]:
+    """One column of a batch; column-wise is ~3x faster than converting row by row."""
+    if convert is None:
+        return values
+    return [None if v is None else convert(v) for v in values]
+
+
+def _converters(conn: Connection, table: sa.Table) -> list[Callable[[Any], Any] | None]:
+    """Per column, what SQLAlchemy's bind processing would do to a value, minus its ~3x per-row overhead.
+
+    SQLite: timestamps become SQLAlchemy's text format 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC, zone dropped),
+    NUMERIC a float (sqlite3 cannot bind Decimal). MySQL: timestamps become naive UTC.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    converters: list[Callable[[Any], Any] | None] = []
+    for column in table.columns:
+        if isinstance(column.type, sa.DateTime):
+            converters.append(_sqlite_text if sqlite else _naive)
+        elif isinstance(column.type, sa.Numeric) and sqlite:
+            converters.append(float)
+        else:
+            converters.append(None)
+    return converters
+
+
+def _sqlite_text(moment: datetime) -> str:
+    return moment.isoformat(" ", "microseconds")[:26]
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=None)
 
 
 def _copy(conn: Connection, table: sa.Table, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -277,7 +284,7 @@ def _cents(rng: random.Random) -> Decimal:
 
 
 def _history(rng: random.Random, users: int, span: _Span) -> Iterator[_Chunk]:
-    """Rows for `users` users, USERS_PER_CHUNK at a time, from one random stream (chunking never changes them).
+    """Rows for `users` users, USERS_PER_CHUNK at a time, from one random stream (chunking changes nothing).
 
     Users sign up in id order over the span; each places 0-6 orders between sign-up and the end, and each
     non-cancelled order has one payment a few minutes after it. Older orders have moved further along.
@@ -466,15 +473,14 @@ def _move_orders(
     """Placed orders ship (or, some, get cancelled); shipped orders are delivered."""
     candidates = _candidates(rng, state.max_ids["orders"], k)
     rows = _pick(conn, table, candidates, lambda r: r.status in ("placed", "shipped"), k)
-    nxt = {"shipped": "delivered"}
-    changes = [
-        {
-            "b_key": r.order_id,
-            "b_status": nxt.get(r.status) or ("cancelled" if rng.random() < 0.15 else "shipped"),
-        }
-        for r in rows
-    ]
+    changes = [{"b_key": r.order_id, "b_status": _next_status(rng, r.status)} for r in rows]
     return _update(conn, table, "order_id", changes, now)
+
+
+def _next_status(rng: random.Random, status: str) -> str:
+    if status == "shipped":
+        return "delivered"
+    return "cancelled" if rng.random() < 0.15 else "shipped"
 
 
 def _refund_payments(
@@ -492,9 +498,13 @@ def _move_profiles(
 ) -> int:
     """Users move to another region (and a country in it)."""
     changes = []
-    for user_id in rng.sample(range(1, state.max_ids["profile"] + 1), min(k, state.max_ids["profile"])):
-        region = rng.choice(tuple(COUNTRIES))
-        changes.append({"b_key": user_id, "b_region": region, "b_country": rng.choice(COUNTRIES[region])[0]})
+    for row in _pick(
+        conn, table, _candidates(rng, state.max_ids["profile"], k, oversample=1), lambda _: True, k
+    ):
+        region = rng.choice([r for r in COUNTRIES if r != row.region])
+        changes.append(
+            {"b_key": row.user_id, "b_region": region, "b_country": rng.choice(COUNTRIES[region])[0]}
+        )
     return _update(conn, table, "user_id", changes, now)
 
 
@@ -570,7 +580,8 @@ def apply_activity(
     soft-deletes ~`fraction`/10 of accounts, then inserts ~`fraction` new users, orders and their payments.
     `now` (default: the current time) must be later than every `updated_at` already stored: raises ValueError
     otherwise. The random stream is seeded from `seed` and the current largest ids, so repeated batches with
-    the default seed differ but stay reproducible. Returns counts keyed `source.table.inserted|updated|deleted`.
+    the default seed differ but stay reproducible. Returns counts keyed
+    `source.table.inserted|updated|deleted`.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -581,9 +592,8 @@ def apply_activity(
     with _connect(urls) as conns:
         state = _state(conns, schema)
         if state.latest is not None and moment <= state.latest:
-            raise ValueError(
-                f"now={moment.isoformat()} must be later than the latest updated_at, {state.latest}"
-            )
+            latest = state.latest.isoformat()
+            raise ValueError(f"now={moment.isoformat()} must be later than the latest updated_at, {latest}")
         rng = random.Random(
             f"{seed}:{state.max_ids['auth']}:{state.max_ids['orders']}:{state.max_ids['payments']}"
         )

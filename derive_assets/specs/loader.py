@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from derive_assets.specs.errors import SpecError, SpecValidationError, format_loc
 from derive_assets.specs.models import (
+    MAX_CLUSTER_KEYS,
     AppendStrategy,
     MergeStrategy,
     ReplaceStrategy,
@@ -127,12 +129,35 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
             message = "must be a plain identifier: letters, digits and _, not starting with a digit"
             if "A-Z0-9" in err["ctx"]["pattern"]:
                 message = "must be an environment variable name: UPPER_CASE letters, digits and _"
+        elif err["type"] == "literal_error":
+            expected = str(err.get("ctx", {}).get("expected", ""))
+            allowed_values = re.findall(r"'([^']*)'", expected)
+            message = f"unknown value; allowed: {allowed_values or expected}"
+        elif err["type"] == "too_long" and loc == ("cluster",):
+            message = (
+                f"at most {MAX_CLUSTER_KEYS} cluster keys: BigQuery allows at most four clustering columns; "
+                "keep the ones most queries filter on"
+            )
         value = err.get("input")
-        if err["type"] == "missing" or (isinstance(value, dict) and len(str(value)) > 120):
-            out.append(SpecError(path, format_loc(loc), message))
+        if err["type"] == "union_tag_invalid" and "tag" in err.get("ctx", {}):
+            value = err["ctx"]["tag"]  # the strategy's `type`, not the whole (shorthand-expanded) mapping
+        field = format_loc(loc)
+        if err["type"] == "value_error" and isinstance(value, dict):
+            # A model validator's message starts with the field it is about (`cursor: ...`); the input is the
+            # whole mapping, and the message already quotes the offending value.
+            match = _FIELD_PREFIX.match(message)
+            if match:
+                field = f"{field}.{match[1]}" if field else match[1]
+                message = message[match.end() :]
+            out.append(SpecError(path, field, message))
+        elif err["type"] == "missing" or (isinstance(value, dict) and len(str(value)) > 120):
+            out.append(SpecError(path, field, message))
         else:
-            out.append(SpecError(path, format_loc(loc), message, value))
+            out.append(SpecError(path, field, message, value))
     return out
+
+
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\[\]]*): ")
 
 
 def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -12,7 +12,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_CLUSTER_KEYS = 4  # BigQuery's limit; DuckDB has none, but a spec must run on both.
@@ -30,6 +30,21 @@ class StrictModel(BaseModel):
 
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=128)]
+
+_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}"  # the check Dagster applies to asset owners
+
+
+def _check_owner(value: str) -> str:
+    if re.fullmatch(_EMAIL, value) or (value.startswith("team:") and len(value) > len("team:")):
+        return value
+    raise ValueError(
+        f"'{value}' is not an owner Dagster accepts; allowed: an e-mail address "
+        "(e.g. 'analytics@example.com') or a team name prefixed with 'team:' (e.g. 'team:analytics')"
+    )
+
+
+Owner = Annotated[str, AfterValidator(_check_owner)]
+"""An asset owner as Dagster accepts it: an e-mail address or `team:<name>`."""
 
 
 class Constraints(StrictModel):
@@ -124,8 +139,8 @@ class TableSpec(StrictModel):
     """`core` for tables shaped straight from sources (e.g. joins of them), `derived` for the rest."""
     description: str = ""
     """What the table holds; shown in the Dagster UI."""
-    owner: str
-    """A team or e-mail address that answers for the table (Dagster asset owner)."""
+    owner: Owner
+    """Who answers for the table (Dagster asset owner): an e-mail address or `team:<name>`."""
     columns: list[Column] = Field(min_length=1)
     """The columns the SQL must output, in order, with their types and constraints."""
     strategy: Strategy
@@ -181,6 +196,12 @@ class TableSpec(StrictModel):
                 )
             if self.window is None:
                 raise ValueError("partition: a partitioned table needs a `window` (the slice each run writes)")
+            if column.type == "DATE" and self.window.size == "1h":
+                raise ValueError(
+                    f"window.size: 1h is smaller than a day, but partition key '{column.name}' is a DATE, "
+                    "which cannot tell the hours of a day apart; use a window of 1d, 1w or 1mo, or partition "
+                    "by a DATETIME or TIMESTAMP column"
+                )
         unknown_cluster = [k for k in self.cluster if k not in declared]
         if unknown_cluster:
             raise ValueError(f"cluster: {unknown_cluster} not declared in columns; allowed: {names}")
@@ -256,8 +277,8 @@ class SourceSpec(StrictModel):
     `sqlite:///path`. For sqlite sources it may be unset: the demo database `.derive/sources/<name>.db` is used."""
     dataset: Identifier | None = None
     """Warehouse dataset for the replicated tables; defaults to the source name."""
-    owner: str
-    """A team or e-mail address that answers for the source."""
+    owner: Owner
+    """Who answers for the source (Dagster asset owner): an e-mail address or `team:<name>`."""
     description: str = ""
     """What the source holds; shown in the Dagster UI."""
     schedule: str | None = None

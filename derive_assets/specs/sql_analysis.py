@@ -44,6 +44,7 @@ def parse(sql: str) -> exp.Expression:
         first = exc.errors[0] if exc.errors else {}
         where = f"line {first.get('line')}, column {first.get('col')}: " if first else ""
         near = (first.get("start_context", "") + first.get("highlight", "")).strip()
+        near = near.splitlines()[-1].strip() if near else near  # the offending line, not the whole query
         raise SqlProblem(
             f"{where}SQL does not parse as BigQuery Standard SQL ({first.get('description', exc)}) near '{near}'"
         ) from exc

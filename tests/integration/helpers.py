@@ -1,0 +1,227 @@
+"""Shared code of the replication integration tests: a spec project pointed at a real source server, the Dagster
+instance that keeps its watermarks, and read access to both the source database and the DuckDB warehouse.
+
+The three demo sources (accounts, orders, payments) all live in the one fresh database the `postgres_url` /
+`mysql_url` fixture hands out; their table names do not collide.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import sqlalchemy as sa
+import yaml
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, MetadataValue
+
+from derive_assets.demo.generate import SourceUrls, apply_activity, generate, sqlalchemy_url
+from derive_assets.factory.build import build_definitions
+from derive_assets.settings import PROJECT_ROOT, DeriveSettings
+
+SOURCES = ("accounts", "orders", "payments")
+TABLES: dict[str, tuple[str, ...]] = {
+    "accounts.auth": ("user_id", "email", "created_at", "updated_at", "deleted_at"),
+    "accounts.profile": ("user_id", "display_name", "region", "country", "updated_at"),
+    "orders.orders": ("order_id", "user_id", "status", "amount", "created_at", "updated_at"),
+    "payments.payments": (
+        "payment_id", "order_id", "user_id", "amount", "currency", "method", "status", "paid_at", "updated_at",
+    ),
+}  # fmt: skip
+"""Warehouse table (`dataset.name`, the source table being `name`) -> declared columns; the first is the key."""
+SOURCE_OF = {ref: ref.split(".")[0] for ref in TABLES}
+TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at", "deleted_at", "paid_at"})
+DECLARED_DUCKDB_TYPES = {
+    "accounts.auth": {
+        "user_id": "BIGINT", "email": "VARCHAR", "created_at": "TIMESTAMP WITH TIME ZONE",
+        "updated_at": "TIMESTAMP WITH TIME ZONE", "deleted_at": "TIMESTAMP WITH TIME ZONE",
+    },
+    "accounts.profile": {
+        "user_id": "BIGINT", "display_name": "VARCHAR", "region": "VARCHAR", "country": "VARCHAR",
+        "updated_at": "TIMESTAMP WITH TIME ZONE",
+    },
+    "orders.orders": {
+        "order_id": "BIGINT", "user_id": "BIGINT", "status": "VARCHAR", "amount": "DECIMAL(38,9)",
+        "created_at": "TIMESTAMP WITH TIME ZONE", "updated_at": "TIMESTAMP WITH TIME ZONE",
+    },
+    "payments.payments": {
+        "payment_id": "BIGINT", "order_id": "BIGINT", "user_id": "BIGINT", "amount": "DECIMAL(38,9)",
+        "currency": "VARCHAR", "method": "VARCHAR", "status": "VARCHAR",
+        "paid_at": "TIMESTAMP WITH TIME ZONE", "updated_at": "TIMESTAMP WITH TIME ZONE",
+    },
+}  # fmt: skip
+"""What `information_schema.columns.data_type` must say for each replicated column (spec types, mapped)."""
+USERS = 2000
+SECRET_IN_URL = "derive:derive@"
+
+
+def env_var(source: str) -> str:
+    """The test-only variable each rewritten source spec reads its URL from."""
+    return f"DERIVE_IT_{source.upper()}_URL"
+
+
+def write_specs(dest: Path, source_type: str) -> Path:
+    """Copy the project's `table_specs/` to `dest`, the sources rewritten to `source_type` and test variables."""
+    shutil.copytree(PROJECT_ROOT / "table_specs", dest)
+    for path in sorted((dest / "sources").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        spec["type"] = source_type
+        spec["connection_env"] = env_var(spec["name"])
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return dest
+
+
+def utc(value: Any) -> Any:
+    """Timestamps as aware UTC datetimes (MySQL DATETIME holds naive UTC), Decimals normalised; others as-is."""
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    if isinstance(value, Decimal):
+        return value.normalize()
+    return value
+
+
+def normalised(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    return [tuple(utc(v) for v in row) for row in rows]
+
+
+class Replication:
+    """One spec project replicating from a real server into a DuckDB file, with one Dagster instance.
+
+    The same instance serves every run of a test, so watermarks carry over from run to run as in production.
+    """
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, source_type: str) -> None:
+        self.url = url
+        self.source_type = source_type
+        self.monkeypatch = monkeypatch
+        for source in SOURCES:
+            monkeypatch.setenv(env_var(source), url)
+        self.urls = SourceUrls(url, url, url)
+        self.home = tmp_path / "home"
+        specs = write_specs(tmp_path / "specs", source_type)
+        self.defs = build_definitions(DeriveSettings(specs_dir=specs, home=self.home))
+        self.instance = DagsterInstance.ephemeral()
+        self.engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
+
+    # ------------------------------------------------------------------------------------------- source
+
+    def generate(self, users: int = USERS) -> dict[str, int]:
+        return generate(self.urls, users=users)
+
+    def apply_activity(self, **kwargs: Any) -> dict[str, int]:
+        return apply_activity(self.urls, **kwargs)
+
+    def source(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as conn:
+            return normalised(conn.execute(sa.text(sql), dict(params or {})).all())
+
+    def source_execute(self, sql: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(sql))
+
+    def source_rows(self, ref: str) -> list[tuple[Any, ...]]:
+        columns = TABLES[ref]
+        return self.source(f"SELECT {', '.join(columns)} FROM {ref.split('.')[1]} ORDER BY {columns[0]}")
+
+    def source_max_updated_at(self, ref: str) -> dt.datetime:
+        return self.source(f"SELECT max(updated_at) FROM {ref.split('.')[1]}")[0][0]
+
+    def source_changed_since(self, ref: str, since: dt.datetime, where: str = "TRUE") -> int:
+        """Rows of the source table whose `updated_at` is beyond `since` (an aware UTC datetime)."""
+        bound: Any = since if self.source_type == "postgres" else since.replace(tzinfo=None)
+        sql = f"SELECT count(*) FROM {ref.split('.')[1]} WHERE updated_at > :since AND ({where})"
+        return self.source(sql, {"since": bound})[0][0]
+
+    # ------------------------------------------------------------------------------------------- runs
+
+    def run(self, job: str, partition_key: str | None = None, ok: bool = True) -> ExecuteInProcessResult:
+        result = self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, partition_key=partition_key, raise_on_error=False
+        )
+        if ok:
+            assert result.success, self.failure_text(result)
+        return result
+
+    def replicate(self, source: str, ok: bool = True) -> ExecuteInProcessResult:
+        return self.run(f"replicate_{source}", ok=ok)
+
+    def replicate_all(self) -> dict[str, dict[str, Any]]:
+        """Run the three replication jobs; returns the materialization metadata of each table."""
+        found: dict[str, dict[str, Any]] = {}
+        for source in SOURCES:
+            found.update(materializations(self.replicate(source)))
+        assert set(found) == set(TABLES)
+        return found
+
+    def failure_text(self, result: ExecuteInProcessResult) -> str:
+        """Every message and error the run logged, as one string."""
+        parts = []
+        for record in self.instance.all_logs(result.run_id):
+            parts.append(record.user_message or "")
+            event = record.dagster_event
+            if event is None:
+                continue
+            parts.append(event.message or "")
+            data = event.event_specific_data
+            error = getattr(data, "error", None)
+            if error is not None:
+                parts.append(error.to_string())
+        return "\n".join(parts)
+
+    def watermark(self, ref: str) -> str | None:
+        event = self.instance.get_latest_materialization_event(AssetKey(ref.split(".")))
+        if event is None or event.asset_materialization is None:
+            return None
+        return value(event.asset_materialization.metadata.get("derive/watermark"))
+
+    def watermark_time(self, ref: str) -> dt.datetime:
+        text = self.watermark(ref)
+        assert text is not None, f"{ref}: no watermark in the event log"
+        return utc(dt.datetime.fromisoformat(text))
+
+    # ------------------------------------------------------------------------------------------- warehouse
+
+    def warehouse(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of a query on the DuckDB file, opened read-only (and closed again before the next run)."""
+        con = duckdb.connect(str(self.home / "warehouse.duckdb"), read_only=True)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            return normalised(con.execute(sql, list(params or [])).fetchall())
+        finally:
+            con.close()
+
+    def warehouse_rows(self, ref: str) -> list[tuple[Any, ...]]:
+        columns = TABLES[ref]
+        return self.warehouse(f"SELECT {', '.join(columns)} FROM {ref} ORDER BY {columns[0]}")
+
+    def warehouse_snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        return {ref: self.warehouse_rows(ref) for ref in TABLES}
+
+    def warehouse_types(self, ref: str) -> dict[str, str]:
+        dataset, name = ref.split(".")
+        rows = self.warehouse(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [dataset, name],
+        )
+        return {column: data_type.replace(" ", "") if "DECIMAL" in data_type else data_type
+                for column, data_type in rows}  # fmt: skip
+
+
+def value(entry: Any) -> Any:
+    return entry.value if isinstance(entry, MetadataValue) else entry
+
+
+def materializations(result: ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """`dataset.name` -> metadata values of the run's materialization of that asset."""
+    found = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        ref = ".".join(materialization.asset_key.path)
+        found[ref] = {k: value(v) for k, v in materialization.metadata.items()}
+    return found
