@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from psycopg import sql as pgsql
 from sqlalchemy.dialects import mysql
@@ -51,9 +52,9 @@ COUNTRIES = MappingProxyType(
     }
 )
 """Region -> (country, currency) choices; a country listed twice is drawn twice as often."""
-REGION_WEIGHTS = (("na", 35), ("eu", 35), ("apac", 20), ("latam", 10))
+REGIONS, REGION_WEIGHTS = ("na", "eu", "apac", "latam"), (35, 35, 20, 10)
 CURRENCY = MappingProxyType({country: cur for choices in COUNTRIES.values() for country, cur in choices})
-METHOD_WEIGHTS = (("card", 70), ("paypal", 20), ("bank_transfer", 10))
+METHODS, METHOD_WEIGHTS = ("card", "paypal", "bank_transfer"), (70, 20, 10)
 FIRST_NAMES = ("Ada", "Ben", "Cleo", "Dev", "Elena", "Femi", "Grace", "Hiro", "Ines", "Jonas", "Kira", "Liam")
 LAST_NAMES = ("Adams", "Berg", "Costa", "Diaz", "Evans", "Fox", "Garcia", "Hall", "Ito", "Jensen", "Kim")
 
@@ -197,15 +198,15 @@ def _write(conn: Connection, table: sa.Table, rows: Sequence[tuple[Any, ...]]) -
         _copy(conn, table, rows)
         return
     compiled = table.insert().compile(dialect=conn.dialect)
-    if not compiled.positional or compiled.positiontup is None:
-        raise NotImplementedError(f"{conn.dialect.name}: only PostgreSQL, MySQL and SQLite are supported")
+    binds = list(compiled.positiontup or []) if compiled.positional else list(compiled.params)
     names = [c.name for c in table.columns]
-    order = [names.index(name) for name in compiled.positiontup]
+    order = [names.index(name) for name in binds]  # bind names are the column names
     converters = _converters(conn, table)
     for batch in _batched(rows, BATCH_ROWS):
         columns = list(zip(*batch, strict=True))
-        converted = [_convert(columns[i], converters[i]) for i in order]
-        conn.exec_driver_sql(compiled.string, list(zip(*converted, strict=True)))
+        values = zip(*(_convert(columns[i], converters[i]) for i in order), strict=True)
+        params = list(values) if compiled.positional else [dict(zip(binds, v, strict=True)) for v in values]
+        conn.exec_driver_sql(compiled.string, params)
 
 
 def _convert(values: Sequence[Any], convert: Callable[[Any], Any] | None) -> Sequence[Any]:
@@ -246,9 +247,9 @@ def _copy(conn: Connection, table: sa.Table, rows: Sequence[tuple[Any, ...]]) ->
     statement = pgsql.SQL("COPY {} ({}) FROM STDIN").format(
         pgsql.Identifier(table.name), pgsql.SQL(", ").join(pgsql.Identifier(c.name) for c in table.columns)
     )
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(row)
 
@@ -289,16 +290,13 @@ def _history(rng: random.Random, users: int, span: _Span) -> Iterator[_Chunk]:
     Users sign up in id order over the span; each places 0-6 orders between sign-up and the end, and each
     non-cancelled order has one payment a few minutes after it. Older orders have moved further along.
     """
-    regions, weights = zip(*REGION_WEIGHTS, strict=True)
-    region_cum = list(accumulate(weights))
-    methods, method_weights = zip(*METHOD_WEIGHTS, strict=True)
-    method_cum = list(accumulate(method_weights))
+    region_cum, method_cum = list(accumulate(REGION_WEIGHTS)), list(accumulate(METHOD_WEIGHTS))
     order_id = payment_id = 0
     for first in range(1, users + 1, USERS_PER_CHUNK):
         chunk = _Chunk([], [], [], [])
         for user_id in range(first, min(first + USERS_PER_CHUNK, users + 1)):
             signed_up = span.seconds * (user_id - 1 + rng.random()) / users
-            region = rng.choices(regions, cum_weights=region_cum)[0]
+            region = rng.choices(REGIONS, cum_weights=region_cum)[0]
             country, currency = rng.choice(COUNTRIES[region])
             chunk.auth.append(_auth_row(rng, user_id, signed_up, span))
             chunk.profile.append(_profile_row(rng, user_id, signed_up, span, region, country))
@@ -308,7 +306,7 @@ def _history(rng: random.Random, users: int, span: _Span) -> Iterator[_Chunk]:
                 chunk.orders.append(order)
                 if order[2] != "cancelled":
                     payment_id += 1
-                    method = rng.choices(methods, cum_weights=method_cum)[0]
+                    method = rng.choices(METHODS, cum_weights=method_cum)[0]
                     chunk.payments.append(_payment_row(rng, payment_id, order, currency, method, span))
         yield chunk
 
@@ -532,7 +530,7 @@ def _insert_activity(
     first_user = state.max_ids["auth"] + 1
     auth_rows, profile_rows = [], []
     for user_id in range(first_user, first_user + new_users):
-        region = rng.choices([r for r, _ in REGION_WEIGHTS], [w for _, w in REGION_WEIGHTS])[0]
+        region = rng.choices(REGIONS, REGION_WEIGHTS)[0]
         country = rng.choice(COUNTRIES[region])[0]
         auth_rows.append((user_id, f"user.{user_id}@example.com", now, now, None))
         profile_rows.append(
@@ -550,7 +548,7 @@ def _insert_activity(
         amount = _cents(rng)
         order_rows.append((order_id, user_id, "placed", amount, now, now))
         status = "succeeded" if rng.random() < 0.95 else "failed"
-        method = rng.choices([m for m, _ in METHOD_WEIGHTS], [w for _, w in METHOD_WEIGHTS])[0]
+        method = rng.choices(METHODS, METHOD_WEIGHTS)[0]
         currency = CURRENCY.get(countries.get(user_id, "US"), "USD")
         payment_rows.append((payment_id, order_id, user_id, amount, currency, method, status, now, now))
     _write(conns["orders"], orders, order_rows)

@@ -49,15 +49,9 @@ def build_table_asset(table: Table, warehouse_kind: str, warehouse_types: dict[s
     if spec.cluster:
         metadata["derive/cluster"] = spec.cluster
 
-    with warnings.catch_warnings():
-        # backfill_policy is marked beta; it is what lets a backfill of many windows run as one statement.
-        warnings.simplefilter("ignore", BetaWarning)
-        return _define(spec, key, analysis, partitions_def, checks, target, unique_key, metadata, warehouse_types,
-                       warehouse_kind)
+    # backfill_policy is marked beta; it is what lets a backfill of many windows run as one statement.
+    warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 
-
-def _define(spec, key, analysis, partitions_def, checks, target, unique_key, metadata, warehouse_types,
-            warehouse_kind) -> AssetsDefinition:
     @asset(
         key=key,
         deps=[table_key(ref) for ref in analysis.reads],

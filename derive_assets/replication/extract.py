@@ -108,7 +108,7 @@ def _sqlite_value(value: Any) -> Any:
 def read_batches(url: str, plan: ExtractPlan, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     sql, params = build_query(plan)
     if plan.source.type == "sqlite":
-        yield from _sqlite_batches(url, sql, params, plan.table.columns, batch_rows)
+        yield from _sqlite_batches(url, sql, params, plan.table, batch_rows)
     else:
         yield from _connectorx_batches(url, sql, batch_rows, plan.source.name)
 
@@ -130,14 +130,16 @@ _SQLITE_ARROW = {"INT64": pa.int64(), "FLOAT64": pa.float64(), "BOOL": pa.bool_(
 
 
 def _sqlite_batches(
-    url: str, sql: str, params: list[Any], columns: list[Column], batch_rows: int
+    url: str, sql: str, params: list[Any], table: SourceTable, batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
+    columns = table.columns
     path = url.removeprefix("sqlite:///")
     if not Path(path).exists():
         raise SourceConnectionError(f"sqlite database {path} does not exist; run `derive generate` first")
     schema = pa.schema([(c.name, _SQLITE_ARROW.get(c.type, pa.string())) for c in columns])
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
+        _check_sqlite_columns(con, table)
         cursor = con.execute(sql, params)
         while rows := cursor.fetchmany(batch_rows):
             arrays = [
@@ -149,6 +151,20 @@ def _sqlite_batches(
         raise SourceConnectionError(f"sqlite source {path}: {exc}") from exc
     finally:
         con.close()
+
+
+def _check_sqlite_columns(con: sqlite3.Connection, table: SourceTable) -> None:
+    # SQLite reads a double-quoted name that is not a column as a string literal, so a dropped column would
+    # silently replicate its own name. Compare with the table's real columns first.
+    found = {row[1] for row in con.execute("SELECT * FROM pragma_table_info(?)", [table.name])}
+    missing = [c.name for c in table.columns if c.name not in found]
+    if not found:
+        raise SourceConnectionError(f"sqlite source: table '{table.name}' does not exist")
+    if missing:
+        raise SourceConnectionError(
+            f"sqlite source: table '{table.name}' has no columns {missing} that its spec declares; "
+            f"it has {sorted(found)}. Update the spec's columns or the source table."
+        )
 
 
 def _sqlite_cell(value: Any, arrow_type: pa.DataType) -> Any:

@@ -38,8 +38,8 @@ def _check_owner(value: str) -> str:
     if re.fullmatch(_EMAIL, value) or (value.startswith("team:") and len(value) > len("team:")):
         return value
     raise ValueError(
-        f"'{value}' is not an owner Dagster accepts; allowed: an e-mail address "
-        "(e.g. 'analytics@example.com') or a team name prefixed with 'team:' (e.g. 'team:analytics')"
+        "not an owner Dagster accepts; allowed: an e-mail address (e.g. 'analytics@example.com') "
+        "or a team name prefixed with 'team:' (e.g. 'team:analytics')"
     )
 
 
@@ -77,16 +77,19 @@ class Column(StrictModel):
 
 class MergeStrategy(StrictModel):
     type: Literal["merge"]
+    """`merge`: upsert the run's rows by `unique_key`."""
     unique_key: list[Identifier] = Field(min_length=1)
     """Columns that identify a row. Rows of the run whose key exists are replaced, the others are inserted."""
 
 
 class AppendStrategy(StrictModel):
     type: Literal["append"]
+    """`append`: the run's rows replace the rows of its window (by `partition.key`)."""
 
 
 class ReplaceStrategy(StrictModel):
     type: Literal["replace"]
+    """`replace`: the table becomes the query's output."""
 
 
 Strategy = Annotated[MergeStrategy | AppendStrategy | ReplaceStrategy, Field(discriminator="type")]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import socket
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import duckdb
 import pytest
@@ -225,3 +227,181 @@ def materializations(result: ExecuteInProcessResult) -> dict[str, dict[str, Any]
         ref = ".".join(materialization.asset_key.path)
         found[ref] = {k: value(v) for k, v in materialization.metadata.items()}
     return found
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_port(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
+    return parts._replace(netloc=f"{netloc}:{port}").geturl()
+
+
+# ----------------------------------------------------------------------------------------------- scenarios
+# Each takes a fresh `Replication` on an empty database; the test modules run them against their server.
+
+
+def full_first_load(rep: Replication) -> None:
+    counts = rep.generate()
+    meta = rep.replicate_all()
+    for ref in TABLES:
+        assert counts[ref] > 0
+        assert meta[ref]["derive/rows_read"] == counts[ref], ref
+        assert meta[ref]["derive/rows_inserted"] == counts[ref], ref
+        assert (meta[ref]["derive/rows_updated"], meta[ref]["derive/rows_deleted"]) == (0, 0), ref
+        assert meta[ref]["dagster/row_count"] == counts[ref], ref
+        assert rep.warehouse(f"SELECT count(*) FROM {ref}") == [(counts[ref],)], ref
+        assert rep.warehouse_types(ref) == DECLARED_DUCKDB_TYPES[ref], ref
+        # Every value, timestamps compared as UTC instants and amounts as exact decimals.
+        assert rep.warehouse_rows(ref) == rep.source_rows(ref), ref
+        assert rep.watermark_time(ref) == rep.source_max_updated_at(ref), ref
+    # The same instants, spelled out in UTC on both sides (DuckDB session zone UTC; source values taken as UTC).
+    first = rep.source("SELECT order_id, amount, created_at FROM orders ORDER BY order_id LIMIT 1")[0]
+    got = rep.warehouse(
+        "SELECT order_id, CAST(amount AS VARCHAR), strftime(created_at, '%Y-%m-%d %H:%M:%S.%f') "
+        "FROM orders.orders WHERE order_id = ?",
+        [first[0]],
+    )
+    assert got == [(first[0], f"{first[1]:.9f}", first[2].strftime("%Y-%m-%d %H:%M:%S.%f"))]
+
+
+def incremental(rep: Replication) -> None:
+    rep.generate()
+    rep.replicate_all()
+    before = {ref: rep.watermark_time(ref) for ref in TABLES}
+    activity = rep.apply_activity()
+    changed = {ref: rep.source_changed_since(ref, before[ref]) for ref in TABLES}
+    moved = rep.source(
+        "SELECT order_id, status FROM orders WHERE updated_at > :since ORDER BY order_id",
+        {"since": before["orders.orders"] if rep.source_type == "postgres" else
+         before["orders.orders"].replace(tzinfo=None)},
+    )  # fmt: skip
+    stale = dict(rep.warehouse("SELECT order_id, status FROM orders.orders"))
+    moved_old = [(order_id, status) for order_id, status in moved if order_id in stale]
+    assert any(stale[order_id] != status for order_id, status in moved_old), "no order changed status"
+
+    meta = rep.replicate_all()
+    for ref in TABLES:
+        inserted = activity[f"{ref}.inserted"]
+        assert changed[ref] == inserted + activity[f"{ref}.updated"] + activity[f"{ref}.deleted"], ref
+        assert meta[ref]["derive/rows_read"] == changed[ref], ref
+        assert meta[ref]["derive/rows_inserted"] == inserted, ref
+        assert meta[ref]["derive/rows_updated"] == activity[f"{ref}.updated"], ref
+        assert meta[ref]["derive/rows_deleted"] == activity[f"{ref}.deleted"], ref
+        after = rep.watermark_time(ref)
+        assert after > before[ref], ref
+        assert after == rep.source_max_updated_at(ref), ref
+        key = TABLES[ref][0]
+        assert rep.warehouse(f"SELECT count(*) - count(DISTINCT {key}) FROM {ref}") == [(0,)], ref
+        live = "WHERE deleted_at IS NULL" if ref == "accounts.auth" else ""
+        expected = rep.source(f"SELECT {', '.join(TABLES[ref])} FROM {ref.split('.')[1]} {live} ORDER BY {key}")
+        assert rep.warehouse_rows(ref) == expected, ref
+    now = dict(rep.warehouse("SELECT order_id, status FROM orders.orders"))
+    assert [(order_id, now[order_id]) for order_id, _ in moved] == moved
+
+
+def no_change(rep: Replication) -> None:
+    rep.generate()
+    rep.replicate_all()
+    rep.apply_activity()
+    rep.replicate_all()
+    snapshot = rep.warehouse_snapshot()
+    watermarks = {ref: rep.watermark(ref) for ref in TABLES}
+    meta = rep.replicate_all()
+    for ref in TABLES:
+        counters = ("derive/rows_read", "derive/rows_inserted", "derive/rows_updated", "derive/rows_deleted")
+        assert [meta[ref][k] for k in counters] == [0, 0, 0, 0], ref
+        assert meta[ref]["derive/watermark"] == watermarks[ref], ref
+        assert rep.watermark(ref) == watermarks[ref], ref
+    assert rep.warehouse_snapshot() == snapshot
+
+
+def soft_delete(rep: Replication) -> None:
+    rep.generate()
+    rep.replicate("accounts")
+    activity = rep.apply_activity(fraction=0.02)
+    deleted = [row[0] for row in rep.source("SELECT user_id FROM auth WHERE deleted_at IS NOT NULL")]
+    assert len(deleted) == activity["accounts.auth.deleted"] > 0
+    in_warehouse = {row[0] for row in rep.warehouse("SELECT user_id FROM accounts.auth")}
+    assert set(deleted) <= in_warehouse
+
+    meta = materializations(rep.replicate("accounts"))["accounts.auth"]
+    assert meta["derive/rows_deleted"] == len(deleted)
+    assert meta["derive/rows_read"] == len(deleted) + activity["accounts.auth.inserted"]
+    remaining = {row[0] for row in rep.warehouse("SELECT user_id FROM accounts.auth")}
+    assert not remaining & set(deleted)
+    assert rep.warehouse("SELECT count(*) FROM accounts.auth WHERE deleted_at IS NOT NULL") == [(0,)]
+    assert len(remaining) == rep.source("SELECT count(*) FROM auth WHERE deleted_at IS NULL")[0][0]
+    assert meta["dagster/row_count"] == len(remaining)
+    # Profiles have no soft-delete column: closed accounts keep theirs.
+    profiles = {row[0] for row in rep.warehouse("SELECT user_id FROM accounts.profile")}
+    assert set(deleted) <= profiles
+
+
+BREAKAGES = ("unreachable", "dropped_column")
+
+
+def failing_run(rep: Replication, breakage: str) -> None:
+    rep.generate()
+    rep.replicate_all()
+    rep.apply_activity()  # changes are pending: a run that half-worked would show
+    snapshot = rep.warehouse_snapshot()
+    watermarks = {ref: rep.watermark(ref) for ref in TABLES}
+    if breakage == "unreachable":
+        rep.monkeypatch.setenv(env_var("orders"), with_port(rep.url, free_port()))
+    else:
+        rep.source_execute("ALTER TABLE orders DROP COLUMN status")
+
+    result = rep.replicate("orders", ok=False)
+    assert not result.success
+    text = rep.failure_text(result)
+    assert SECRET_IN_URL not in text
+    assert "source 'orders'" in text, text
+    assert rep.warehouse_snapshot() == snapshot
+    assert {ref: rep.watermark(ref) for ref in TABLES} == watermarks
+
+
+def derived_graph(rep: Replication) -> None:
+    rep.generate()
+    rep.replicate_all()
+    rep.apply_activity(fraction=0.02)  # refunds, region moves and closed accounts reach the derived tables
+    rep.replicate_all()
+    rep.run("core__user_detail")
+    open_accounts = rep.source("SELECT count(*) FROM auth WHERE deleted_at IS NULL")[0][0]
+    assert rep.warehouse("SELECT count(*) FROM core.user_detail") == [(open_accounts,)]
+
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
+    result = rep.run("analytics__daily_payments_by_region", partition_key=day.isoformat())
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    bounds = {"start": start, "end": start + dt.timedelta(days=1)}
+    if rep.source_type != "postgres":
+        bounds = {k: v.replace(tzinfo=None) for k, v in bounds.items()}
+    # core.user_detail holds open accounts only: payments of closed accounts count as region 'unknown'.
+    expected = rep.source(
+        """
+        SELECT CASE WHEN a.deleted_at IS NULL AND pr.region IS NOT NULL THEN pr.region ELSE 'unknown' END AS r,
+               count(*), count(DISTINCT p.user_id), sum(p.amount)
+        FROM payments AS p
+        LEFT JOIN auth AS a ON a.user_id = p.user_id
+        LEFT JOIN profile AS pr ON pr.user_id = p.user_id
+        WHERE p.status = 'succeeded' AND p.paid_at >= :start AND p.paid_at < :end
+        GROUP BY 1
+        ORDER BY 1
+        """,
+        bounds,
+    )
+    assert len(expected) >= 4
+    got = rep.warehouse(
+        "SELECT region, payments, payers, revenue FROM analytics.daily_payments_by_region "
+        "WHERE day = ? ORDER BY region",
+        [day],
+    )
+    assert got == expected
+    assert rep.warehouse("SELECT DISTINCT day FROM analytics.daily_payments_by_region") == [(day,)]
+    meta = materializations(result)["analytics.daily_payments_by_region"]
+    assert meta["derive/rows_inserted"] == len(expected)
