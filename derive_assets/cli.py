@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     validate = sub.add_parser("validate", help="check every spec file; print all errors; exit 1 if any")
-    validate.add_argument("dir", nargs="?", type=Path, help="specs directory (default: $DERIVE_SPECS_DIR or table_specs/)")
+    validate.add_argument(
+        "dir", nargs="?", type=Path, help="specs directory (default: $DERIVE_SPECS_DIR or table_specs/)"
+    )
 
     gen = sub.add_parser("generate", help="(re)create the sample source databases")
     gen.add_argument("--users", type=int, default=10_000)
@@ -27,14 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     act.add_argument("--fraction", type=float, default=0.01)
     _url_args(act)
 
-    demo = sub.add_parser("demo", help="generate sample data and materialize the whole graph, embedded engines")
+    demo = sub.add_parser(
+        "demo", help="generate sample data and materialize the whole graph, embedded engines"
+    )
     demo.add_argument("--users", type=int, default=10_000)
     demo.add_argument("--days", type=int, default=7, help="materialize windows of the last N days")
     demo.add_argument("--fresh", action="store_true", help="regenerate the sources and rebuild the warehouse")
 
     args = parser.parse_args(argv)
     try:
-        return {"validate": _validate, "generate": _generate, "activity": _activity, "demo": _demo}[args.command](args)
+        return {"validate": _validate, "generate": _generate, "activity": _activity, "demo": _demo}[
+            args.command
+        ](args)
     except SpecValidationError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -46,7 +52,7 @@ def _url_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--payments-url")
 
 
-def _urls(args: argparse.Namespace):  # noqa: ANN202 - SourceUrls, imported lazily to keep `validate` fast
+def _urls(args: argparse.Namespace):
     from derive_assets.demo.generate import SourceUrls, embedded_urls
 
     default = embedded_urls(DeriveSettings.from_env().embedded_sources_dir)

@@ -101,7 +101,7 @@ NAMED_LITERALS: list[tuple[str, Any, str]] = [
         ColumnType,
         "Column types use BigQuery's names (BigQuery is the production dialect). Write them in upper case "
         "(the loader also accepts lower case; the editor schema does not). Each warehouse maps them to its "
-        "own types: " + ", ".join(f"{t} → {DUCKDB_TYPES[t]}" for t in get_args(ColumnType)) + " in DuckDB.",
+        "own types:",
     ),
     (
         "WindowSize",
@@ -157,7 +157,12 @@ def render_reference() -> str:
         out += _model_section(model, where, about)
     for name, literal, about in NAMED_LITERALS:
         out += [f"## {name}", "", about, ""]
-        out += [", ".join(f"`{v}`" for v in get_args(literal)), ""]
+        if literal == ColumnType:
+            out += ["| Type | DuckDB type |", "| --- | --- |"]
+            out += [f"| `{t}` | `{DUCKDB_TYPES[t]}` |" for t in get_args(ColumnType)]
+            out += [""]
+        else:
+            out += [", ".join(f"`{v}`" for v in get_args(literal)), ""]
     out += _rules_section()
     return "\n".join(out).rstrip() + "\n"
 
@@ -344,7 +349,7 @@ def write_schema(path: Path = SCHEMA_PATH) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m derive_assets.docs_gen", description=__doc__.splitlines()[0]
+        prog="python -m derive_assets.docs_gen", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is out of date")
     args = parser.parse_args(argv)

@@ -171,14 +171,18 @@ class DuckDBWarehouse(ConfigurableResource):
         )
         result.max_cursor = con.execute(f"SELECT max({cursor}) FROM {stg}").fetchone()[0]  # type: ignore[index]
         flag = self._soft_delete_condition(request)
-        existing = _scalar(con, f"SELECT count(*) FROM {stg} AS s JOIN {tbl} AS t ON {key_join(keys, 't', 's', D)}")
+        existing = _scalar(
+            con, f"SELECT count(*) FROM {stg} AS s JOIN {tbl} AS t ON {key_join(keys, 't', 's', D)}"
+        )
         deleted = 0
         if flag:
             deleted = _scalar(
                 con,
                 f"SELECT count(*) FROM {stg} AS s JOIN {tbl} AS t ON {key_join(keys, 't', 's', D)} WHERE s.{flag}",
             )
-            result.extra["soft_deleted_rows_read"] = _scalar(con, f"SELECT count(*) FROM {stg} AS s WHERE s.{flag}")
+            result.extra["soft_deleted_rows_read"] = _scalar(
+                con, f"SELECT count(*) FROM {stg} AS s WHERE s.{flag}"
+            )
         con.execute(f"DELETE FROM {tbl} AS t USING {stg} AS s WHERE {key_join(keys, 't', 's', D)}")
         if flag:
             con.execute(f"DELETE FROM {stg} AS s WHERE s.{flag}")
@@ -265,7 +269,9 @@ def _check_keys(con: duckdb.DuckDBPyConnection, stg: str, keys: tuple[str, ...],
             f"{ref}: the query returned {null_rows} rows with a NULL in unique_key {list(keys)}; a merge key "
             "must identify each row. Filter those rows out or choose other key columns. Nothing was written."
         )
-    dupes = _scalar(con, f"SELECT count(*) FROM (SELECT {cols} FROM {stg} GROUP BY {cols} HAVING count(*) > 1)")
+    dupes = _scalar(
+        con, f"SELECT count(*) FROM (SELECT {cols} FROM {stg} GROUP BY {cols} HAVING count(*) > 1)"
+    )
     if dupes:
         raise WarehouseError(
             f"{ref}: the query returned several rows for {dupes} values of unique_key {list(keys)}; a merge needs "

@@ -7,7 +7,6 @@ feature job, say) receives that table - or, when partitioned, just its window - 
 table. Core/derived tables are built by SQL inside the warehouse and never come through here.
 """
 
-
 import time
 from dataclasses import dataclass, field
 from typing import Any

@@ -20,7 +20,11 @@ class ColumnCheck:
 
     def spec(self, key: AssetKey) -> AssetCheckSpec:
         return AssetCheckSpec(
-            self.name, asset=key, blocking=True, description=_describe(self), metadata={"column": self.column.name}
+            self.name,
+            asset=key,
+            blocking=True,
+            description=_describe(self),
+            metadata={"column": self.column.name},
         )
 
     def sql(self, ref: str, dialect: str, window_filter: str) -> tuple[str, dict[str, Any]]:
@@ -39,7 +43,10 @@ class ColumnCheck:
         values = self.column.constraints.accepted_values or []
         params = {f"v{i}": v for i, v in enumerate(values)}
         placeholders = ", ".join(("$" if dialect == "duckdb" else "@") + p for p in params)
-        return f"SELECT count(*) FROM {tbl} WHERE {col} IS NOT NULL AND {col} NOT IN ({placeholders}){where}", params
+        return (
+            f"SELECT count(*) FROM {tbl} WHERE {col} IS NOT NULL AND {col} NOT IN ({placeholders}){where}",
+            params,
+        )
 
     def result(self, violations: int) -> AssetCheckResult:
         return AssetCheckResult(
@@ -47,7 +54,9 @@ class ColumnCheck:
             passed=violations == 0,
             severity=AssetCheckSeverity.ERROR,
             metadata={"violations": violations, "column": self.column.name},
-            description=None if violations == 0 else f"{violations} rows break `{self.rule}` on {self.column.name}",
+            description=None
+            if violations == 0
+            else f"{violations} rows break `{self.rule}` on {self.column.name}",
         )
 
 

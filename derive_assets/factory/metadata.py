@@ -38,7 +38,9 @@ def column_schema(columns: list[Column]) -> TableSchema:
 def column_lineage(lineage: dict[str, list[tuple[str, str]]]) -> TableColumnLineage:
     return TableColumnLineage(
         deps_by_column={
-            column: [TableColumnDep(asset_key=AssetKey(ref.split(".")), column_name=name) for ref, name in deps]
+            column: [
+                TableColumnDep(asset_key=AssetKey(ref.split(".")), column_name=name) for ref, name in deps
+            ]
             for column, deps in lineage.items()
             if deps
         }

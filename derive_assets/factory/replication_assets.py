@@ -1,22 +1,21 @@
 """One asset per source table: incremental replication into the warehouse, merged by primary key."""
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 
-
 from typing import Any
 
 from dagster import (
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    AssetChecksDefinition,
     MetadataValue,
     asset,
     multi_asset_check,
 )
 
-from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.checks import column_checks, run_checks
+from derive_assets.factory.metadata import column_schema
 from derive_assets.replication import watermark
 from derive_assets.replication.extract import ExtractPlan
 from derive_assets.specs.project import ReplicatedTable
@@ -43,7 +42,8 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
     @asset(
         key=key,
         group_name=source.target_dataset,
-        description=table.description or f"{source.name}.{table.name}, replicated incrementally by {table.cursor}",
+        description=table.description
+        or f"{source.name}.{table.name}, replicated incrementally by {table.cursor}",
         owners=[source.owner],
         kinds={source.type, warehouse_kind},
         tags={"derive/layer": "source"},
@@ -92,7 +92,7 @@ def build_replication_checks(rt: ReplicatedTable) -> AssetChecksDefinition | Non
         name=f"{rt.source.target_dataset}__{rt.table.name}__checks",
         required_resource_keys={"warehouse"},
     )
-    def _checks(context) -> Any:  # noqa: ANN001 - Dagster injects the context
+    def _checks(context) -> Any:
         results: list[AssetCheckResult] = run_checks(checks, context.resources.warehouse, ref, "", {})
         yield from results
 

@@ -1,8 +1,8 @@
 """Each spec's cron becomes a schedule over a job of that spec's asset(s)."""
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 
-
 from dagster import (
+    AssetKey,
     AssetSelection,
     RunRequest,
     ScheduleDefinition,
@@ -10,14 +10,15 @@ from dagster import (
     SkipReason,
     TimeWindowPartitionsDefinition,
     define_asset_job,
+    partition_loading_context,
     schedule,
 )
-from dagster import AssetKey
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 
-def job_for(name: str, keys: list[AssetKey], partitions_def: TimeWindowPartitionsDefinition | None = None
-            ) -> UnresolvedAssetJobDefinition:
+def job_for(
+    name: str, keys: list[AssetKey], partitions_def: TimeWindowPartitionsDefinition | None = None
+) -> UnresolvedAssetJobDefinition:
     return define_asset_job(name, selection=AssetSelection.assets(*keys), partitions_def=partitions_def)
 
 
@@ -25,11 +26,14 @@ def schedule_for(
     job: UnresolvedAssetJobDefinition, cron: str, partitions_def: TimeWindowPartitionsDefinition | None
 ) -> ScheduleDefinition:
     if partitions_def is None:
-        return ScheduleDefinition(name=f"{job.name}_schedule", job=job, cron_schedule=cron, execution_timezone="UTC")
+        return ScheduleDefinition(
+            name=f"{job.name}_schedule", job=job, cron_schedule=cron, execution_timezone="UTC"
+        )
 
     @schedule(name=f"{job.name}_schedule", job=job, cron_schedule=cron, execution_timezone="UTC")
     def _last_complete_window(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-        key = partitions_def.get_last_partition_key(current_time=context.scheduled_execution_time)
+        with partition_loading_context(effective_dt=context.scheduled_execution_time):
+            key = partitions_def.get_last_partition_key()
         if key is None:
             return SkipReason("no complete window yet: the first window has not ended")
         return RunRequest(run_key=key, partition_key=key)

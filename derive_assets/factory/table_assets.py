@@ -1,7 +1,6 @@
 """One asset per core/derived table spec: its SQL, run inside the warehouse over the run's window."""
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 
-
 import time
 import warnings
 
@@ -10,8 +9,8 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
-    MaterializeResult,
     BetaWarning,
+    MaterializeResult,
     asset,
 )
 
@@ -75,12 +74,13 @@ def build_table_asset(table: Table, warehouse_kind: str, warehouse_types: dict[s
             tw = context.partition_time_window
             window = TimeWindow(tw.start, tw.end)
         sql = transpile(analysis.expression, warehouse.dialect)
-        params = {name: value for name, value in (window.as_params() if window else {}).items()
-                  if name in analysis.parameters}
+        params = {
+            name: value
+            for name, value in (window.as_params() if window else {}).items()
+            if name in analysis.parameters
+        }
         started = time.perf_counter()
-        result = warehouse.write(
-            WriteRequest(target, sql, params, spec.strategy.type, unique_key, window)
-        )
+        result = warehouse.write(WriteRequest(target, sql, params, spec.strategy.type, unique_key, window))
         duration = time.perf_counter() - started
         scope = ""
         if window and spec.partition:

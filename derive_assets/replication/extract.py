@@ -82,7 +82,7 @@ def build_query(plan: ExtractPlan) -> tuple[str, list[Any]]:
     return query.sql(dialect), params
 
 
-def _literal(value: Any, source_type: str) -> exp.Expression:
+def _literal(value: Any, source_type: str) -> exp.Expr:
     if isinstance(value, bool) or not isinstance(value, int | dt.date):
         raise TypeError(f"unsupported watermark value {value!r}")
     if isinstance(value, int):
@@ -92,7 +92,9 @@ def _literal(value: Any, source_type: str) -> exp.Expression:
             aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
             return exp.cast(exp.Literal.string(aware.isoformat()), "TIMESTAMPTZ")
         naive = value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
-        return exp.cast(exp.Literal.string(naive.isoformat(sep=" ")), exp.DataType.build("DATETIME(6)", "mysql"))
+        return exp.cast(
+            exp.Literal.string(naive.isoformat(sep=" ")), exp.DataType.build("DATETIME(6)", "mysql")
+        )
     return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
 
 

@@ -127,7 +127,7 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
             message = "needs a `type`: one of ['merge', 'append', 'replace']"
         elif err["type"] == "string_pattern_mismatch" and "pattern" in err.get("ctx", {}):
             message = "must be a plain identifier: letters, digits and _, not starting with a digit"
-            if "A-Z0-9" in err["ctx"]["pattern"]:
+            if "A-Z0-9" in err.get("ctx", {})["pattern"]:
                 message = "must be an environment variable name: UPPER_CASE letters, digits and _"
         elif err["type"] == "literal_error":
             expected = str(err.get("ctx", {}).get("expected", ""))
@@ -140,7 +140,7 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
             )
         value = err.get("input")
         if err["type"] == "union_tag_invalid" and "tag" in err.get("ctx", {}):
-            value = err["ctx"]["tag"]  # the strategy's `type`, not the whole (shorthand-expanded) mapping
+            value = err.get("ctx", {})["tag"]  # the strategy's `type`, not the whole (shorthand-expanded) mapping
         field = format_loc(loc)
         if err["type"] == "value_error" and isinstance(value, dict):
             # A model validator's message starts with the field it is about (`cursor: ...`); the input is the

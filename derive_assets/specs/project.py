@@ -65,7 +65,9 @@ def load_project(root: Path | None = None) -> SpecProject:
 
     schema: Schema = {}
     for r in replicated:
-        schema.setdefault(r.source.target_dataset, {})[r.table.name] = {c.name: c.type for c in r.table.columns}
+        schema.setdefault(r.source.target_dataset, {})[r.table.name] = {
+            c.name: c.type for c in r.table.columns
+        }
     for t in raw.tables:
         schema.setdefault(t.spec.dataset, {})[t.spec.name] = {c.name: c.type for c in t.spec.columns}
     known = {r.ref for r in replicated} | {t.spec.ref for t in raw.tables}
@@ -125,9 +127,7 @@ def _reference_errors(loaded: LoadedTable, analysis: SqlAnalysis, known: set[str
     errors = []
     for ref in analysis.reads:
         if "." not in ref:
-            errors.append(
-                SpecError(loaded.path, "sql", "refer to tables as `dataset.name`", ref)
-            )
+            errors.append(SpecError(loaded.path, "sql", "refer to tables as `dataset.name`", ref))
         elif ref not in known:
             errors.append(
                 SpecError(
@@ -139,13 +139,20 @@ def _reference_errors(loaded: LoadedTable, analysis: SqlAnalysis, known: set[str
     unknown = [p for p in analysis.parameters if p not in WINDOW_PARAMETERS]
     if unknown:
         errors.append(
-            SpecError(loaded.path, "sql", f"unknown query parameters {unknown}; allowed: "
-                      f"{['@' + p for p in WINDOW_PARAMETERS]}")
+            SpecError(
+                loaded.path,
+                "sql",
+                f"unknown query parameters {unknown}; allowed: {['@' + p for p in WINDOW_PARAMETERS]}",
+            )
         )
     if loaded.spec.window is None and any(p in WINDOW_PARAMETERS for p in analysis.parameters):
         errors.append(
-            SpecError(loaded.path, "sql", "uses @window_start/@window_end but the spec has no `window`; "
-                      "add a window or remove the parameters")
+            SpecError(
+                loaded.path,
+                "sql",
+                "uses @window_start/@window_end but the spec has no `window`; "
+                "add a window or remove the parameters",
+            )
         )
     if loaded.spec.ref in analysis.reads:
         errors.append(SpecError(loaded.path, "sql", "a table cannot read itself", loaded.spec.ref))
@@ -162,7 +169,11 @@ def _dependency_order(
         cycle = exc.args[1]
         for ref in dict.fromkeys(cycle):
             errors.append(
-                SpecError(parsed[ref][0].path, "sql", f"dependency cycle: {' -> '.join(cycle)}; "
-                          "a table cannot depend on itself through other tables")
+                SpecError(
+                    parsed[ref][0].path,
+                    "sql",
+                    f"dependency cycle: {' -> '.join(cycle)}; "
+                    "a table cannot depend on itself through other tables",
+                )
             )
         return []

@@ -8,6 +8,7 @@ lineage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -18,7 +19,7 @@ from sqlglot.optimizer.qualify import qualify
 SPEC_DIALECT = "bigquery"
 WINDOW_PARAMETERS = ("window_start", "window_end")
 
-Schema = dict[str, dict[str, dict[str, str]]]
+Schema = dict[str, Any]
 """{dataset: {table: {column: type}}}, the shape sqlglot's optimizer takes."""
 
 
@@ -28,7 +29,7 @@ class SqlProblem(ValueError):
 
 @dataclass(frozen=True)
 class SqlAnalysis:
-    expression: exp.Expression
+    expression: exp.Expr
     reads: list[str]
     """`dataset.name` of every table the query reads, sorted, CTE names excluded."""
     parameters: list[str]
@@ -37,7 +38,7 @@ class SqlAnalysis:
     """Output column -> [(`dataset.name`, column)] it is computed from."""
 
 
-def parse(sql: str) -> exp.Expression:
+def parse(sql: str) -> exp.Expr:
     try:
         expressions = sqlglot.parse(sql, read=SPEC_DIALECT)
     except ParseError as exc:
@@ -50,11 +51,13 @@ def parse(sql: str) -> exp.Expression:
         ) from exc
     statements = [e for e in expressions if e is not None]
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
-        raise SqlProblem("sql must be exactly one SELECT query (WITH … SELECT is fine); no DDL/DML, no ';' lists")
+        raise SqlProblem(
+            "sql must be exactly one SELECT query (WITH … SELECT is fine); no DDL/DML, no ';' lists"
+        )
     return statements[0]
 
 
-def referenced_tables(expression: exp.Expression) -> list[str]:
+def referenced_tables(expression: exp.Expr) -> list[str]:
     ctes = {cte.alias_or_name for cte in expression.find_all(exp.CTE)}
     refs = set()
     for table in expression.find_all(exp.Table):
@@ -64,7 +67,7 @@ def referenced_tables(expression: exp.Expression) -> list[str]:
     return sorted(refs)
 
 
-def parameters(expression: exp.Expression) -> list[str]:
+def parameters(expression: exp.Expr) -> list[str]:
     names = set()
     for param in expression.find_all(exp.Parameter):
         names.add(param.name)
@@ -105,7 +108,7 @@ def resolve_columns(analysis: SqlAnalysis, schema: Schema) -> SqlAnalysis:
     return SqlAnalysis(analysis.expression, analysis.reads, analysis.parameters, outputs, column_lineage)
 
 
-def transpile(expression: exp.Expression, dialect: str) -> str:
+def transpile(expression: exp.Expr, dialect: str) -> str:
     """Render the query in a warehouse's dialect; parameters stay parameters (`$name` in DuckDB)."""
     if dialect == SPEC_DIALECT:
         return expression.sql(SPEC_DIALECT, pretty=True)

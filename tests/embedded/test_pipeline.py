@@ -16,7 +16,9 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 AUTH = AssetKey(["accounts", "auth"])
 
 
-def run(defs: Definitions, instance: DagsterInstance, job: str, partition: str | None = None, ok: bool = True):
+def run(
+    defs: Definitions, instance: DagsterInstance, job: str, partition: str | None = None, ok: bool = True
+):
     result = defs.resolve_job_def(job).execute_in_process(
         instance=instance, partition_key=partition, run_config=QUIET, raise_on_error=False
     )
@@ -53,14 +55,19 @@ def test_incremental_replication_reads_only_changes(settings, instance):
 
     changes = apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.04)
     second = run(defs, instance, "replicate_accounts")["accounts/auth"]
-    changed = changes["accounts.auth.inserted"] + changes["accounts.auth.updated"] + changes["accounts.auth.deleted"]
+    changed = (
+        changes["accounts.auth.inserted"]
+        + changes["accounts.auth.updated"]
+        + changes["accounts.auth.deleted"]
+    )
     assert second["derive/rows_read"] == changed
     assert second["derive/watermark_before"] == mark
     assert watermark(instance) > mark
     assert second["derive/rows_deleted"] == changes["accounts.auth.deleted"] > 0
-    assert len(table(settings, "accounts.auth")) == 500 + changes["accounts.auth.inserted"] - changes[
-        "accounts.auth.deleted"
-    ]
+    assert (
+        len(table(settings, "accounts.auth"))
+        == 500 + changes["accounts.auth.inserted"] - changes["accounts.auth.deleted"]
+    )
 
     before = table(settings, "accounts.auth")
     third = run(defs, instance, "replicate_accounts")["accounts/auth"]
@@ -81,7 +88,9 @@ def test_derived_window_is_idempotent_and_records_its_run(settings, instance):
     for job in ("replicate_accounts", "replicate_payments", "core__user_detail"):
         run(defs, instance, job)
     day = recent_day()
-    meta = run(defs, instance, "analytics__daily_payments_by_region", day)["analytics/daily_payments_by_region"]
+    meta = run(defs, instance, "analytics__daily_payments_by_region", day)[
+        "analytics/daily_payments_by_region"
+    ]
     once = table(settings, "analytics.daily_payments_by_region")
     assert once and {r[0].isoformat() for r in once} == {day}
     run(defs, instance, "analytics__daily_payments_by_region", day)
@@ -149,7 +158,10 @@ def test_python_asset_downstream_gets_its_window_as_a_dataframe(settings, instan
     run(defs, instance, "analytics__daily_payments_by_region", other)
     run(defs, instance, "analytics__daily_payments_by_region", day)
     result = defs.get_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, partition_key=day, asset_selection=[AssetKey(["ml", "region_features"])], run_config=QUIET
+        instance=instance,
+        partition_key=day,
+        asset_selection=[AssetKey(["ml", "region_features"])],
+        run_config=QUIET,
     )
     assert result.success
     frame = seen["frame"]

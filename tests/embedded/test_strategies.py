@@ -42,7 +42,9 @@ GROUP BY ALL
 def warehouse(tmp_path) -> DuckDBWarehouse:
     wh = DuckDBWarehouse(path=str(tmp_path / "wh.duckdb"))
     with wh.get_connection() as con:
-        con.execute("CREATE SCHEMA raw; CREATE TABLE raw.events (ts TIMESTAMPTZ, region VARCHAR, amount DOUBLE)")
+        con.execute(
+            "CREATE SCHEMA raw; CREATE TABLE raw.events (ts TIMESTAMPTZ, region VARCHAR, amount DOUBLE)"
+        )
         con.executemany("INSERT INTO raw.events VALUES (?, ?, ?)", EVENTS)
     return wh
 

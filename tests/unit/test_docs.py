@@ -32,7 +32,7 @@ def test_reference_documents_every_field() -> None:
         for name, field in model.model_fields.items():
             assert f"| `{name}` |" in text, f"{model.__name__}.{name} is not documented"
             assert field.description, f"{model.__name__}.{name} has no docstring to document it with"
-    assert "`STRING`, `INT64`, `FLOAT64`, `NUMERIC`" in text
+    assert "| `STRING` | `VARCHAR` |" in text and "| `BYTES` | `BLOB` |" in text
     assert "`1h`, `1d`, `1w`, `1mo`" in text
     assert "# yaml-language-server: $schema=" in text
 
