@@ -16,6 +16,7 @@ from dagster import DagsterInstance, Definitions, TimeWindowPartitionsDefinition
 
 from derive_assets.demo.generate import apply_activity, embedded_urls, generate
 from derive_assets.factory.build import build_definitions
+from derive_assets.factory.schedules import source_job_name, table_job_name
 from derive_assets.factory.windows import partitions_for
 from derive_assets.replication.watermark import WATERMARK_KEY
 from derive_assets.settings import DeriveSettings
@@ -51,12 +52,12 @@ def run_demo(
         say("    " + ", ".join(f"{k}: {v:,}" for k, v in changes.items() if v))
 
     for source in project.sources():
-        _run(defs, instance, f"replicate_{source.name}", {}, say)
+        _run(defs, instance, source_job_name(source.name), {}, say)
     for table in project.tables:
         spec = table.spec
         partitions_def = partitions_for(spec.window)
         tags = _recent_windows(partitions_def, days) if partitions_def else {}
-        _run(defs, instance, f"{spec.dataset}__{spec.name}", tags, say)
+        _run(defs, instance, table_job_name(spec.ref), tags, say)
     return summarize(project, settings, instance)
 
 

@@ -11,7 +11,7 @@ from derive_assets.factory.replication_assets import (
     build_replication_checks,
     replication_key,
 )
-from derive_assets.factory.schedules import job_for, schedule_for
+from derive_assets.factory.schedules import job_for, schedule_for, source_job_name, table_job_name
 from derive_assets.factory.table_assets import build_table_asset, table_key
 from derive_assets.factory.windows import partitions_for
 from derive_assets.settings import DeriveSettings
@@ -51,7 +51,7 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
             assets.append(build_replication_asset(rt, kind))
             if (check := build_replication_checks(rt)) is not None:
                 checks.append(check)
-        job = job_for(f"replicate_{source.name}", [replication_key(rt) for rt in tables])
+        job = job_for(source_job_name(source.name), [replication_key(rt) for rt in tables])
         jobs.append(job)
         if source.schedule:
             schedules.append(schedule_for(job, source.schedule, None))
@@ -60,7 +60,7 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
         spec = table.spec
         assets.append(build_table_asset(table, kind, types))
         partitions_def = partitions_for(spec.window)
-        job = job_for(f"{spec.dataset}__{spec.name}", [table_key(spec.ref)], partitions_def)
+        job = job_for(table_job_name(spec.ref), [table_key(spec.ref)], partitions_def)
         jobs.append(job)
         if spec.schedule:
             schedules.append(schedule_for(job, spec.schedule, partitions_def))

@@ -16,6 +16,15 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 
+def table_job_name(ref: str) -> str:
+    """`analytics.daily` -> `analytics__daily_job` (an asset's op is already named `analytics__daily`)."""
+    return ref.replace(".", "__") + "_job"
+
+
+def source_job_name(source: str) -> str:
+    return f"replicate_{source}"
+
+
 def job_for(
     name: str, keys: list[AssetKey], partitions_def: TimeWindowPartitionsDefinition | None = None
 ) -> UnresolvedAssetJobDefinition:

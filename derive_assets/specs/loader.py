@@ -49,9 +49,7 @@ class RawSpecs:
     errors: list[SpecError]
 
     def source_tables(self) -> dict[str, tuple[LoadedSource, SourceTable]]:
-        return {
-            source_table_ref(s.spec, t): (s, t) for s in self.sources for t in s.spec.tables
-        }
+        return {source_table_ref(s.spec, t): (s, t) for s in self.sources for t in s.spec.tables}
 
 
 def default_specs_dir() -> Path:
@@ -140,7 +138,8 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
             )
         value = err.get("input")
         if err["type"] == "union_tag_invalid" and "tag" in err.get("ctx", {}):
-            value = err.get("ctx", {})["tag"]  # the strategy's `type`, not the whole (shorthand-expanded) mapping
+            # Show the strategy's `type`, not the whole (maybe shorthand-expanded) mapping.
+            value = err.get("ctx", {})["tag"]
         field = format_loc(loc)
         if err["type"] == "value_error" and isinstance(value, dict):
             # A model validator's message starts with the field it is about (`cursor: ...`); the input is the
@@ -175,7 +174,9 @@ def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     if current == "strategy":
-        return sorted({*MergeStrategy.model_fields, *AppendStrategy.model_fields, *ReplaceStrategy.model_fields})
+        return sorted(
+            {*MergeStrategy.model_fields, *AppendStrategy.model_fields, *ReplaceStrategy.model_fields}
+        )
     return []
 
 

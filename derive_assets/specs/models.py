@@ -180,9 +180,7 @@ class TableSpec(StrictModel):
         if isinstance(self.strategy, MergeStrategy):
             missing = [k for k in self.strategy.unique_key if k not in declared]
             if missing:
-                raise ValueError(
-                    f"strategy.unique_key: {missing} not declared in columns; allowed: {names}"
-                )
+                raise ValueError(f"strategy.unique_key: {missing} not declared in columns; allowed: {names}")
         if isinstance(self.strategy, AppendStrategy) and (self.window is None or self.partition is None):
             raise ValueError(
                 "strategy: append needs both `window` and `partition`, so that re-running a window replaces "
@@ -191,14 +189,18 @@ class TableSpec(StrictModel):
         if self.partition is not None:
             column = next((c for c in self.columns if c.name == self.partition.key), None)
             if column is None:
-                raise ValueError(f"partition.key: '{self.partition.key}' is not a declared column; allowed: {names}")
+                raise ValueError(
+                    f"partition.key: '{self.partition.key}' is not a declared column; allowed: {names}"
+                )
             if column.type not in TIME_TYPES:
                 raise ValueError(
                     f"partition.key: column '{column.name}' has type {column.type}; a partition key must be "
                     f"one of {list(TIME_TYPES)}"
                 )
             if self.window is None:
-                raise ValueError("partition: a partitioned table needs a `window` (the slice each run writes)")
+                raise ValueError(
+                    "partition: a partitioned table needs a `window` (the slice each run writes)"
+                )
             if column.type == "DATE" and self.window.size == "1h":
                 raise ValueError(
                     f"window.size: 1h is smaller than a day, but partition key '{column.name}' is a DATE, "

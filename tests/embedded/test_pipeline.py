@@ -85,15 +85,15 @@ def test_lost_warehouse_table_means_full_reload(settings, instance):
 
 def test_derived_window_is_idempotent_and_records_its_run(settings, instance):
     defs = build_definitions(settings)
-    for job in ("replicate_accounts", "replicate_payments", "core__user_detail"):
+    for job in ("replicate_accounts", "replicate_payments", "core__user_detail_job"):
         run(defs, instance, job)
     day = recent_day()
-    meta = run(defs, instance, "analytics__daily_payments_by_region", day)[
+    meta = run(defs, instance, "analytics__daily_payments_by_region_job", day)[
         "analytics/daily_payments_by_region"
     ]
     once = table(settings, "analytics.daily_payments_by_region")
     assert once and {r[0].isoformat() for r in once} == {day}
-    run(defs, instance, "analytics__daily_payments_by_region", day)
+    run(defs, instance, "analytics__daily_payments_by_region_job", day)
     assert table(settings, "analytics.daily_payments_by_region") == once
 
     assert meta["derive/window_start"] == f"{day}T00:00:00+00:00"
@@ -106,17 +106,17 @@ def test_derived_window_is_idempotent_and_records_its_run(settings, instance):
 
 def test_failed_derived_run_changes_nothing(settings, specs_dir, instance):
     defs = build_definitions(settings)
-    for job in ("replicate_accounts", "replicate_orders", "core__user_detail"):
+    for job in ("replicate_accounts", "replicate_orders", "core__user_detail_job"):
         run(defs, instance, job)
     day = recent_day()
-    run(defs, instance, "analytics__order_facts", day)
+    run(defs, instance, "analytics__order_facts_job", day)
     before = table(settings, "analytics.order_facts")
     events_before = instance.get_latest_materialization_event(AssetKey(["analytics", "order_facts"]))
 
     spec = specs_dir / "analytics" / "order_facts.yaml"
     spec.write_text(spec.read_text().replace("o.status,", "CAST(o.status AS INT64) AS status,"))
     broken = build_definitions(settings)
-    run(broken, instance, "analytics__order_facts", day, ok=False)
+    run(broken, instance, "analytics__order_facts_job", day, ok=False)
     assert table(settings, "analytics.order_facts") == before
     after = instance.get_latest_materialization_event(AssetKey(["analytics", "order_facts"]))
     assert after is not None and events_before is not None and after.run_id == events_before.run_id
@@ -152,11 +152,11 @@ def test_python_asset_downstream_gets_its_window_as_a_dataframe(settings, instan
         seen["frame"] = daily
 
     defs = Definitions.merge(base, Definitions(assets=[region_features]))
-    for job in ("replicate_accounts", "replicate_payments", "core__user_detail"):
+    for job in ("replicate_accounts", "replicate_payments", "core__user_detail_job"):
         run(defs, instance, job)
     day, other = recent_day(2), recent_day(3)
-    run(defs, instance, "analytics__daily_payments_by_region", other)
-    run(defs, instance, "analytics__daily_payments_by_region", day)
+    run(defs, instance, "analytics__daily_payments_by_region_job", other)
+    run(defs, instance, "analytics__daily_payments_by_region_job", day)
     result = defs.get_implicit_global_asset_job_def().execute_in_process(
         instance=instance,
         partition_key=day,

@@ -48,6 +48,14 @@ def test_asset_graph_matches_snapshot(tmp_path):
     )
 
 
+def test_definitions_load_as_a_code_location(tmp_path):
+    """What `dagster dev` does: resolve every job, so name clashes (job vs. asset op) fail here, not in the UI."""
+    defs = build_definitions(DeriveSettings(specs_dir=PROJECT_ROOT / "table_specs", home=tmp_path))
+    Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    assert len(repo.get_all_jobs()) >= len(defs.jobs or [])
+
+
 def test_definitions_module_loads_the_shipped_specs():
     from derive_assets.definitions import defs
 
