@@ -53,7 +53,7 @@ class WarehouseIOManager(ConfigurableIOManager):
                 f"only, got {type(obj).__name__}; build tables with SQL specs instead"
             )
         started = time.perf_counter()
-        before = obj.plan.since
+        before = obj.plan.watermark  # the stored one: an overlap must never move the watermark back
         result = self.warehouse.load(obj.request, read_batches(obj.url, obj.plan))
         after = watermark.latest(before, result.max_cursor)
         sql, _ = build_query(obj.plan)

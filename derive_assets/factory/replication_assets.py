@@ -57,15 +57,16 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
         required_resource_keys={"warehouse", "sources"},
     )
     def _replicate(context: AssetExecutionContext) -> Extraction:
-        since: Any = None
+        stored: Any = None
         if context.resources.warehouse.table_exists(target.ref):
             # A missing table means a first (or rebuilt) warehouse: copy everything, whatever the event log says.
-            since = watermark.with_overlap(_stored_watermark(context, key, cursor_type), table.cursor_overlap)
+            stored = _stored_watermark(context, key, cursor_type)
+        since = watermark.with_overlap(stored, table.cursor_overlap)
         context.log.info(
             f"{target.ref}: reading {'all rows' if since is None else f'rows with {table.cursor} > {since}'}"
         )
         url = context.resources.sources.url_for(source)
-        return Extraction(ExtractPlan(source, table, since), request, url)
+        return Extraction(ExtractPlan(source, table, since, stored), request, url)
 
     return _replicate
 

@@ -38,6 +38,8 @@ class ExtractPlan:
     table: SourceTable
     since: Any
     """Read rows whose cursor is strictly greater than this (None: read everything)."""
+    watermark: Any = None
+    """The stored watermark `since` was derived from (`since` may lie `cursor_overlap` before it)."""
 
     @property
     def cursor_column(self) -> Column:

@@ -24,6 +24,7 @@ from derive_assets.specs.models import (
 )
 
 SPECS_DIR_ENV = "DERIVE_SPECS_DIR"
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built in: ~10x faster
 KINDS = {"table": TableSpec, "source": SourceSpec}
 
 
@@ -96,7 +97,7 @@ def read_specs(root: Path) -> RawSpecs:
 
 def _read_yaml(path: Path, shown: Path) -> tuple[dict[str, Any], SpecError | None]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

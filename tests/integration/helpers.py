@@ -24,6 +24,7 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, MetadataV
 
 from derive_assets.demo.generate import SourceUrls, apply_activity, generate, sqlalchemy_url
 from derive_assets.factory.build import build_definitions
+from derive_assets.factory.schedules import source_job_name, table_job_name
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 
 SOURCES = ("accounts", "orders", "payments")
@@ -36,8 +37,6 @@ TABLES: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 """Warehouse table (`dataset.name`, the source table being `name`) -> declared columns; the first is the key."""
-SOURCE_OF = {ref: ref.split(".")[0] for ref in TABLES}
-TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at", "deleted_at", "paid_at"})
 DECLARED_DUCKDB_TYPES = {
     "accounts.auth": {
         "user_id": "BIGINT", "email": "VARCHAR", "created_at": "TIMESTAMP WITH TIME ZONE",
@@ -67,13 +66,19 @@ def env_var(source: str) -> str:
     return f"DERIVE_IT_{source.upper()}_URL"
 
 
-def write_specs(dest: Path, source_type: str) -> Path:
-    """Copy the project's `table_specs/` to `dest`, the sources rewritten to `source_type` and test variables."""
+def write_specs(dest: Path, source_type: str, cursor_overlap: Mapping[str, int] | None = None) -> Path:
+    """Copy the project's `table_specs/` to `dest`, the sources rewritten to `source_type` and test variables.
+
+    `cursor_overlap` sets that option on the named source tables (e.g. `{"orders": 300}`).
+    """
     shutil.copytree(PROJECT_ROOT / "table_specs", dest)
     for path in sorted((dest / "sources").glob("*.yaml")):
         spec = yaml.safe_load(path.read_text())
         spec["type"] = source_type
         spec["connection_env"] = env_var(spec["name"])
+        for table in spec["tables"]:
+            if table["name"] in (cursor_overlap or {}):
+                table["cursor_overlap"] = cursor_overlap[table["name"]]  # type: ignore[index]
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return dest
 
@@ -122,9 +127,9 @@ class Replication:
         with self.engine.connect() as conn:
             return normalised(conn.execute(sa.text(sql), dict(params or {})).all())
 
-    def source_execute(self, sql: str) -> None:
+    def source_execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         with self.engine.begin() as conn:
-            conn.execute(sa.text(sql))
+            return conn.execute(sa.text(sql), dict(params or {})).rowcount
 
     def source_rows(self, ref: str) -> list[tuple[Any, ...]]:
         columns = TABLES[ref]
@@ -133,13 +138,21 @@ class Replication:
     def source_max_updated_at(self, ref: str) -> dt.datetime:
         return self.source(f"SELECT max(updated_at) FROM {ref.split('.')[1]}")[0][0]
 
-    def source_changed_since(self, ref: str, since: dt.datetime, where: str = "TRUE") -> int:
+    def bind_time(self, moment: dt.datetime) -> dt.datetime:
+        """An aware UTC datetime as the source's timestamp columns hold it (naive UTC on MySQL)."""
+        return moment if self.source_type == "postgres" else moment.replace(tzinfo=None)
+
+    def source_changed_since(self, ref: str, since: dt.datetime) -> int:
         """Rows of the source table whose `updated_at` is beyond `since` (an aware UTC datetime)."""
-        bound: Any = since if self.source_type == "postgres" else since.replace(tzinfo=None)
-        sql = f"SELECT count(*) FROM {ref.split('.')[1]} WHERE updated_at > :since AND ({where})"
-        return self.source(sql, {"since": bound})[0][0]
+        sql = f"SELECT count(*) FROM {ref.split('.')[1]} WHERE updated_at > :since"
+        return self.source(sql, {"since": self.bind_time(since)})[0][0]
 
     # ------------------------------------------------------------------------------------------- runs
+
+    def use_specs(self, cursor_overlap: Mapping[str, int]) -> None:
+        """Rebuild the definitions from specs with other options (same warehouse, same instance)."""
+        specs = write_specs(self.home.parent / "specs_overlap", self.source_type, cursor_overlap)
+        self.defs = build_definitions(DeriveSettings(specs_dir=specs, home=self.home))
 
     def run(self, job: str, partition_key: str | None = None, ok: bool = True) -> ExecuteInProcessResult:
         result = self.defs.resolve_job_def(job).execute_in_process(
@@ -150,7 +163,7 @@ class Replication:
         return result
 
     def replicate(self, source: str, ok: bool = True) -> ExecuteInProcessResult:
-        return self.run(f"replicate_{source}", ok=ok)
+        return self.run(source_job_name(source), ok=ok)
 
     def replicate_all(self) -> dict[str, dict[str, Any]]:
         """Run the three replication jobs; returns the materialization metadata of each table."""
@@ -278,9 +291,8 @@ def incremental(rep: Replication) -> None:
     changed = {ref: rep.source_changed_since(ref, before[ref]) for ref in TABLES}
     moved = rep.source(
         "SELECT order_id, status FROM orders WHERE updated_at > :since ORDER BY order_id",
-        {"since": before["orders.orders"] if rep.source_type == "postgres" else
-         before["orders.orders"].replace(tzinfo=None)},
-    )  # fmt: skip
+        {"since": rep.bind_time(before["orders.orders"])},
+    )
     stale = dict(rep.warehouse("SELECT order_id, status FROM orders.orders"))
     moved_old = [(order_id, status) for order_id, status in moved if order_id in stale]
     assert any(stale[order_id] != status for order_id, status in moved_old), "no order changed status"
@@ -299,7 +311,9 @@ def incremental(rep: Replication) -> None:
         key = TABLES[ref][0]
         assert rep.warehouse(f"SELECT count(*) - count(DISTINCT {key}) FROM {ref}") == [(0,)], ref
         live = "WHERE deleted_at IS NULL" if ref == "accounts.auth" else ""
-        expected = rep.source(f"SELECT {', '.join(TABLES[ref])} FROM {ref.split('.')[1]} {live} ORDER BY {key}")
+        expected = rep.source(
+            f"SELECT {', '.join(TABLES[ref])} FROM {ref.split('.')[1]} {live} ORDER BY {key}"
+        )
         assert rep.warehouse_rows(ref) == expected, ref
     now = dict(rep.warehouse("SELECT order_id, status FROM orders.orders"))
     assert [(order_id, now[order_id]) for order_id, _ in moved] == moved
@@ -371,16 +385,14 @@ def derived_graph(rep: Replication) -> None:
     rep.replicate_all()
     rep.apply_activity(fraction=0.02)  # refunds, region moves and closed accounts reach the derived tables
     rep.replicate_all()
-    rep.run("core__user_detail")
+    rep.run(table_job_name("core.user_detail"))
     open_accounts = rep.source("SELECT count(*) FROM auth WHERE deleted_at IS NULL")[0][0]
     assert rep.warehouse("SELECT count(*) FROM core.user_detail") == [(open_accounts,)]
 
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
-    result = rep.run("analytics__daily_payments_by_region", partition_key=day.isoformat())
+    result = rep.run(table_job_name("analytics.daily_payments_by_region"), partition_key=day.isoformat())
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    bounds = {"start": start, "end": start + dt.timedelta(days=1)}
-    if rep.source_type != "postgres":
-        bounds = {k: v.replace(tzinfo=None) for k, v in bounds.items()}
+    bounds = {"start": rep.bind_time(start), "end": rep.bind_time(start + dt.timedelta(days=1))}
     # core.user_detail holds open accounts only: payments of closed accounts count as region 'unknown'.
     expected = rep.source(
         """
@@ -405,3 +417,24 @@ def derived_graph(rep: Replication) -> None:
     assert rep.warehouse("SELECT DISTINCT day FROM analytics.daily_payments_by_region") == [(day,)]
     meta = materializations(result)["analytics.daily_payments_by_region"]
     assert meta["derive/rows_inserted"] == len(expected)
+
+
+def overlap_keeps_watermark(rep: Replication) -> None:
+    """With `cursor_overlap`, a run that reads nothing must keep the watermark where it was.
+
+    The newest rows are hard-deleted at the source (no soft-delete column on orders), so the overlap window
+    holds no rows and the next runs read nothing.
+    """
+    overlap = 600
+    rep.use_specs(cursor_overlap={"orders": overlap})
+    rep.generate()
+    rep.replicate("orders")
+    stored = rep.watermark_time("orders.orders")
+    cutoff = stored - dt.timedelta(seconds=2 * overlap)
+    assert rep.source_execute(
+        "DELETE FROM orders WHERE updated_at > :cutoff", {"cutoff": rep.bind_time(cutoff)}
+    )
+    for _ in range(2):
+        meta = materializations(rep.replicate("orders"))["orders.orders"]
+        assert meta["derive/rows_read"] == 0
+        assert rep.watermark_time("orders.orders") == stored, "the watermark moved backwards"

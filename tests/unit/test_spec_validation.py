@@ -575,7 +575,7 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     broken = "name: daily_orders\ndataset: analytics\ncluster: [status\nowner: team:analytics\n"
     root = write_specs(tmp_path, files={"analytics/daily_orders.yaml": broken})
     errors = load_errors(root, match=re.escape(f"{TABLE_FILE}: line 4, column 6: not valid YAML:"))
-    assert "expected ',' or ']', but got ':'" in str(errors[0])
+    assert "expected ',' or ']'" in str(errors[0])  # libyaml and pure-Python PyYAML word the rest differently
 
 
 def test_yaml_list_is_not_a_spec(tmp_path: Path) -> None:
