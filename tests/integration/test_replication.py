@@ -1,5 +1,6 @@
-"""Replication from a real MariaDB server into DuckDB: first load, incremental merges, soft deletes, failures,
-and the derived tables built on top. The scenarios themselves live in `helpers` and are shared with PostgreSQL."""
+"""Replication from real PostgreSQL and MariaDB servers into DuckDB: first load, incremental merges, soft deletes,
+failures, and the derived tables built on top. Every scenario runs against both servers; the scenarios
+themselves live in `helpers`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import helpers
 import pytest
 from helpers import Replication
 
+SERVERS = {"postgres": "postgres_url", "mysql": "mysql_url"}
 
-@pytest.fixture
-def rep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mysql_url: str) -> Replication:
-    return Replication(tmp_path, monkeypatch, mysql_url, "mysql")
+
+@pytest.fixture(params=sorted(SERVERS))
+def rep(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Replication:
+    url = request.getfixturevalue(SERVERS[request.param])
+    return Replication(tmp_path, monkeypatch, url, request.param)
 
 
 def test_full_first_load(rep: Replication) -> None:
@@ -41,7 +45,5 @@ def test_derived_tables_match_source(rep: Replication) -> None:
 
 
 def test_idle_run_with_cursor_overlap_keeps_watermark(rep: Replication) -> None:
-    # Fails today (product bug): resources/io_manager.py handle_output takes the overlapped `plan.since` as the
-    # previous watermark, so every idle run moves it back by `cursor_overlap`. Source-independent, so it runs
-    # here only, as the last test of the two files (`pytest -x` over both still runs everything else first).
+    """An idle run with `cursor_overlap` re-reads the overlap but must not move the watermark back by it."""
     helpers.overlap_keeps_watermark(rep)
