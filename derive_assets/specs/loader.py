@@ -145,11 +145,13 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
         if err["type"] == "value_error" and isinstance(value, dict):
             # A model validator's message starts with the field it is about (`cursor: ...`); the input is the
             # whole mapping, and the message already quotes the offending value.
-            match = _FIELD_PREFIX.match(message)
-            if match:
-                field = f"{field}.{match[1]}" if field else match[1]
-                message = message[match.end() :]
-            out.append(SpecError(path, field, message))
+            # Several rule problems arrive as one message, one problem per line.
+            for line in message.split("\n"):
+                line_field, match = field, _FIELD_PREFIX.match(line)
+                if match:
+                    line_field = f"{field}.{match[1]}" if field else match[1]
+                    line = line[match.end() :]
+                out.append(SpecError(path, line_field, line))
         elif err["type"] == "missing" or (isinstance(value, dict) and len(str(value)) > 120):
             out.append(SpecError(path, field, message))
         else:

@@ -172,45 +172,54 @@ class TableSpec(StrictModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> TableSpec:
+        """Rules across fields; every problem found is reported, one per line."""
         names = [c.name for c in self.columns]
+        problems: list[str] = []
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"columns: {dupes} declared more than once; each column name must be unique")
+            problems.append(f"columns: {dupes} declared more than once; each column name must be unique")
         declared = set(names)
         if isinstance(self.strategy, MergeStrategy):
             missing = [k for k in self.strategy.unique_key if k not in declared]
             if missing:
-                raise ValueError(f"strategy.unique_key: {missing} not declared in columns; allowed: {names}")
+                problems.append(f"strategy.unique_key: {missing} not declared in columns; allowed: {names}")
         if isinstance(self.strategy, AppendStrategy) and (self.window is None or self.partition is None):
-            raise ValueError(
+            problems.append(
                 "strategy: append needs both `window` and `partition`, so that re-running a window replaces "
                 "that window's rows instead of adding them twice"
             )
         if self.partition is not None:
-            column = next((c for c in self.columns if c.name == self.partition.key), None)
-            if column is None:
-                raise ValueError(
-                    f"partition.key: '{self.partition.key}' is not a declared column; allowed: {names}"
-                )
-            if column.type not in TIME_TYPES:
-                raise ValueError(
-                    f"partition.key: column '{column.name}' has type {column.type}; a partition key must be "
-                    f"one of {list(TIME_TYPES)}"
-                )
-            if self.window is None:
-                raise ValueError(
-                    "partition: a partitioned table needs a `window` (the slice each run writes)"
-                )
-            if column.type == "DATE" and self.window.size == "1h":
-                raise ValueError(
-                    f"window.size: 1h is smaller than a day, but partition key '{column.name}' is a DATE, "
-                    "which cannot tell the hours of a day apart; use a window of 1d, 1w or 1mo, or partition "
-                    "by a DATETIME or TIMESTAMP column"
-                )
+            problems += self._partition_problems(names)
         unknown_cluster = [k for k in self.cluster if k not in declared]
         if unknown_cluster:
-            raise ValueError(f"cluster: {unknown_cluster} not declared in columns; allowed: {names}")
+            problems.append(f"cluster: {unknown_cluster} not declared in columns; allowed: {names}")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
+
+    def _partition_problems(self, names: list[str]) -> list[str]:
+        assert self.partition is not None
+        problems = []
+        if self.window is None:
+            problems.append("partition: a partitioned table needs a `window` (the slice each run writes)")
+        column = next((c for c in self.columns if c.name == self.partition.key), None)
+        if column is None:
+            return [
+                *problems,
+                f"partition.key: '{self.partition.key}' is not a declared column; allowed: {names}",
+            ]
+        if column.type not in TIME_TYPES:
+            problems.append(
+                f"partition.key: column '{column.name}' has type {column.type}; a partition key must be "
+                f"one of {list(TIME_TYPES)}"
+            )
+        if column.type == "DATE" and self.window is not None and self.window.size == "1h":
+            problems.append(
+                f"window.size: 1h is smaller than a day, but partition key '{column.name}' is a DATE, "
+                "which cannot tell the hours of a day apart; use a window of 1d, 1w or 1mo, or partition "
+                "by a DATETIME or TIMESTAMP column"
+            )
+        return problems
 
     @property
     def column_names(self) -> list[str]:
@@ -250,7 +259,9 @@ class SourceTable(StrictModel):
 
     @model_validator(mode="after")
     def _declared(self) -> SourceTable:
+        """Key, cursor and soft-delete columns must be declared; every problem found is reported."""
         names = [c.name for c in self.columns]
+        problems = []
         for field, values in (
             ("primary_key", self.primary_key),
             ("cursor", [self.cursor]),
@@ -258,13 +269,15 @@ class SourceTable(StrictModel):
         ):
             missing = [v for v in values if v not in names]
             if missing:
-                raise ValueError(f"{field}: {missing} not declared in columns; allowed: {names}")
-        cursor_type = next(c.type for c in self.columns if c.name == self.cursor)
-        if cursor_type not in ("INT64", "TIMESTAMP", "DATETIME", "DATE"):
-            raise ValueError(
+                problems.append(f"{field}: {missing} not declared in columns; allowed: {names}")
+        cursor_type = next((c.type for c in self.columns if c.name == self.cursor), None)
+        if cursor_type is not None and cursor_type not in ("INT64", "TIMESTAMP", "DATETIME", "DATE"):
+            problems.append(
                 f"cursor: column '{self.cursor}' has type {cursor_type}; a cursor must be INT64, TIMESTAMP, "
                 "DATETIME or DATE"
             )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 

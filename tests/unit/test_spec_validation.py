@@ -714,3 +714,20 @@ def test_shipped_specs_load_cleanly() -> None:
     refs = [t.spec.ref for t in project.tables]
     assert refs.index("core.user_detail") < refs.index("analytics.top_spenders")
     assert {"accounts.auth", "orders.orders", "payments.payments"} <= {r.ref for r in project.replicated}
+
+
+def test_every_rule_problem_of_a_file_is_reported_together(tmp_path: Path) -> None:
+    spec = """
+name: t
+dataset: analytics
+owner: team:analytics
+columns: [{name: a, type: INT64}, {name: a, type: STRING}]
+strategy: {type: merge, unique_key: [b]}
+cluster: [c]
+sql: SELECT 1 AS a, 'x' AS a
+"""
+    (tmp_path / "t.yaml").write_text(spec)
+    with pytest.raises(SpecValidationError) as caught:
+        load_project(tmp_path)
+    fields = [e.field for e in caught.value.errors]
+    assert fields == ["columns", "strategy.unique_key", "cluster"]
