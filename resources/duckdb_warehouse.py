@@ -53,6 +53,10 @@ class DuckDBWarehouse(ConfigurableResource):
     def kind(self) -> str:
         return "duckdb"
 
+    @property
+    def types(self) -> dict[str, str]:
+        return DUCKDB_TYPES
+
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection in UTC; waits while another process holds the file's lock."""

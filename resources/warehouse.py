@@ -26,6 +26,10 @@ class TargetTable:
     columns: tuple[Column, ...]
     cluster: tuple[str, ...] = ()
     partition_key: str | None = None
+    partition_granularity: str = "day"
+    """hour | day | month | year: BigQuery's time-partitioning unit (DuckDB ignores it)."""
+    partition_expiration_days: int | None = None
+    require_partition_filter: bool = False
 
     @property
     def ref(self) -> str:
@@ -36,12 +40,16 @@ class TargetTable:
 
     @classmethod
     def from_table_spec(cls, spec: TableSpec) -> TargetTable:
+        partition = spec.partition
         return cls(
             spec.dataset,
             spec.name,
             tuple(spec.columns),
             tuple(spec.cluster),
-            spec.partition.key if spec.partition else None,
+            partition.key if partition else None,
+            partition.granularity if partition else "day",
+            partition.expiration_days if partition else None,
+            partition.require_filter if partition else False,
         )
 
     @classmethod
@@ -103,6 +111,11 @@ class Warehouse(Protocol):
     @property
     def kind(self) -> str:
         """Dagster kind tag shown in the UI."""
+        ...
+
+    @property
+    def types(self) -> dict[str, str]:
+        """Spec (BigQuery) column type -> this warehouse's type."""
         ...
 
     def table_exists(self, ref: str) -> bool: ...

@@ -19,7 +19,6 @@ from derive_assets.specs.project import SpecProject, load_project
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.io_manager import WarehouseIOManager
 from resources.sources import SourceConnections
-from resources.sql_text import DUCKDB_TYPES
 
 
 def build_resources(settings: DeriveSettings) -> dict[str, Any]:
@@ -40,7 +39,7 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
         ```
     """
     project = project or load_project(settings.specs_dir)
-    kind, types = "duckdb", DUCKDB_TYPES
+    kind = settings.warehouse
     assets: list[AssetsDefinition] = []
     checks = []
     jobs, schedules = [], []
@@ -58,7 +57,7 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
 
     for table in project.tables:
         spec = table.spec
-        assets.append(build_table_asset(table, kind, types))
+        assets.append(build_table_asset(table, kind))
         partitions_def = partitions_for(spec.window)
         job = job_for(table_job_name(spec.ref), [table_key(spec.ref)], partitions_def)
         jobs.append(job)

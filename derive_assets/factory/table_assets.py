@@ -29,7 +29,7 @@ def table_key(ref: str) -> AssetKey:
     return AssetKey(ref.split("."))
 
 
-def build_table_asset(table: Table, warehouse_kind: str, warehouse_types: dict[str, str]) -> AssetsDefinition:
+def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     spec, analysis = table.spec, table.analysis
     key = table_key(spec.ref)
     partitions_def = partitions_for(spec.window)
@@ -85,7 +85,7 @@ def build_table_asset(table: Table, warehouse_kind: str, warehouse_types: dict[s
         scope = ""
         if window and spec.partition:
             key_type = next(c.type for c in spec.columns if c.name == spec.partition.key)
-            scope = window_filter(spec.partition.key, key_type, warehouse_types, warehouse.dialect)
+            scope = window_filter(spec.partition.key, key_type, warehouse.types, warehouse.dialect)
         check_results = run_checks(checks, warehouse, spec.ref, scope, window.as_params() if window else {})
         return MaterializeResult(
             metadata={

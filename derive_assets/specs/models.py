@@ -115,6 +115,10 @@ class Partition(StrictModel):
     """A declared DATE, DATETIME or TIMESTAMP column. Each run replaces or merges only its window's slice of it."""
     granularity: Granularity = "day"
     """BigQuery time-partitioning unit: hour, day, month or year."""
+    expiration_days: int | None = Field(default=None, gt=0)
+    """BigQuery only: partitions older than this many days are deleted by BigQuery."""
+    require_filter: bool = False
+    """BigQuery only: queries of this table must filter on the partition key (guards against full scans)."""
 
 
 # ---------------------------------------------------------------------------------------------- tables
