@@ -193,7 +193,7 @@ CASES = [
         None,
         TABLE_FILE,
         "partition.column",
-        ["unknown field; allowed: ['key', 'granularity']", "(got 'day')"],
+        ["unknown field; allowed: ['key', 'granularity', 'expiration_days', 'require_filter']", "(got 'day')"],
         id="unknown-partition-key",
     ),
     pytest.param(
