@@ -65,7 +65,7 @@ class DuckDBWarehouse(ConfigurableResource):
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(self.path, config={"memory_limit": self.memory_limit})
+                con = duckdb.connect(self.path, config=self._config())
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
@@ -77,6 +77,14 @@ class DuckDBWarehouse(ConfigurableResource):
             yield con
         finally:
             con.close()
+
+    def _config(self) -> dict[str, Any]:
+        # Never download extensions at run time (offline machines, reproducible runs): a query that needs one fails.
+        return {
+            "memory_limit": self.memory_limit,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        }
 
     # ------------------------------------------------------------------------------------------- reads
 

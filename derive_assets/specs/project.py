@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+from derive_assets.specs.duckdb_check import duckdb_errors
 from derive_assets.specs.errors import SpecError, SpecValidationError
 from derive_assets.specs.loader import LoadedSource, LoadedTable, default_specs_dir, read_specs
 from derive_assets.specs.models import SourceSpec, SourceTable, TableSpec
@@ -105,6 +106,8 @@ def load_project(root: Path | None = None) -> SpecProject:
             )
             continue
         tables.append(Table(loaded.path, loaded.spec, resolved))
+    if not errors:
+        errors += duckdb_errors(schema, [(t.path, t.spec.ref, t.analysis) for t in tables])
     if errors:
         raise SpecValidationError(errors)
     return SpecProject(raw.root, replicated, tables)

@@ -193,7 +193,10 @@ CASES = [
         None,
         TABLE_FILE,
         "partition.column",
-        ["unknown field; allowed: ['key', 'granularity', 'expiration_days', 'require_filter']", "(got 'day')"],
+        [
+            "unknown field; allowed: ['key', 'granularity', 'expiration_days', 'require_filter']",
+            "(got 'day')",
+        ],
         id="unknown-partition-key",
     ),
     pytest.param(
@@ -731,3 +734,25 @@ sql: SELECT 1 AS a, 'x' AS a
         load_project(tmp_path)
     fields = [e.field for e in caught.value.errors]
     assert fields == ["columns", "strategy.unique_key", "cluster"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "fragment"),
+    [
+        ("FARM_FINGERPRINT(status)", "function FARM_FINGERPRINT has no DuckDB equivalent"),
+        ("NET.HOST(status)", "has no DuckDB equivalent"),
+        ("APPROX_TOP_COUNT(status, 2)", "cannot be translated to duckdb"),
+    ],
+)
+def test_bigquery_function_without_duckdb_equivalent_fails_at_load(
+    tmp_path: Path, expression: str, fragment: str
+):
+    def use_function(spec: dict[str, Any]) -> None:
+        spec["sql"] = spec["sql"].replace("COUNT(*) AS orders", f"COUNT(*) AS orders, {expression} AS extra")
+        spec["sql"] = spec["sql"].replace("GROUP BY day, status", "GROUP BY day, status, extra")
+        spec["columns"].append({"name": "extra", "type": "STRING"})
+
+    root = write_specs(tmp_path, table=use_function)
+    errors = load_errors(root)
+    error = the_error(errors, TABLE_FILE, "sql")
+    assert fragment in str(error)
