@@ -20,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
         "dir", nargs="?", type=Path, help="specs directory (default: $DERIVE_SPECS_DIR or table_specs/)"
     )
 
+    sub.add_parser(
+        "plan",
+        help="the next window of every table: rendered SQL, DDL and cost estimate, in the warehouse's dialect",
+    )
+
     gen = sub.add_parser("generate", help="(re)create the sample source databases")
     gen.add_argument("--users", type=int, default=10_000)
     gen.add_argument("--seed", type=int, default=7)
@@ -38,9 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return {"validate": _validate, "generate": _generate, "activity": _activity, "demo": _demo}[
-            args.command
-        ](args)
+        return {
+            "validate": _validate,
+            "plan": _plan,
+            "generate": _generate,
+            "activity": _activity,
+            "demo": _demo,
+        }[args.command](args)
     except SpecValidationError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -72,6 +81,16 @@ def _validate(args: argparse.Namespace) -> int:
         f"{root}: OK — {len(project.sources())} sources ({len(project.replicated)} tables), "
         f"{len(project.tables)} core/derived tables"
     )
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from derive_assets.factory.build import build_warehouse
+    from derive_assets.plan import plan, render
+    from derive_assets.specs.project import load_project
+
+    settings = DeriveSettings.from_env()
+    print(render(plan(load_project(settings.specs_dir), build_warehouse(settings))))
     return 0
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WAREHOUSES = ("duckdb", "bigquery")
 
 
 @dataclass(frozen=True)
@@ -15,8 +17,15 @@ class DeriveSettings:
     """Spec YAML directory (`DERIVE_SPECS_DIR`, default `table_specs/` of the project)."""
     home: Path
     """Local state: warehouse file, embedded sources (`DERIVE_HOME`, default `.derive/` of the project)."""
-    warehouse: str = "duckdb"
-    """Warehouse engine (`DERIVE_WAREHOUSE`): `duckdb`."""
+    warehouse: Literal["duckdb", "bigquery"] = "duckdb"
+    """Warehouse engine (`DERIVE_WAREHOUSE`): `duckdb` (embedded default) or `bigquery`."""
+    bigquery_project: str | None = None
+    """GCP project of the BigQuery warehouse (`DERIVE_BIGQUERY_PROJECT`); credentials come from the environment
+    (Application Default Credentials), never from settings."""
+    bigquery_location: str | None = None
+    """BigQuery location, e.g. `EU` (`DERIVE_BIGQUERY_LOCATION`)."""
+    bigquery_endpoint: str | None = None
+    """API endpoint override (`DERIVE_BIGQUERY_ENDPOINT`), for a local emulator; uses anonymous credentials."""
 
     @property
     def duckdb_path(self) -> Path:
@@ -29,10 +38,16 @@ class DeriveSettings:
     @classmethod
     def from_env(cls) -> DeriveSettings:
         warehouse = os.environ.get("DERIVE_WAREHOUSE", "duckdb")
-        if warehouse != "duckdb":
-            raise ValueError(f"DERIVE_WAREHOUSE={warehouse!r} is not supported; allowed: ['duckdb']")
+        if warehouse not in WAREHOUSES:
+            raise ValueError(f"DERIVE_WAREHOUSE={warehouse!r} is not supported; allowed: {list(WAREHOUSES)}")
+        project = os.environ.get("DERIVE_BIGQUERY_PROJECT")
+        if warehouse == "bigquery" and not project:
+            raise ValueError("DERIVE_WAREHOUSE=bigquery needs DERIVE_BIGQUERY_PROJECT (the GCP project id)")
         return cls(
             specs_dir=Path(os.environ.get("DERIVE_SPECS_DIR", PROJECT_ROOT / "table_specs")),
             home=Path(os.environ.get("DERIVE_HOME", PROJECT_ROOT / ".derive")),
-            warehouse=warehouse,
+            warehouse=cast(Literal["duckdb", "bigquery"], warehouse),
+            bigquery_project=project,
+            bigquery_location=os.environ.get("DERIVE_BIGQUERY_LOCATION"),
+            bigquery_endpoint=os.environ.get("DERIVE_BIGQUERY_ENDPOINT"),
         )

@@ -97,6 +97,13 @@ class DuckDBWarehouse(ConfigurableResource):
             ).fetchone()
         return bool(row and row[0])
 
+    def ddl_for(self, target: TargetTable) -> str:
+        """DuckDB has no partitioning or clustering DDL; cluster keys become the insert order instead."""
+        return _create_table_sql(target)
+
+    def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int | None:
+        return None  # DuckDB has no dry run; local scans cost nothing to estimate
+
     def row_count(self, ref: str) -> int:
         with self.get_connection() as con:
             return _scalar(con, f"SELECT count(*) FROM {table_name(ref, D)}")
@@ -231,11 +238,15 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] 
 
 def _ensure_table(con: duckdb.DuckDBPyConnection, target: TargetTable) -> None:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(target.dataset, D)}")
-    cols = ", ".join(
+    con.execute(_create_table_sql(target))
+
+
+def _create_table_sql(target: TargetTable) -> str:
+    cols = ",\n  ".join(
         f"{quote(c.name, D)} {DUCKDB_TYPES[c.type]}" + (" NOT NULL" if c.constraints.not_null else "")
         for c in target.columns
     )
-    con.execute(f"CREATE TABLE IF NOT EXISTS {table_name(target.ref, D)} ({cols})")
+    return f"CREATE TABLE IF NOT EXISTS {table_name(target.ref, D)} (\n  {cols}\n)"
 
 
 def _empty_source(target: TargetTable) -> str:

@@ -120,6 +120,14 @@ class Warehouse(Protocol):
 
     def table_exists(self, ref: str) -> bool: ...
 
+    def ddl_for(self, target: TargetTable) -> str:
+        """The CREATE TABLE statement that the warehouse runs (or would run) for a target."""
+        ...
+
+    def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int | None:
+        """Bytes a query would process (a dry run), or None where the warehouse cannot tell."""
+        ...
+
     def write(self, request: WriteRequest) -> WriteResult:
         """Run a core/derived table's query for one window with its strategy, in one transaction."""
         ...

@@ -21,8 +21,21 @@ from resources.io_manager import WarehouseIOManager
 from resources.sources import SourceConnections
 
 
+def build_warehouse(settings: DeriveSettings) -> Any:
+    """The warehouse resource the settings choose; specs never change between warehouses."""
+    if settings.warehouse == "bigquery":
+        from resources.bigquery_warehouse import BigQueryWarehouse
+
+        return BigQueryWarehouse(
+            project=settings.bigquery_project,
+            location=settings.bigquery_location,
+            api_endpoint=settings.bigquery_endpoint,
+        )
+    return DuckDBWarehouse(path=str(settings.duckdb_path))
+
+
 def build_resources(settings: DeriveSettings) -> dict[str, Any]:
-    warehouse = DuckDBWarehouse(path=str(settings.duckdb_path))
+    warehouse = build_warehouse(settings)
     return {
         "warehouse": warehouse,
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),

@@ -79,6 +79,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
             for name, value in (window.as_params() if window else {}).items()
             if name in analysis.parameters
         }
+        estimate = warehouse.estimate_bytes(sql, params)  # a BigQuery dry run; None on DuckDB
         started = time.perf_counter()
         result = warehouse.write(WriteRequest(target, sql, params, spec.strategy.type, unique_key, window))
         duration = time.perf_counter() - started
@@ -100,6 +101,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
                 "derive/upstream_tables": analysis.reads,
                 "dagster/row_count": warehouse.row_count(spec.ref),
                 "dagster/column_lineage": column_lineage(analysis.lineage),
+                **({"derive/estimated_bytes": estimate} if estimate is not None else {}),
             },
             check_results=check_results,
         )
