@@ -17,10 +17,11 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 
 from derive_assets.replication import watermark
 from derive_assets.replication.extract import ExtractPlan, build_query, read_batches
-from resources.sql_text import quote
+from resources.sql_text import window_filter
 from resources.warehouse import LoadRequest, TimeWindow, Warehouse
 
 PARTITION_KEY_METADATA = "derive/partition_key"
+PARTITION_KEY_TYPE_METADATA = "derive/partition_key_type"
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,11 @@ class WarehouseIOManager(ConfigurableIOManager):
         where, params = None, {}
         upstream_meta = context.upstream_output.definition_metadata if context.upstream_output else {}
         partition_key = upstream_meta.get(PARTITION_KEY_METADATA) if upstream_meta else None
-        if partition_key and context.has_asset_partitions:
+        key_type = upstream_meta.get(PARTITION_KEY_TYPE_METADATA) if upstream_meta else None
+        if partition_key and key_type and context.has_asset_partitions:
             window = context.asset_partitions_time_window
-            name = quote(str(partition_key), self.warehouse.dialect)
-            where = f"{name} >= $window_start AND {name} < $window_end"
+            wh = self.warehouse
+            where = window_filter(str(partition_key), str(key_type), wh.types, wh.dialect)
             params = TimeWindow(window.start, window.end).as_params()
         table = self.warehouse.read_arrow(ref, where, params)
         if context.dagster_type.typing_type is pa.Table:

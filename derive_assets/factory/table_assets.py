@@ -20,7 +20,7 @@ from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.models import MergeStrategy
 from derive_assets.specs.project import Table
 from derive_assets.specs.sql_analysis import transpile
-from resources.io_manager import PARTITION_KEY_METADATA
+from resources.io_manager import PARTITION_KEY_METADATA, PARTITION_KEY_TYPE_METADATA
 from resources.sql_text import window_filter
 from resources.warehouse import TargetTable, TimeWindow, WriteRequest
 
@@ -45,6 +45,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     }
     if spec.partition:
         metadata[PARTITION_KEY_METADATA] = spec.partition.key
+        metadata[PARTITION_KEY_TYPE_METADATA] = next(c.type for c in spec.columns if c.name == spec.partition.key)
     if spec.cluster:
         metadata["derive/cluster"] = spec.cluster
 
