@@ -45,7 +45,9 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     }
     if spec.partition:
         metadata[PARTITION_KEY_METADATA] = spec.partition.key
-        metadata[PARTITION_KEY_TYPE_METADATA] = next(c.type for c in spec.columns if c.name == spec.partition.key)
+        metadata[PARTITION_KEY_TYPE_METADATA] = next(
+            c.type for c in spec.columns if c.name == spec.partition.key
+        )
     if spec.cluster:
         metadata["derive/cluster"] = spec.cluster
 

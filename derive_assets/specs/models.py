@@ -23,6 +23,8 @@ ColumnType = Literal[
 """Column types use BigQuery's names, the production dialect; each warehouse maps them (see docs)."""
 
 TIME_TYPES = ("DATE", "DATETIME", "TIMESTAMP")
+NOT_CLUSTERABLE = ("FLOAT64", "JSON", "BYTES")
+"""BigQuery clusters by top-level STRING, INT64, NUMERIC, BOOL, DATE, DATETIME, TIMESTAMP (and GEOGRAPHY)."""
 
 
 class StrictModel(BaseModel):
@@ -197,6 +199,12 @@ class TableSpec(StrictModel):
         unknown_cluster = [k for k in self.cluster if k not in declared]
         if unknown_cluster:
             problems.append(f"cluster: {unknown_cluster} not declared in columns; allowed: {names}")
+        unclusterable = [c.name for c in self.columns if c.name in self.cluster and c.type in NOT_CLUSTERABLE]
+        if unclusterable:
+            problems.append(
+                f"cluster: {unclusterable} have types BigQuery cannot cluster by ({', '.join(NOT_CLUSTERABLE)}); "
+                "cluster by STRING, INT64, NUMERIC, BOOL, DATE, DATETIME or TIMESTAMP columns"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -216,6 +224,11 @@ class TableSpec(StrictModel):
             problems.append(
                 f"partition.key: column '{column.name}' has type {column.type}; a partition key must be "
                 f"one of {list(TIME_TYPES)}"
+            )
+        if column.type == "DATE" and self.partition.granularity == "hour":
+            problems.append(
+                f"partition.granularity: BigQuery cannot partition DATE column '{column.name}' by hour; use day, "
+                "month or year, or partition by a DATETIME or TIMESTAMP column"
             )
         if column.type == "DATE" and self.window is not None and self.window.size == "1h":
             problems.append(

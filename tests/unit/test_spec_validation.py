@@ -756,3 +756,18 @@ def test_bigquery_function_without_duckdb_equivalent_fails_at_load(
     errors = load_errors(root)
     error = the_error(errors, TABLE_FILE, "sql")
     assert fragment in str(error)
+
+
+def test_bigquery_limits_on_cluster_types_and_hourly_date_partitions(tmp_path: Path) -> None:
+    def break_limits(spec: dict[str, Any]) -> None:
+        spec["columns"][2]["type"] = "FLOAT64"
+        spec["cluster"] = ["status", "orders"]
+        spec["partition"]["granularity"] = "hour"
+
+    errors = load_errors(write_specs(tmp_path, table=break_limits))
+    assert "have types BigQuery cannot cluster by (FLOAT64, JSON, BYTES)" in str(
+        the_error(errors, TABLE_FILE, "cluster")
+    )
+    assert "BigQuery cannot partition DATE column 'day' by hour" in str(
+        the_error(errors, TABLE_FILE, "partition.granularity")
+    )
