@@ -20,13 +20,9 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, key_join, quote, table_name
-from resources.warehouse import LoadRequest, TargetTable, WriteRequest, WriteResult
+from resources.warehouse import LoadRequest, TargetTable, WarehouseError, WriteRequest, WriteResult
 
 D = "duckdb"
-
-
-class WarehouseError(RuntimeError):
-    """A run's data broke a rule of its strategy; nothing was written."""
 
 
 class DuckDBWarehouse(ConfigurableResource):

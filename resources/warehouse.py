@@ -17,6 +17,10 @@ import pyarrow as pa
 from derive_assets.specs.models import Column, SourceTable, TableSpec
 
 
+class WarehouseError(RuntimeError):
+    """A run's data broke a rule of its strategy, or a table's layout differs from its spec; nothing was written."""
+
+
 @dataclass(frozen=True)
 class TargetTable:
     """What a warehouse needs to know about a table it writes: name, declared columns, layout."""

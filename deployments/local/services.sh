@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL and MariaDB servers for the integration tests and local development.
+# Throwaway PostgreSQL and MariaDB servers and a BigQuery emulator for the integration tests and local
+# development.
 #
-#   bash deployments/local/services.sh install start   # apt-install if needed, then start both
-#   eval "$(bash deployments/local/services.sh env)"   # export DERIVE_TEST_POSTGRES_URL / _MYSQL_URL
+#   bash deployments/local/services.sh install start   # apt-install if needed, then start all three
+#   eval "$(bash deployments/local/services.sh env)"   # export DERIVE_TEST_POSTGRES_URL, _MYSQL_URL, _BIGQUERY_*
 #   bash deployments/local/services.sh status | stop
 #
 # Both servers listen on 127.0.0.1 only, on non-standard ports, with their own data directories under
 # ${DERIVE_SERVICES_DIR:-/tmp/derive-services}; they never touch the system clusters that the Debian packages
 # create. Durability is switched off (fsync=off etc.): this is test data. Every subcommand is idempotent.
+#
+# The BigQuery emulator (`bqemulator`, in-memory) comes from the project venv (.venv, `make venv`); it needs
+# DuckDB's spatial extension, installed from the `duckdb-extension-spatial` wheel because DuckDB cannot
+# download extensions here.
 #
 # The login derive/derive is a fixed, throwaway test credential (superuser on PostgreSQL, ALL PRIVILEGES WITH
 # GRANT OPTION on MariaDB); never reuse this script for anything that holds real data.
@@ -16,7 +21,12 @@ set -euo pipefail
 SERVICES_DIR="${DERIVE_SERVICES_DIR:-/tmp/derive-services}"
 PG_PORT="${DERIVE_PG_PORT:-55432}"
 MYSQL_PORT="${DERIVE_MYSQL_PORT:-53306}"
+BQ_REST_PORT="${DERIVE_BQ_REST_PORT:-9050}"
+BQ_GRPC_PORT="${DERIVE_BQ_GRPC_PORT:-9060}"
+BQ_PROJECT="derive-test"
 START_TIMEOUT=60 # seconds to wait for a server to accept connections
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 
 PG_HOME="$SERVICES_DIR/pg"
 PG_DATA="$PG_HOME/data"
@@ -28,6 +38,11 @@ MY_DATA="$MY_HOME/data"
 MY_SOCK="$MY_HOME/mysqld.sock"
 MY_PID="$MY_HOME/mysqld.pid"
 MY_LOG="$MY_HOME/mysqld.log"
+
+BQ_HOME="$SERVICES_DIR/bigquery"
+BQ_PID="$BQ_HOME/bqemulator.pid"
+BQ_LOG="$BQ_HOME/bqemulator.log"
+BQ_URL="http://127.0.0.1:$BQ_REST_PORT"
 
 log() { echo "[services] $*"; }
 die() {
@@ -280,6 +295,80 @@ my_stop() {
     die "MariaDB (pid $pid) did not stop within ${START_TIMEOUT}s"
 }
 
+# ----------------------------------------------------------------------------------------------- BigQuery
+
+bq_pid() {
+    # PID of the emulator this script started, if it is alive.
+    local pid
+    [ -f "$BQ_PID" ] || return 1
+    pid="$(cat "$BQ_PID" 2>/dev/null)" || return 1
+    # A stale pid file may name a reused pid: check that it is really our emulator.
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "bqemulator start" && echo "$pid"
+}
+
+# The REST API answers (whoever started the emulator).
+bq_ready() { curl -sf -o /dev/null --max-time 2 "$BQ_URL/bigquery/v2/projects/$BQ_PROJECT/datasets"; }
+
+bq_start() {
+    [ -x "$VENV_PYTHON" ] || die "$VENV_PYTHON not found: run 'make venv' (the BigQuery emulator is in the venv)"
+    if bq_pid >/dev/null || bq_ready; then
+        log "BigQuery emulator already running ($BQ_URL)"
+        return
+    fi
+    mkdir -p "$BQ_HOME"
+    # DuckDB cannot download extensions here: install spatial from the wheel's file (a no-op when present).
+    "$VENV_PYTHON" - <<'PY' || die "could not install DuckDB's spatial extension (duckdb-extension-spatial)"
+from pathlib import Path
+
+import duckdb
+import duckdb_extension_spatial
+
+extensions = Path(duckdb_extension_spatial.__file__).parent / "extensions"
+path = extensions / f"v{duckdb.__version__}" / "spatial.duckdb_extension"
+duckdb.connect().execute(f"INSTALL '{path}'")
+PY
+    log "starting BigQuery emulator on 127.0.0.1:$BQ_REST_PORT (gRPC $BQ_GRPC_PORT, project $BQ_PROJECT)"
+    # setsid + nohup: the emulator must outlive this script and the make recipe that ran it.
+    setsid nohup "$VENV_PYTHON" -m bqemulator start --rest-host 127.0.0.1 --rest-port "$BQ_REST_PORT" \
+        --grpc-host 127.0.0.1 --grpc-port "$BQ_GRPC_PORT" --project "$BQ_PROJECT" --ephemeral \
+        </dev/null >>"$BQ_LOG" 2>&1 &
+    echo $! >"$BQ_PID"
+    local i
+    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
+        bq_ready && break
+        bq_pid >/dev/null || break # it died: no point waiting
+        sleep 0.5
+    done
+    bq_ready || {
+        tail -n 30 "$BQ_LOG" >&2 || true
+        die "the BigQuery emulator does not answer on $BQ_URL (log: $BQ_LOG)"
+    }
+    log "BigQuery emulator ready on $BQ_URL"
+}
+
+bq_stop() {
+    local pid i
+    if ! pid="$(bq_pid)"; then
+        if bq_ready; then
+            log "a BigQuery emulator answers on $BQ_URL but this script did not start it (no $BQ_PID): left running"
+        else
+            log "BigQuery emulator not running"
+        fi
+        return
+    fi
+    log "stopping BigQuery emulator (pid $pid)"
+    kill -TERM "$pid"
+    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$BQ_PID"
+            return 0
+        fi
+        sleep 0.5
+    done
+    die "BigQuery emulator (pid $pid) did not stop within ${START_TIMEOUT}s"
+}
+
 # ----------------------------------------------------------------------------------------------- commands
 
 cmd_start() {
@@ -287,11 +376,13 @@ cmd_start() {
     chmod 755 "$SERVICES_DIR" # the postgres and mysql users must be able to traverse it
     pg_start
     my_start
+    bq_start
 }
 
 cmd_stop() {
     pg_stop
     my_stop
+    bq_stop
 }
 
 cmd_status() {
@@ -308,22 +399,31 @@ cmd_status() {
         echo "mariadb:    stopped"
         rc=3
     fi
+    if bq_ready; then
+        echo "bigquery:   emulator running on $BQ_URL (project $BQ_PROJECT, in-memory)"
+    else
+        echo "bigquery:   stopped"
+        rc=3
+    fi
     return "$rc"
 }
 
 cmd_env() {
     echo "export DERIVE_TEST_POSTGRES_URL=postgresql://derive:derive@127.0.0.1:$PG_PORT/postgres"
     echo "export DERIVE_TEST_MYSQL_URL=mysql://derive:derive@127.0.0.1:$MYSQL_PORT/mysql"
+    echo "export DERIVE_TEST_BIGQUERY_ENDPOINT=$BQ_URL"
+    echo "export DERIVE_TEST_BIGQUERY_PROJECT=$BQ_PROJECT"
 }
 
 usage() {
     cat <<EOF
 usage: $0 COMMAND [COMMAND...]   (run in order, e.g. "install start")
-  install   apt-get install postgresql + mariadb-server if their binaries are missing
-  start     init (first time) and start both servers on 127.0.0.1:$PG_PORT / :$MYSQL_PORT; waits until ready
-  stop      stop both servers (data is kept under $SERVICES_DIR)
-  status    print whether each server runs; exit 3 if either is stopped
-  env       print export lines for DERIVE_TEST_POSTGRES_URL and DERIVE_TEST_MYSQL_URL
+  install   apt-get install postgresql + mariadb-server if their binaries are missing (emulator: in .venv)
+  start     init (first time) and start both servers on 127.0.0.1:$PG_PORT / :$MYSQL_PORT and the BigQuery
+            emulator on 127.0.0.1:$BQ_REST_PORT; waits until ready
+  stop      stop the servers (data is kept under $SERVICES_DIR; the emulator's is in memory)
+  status    print whether each server runs; exit 3 if any is stopped
+  env       print export lines for DERIVE_TEST_POSTGRES_URL, DERIVE_TEST_MYSQL_URL, DERIVE_TEST_BIGQUERY_*
 EOF
 }
 

@@ -6,8 +6,8 @@ import duckdb
 import pytest
 
 from derive_assets.specs.models import Column
-from resources.duckdb_warehouse import DuckDBWarehouse, WarehouseError
-from resources.warehouse import TargetTable, TimeWindow, WriteRequest
+from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.warehouse import TargetTable, TimeWindow, WarehouseError, WriteRequest
 
 DAY1 = TimeWindow(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
 DAY2 = TimeWindow(dt.datetime(2026, 1, 2, tzinfo=dt.UTC), dt.datetime(2026, 1, 3, tzinfo=dt.UTC))

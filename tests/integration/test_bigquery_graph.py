@@ -56,7 +56,9 @@ def materialize_graph(settings: DeriveSettings, days: list[str]) -> None:
     defs = build_definitions(settings, project)
     with DagsterInstance.ephemeral() as instance:
         for source in project.sources():
-            defs.resolve_job_def(source_job_name(source.name)).execute_in_process(instance=instance, run_config=QUIET)
+            defs.resolve_job_def(source_job_name(source.name)).execute_in_process(
+                instance=instance, run_config=QUIET
+            )
         for table in project.tables:
             tags = {RANGE_START: days[0], RANGE_END: days[-1]} if table.spec.window else {}
             job = defs.resolve_job_def(table_job_name(table.spec.ref))
@@ -85,7 +87,9 @@ def rows_bigquery(settings: DeriveSettings, ref: str) -> list[tuple]:
         return sorted((tuple(normalized(v) for v in row.values()) for row in rows), key=repr)
 
 
-def test_demo_graph_is_equal_on_duckdb_and_bigquery(tmp_path: Path, bigquery_settings: DeriveSettings, monkeypatch):
+def test_demo_graph_is_equal_on_duckdb_and_bigquery(
+    tmp_path: Path, bigquery_settings: DeriveSettings, monkeypatch
+):
     for name in ("DERIVE_ACCOUNTS_URL", "DERIVE_ORDERS_URL", "DERIVE_PAYMENTS_URL", "DERIVE_DUCKDB_PATH"):
         monkeypatch.delenv(name, raising=False)
     sources = tmp_path / "sources"
