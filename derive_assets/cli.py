@@ -127,7 +127,7 @@ def _demo(args: argparse.Namespace) -> int:
     for ref, info in summary.items():
         print(f"{ref:<36} {info['rows']:>9,}  {info.get('watermark') or info.get('strategy')}")
     print(
-        f"\nWarehouse: {settings.duckdb_path}\nOpen the UI with `make dev` (dagster dev, DAGSTER_HOME={home}).\n"
+        f"\nWarehouse: {settings.duckdb_path if settings.warehouse == 'duckdb' else settings.warehouse}\nOpen the UI with `make dev` (dagster dev, DAGSTER_HOME={home}).\n"
         "Materialize one window: DAGSTER_HOME=" + str(home) + " .venv/bin/dagster asset materialize "
         "-m derive_assets.definitions --select analytics/daily_payments_by_region --partition <YYYY-MM-DD>"
     )

@@ -15,7 +15,7 @@ from dagster import partition_loading_context
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.project import SpecProject, Table
 from derive_assets.specs.sql_analysis import transpile
-from resources.warehouse import TargetTable, TimeWindow
+from resources.warehouse import EstimateUnavailable, TargetTable, TimeWindow
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def plan(project: SpecProject, warehouse: Any, now: dt.datetime | None = None) -
         estimate, note = None, ""
         try:
             estimate = warehouse.estimate_bytes(sql, params)
-        except Exception as exc:  # noqa: BLE001 - an estimate is advisory; say why it is missing and go on
+        except EstimateUnavailable as exc:  # advisory: say why it is missing and go on
             note = f"no estimate: {str(exc).splitlines()[0][:200]}"
         if estimate is None and not note:
             note = f"{warehouse.kind} gives no estimate"

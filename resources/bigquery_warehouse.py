@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_gcp import BigQueryResource
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import GoogleAPICallError, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from pydantic import Field
@@ -63,7 +63,14 @@ from pydantic import Field
 from resources import bigquery_ddl
 from resources.bigquery_ddl import BIGQUERY_TYPES, CAST_TYPES, check_layout, standard_type, table_for
 from resources.sql_text import column_list, key_join, quote, table_name
-from resources.warehouse import LoadRequest, TargetTable, WarehouseError, WriteRequest, WriteResult
+from resources.warehouse import (
+    EstimateUnavailable,
+    LoadRequest,
+    TargetTable,
+    WarehouseError,
+    WriteRequest,
+    WriteResult,
+)
 
 B = "bigquery"
 STAGING_PREFIX = "_derive_stg_"
@@ -157,7 +164,10 @@ class BigQueryWarehouse(BigQueryResource):
             config = _config(params)
             config.dry_run = True
             config.use_query_cache = False
-            job = client.query(sql, job_config=config)
+            try:
+                job = client.query(sql, job_config=config)
+            except GoogleAPICallError as exc:  # e.g. NotFound: a table the query reads does not exist yet
+                raise EstimateUnavailable(f"dry run failed: {exc.message}") from exc
             scanned = job.total_bytes_processed
         return None if scanned is None else int(scanned)
 

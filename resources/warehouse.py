@@ -21,6 +21,10 @@ class WarehouseError(RuntimeError):
     """A run's data broke a rule of its strategy, or a table's layout differs from its spec; nothing was written."""
 
 
+class EstimateUnavailable(WarehouseError):
+    """The warehouse could not estimate a query (e.g. a table it reads does not exist yet)."""
+
+
 @dataclass(frozen=True)
 class TargetTable:
     """What a warehouse needs to know about a table it writes: name, declared columns, layout."""

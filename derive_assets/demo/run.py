@@ -15,13 +15,12 @@ from typing import Any
 from dagster import DagsterInstance, Definitions, TimeWindowPartitionsDefinition
 
 from derive_assets.demo.generate import apply_activity, embedded_urls, generate
-from derive_assets.factory.build import build_definitions
+from derive_assets.factory.build import build_definitions, build_warehouse
 from derive_assets.factory.schedules import source_job_name, table_job_name
 from derive_assets.factory.windows import partitions_for
 from derive_assets.replication.watermark import WATERMARK_KEY
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
-from resources.duckdb_warehouse import DuckDBWarehouse
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -44,8 +43,8 @@ def run_demo(
         say(f"==> generating sample sources: {users:,} users, 14 days of history")
         counts = generate(urls, users=users)
         say("    " + ", ".join(f"{k}: {v:,}" for k, v in counts.items()))
-        if settings.duckdb_path.exists():
-            settings.duckdb_path.unlink()  # a fresh source means a fresh warehouse
+        if settings.warehouse == "duckdb" and settings.duckdb_path.exists():
+            settings.duckdb_path.unlink()  # a fresh source means a fresh warehouse (full reloads on BigQuery)
     else:
         say("==> applying a batch of new activity to the sample sources (inserts, updates, soft deletes)")
         changes = apply_activity(urls)
@@ -90,7 +89,7 @@ def _run(defs: Definitions, instance: DagsterInstance, job_name: str, tags: dict
 def summarize(project: SpecProject, settings: DeriveSettings, instance: DagsterInstance) -> dict[str, Any]:
     from dagster import AssetKey
 
-    warehouse = DuckDBWarehouse(path=str(settings.duckdb_path))
+    warehouse = build_warehouse(settings)
     summary: dict[str, Any] = {}
     for rt in project.replicated:
         event = instance.get_latest_materialization_event(AssetKey(rt.ref.split(".")))
