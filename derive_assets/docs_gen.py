@@ -30,6 +30,7 @@ from derive_assets.specs.models import (
     Column,
     ColumnType,
     Constraints,
+    ExportSpec,
     Granularity,
     MergeStrategy,
     Partition,
@@ -92,6 +93,12 @@ SECTIONS: list[tuple[type[BaseModel], str, str]] = [
     ),
     (SourceTable, "`tables[]` of a source", "One replicated table."),
     (SoftDelete, "`tables[].soft_delete` of a source", "How deleted rows are recognised."),
+    (
+        ExportSpec,
+        "a file under `table_specs/exports/` (`kind: export`)",
+        "A warehouse table exported to the online store (ScyllaDB/Cassandra in production, SQLite locally) for "
+        "millisecond reads by key.",
+    ),
 ]
 
 # Closed choices that get their own section (other Literals are short enough to show inline).
@@ -123,7 +130,8 @@ def render_reference() -> str:
         f"<!-- Generated from derive_assets/specs/models.py by `{REGENERATE}`; do not edit by hand. -->",
         "",
         "Every YAML file under `table_specs/` is one spec: a **table** (core or derived, built by SQL) or "
-        "a **source** (a transactional database replicated into the warehouse). Unknown keys are errors, so "
+        "a **source** (a transactional database replicated into the warehouse) or an **export** (a table "
+        "copied to the online store for reads by key). Unknown keys are errors, so "
         "a typo fails when the specs load (`derive validate`), not halfway through a run. What each error "
         "means: [validation-errors.md](validation-errors.md). A first table, step by step: "
         "[adding-a-table.md](adding-a-table.md).",
@@ -284,7 +292,7 @@ def _length_rules(metadata: list[Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- JSON Schema
 
-Spec = Annotated[SourceSpec | TableSpec, Field(title="Derive spec")]
+Spec = Annotated[SourceSpec | TableSpec | ExportSpec, Field(title="Derive spec")]
 
 
 def render_schema() -> str:
@@ -299,15 +307,15 @@ def render_schema() -> str:
         "anyOf": [strategy, {"type": "string", "enum": ["append", "replace"]}],
     }
     # `owner` is checked by a validator; give editors the same rule as a pattern.
-    for name in ("TableSpec", "SourceSpec"):
+    for name in ("TableSpec", "SourceSpec", "ExportSpec"):
         defs[name]["properties"]["owner"]["pattern"] = (
             r"^([A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}|team:.+)$"
         )
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "description": (
-            "A Derive spec under table_specs/: a core/derived table (kind: table, the default) or a source "
-            f"(kind: source). Generated from derive_assets/specs/models.py by `{REGENERATE}`."
+            "A Derive spec under table_specs/: a core/derived table (kind: table, the default), a source "
+            f"(kind: source) or an online export (kind: export). Generated from derive_assets/specs/models.py by `{REGENERATE}`."
         ),
         **schema,
     }

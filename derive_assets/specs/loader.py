@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -15,6 +15,7 @@ from derive_assets.specs.errors import SpecError, SpecValidationError, format_lo
 from derive_assets.specs.models import (
     MAX_CLUSTER_KEYS,
     AppendStrategy,
+    ExportSpec,
     MergeStrategy,
     ReplaceStrategy,
     SourceSpec,
@@ -25,7 +26,7 @@ from derive_assets.specs.models import (
 
 SPECS_DIR_ENV = "DERIVE_SPECS_DIR"
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built in: ~10x faster
-KINDS = {"table": TableSpec, "source": SourceSpec}
+KINDS = {"table": TableSpec, "source": SourceSpec, "export": ExportSpec}
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class LoadedTable:
 
 
 @dataclass(frozen=True)
+class LoadedExport:
+    path: Path
+    spec: ExportSpec
+
+
+@dataclass(frozen=True)
 class RawSpecs:
     """Files parsed and validated one by one, before the cross-file checks of `derive_assets.specs.project`."""
 
@@ -48,6 +55,7 @@ class RawSpecs:
     sources: list[LoadedSource]
     tables: list[LoadedTable]
     errors: list[SpecError]
+    exports: list[LoadedExport] = field(default_factory=list)
 
     def source_tables(self) -> dict[str, tuple[LoadedSource, SourceTable]]:
         return {source_table_ref(s.spec, t): (s, t) for s in self.sources for t in s.spec.tables}
@@ -69,6 +77,7 @@ def read_specs(root: Path) -> RawSpecs:
         )
     sources: list[LoadedSource] = []
     tables: list[LoadedTable] = []
+    exports: list[LoadedExport] = []
     errors: list[SpecError] = []
     for path in spec_files(root):
         shown = path.relative_to(root.parent) if root.parent in path.parents else path
@@ -88,11 +97,13 @@ def read_specs(root: Path) -> RawSpecs:
             continue
         if isinstance(spec, SourceSpec):
             sources.append(LoadedSource(shown, spec))
+        elif isinstance(spec, ExportSpec):
+            exports.append(LoadedExport(shown, spec))
         else:
             tables.append(LoadedTable(shown, spec))
     if not sources and not tables and not errors:
         errors.append(SpecError(root, "", "no *.yaml spec files found"))
-    return RawSpecs(root, sources, tables, errors)
+    return RawSpecs(root, sources, tables, errors, exports)
 
 
 def _read_yaml(path: Path, shown: Path) -> tuple[dict[str, Any], SpecError | None]:
@@ -120,7 +131,7 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
             message = f"unknown field; allowed: {allowed}" if allowed else "unknown field"
         elif err["type"] == "missing":
             message = "required field is missing"
-        elif err["type"] == "union_tag_invalid":
+        elif err["type"] == "union_tag_invalid" and "strategy" in loc:
             message = f"unknown strategy type; allowed: {['merge', 'append', 'replace']}"
         elif err["type"] == "union_tag_not_found":
             message = "needs a `type`: one of ['merge', 'append', 'replace']"

@@ -342,3 +342,65 @@ def window_seconds(size: WindowSize) -> int | None:
 
 def is_identifier(value: str) -> bool:
     return re.match(IDENTIFIER, value) is not None
+
+
+# ---------------------------------------------------------------------------------------------- exports
+
+Consistency = Literal[
+    "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE", "ANY"
+]
+
+
+class ExportSpec(StrictModel):
+    """A derived table exported to the online store (ScyllaDB/Cassandra; SQLite locally) for millisecond reads."""
+
+    kind: Literal["export"]
+    """Always `export` for an online export."""
+    name: Identifier
+    """Export name; the asset is `online/<name>` and `derive lookup <name> …` reads it."""
+    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")]
+    """The warehouse table to export, as `dataset.name` (a core/derived table or a replicated source table)."""
+    owner: Owner
+    """A team or e-mail address that answers for the export."""
+    description: str = ""
+    """What online services read from it; shown in the Dagster UI."""
+    keyspace: Identifier
+    """CQL keyspace (created with SimpleStrategy, replication 1, if missing; create it yourself in production)."""
+    cql_table: Identifier | None = None
+    """CQL table name; defaults to the export name."""
+    partition_key: list[Identifier] = Field(min_length=1)
+    """CQL partition key columns: what a lookup must always give."""
+    clustering: list[Identifier] = Field(default_factory=list)
+    """CQL clustering columns, after the partition key in the primary key (rows sorted by them in a partition)."""
+    columns: list[Identifier] | None = None
+    """Columns to export; default: all of the table's columns."""
+    ttl_seconds: int | None = Field(default=None, gt=0)
+    """Rows expire this many seconds after they were written (CQL `USING TTL`)."""
+    consistency: Consistency = "LOCAL_QUORUM"
+    """CQL write consistency level."""
+    schedule: str | None = None
+    """Cron expression (UTC). Without one, run the export with (or after) its table's job."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
+
+    @model_validator(mode="after")
+    def _keys_exported(self) -> ExportSpec:
+        keys = [*self.partition_key, *self.clustering]
+        problems = []
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            problems.append(f"clustering: {dupes} appear in both partition_key and clustering (or twice)")
+        if self.columns is not None:
+            missing = [k for k in keys if k not in self.columns]
+            if missing:
+                problems.append(f"columns: key columns {missing} must be exported too; add them to columns")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def target_table(self) -> str:
+        return self.cql_table or self.name

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 from derive_assets.specs.duckdb_check import duckdb_errors
 from derive_assets.specs.errors import SpecError, SpecValidationError
-from derive_assets.specs.loader import LoadedSource, LoadedTable, default_specs_dir, read_specs
-from derive_assets.specs.models import SourceSpec, SourceTable, TableSpec
+from derive_assets.specs.loader import LoadedExport, LoadedSource, LoadedTable, default_specs_dir, read_specs
+from derive_assets.specs.models import Column, ExportSpec, SourceSpec, SourceTable, TableSpec, Window
 from derive_assets.specs.sql_analysis import (
     WINDOW_PARAMETERS,
     Schema,
@@ -41,11 +41,31 @@ class ReplicatedTable:
 
 
 @dataclass(frozen=True)
+class Export:
+    """A validated export with the declared columns (and types) of the table it exports."""
+
+    path: Path
+    spec: ExportSpec
+    columns: list[Column]
+    """The exported columns, in order, with the warehouse table's declared types."""
+    window: Window | None
+    """The exported table's window: an export run writes one window's rows (None: the whole table)."""
+    partition_key: str | None
+
+
+@dataclass(frozen=True)
 class SpecProject:
     root: Path
     replicated: list[ReplicatedTable]
     tables: list[Table]
     """Core and derived tables in dependency order (a table comes after everything it reads)."""
+    exports: list[Export] = field(default_factory=list)
+
+    def export(self, name: str) -> Export:
+        found = next((e for e in self.exports if e.spec.name == name), None)
+        if found is None:
+            raise KeyError(f"no export named '{name}'; exports: {sorted(e.spec.name for e in self.exports)}")
+        return found
 
     def sources(self) -> list[SourceSpec]:
         seen: dict[str, SourceSpec] = {}
@@ -108,9 +128,65 @@ def load_project(root: Path | None = None) -> SpecProject:
         tables.append(Table(loaded.path, loaded.spec, resolved))
     if not errors:
         errors += duckdb_errors(schema, [(t.path, t.spec.ref, t.analysis) for t in tables])
+    exports = _exports(raw.exports, replicated, tables, errors)
     if errors:
         raise SpecValidationError(errors)
-    return SpecProject(raw.root, replicated, tables)
+    return SpecProject(raw.root, replicated, tables, exports)
+
+
+def _exports(
+    loaded: list[LoadedExport],
+    replicated: list[ReplicatedTable],
+    tables: list[Table],
+    errors: list[SpecError],
+) -> list[Export]:
+    """Each export must name a known table, and its columns and keys must be that table's columns."""
+    known: dict[str, tuple[list[Column], Window | None, str | None]] = {
+        r.ref: (list(r.table.columns), None, None) for r in replicated
+    }
+    for t in tables:
+        known[t.spec.ref] = (
+            list(t.spec.columns),
+            t.spec.window,
+            t.spec.partition.key if t.spec.partition else None,
+        )
+    exports, names = [], set()
+    for e in loaded:
+        spec = e.spec
+        if spec.name in names:
+            errors.append(SpecError(e.path, "name", "another export has this name", spec.name))
+        names.add(spec.name)
+        if spec.table not in known:
+            errors.append(
+                SpecError(
+                    e.path,
+                    "table",
+                    f"no table spec or source defines it; known tables: {sorted(known)}",
+                    spec.table,
+                )
+            )
+            continue
+        columns, window, partition_key = known[spec.table]
+        by_name = {c.name: c for c in columns}
+        wanted = spec.columns or list(by_name)
+        problems = [
+            (where, [c for c in names_ if c not in by_name])
+            for where, names_ in (
+                ("columns", wanted),
+                ("partition_key", spec.partition_key),
+                ("clustering", spec.clustering),
+            )
+        ]
+        bad = [(where, missing) for where, missing in problems if missing]
+        for where, missing in bad:
+            errors.append(
+                SpecError(
+                    e.path, where, f"{missing} are not columns of {spec.table}; allowed: {list(by_name)}"
+                )
+            )
+        if not bad:
+            exports.append(Export(e.path, spec, [by_name[c] for c in wanted], window, partition_key))
+    return exports
 
 
 def _duplicate_refs(sources: list[LoadedSource], tables: list[LoadedTable]) -> list[SpecError]:

@@ -39,7 +39,7 @@ def test_validate_reports_every_error_and_exits_nonzero(tmp_path):
     result = cli("derive", "validate", str(tmp_path))
     assert result.returncode == 1
     assert "a.yaml: columns" in result.stderr
-    assert "b.yaml: kind: unknown kind; allowed: ['source', 'table']" in result.stderr
+    assert "b.yaml: kind: unknown kind; allowed: ['export', 'source', 'table']" in result.stderr
 
 
 @pytest.mark.slow
