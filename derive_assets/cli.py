@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the next window of every table: rendered SQL, DDL and cost estimate, in the warehouse's dialect",
     )
 
+    look = sub.add_parser("lookup", help="read an exported row from the online store by key")
+    look.add_argument("export", help="export name (table_specs/exports/*.yaml)")
+    look.add_argument("key", nargs="+", help="partition key values, then optionally clustering values")
+
     gen = sub.add_parser("generate", help="(re)create the sample source databases")
     gen.add_argument("--users", type=int, default=10_000)
     gen.add_argument("--seed", type=int, default=7)
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return {
             "validate": _validate,
             "plan": _plan,
+            "lookup": _lookup,
             "generate": _generate,
             "activity": _activity,
             "demo": _demo,
@@ -94,6 +99,19 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lookup(args: argparse.Namespace) -> int:
+    import json
+
+    from derive_assets.online import OnlineReader
+
+    rows = OnlineReader.from_env().lookup(args.export, *args.key)
+    for row in rows:
+        print(json.dumps(row, default=str))
+    if not rows:
+        print(f"no rows for {args.key} in {args.export}", file=sys.stderr)
+    return 0 if rows else 1
+
+
 def _generate(args: argparse.Namespace) -> int:
     from derive_assets.demo.generate import generate
 
@@ -127,7 +145,8 @@ def _demo(args: argparse.Namespace) -> int:
     for ref, info in summary.items():
         print(f"{ref:<36} {info['rows']:>9,}  {info.get('watermark') or info.get('strategy')}")
     print(
-        f"\nWarehouse: {settings.duckdb_path if settings.warehouse == 'duckdb' else settings.warehouse}\nOpen the UI with `make dev` (dagster dev, DAGSTER_HOME={home}).\n"
+        "\nRead it online: .venv/bin/derive lookup user_profile_online 42\n"
+        f"Warehouse: {settings.duckdb_path if settings.warehouse == 'duckdb' else settings.warehouse}\nOpen the UI with `make dev` (dagster dev, DAGSTER_HOME={home}).\n"
         "Materialize one window: DAGSTER_HOME=" + str(home) + " .venv/bin/dagster asset materialize "
         "-m derive_assets.definitions --select analytics/daily_payments_by_region --partition <YYYY-MM-DD>"
     )

@@ -9,6 +9,7 @@ from typing import Literal, cast
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WAREHOUSES = ("duckdb", "bigquery")
+ONLINE_STORES = ("sqlite", "cassandra")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,13 @@ class DeriveSettings:
     """BigQuery location, e.g. `EU` (`DERIVE_BIGQUERY_LOCATION`)."""
     bigquery_endpoint: str | None = None
     """API endpoint override (`DERIVE_BIGQUERY_ENDPOINT`), for a local emulator; uses anonymous credentials."""
+    online_store: Literal["sqlite", "cassandra"] = "sqlite"
+    """Online store (`DERIVE_ONLINE_STORE`): `sqlite` (embedded default) or `cassandra` (ScyllaDB/Cassandra,
+    configured by the `DERIVE_CASSANDRA_*` variables, read by the resource at run time)."""
+
+    @property
+    def sqlite_online_path(self) -> Path:
+        return self.home / "online.sqlite"
 
     @property
     def duckdb_path(self) -> Path:
@@ -43,7 +51,13 @@ class DeriveSettings:
         project = os.environ.get("DERIVE_BIGQUERY_PROJECT")
         if warehouse == "bigquery" and not project:
             raise ValueError("DERIVE_WAREHOUSE=bigquery needs DERIVE_BIGQUERY_PROJECT (the GCP project id)")
+        online = os.environ.get("DERIVE_ONLINE_STORE", "sqlite")
+        if online not in ONLINE_STORES:
+            raise ValueError(
+                f"DERIVE_ONLINE_STORE={online!r} is not supported; allowed: {list(ONLINE_STORES)}"
+            )
         return cls(
+            online_store=cast(Literal["sqlite", "cassandra"], online),
             specs_dir=Path(os.environ.get("DERIVE_SPECS_DIR", PROJECT_ROOT / "table_specs")),
             home=Path(os.environ.get("DERIVE_HOME", PROJECT_ROOT / ".derive")),
             warehouse=cast(Literal["duckdb", "bigquery"], warehouse),

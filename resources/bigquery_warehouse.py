@@ -151,12 +151,36 @@ class BigQueryWarehouse(BigQueryResource):
         with self.get_client() as client:
             return _scalar(client, sql, params)
 
+    def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:
+        with self.get_client() as client:
+            rows = list(client.query(sql, job_config=_config(params)).result())
+        return rows[0][0] if rows else None
+
     def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
         sql = f"SELECT * FROM {table_name(ref, B)}" + (f" WHERE {where_sql}" if where_sql else "")
         with self.get_client() as client:
             job = client.query(sql, job_config=_config(params))
             # The Storage Read API is faster on BigQuery; the emulator's is not reachable through this client.
             return job.to_arrow(create_bqstorage_client=self.api_endpoint is None)
+
+    def iter_batches(
+        self,
+        ref: str,
+        columns: Sequence[str],
+        where_sql: str | None,
+        params: Mapping[str, Any],
+        batch_rows: int,
+    ) -> Iterator[pa.RecordBatch]:
+        """Pages of the result as Arrow record batches (the client fetches page by page)."""
+        sql = f"SELECT {column_list(columns, B)} FROM {table_name(ref, B)}" + (
+            f" WHERE {where_sql}" if where_sql else ""
+        )
+        with self.get_client() as client:
+            rows = client.query(sql, job_config=_config(params)).result(page_size=batch_rows)
+            for table in rows.to_arrow_iterable():
+                yield from (
+                    table.to_batches(max_chunksize=batch_rows) if isinstance(table, pa.Table) else [table]
+                )
 
     def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int | None:
         """Bytes the query would scan, from a dry run (free; the emulator always says 0)."""

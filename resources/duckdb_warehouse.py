@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -108,10 +108,30 @@ class DuckDBWarehouse(ConfigurableResource):
         with self.get_connection() as con:
             return _scalar(con, sql, params)
 
+    def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:
+        with self.get_connection() as con:
+            row = con.execute(sql, dict(params)).fetchone()
+        return row[0] if row else None
+
     def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
         sql = f"SELECT * FROM {table_name(ref, D)}" + (f" WHERE {where_sql}" if where_sql else "")
         with self.get_connection() as con:
             return con.execute(sql, dict(params)).fetch_arrow_table()
+
+    def iter_batches(
+        self,
+        ref: str,
+        columns: Sequence[str],
+        where_sql: str | None,
+        params: Mapping[str, Any],
+        batch_rows: int,
+    ) -> Iterator[pa.RecordBatch]:
+        sql = f"SELECT {column_list(columns, D)} FROM {table_name(ref, D)}" + (
+            f" WHERE {where_sql}" if where_sql else ""
+        )
+        with self.get_connection() as con:
+            reader = con.execute(sql, dict(params)).fetch_record_batch(batch_rows)
+            yield from reader
 
     # ------------------------------------------------------------------------------------------- writes
 

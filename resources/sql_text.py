@@ -6,6 +6,8 @@ bounds, watermarks, accepted values) are bound parameters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlglot import exp
 
 from derive_assets.specs.models import Column
@@ -34,7 +36,7 @@ def table_name(ref: str, dialect: str) -> str:
     return f"{quote(dataset, dialect)}.{quote(name, dialect)}"
 
 
-def column_list(columns: list[str] | tuple[str, ...], dialect: str, prefix: str = "") -> str:
+def column_list(columns: Sequence[str], dialect: str, prefix: str = "") -> str:
     return ", ".join(prefix + quote(c, dialect) for c in columns)
 
 

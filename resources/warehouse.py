@@ -8,7 +8,7 @@ transaction, so a failed run leaves the target as it was.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -148,8 +148,23 @@ class Warehouse(Protocol):
         """Run a check query (in the warehouse's dialect) that returns one row with one count."""
         ...
 
+    def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:
+        """The first column of the first row of a query (in the warehouse's dialect), or None."""
+        ...
+
     def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
         """Read a table (or a filtered slice) as Arrow, for Python assets downstream."""
         ...
 
     def row_count(self, ref: str) -> int: ...
+
+    def iter_batches(
+        self,
+        ref: str,
+        columns: Sequence[str],
+        where_sql: str | None,
+        params: Mapping[str, Any],
+        batch_rows: int,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream a table (or a filtered slice) as Arrow batches of at most `batch_rows` rows: bounded memory."""
+        ...

@@ -15,8 +15,9 @@ from typing import Any
 from dagster import DagsterInstance, Definitions, TimeWindowPartitionsDefinition
 
 from derive_assets.demo.generate import apply_activity, embedded_urls, generate
-from derive_assets.factory.build import build_definitions, build_warehouse
-from derive_assets.factory.schedules import source_job_name, table_job_name
+from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
+from derive_assets.factory.export_assets import online_table
+from derive_assets.factory.schedules import export_job_name, source_job_name, table_job_name
 from derive_assets.factory.windows import partitions_for
 from derive_assets.replication.watermark import WATERMARK_KEY
 from derive_assets.settings import DeriveSettings
@@ -57,6 +58,10 @@ def run_demo(
         partitions_def = partitions_for(spec.window)
         tags = _recent_windows(partitions_def, days) if partitions_def else {}
         _run(defs, instance, table_job_name(spec.ref), tags, say)
+    for export in project.exports:
+        partitions_def = partitions_for(export.window)
+        tags = _recent_windows(partitions_def, days) if partitions_def else {}
+        _run(defs, instance, export_job_name(export.spec.name), tags, say)
     return summarize(project, settings, instance)
 
 
@@ -81,8 +86,11 @@ def _run(defs: Definitions, instance: DagsterInstance, job_name: str, tags: dict
     rows = {}
     for event in result.get_asset_materialization_events():
         m = event.step_materialization_data.materialization
-        rows[m.asset_key.to_user_string()] = (m.metadata["derive/rows_read"].value, m.metadata)
-    detail = ", ".join(f"{k} read {v[0]:,}" for k, v in rows.items())
+        meta = m.metadata
+        moved = meta.get("derive/rows_read") or meta.get("derive/rows_written")
+        verb = "read" if "derive/rows_read" in meta else "wrote"
+        rows[m.asset_key.to_user_string()] = (verb, moved.value if moved else 0)
+    detail = ", ".join(f"{k} {verb} {n:,}" for k, (verb, n) in rows.items())
     say(f"==> {job_name}{scope}: {detail} ({time.perf_counter() - started:.1f}s)")
 
 
@@ -104,4 +112,8 @@ def summarize(project: SpecProject, settings: DeriveSettings, instance: DagsterI
             "rows": warehouse.row_count(table.spec.ref),
             "strategy": table.spec.strategy.type,
         }
+    store = build_online_store(settings)
+    for export in project.exports:
+        table = online_table(export)
+        summary[f"online:{table.ref}"] = {"rows": store.count(table), "strategy": f"from {export.spec.table}"}
     return summary

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from dagster import AssetsDefinition, Definitions
+from dagster import AssetsDefinition, Definitions, EnvVar
 
+from derive_assets.factory.export_assets import build_export_asset, export_key
 from derive_assets.factory.replication_assets import (
     build_replication_asset,
     build_replication_checks,
     replication_key,
 )
-from derive_assets.factory.schedules import job_for, schedule_for, source_job_name, table_job_name
+from derive_assets.factory.schedules import (
+    export_job_name,
+    job_for,
+    schedule_for,
+    source_job_name,
+    table_job_name,
+)
 from derive_assets.factory.table_assets import build_table_asset, table_key
 from derive_assets.factory.windows import partitions_for
 from derive_assets.settings import DeriveSettings
@@ -19,6 +27,7 @@ from derive_assets.specs.project import SpecProject, load_project
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.io_manager import WarehouseIOManager
 from resources.sources import SourceConnections
+from resources.sqlite_online_store import SQLiteOnlineStore
 
 
 def build_warehouse(settings: DeriveSettings) -> Any:
@@ -34,10 +43,30 @@ def build_warehouse(settings: DeriveSettings) -> Any:
     return DuckDBWarehouse(path=str(settings.duckdb_path))
 
 
+def build_online_store(settings: DeriveSettings) -> Any:
+    """The online store the settings choose. Cassandra is configured by `DERIVE_CASSANDRA_HOSTS` (comma-separated),
+    `_PORT`, `_LOCAL_DC`, `_USERNAME`, `_PASSWORD` (an EnvVar: never shown in the UI) and `_SSL_CA`."""
+    if settings.online_store == "cassandra":
+        from resources.cassandra_online_store import CassandraOnlineStore
+
+        env = os.environ
+        return CassandraOnlineStore(
+            contact_points=env.get("DERIVE_CASSANDRA_HOSTS", "127.0.0.1").split(","),
+            port=int(env.get("DERIVE_CASSANDRA_PORT", "9042")),
+            local_datacenter=env.get("DERIVE_CASSANDRA_LOCAL_DC"),
+            username=env.get("DERIVE_CASSANDRA_USERNAME"),
+            # An EnvVar: Dagster resolves it at run time and shows only its name in the UI.
+            password=EnvVar("DERIVE_CASSANDRA_PASSWORD") if env.get("DERIVE_CASSANDRA_PASSWORD") else None,
+            ssl_ca_file=env.get("DERIVE_CASSANDRA_SSL_CA"),
+        )
+    return SQLiteOnlineStore(path=str(settings.sqlite_online_path))
+
+
 def build_resources(settings: DeriveSettings) -> dict[str, Any]:
     warehouse = build_warehouse(settings)
     return {
         "warehouse": warehouse,
+        "online_store": build_online_store(settings),
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
         "sources": SourceConnections(embedded_dir=str(settings.embedded_sources_dir)),
     }
@@ -76,6 +105,14 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
         jobs.append(job)
         if spec.schedule:
             schedules.append(schedule_for(job, spec.schedule, partitions_def))
+
+    for export in project.exports:
+        assets.append(build_export_asset(export, settings.online_store))
+        partitions_def = partitions_for(export.window)
+        job = job_for(export_job_name(export.spec.name), [export_key(export)], partitions_def)
+        jobs.append(job)
+        if export.spec.schedule:
+            schedules.append(schedule_for(job, export.spec.schedule, partitions_def))
 
     return Definitions(
         assets=assets,

@@ -25,6 +25,10 @@ def source_job_name(source: str) -> str:
     return f"replicate_{source}"
 
 
+def export_job_name(export: str) -> str:
+    return f"export_{export}"
+
+
 def job_for(
     name: str, keys: list[AssetKey], partitions_def: TimeWindowPartitionsDefinition | None = None
 ) -> UnresolvedAssetJobDefinition:

@@ -378,6 +378,10 @@ class ExportSpec(StrictModel):
     """Rows expire this many seconds after they were written (CQL `USING TTL`)."""
     consistency: Consistency = "LOCAL_QUORUM"
     """CQL write consistency level."""
+    cursor: Identifier | None = None
+    """For a table without a window: an increasing column (e.g. `updated_at`); each run exports only rows whose
+    value is beyond the last export's watermark (kept in Dagster's event log). Without a cursor (and without a
+    window) every run exports the whole table."""
     schedule: str | None = None
     """Cron expression (UTC). Without one, run the export with (or after) its table's job."""
 
@@ -393,6 +397,8 @@ class ExportSpec(StrictModel):
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             problems.append(f"clustering: {dupes} appear in both partition_key and clustering (or twice)")
+        if self.columns is not None and self.cursor is not None and self.cursor not in self.columns:
+            problems.append(f"cursor: '{self.cursor}' must be exported too; add it to columns")
         if self.columns is not None:
             missing = [k for k in keys if k not in self.columns]
             if missing:

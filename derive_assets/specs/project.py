@@ -184,6 +184,29 @@ def _exports(
                     e.path, where, f"{missing} are not columns of {spec.table}; allowed: {list(by_name)}"
                 )
             )
+        if spec.cursor is not None and not bad:
+            cursor = by_name.get(spec.cursor)
+            if cursor is None or cursor.type not in ("INT64", "DATE", "DATETIME", "TIMESTAMP"):
+                bad.append(("cursor", [spec.cursor]))
+                errors.append(
+                    SpecError(
+                        e.path,
+                        "cursor",
+                        f"must be an INT64, DATE, DATETIME or TIMESTAMP column of {spec.table}",
+                        spec.cursor,
+                    )
+                )
+            elif window is not None:
+                bad.append(("cursor", [spec.cursor]))
+                errors.append(
+                    SpecError(
+                        e.path,
+                        "cursor",
+                        f"{spec.table} has a window: each export run writes one window, "
+                        "so a cursor is not needed; remove it",
+                        spec.cursor,
+                    )
+                )
         if not bad:
             exports.append(Export(e.path, spec, [by_name[c] for c in wanted], window, partition_key))
     return exports

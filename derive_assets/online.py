@@ -1,0 +1,67 @@
+"""The read path for online services: fetch exported rows by key from the online store.
+
+Build one `OnlineReader` per process (it loads the export specs once) and call `lookup` per request:
+
+    reader = OnlineReader.from_env()
+    reader.lookup("user_profile_online", 42)
+    # [{'user_id': 42, 'display_name': 'Ada L.', 'region': 'eu', ...}]
+    reader.lookup("region_payments_online", "eu", "2026-11-20")   # partition key, then clustering prefix
+
+Keys may be given as strings (as from a command line); they are converted to the columns' declared types.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from derive_assets.factory.build import build_online_store
+from derive_assets.factory.export_assets import online_table
+from derive_assets.settings import DeriveSettings
+from derive_assets.specs.project import SpecProject, load_project
+from resources.online_store import OnlineTable
+
+
+class OnlineReader:
+    def __init__(self, project: SpecProject, store: Any):
+        self._store = store
+        self._tables = {e.spec.name: online_table(e) for e in project.exports}
+        self._ready: set[str] = set()
+
+    @classmethod
+    def from_env(cls) -> OnlineReader:
+        settings = DeriveSettings.from_env()
+        return cls(load_project(settings.specs_dir), build_online_store(settings))
+
+    def table(self, export: str) -> OnlineTable:
+        if export not in self._tables:
+            raise KeyError(f"no export named '{export}'; exports: {sorted(self._tables)}")
+        return self._tables[export]
+
+    def lookup(self, export: str, *key: Any) -> list[dict[str, Any]]:
+        table = self.table(export)
+        types = {c.name: c.type for c in table.columns}
+        values = [_coerce(v, types[name]) for name, v in zip(table.primary_key, key, strict=False)]
+        return self._store.lookup(table, values)
+
+
+def _coerce(value: Any, column_type: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if column_type == "INT64":
+            return int(value)
+        if column_type == "FLOAT64":
+            return float(value)
+        if column_type == "NUMERIC":
+            return Decimal(value)
+        if column_type == "BOOL":
+            return value.lower() in ("true", "1", "yes")
+        if column_type == "DATE":
+            return dt.date.fromisoformat(value)
+        if column_type in ("TIMESTAMP", "DATETIME"):
+            return dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"key value {value!r} is not a {column_type}: {exc}") from None
+    return value

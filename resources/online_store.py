@@ -1,0 +1,101 @@
+"""The online-store interface the export assets talk to; SQLite (embedded) and Cassandra/ScyllaDB implement it.
+
+An online table is keyed like a CQL table: a partition key (what every lookup gives) and optional clustering
+columns (rows sorted within a partition). Writes are idempotent upserts, so re-exporting a window is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from derive_assets.specs.models import Column
+
+CQL_TYPES = {
+    "STRING": "text",
+    "INT64": "bigint",
+    "FLOAT64": "double",
+    "NUMERIC": "decimal",
+    "BOOL": "boolean",
+    "DATE": "date",
+    "DATETIME": "timestamp",
+    "TIMESTAMP": "timestamp",
+    "JSON": "text",
+    "BYTES": "blob",
+}
+"""Spec (BigQuery) type -> CQL type."""
+
+
+class OnlineStoreError(RuntimeError):
+    """The online store refused a write or a table differs from its export spec."""
+
+
+@dataclass(frozen=True)
+class OnlineTable:
+    keyspace: str
+    name: str
+    partition_key: tuple[str, ...]
+    clustering: tuple[str, ...]
+    columns: tuple[Column, ...]
+    ttl_seconds: int | None = None
+    consistency: str = "LOCAL_QUORUM"
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return (*self.partition_key, *self.clustering)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.keyspace}.{self.name}"
+
+
+@dataclass
+class ExportResult:
+    rows_written: int = 0
+    batches: int = 0
+    retries: int = 0
+
+
+class OnlineStore(Protocol):
+    """What the export asset needs from an online store. Implementations are Dagster `ConfigurableResource`s."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def ensure_table(self, table: OnlineTable) -> None:
+        """Create the keyspace/table if missing; raise `OnlineStoreError` if an existing one differs."""
+        ...
+
+    def write(self, table: OnlineTable, batches: Iterable[pa.RecordBatch]) -> ExportResult:
+        """Upsert every row, batch by batch, with bounded memory; honour the TTL."""
+        ...
+
+    def lookup(self, table: OnlineTable, key: Sequence[Any]) -> list[dict[str, Any]]:
+        """Rows whose primary key starts with `key` (the full partition key, then any clustering prefix)."""
+        ...
+
+    def count(self, table: OnlineTable) -> int:
+        """Live rows in the table (a full scan on Cassandra: for verification, not for serving)."""
+        ...
+
+
+def key_values(table: OnlineTable, key: Sequence[Any]) -> Mapping[str, Any]:
+    """Name the lookup key's values, after checking there are enough of them."""
+    if len(key) < len(table.partition_key) or len(key) > len(table.primary_key):
+        raise OnlineStoreError(
+            f"{table.ref}: a lookup needs the partition key {list(table.partition_key)}"
+            + (
+                f" and optionally a prefix of the clustering columns {list(table.clustering)}"
+                if table.clustering
+                else ""
+            )
+            + f"; got {len(key)} value(s)"
+        )
+    return dict(zip(table.primary_key, key, strict=False))
