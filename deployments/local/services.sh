@@ -80,6 +80,7 @@ as_my() { if is_root; then runuser -u mysql -- "$@"; else "$@"; fi; }
 # ----------------------------------------------------------------------------------------------- install
 
 cmd_install() {
+    bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" install
     if have_binaries; then
         log "PostgreSQL ($(pg_bindir)) and MariaDB ($(mariadbd_bin)) already installed"
         return
@@ -377,12 +378,14 @@ cmd_start() {
     pg_start
     my_start
     bq_start
+    bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" start
 }
 
 cmd_stop() {
     pg_stop
     my_stop
     bq_stop
+    bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" stop
 }
 
 cmd_status() {
@@ -405,6 +408,7 @@ cmd_status() {
         echo "bigquery:   stopped"
         rc=3
     fi
+    bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" status || rc=3
     return "$rc"
 }
 
@@ -413,6 +417,7 @@ cmd_env() {
     echo "export DERIVE_TEST_MYSQL_URL=mysql://derive:derive@127.0.0.1:$MYSQL_PORT/mysql"
     echo "export DERIVE_TEST_BIGQUERY_ENDPOINT=$BQ_URL"
     echo "export DERIVE_TEST_BIGQUERY_PROJECT=$BQ_PROJECT"
+    bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" env
 }
 
 usage() {
