@@ -593,7 +593,10 @@ def test_yaml_list_is_not_a_spec(tmp_path: Path) -> None:
 def test_unknown_kind(tmp_path: Path) -> None:
     root = write_specs(tmp_path, table=lambda t: t.update(kind="view"))
     load_errors(
-        root, match=re.escape(f"{TABLE_FILE}: kind: unknown kind; allowed: ['export', 'source', 'table'] (got 'view')")
+        root,
+        match=re.escape(
+            f"{TABLE_FILE}: kind: unknown kind; allowed: ['export', 'source', 'table'] (got 'view')"
+        ),
     )
 
 
