@@ -20,7 +20,7 @@ help:
 	@echo "make venv      create .venv and install derive[test] (no-op when pyproject.toml is unchanged)"
 	@echo "make demo      generate sample data and materialize every asset"
 	@echo "make dev       run 'dagster dev' on workspace.yaml"
-	@echo "make services  install (if needed) and start PostgreSQL, MariaDB, the BigQuery emulator and FerretDB for the tests"
+	@echo "make services  install (if needed) and start PostgreSQL, MariaDB, the BigQuery emulator, FerretDB and Cassandra for the tests"
 	@echo "make lint      ruff check, ruff format --check, pyright"
 	@echo "make test      venv + services + lint + pytest (what CI runs)"
 	@echo "make clean     remove .derive (generated data, Dagster home)"
@@ -51,7 +51,7 @@ dev: venv $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -w workspace.yaml
 
 services:
-	@echo "==> installing and starting services (PostgreSQL, MariaDB, BigQuery emulator, FerretDB)"
+	@echo "==> installing and starting services (PostgreSQL, MariaDB, BigQuery emulator, FerretDB, Cassandra)"
 	@$(SERVICES) install start
 
 lint: venv

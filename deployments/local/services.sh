@@ -81,6 +81,7 @@ as_my() { if is_root; then runuser -u mysql -- "$@"; else "$@"; fi; }
 
 cmd_install() {
     bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" install
+    bash "$REPO_ROOT/deployments/cassandra/cassandra.sh" install
     if have_binaries; then
         log "PostgreSQL ($(pg_bindir)) and MariaDB ($(mariadbd_bin)) already installed"
         return
@@ -379,6 +380,7 @@ cmd_start() {
     my_start
     bq_start
     bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" start
+    bash "$REPO_ROOT/deployments/cassandra/cassandra.sh" start
 }
 
 cmd_stop() {
@@ -386,6 +388,7 @@ cmd_stop() {
     my_stop
     bq_stop
     bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" stop
+    bash "$REPO_ROOT/deployments/cassandra/cassandra.sh" stop
 }
 
 cmd_status() {
@@ -409,6 +412,7 @@ cmd_status() {
         rc=3
     fi
     bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" status || rc=3
+    bash "$REPO_ROOT/deployments/cassandra/cassandra.sh" status || rc=3
     return "$rc"
 }
 
@@ -418,6 +422,7 @@ cmd_env() {
     echo "export DERIVE_TEST_BIGQUERY_ENDPOINT=$BQ_URL"
     echo "export DERIVE_TEST_BIGQUERY_PROJECT=$BQ_PROJECT"
     bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" env
+    bash "$REPO_ROOT/deployments/cassandra/cassandra.sh" env
 }
 
 usage() {

@@ -139,15 +139,7 @@ def test_failed_blocking_check_on_the_table_stops_the_export(settings: DeriveSet
     result = defs.get_implicit_global_asset_job_def().execute_in_process(
         instance=instance, partition_key=day(), asset_selection=keys, run_config=QUIET, raise_on_error=False
     )
-    checks = (
-        {
-            e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-            for e in result.get_asset_check_evaluations()
-            if hasattr(e, "asset_check_evaluation_data")
-        }
-        if False
-        else {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    )
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["region_accepted_values"] is False
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert keys[1] not in materialized  # the export never ran
