@@ -16,11 +16,27 @@ import pyarrow as pa
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
 
 from derive_assets.replication import watermark
-from derive_assets.replication.extract import ExtractPlan, build_query, read_batches
+from derive_assets.replication.extract import ExtractPlan, describe_query, read_batches
+from derive_assets.replication.mongo import ExtractStats
+from derive_assets.specs.models import Column, Constraints
 from resources.sql_text import window_filter
-from resources.warehouse import LoadRequest, TimeWindow, Warehouse
+from resources.warehouse import LoadRequest, TargetTable, TimeWindow, Warehouse
 
 PARTITION_KEY_METADATA = "derive/partition_key"
+QUARANTINE_COLUMNS = (
+    Column(name="_id", type="STRING", constraints=Constraints(not_null=True)),
+    Column(name="error", type="STRING"),
+    Column(name="document", type="STRING"),
+    Column(name="quarantined_at", type="TIMESTAMP"),
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("_id", pa.string()),
+        ("error", pa.string()),
+        ("document", pa.string()),
+        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 PARTITION_KEY_TYPE_METADATA = "derive/partition_key_type"
 
 
@@ -55,9 +71,11 @@ class WarehouseIOManager(ConfigurableIOManager):
             )
         started = time.perf_counter()
         before = obj.plan.watermark  # the stored one: an overlap must never move the watermark back
-        result = self.warehouse.load(obj.request, read_batches(obj.url, obj.plan))
+        stats = ExtractStats()
+        result = self.warehouse.load(obj.request, read_batches(obj.url, obj.plan, stats=stats))
         after = watermark.latest(before, result.max_cursor)
-        sql, _ = build_query(obj.plan)
+        sql = describe_query(obj.plan)
+        quarantine = self._quarantine(obj, stats)
         context.add_output_metadata(
             {
                 watermark.WATERMARK_KEY: watermark.to_text(after),
@@ -71,8 +89,33 @@ class WarehouseIOManager(ConfigurableIOManager):
                 "derive/source": f"{obj.plan.source.name} ({obj.plan.source.type}) table {obj.plan.table.name}",
                 "dagster/row_count": self.warehouse.row_count(obj.request.target.ref),
                 **{f"derive/{k}": v for k, v in result.extra.items()},
+                **self._document_metadata(obj, stats, quarantine),
             }
         )
+
+    def _quarantine(self, obj: Extraction, stats: ExtractStats) -> str | None:
+        """Documents that failed coercion go to `<dataset>.<table>__quarantine`, merged by `_id`."""
+        if not stats.quarantined:
+            return None
+        target = obj.request.target
+        table = TargetTable(target.dataset, f"{target.name}__quarantine", QUARANTINE_COLUMNS, ("_id",))
+        request = LoadRequest(table, ("_id",), "quarantined_at")
+        self.warehouse.load(
+            request, [pa.RecordBatch.from_pylist(stats.quarantined, schema=QUARANTINE_SCHEMA)]
+        )
+        return table.ref
+
+    @staticmethod
+    def _document_metadata(obj: Extraction, stats: ExtractStats, quarantine: str | None) -> dict[str, Any]:
+        if obj.plan.source.type != "mongodb":
+            return {}
+        return {
+            "derive/documents_read": stats.documents_read,
+            "derive/undeclared_fields": dict(stats.undeclared.most_common(50)),
+            "derive/undeclared_field_count": len(stats.undeclared),
+            "derive/quarantined_documents": len(stats.quarantined),
+            **({"derive/quarantine_table": quarantine} if quarantine else {}),
+        }
 
     def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table:
         key = context.asset_key.path

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 from sqlglot import exp
 
+from derive_assets.replication import mongo
 from derive_assets.specs.models import Column, SourceSpec, SourceTable
 
 BATCH_ROWS = 100_000
@@ -47,16 +48,19 @@ class ExtractPlan:
 
 
 def resolve_url(source: SourceSpec, embedded_dir: Path) -> str:
-    """The source's URL from its environment variable; sqlite sources fall back to the embedded demo file."""
+    """The source's URL from its environment variable; sqlite and mongodb sources fall back to the embedded demo
+    stores (a SQLite file, a montydb directory) under `embedded_dir`."""
     url = os.environ.get(source.connection_env)
     if url:
         return url
     if source.type == "sqlite":
         return f"sqlite:///{embedded_dir / f'{source.name}.db'}"
+    if source.type == "mongodb":
+        return f"montydb:///{embedded_dir / source.name}"
+    example = {"postgres": "postgresql", "mysql": "mysql"}.get(source.type, source.type)
     raise SourceConnectionError(
         f"source '{source.name}': environment variable {source.connection_env} is not set; set it to the "
-        f"{source.type} connection URL (e.g. {'postgresql' if source.type == 'postgres' else 'mysql'}://user:"
-        "password@host:port/database)"
+        f"{source.type} connection URL (e.g. {example}://user:password@host:port/database)"
     )
 
 
@@ -109,7 +113,23 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def read_batches(url: str, plan: ExtractPlan, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+def describe_query(plan: ExtractPlan) -> str:
+    """The source query as text, for the run's metadata (it holds no credentials)."""
+    if plan.source.type == "mongodb":
+        return mongo.describe(plan.source, plan.table, plan.since)
+    return build_query(plan)[0]
+
+
+def read_batches(
+    url: str, plan: ExtractPlan, batch_rows: int = BATCH_ROWS, stats: mongo.ExtractStats | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The changed rows, typed as declared where the source is untyped (SQLite, MongoDB); `stats` collects
+    what a document source saw besides rows (drift, quarantined documents)."""
+    if plan.source.type == "mongodb":
+        yield from mongo.read_mongo_batches(
+            url, plan.source, plan.table, plan.since, batch_rows, stats or mongo.ExtractStats()
+        )
+        return
     sql, params = build_query(plan)
     if plan.source.type == "sqlite":
         yield from _sqlite_batches(url, sql, params, plan.table, batch_rows)

@@ -67,6 +67,11 @@ class Column(StrictModel):
     """What the column means; shown in the Dagster UI."""
     constraints: Constraints = Constraints()
     """Data-quality rules, each becoming an asset check."""
+    path: Annotated[str, Field(pattern=r"^[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*$")] | None = (
+        None
+    )
+    """MongoDB sources only: the dot path of the value in each document (e.g. `settings.timezone`); default:
+    the column name. Arrays and sub-documents are read whole into JSON columns."""
 
     @field_validator("type", mode="before")
     @classmethod
@@ -271,6 +276,10 @@ class SourceTable(StrictModel):
     earlier cursor value. Re-read rows are merged by key, so an overlap never duplicates."""
     soft_delete: SoftDelete | None = None
     """How hard deletes reach the warehouse: rows flagged by this column are deleted there."""
+    on_invalid: Literal["fail", "quarantine"] = "fail"
+    """MongoDB sources only: what to do with a document whose value cannot be coerced to its column's type.
+    `fail` stops the run (nothing is written, the watermark stays); `quarantine` writes the document to
+    `<dataset>.<table>__quarantine` with the field, value and reason, and loads the others."""
     columns: list[Column] = Field(min_length=1)
     """The columns to replicate, with their types; declared types win over what the driver reports."""
 
@@ -287,11 +296,17 @@ class SourceTable(StrictModel):
             missing = [v for v in values if v not in names]
             if missing:
                 problems.append(f"{field}: {missing} not declared in columns; allowed: {names}")
-        cursor_type = next((c.type for c in self.columns if c.name == self.cursor), None)
-        if cursor_type is not None and cursor_type not in ("INT64", "TIMESTAMP", "DATETIME", "DATE"):
+        cursor_column = next((c for c in self.columns if c.name == self.cursor), None)
+        cursor_type = cursor_column.type if cursor_column else None
+        object_id = cursor_column is not None and cursor_column.path == "_id" and cursor_type == "STRING"
+        if (
+            cursor_type is not None
+            and cursor_type not in ("INT64", "TIMESTAMP", "DATETIME", "DATE")
+            and not object_id
+        ):
             problems.append(
                 f"cursor: column '{self.cursor}' has type {cursor_type}; a cursor must be INT64, TIMESTAMP, "
-                "DATETIME or DATE"
+                "DATETIME or DATE (or, in a MongoDB collection, a STRING column with `path: _id`: ObjectId order)"
             )
         if problems:
             raise ValueError("\n".join(problems))
@@ -305,8 +320,10 @@ class SourceSpec(StrictModel):
     """Always `source` for a source database."""
     name: Identifier
     """Source name, e.g. the microservice that owns the database."""
-    type: Literal["postgres", "mysql", "sqlite"]
-    """Database engine: postgres, mysql (also MariaDB) or sqlite."""
+    type: Literal["postgres", "mysql", "sqlite", "mongodb"]
+    """Database engine: postgres, mysql (also MariaDB), sqlite or mongodb (each table is a collection)."""
+    database: Identifier | None = None
+    """MongoDB only: the database holding the collections; defaults to the source name."""
     connection_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
     """Environment variable holding the connection URL (never the URL itself): `postgresql://…`, `mysql://…` or
     `sqlite:///path`. For sqlite sources it may be unset: the demo database `.derive/sources/<name>.db` is used."""
@@ -326,9 +343,34 @@ class SourceSpec(StrictModel):
     def _cron(cls, value: str | None) -> str | None:
         return _check_cron(value)
 
+    @model_validator(mode="after")
+    def _mongodb_only_fields(self) -> SourceSpec:
+        if self.type == "mongodb":
+            return self
+        problems = []
+        if self.database is not None:
+            problems.append(
+                "database: only MongoDB sources have a database; SQL sources name it in their URL"
+            )
+        for i, table in enumerate(self.tables):
+            paths = [c.name for c in table.columns if c.path is not None]
+            if paths:
+                problems.append(f"tables[{i}].columns: {paths} have a `path`, which only MongoDB sources use")
+            if table.on_invalid != "fail":
+                problems.append(
+                    f"tables[{i}].on_invalid: quarantine is for MongoDB documents; SQL rows are typed by the source"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     @property
     def target_dataset(self) -> str:
         return self.dataset or self.name
+
+    @property
+    def mongo_database(self) -> str:
+        return self.database or self.name
 
 
 def source_table_ref(source: SourceSpec, table: SourceTable) -> str:

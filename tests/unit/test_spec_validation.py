@@ -169,7 +169,7 @@ CASES = [
         None,
         TABLE_FILE,
         "columns[0].nullable",
-        ["unknown field; allowed: ['name', 'type', 'description', 'constraints']", "(got True)"],
+        ["unknown field; allowed: ['name', 'type', 'description', 'constraints', 'path']", "(got True)"],
         id="unknown-column-key",
     ),
     pytest.param(
@@ -541,7 +541,7 @@ CASES = [
         lambda s: s.update(type="oracle"),
         SOURCE_FILE,
         "type",
-        ["unknown value; allowed: ['postgres', 'mysql', 'sqlite']", "(got 'oracle')"],
+        ["unknown value; allowed: ['postgres', 'mysql', 'sqlite', 'mongodb']", "(got 'oracle')"],
         id="source-unknown-type",
     ),
     pytest.param(
