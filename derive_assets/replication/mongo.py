@@ -68,7 +68,10 @@ def mongo_filter(table: SourceTable, since: Any) -> dict[str, Any]:
 
         value = ObjectId(str(since))
     elif isinstance(since, dt.date) and not isinstance(since, dt.datetime):
-        value = dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC)
+        value = dt.datetime.combine(since, dt.time())
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        # BSON dates are UTC; naive UTC compares on every backend (montydb cannot mix naive and aware).
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return {path_of(cursor): {"$gt": value}}
 
 
