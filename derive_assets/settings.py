@@ -10,6 +10,7 @@ from typing import Literal, cast
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WAREHOUSES = ("duckdb", "bigquery")
 ONLINE_STORES = ("sqlite", "cassandra")
+EXECUTORS = ("in_process", "multiprocess", "k8s")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class DeriveSettings:
     """BigQuery location, e.g. `EU` (`DERIVE_BIGQUERY_LOCATION`)."""
     bigquery_endpoint: str | None = None
     """API endpoint override (`DERIVE_BIGQUERY_ENDPOINT`), for a local emulator; uses anonymous credentials."""
+    executor: Literal["in_process", "multiprocess", "k8s"] = "multiprocess"
+    """How a run's steps execute (`DERIVE_EXECUTOR`): `k8s` runs each asset's step in its own Kubernetes pod
+    (dagster-k8s `k8s_job_executor`; see deployments/k8s/)."""
     online_store: Literal["sqlite", "cassandra"] = "sqlite"
     """Online store (`DERIVE_ONLINE_STORE`): `sqlite` (embedded default) or `cassandra` (ScyllaDB/Cassandra,
     configured by the `DERIVE_CASSANDRA_*` variables, read by the resource at run time)."""
@@ -51,12 +55,16 @@ class DeriveSettings:
         project = os.environ.get("DERIVE_BIGQUERY_PROJECT")
         if warehouse == "bigquery" and not project:
             raise ValueError("DERIVE_WAREHOUSE=bigquery needs DERIVE_BIGQUERY_PROJECT (the GCP project id)")
+        executor = os.environ.get("DERIVE_EXECUTOR", "multiprocess")
+        if executor not in EXECUTORS:
+            raise ValueError(f"DERIVE_EXECUTOR={executor!r} is not supported; allowed: {list(EXECUTORS)}")
         online = os.environ.get("DERIVE_ONLINE_STORE", "sqlite")
         if online not in ONLINE_STORES:
             raise ValueError(
                 f"DERIVE_ONLINE_STORE={online!r} is not supported; allowed: {list(ONLINE_STORES)}"
             )
         return cls(
+            executor=cast(Literal["in_process", "multiprocess", "k8s"], executor),
             online_store=cast(Literal["sqlite", "cassandra"], online),
             specs_dir=Path(os.environ.get("DERIVE_SPECS_DIR", PROJECT_ROOT / "table_specs")),
             home=Path(os.environ.get("DERIVE_HOME", PROJECT_ROOT / ".derive")),

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dagster import AssetsDefinition, Definitions, EnvVar
+from dagster import (
+    AssetsDefinition,
+    Definitions,
+    EnvVar,
+    ExecutorDefinition,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from derive_assets.factory.export_assets import build_export_asset, export_key
 from derive_assets.factory.replication_assets import (
@@ -62,6 +69,15 @@ def build_online_store(settings: DeriveSettings) -> Any:
     return SQLiteOnlineStore(path=str(settings.sqlite_online_path))
 
 
+def build_executor(settings: DeriveSettings) -> ExecutorDefinition:
+    """Production: every asset's step in its own Kubernetes pod; the warehouse does the heavy SQL."""
+    if settings.executor == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return in_process_executor if settings.executor == "in_process" else multiprocess_executor
+
+
 def build_resources(settings: DeriveSettings) -> dict[str, Any]:
     warehouse = build_warehouse(settings)
     return {
@@ -115,6 +131,7 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
             schedules.append(schedule_for(job, export.spec.schedule, partitions_def))
 
     return Definitions(
+        executor=build_executor(settings),
         assets=assets,
         asset_checks=checks,
         jobs=jobs,
