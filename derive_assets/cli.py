@@ -141,9 +141,10 @@ def _demo(args: argparse.Namespace) -> int:
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     with DagsterInstance.get() as instance:
         summary = run_demo(settings, instance, users=args.users, days=args.days, fresh=args.fresh)
-    print("\nTable                                    rows  watermark / strategy")
+    width = max(len(ref) for ref in summary)
+    print(f"\n{'table':<{width}} {'rows':>9}  watermark / strategy")
     for ref, info in summary.items():
-        print(f"{ref:<36} {info['rows']:>9,}  {info.get('watermark') or info.get('strategy')}")
+        print(f"{ref:<{width}} {info['rows']:>9,}  {info.get('watermark') or info.get('strategy')}")
     print(
         "\nRead it online: .venv/bin/derive lookup user_profile_online 42\n"
         f"Warehouse: {settings.duckdb_path if settings.warehouse == 'duckdb' else settings.warehouse}\nOpen the UI with `make dev` (dagster dev, DAGSTER_HOME={home}).\n"
