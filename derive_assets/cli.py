@@ -64,6 +64,9 @@ def _url_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accounts-url", help="default: embedded SQLite under $DERIVE_HOME/sources")
     parser.add_argument("--orders-url")
     parser.add_argument("--payments-url")
+    parser.add_argument(
+        "--profiles-url", help="mongodb://… (default: embedded montydb under $DERIVE_HOME/sources)"
+    )
 
 
 def _urls(args: argparse.Namespace):
@@ -74,6 +77,7 @@ def _urls(args: argparse.Namespace):
         accounts=args.accounts_url or default.accounts,
         orders=args.orders_url or default.orders,
         payments=args.payments_url or default.payments,
+        profiles=args.profiles_url or default.profiles,
     )
 
 

@@ -1,13 +1,16 @@
-"""Sample data for the demo's three microservice databases: accounts, orders and payments.
+"""Sample data for the demo's microservices: accounts, orders and payments (SQL) and profiles (documents).
 
 `generate` (re)creates the source tables that `table_specs/sources/*.yaml` describe and fills them with a few
 weeks of history; `apply_activity` then plays one batch of new activity on top (inserts, updates, soft
 deletes, all stamped `updated_at = now`), which is what an incremental replication run should pick up next.
 
-Works on SQLite, PostgreSQL and MySQL/MariaDB through SQLAlchemy Core. Timestamps are UTC everywhere:
-PostgreSQL stores `timestamptz`, MySQL naive `DATETIME(6)`, SQLite naive text 'YYYY-MM-DD HH:MM:SS.ffffff' (so
-comparing the text orders it correctly). Rows are produced and written chunk by chunk, so memory stays bounded
-at any scale.
+The SQL databases work on SQLite, PostgreSQL and MySQL/MariaDB through SQLAlchemy Core. Timestamps are UTC
+everywhere: PostgreSQL stores `timestamptz`, MySQL naive `DATETIME(6)`, SQLite naive text
+'YYYY-MM-DD HH:MM:SS.ffffff' (so comparing the text orders it correctly). The user profiles are
+semi-structured documents (nested objects, a tag array, a number stored as a string) in a MongoDB-compatible
+store: a real server (`mongodb://…`) or embedded montydb (`montydb:///path`); BSON dates keep milliseconds, so
+profile timestamps are generated at millisecond precision. Rows and documents are produced and written chunk
+by chunk, so memory stays bounded at any scale.
 """
 
 from __future__ import annotations
@@ -28,20 +31,31 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql as pgsql
+from pymongo import UpdateOne
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Row, make_url
+
+from derive_assets.replication.mongo_client import MONGO_DATABASE, open_mongo
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("accounts", "orders", "payments")
+"""The SQL sources; the profile documents live in `SourceUrls.profiles`."""
+PROFILE_COLLECTION = "profile"
+PROFILES = f"{MONGO_DATABASE}.{PROFILE_COLLECTION}"
+"""The profile documents' key in the returned counts, like `source.table` for the SQL tables."""
 BATCH_ROWS = 20_000
 """Rows per executemany (or per COPY) call."""
 USERS_PER_CHUNK = 5_000
 """Users generated at a time; with their ~15k orders and ~13k payments, under BATCH_ROWS rows per table."""
 PROGRESS_EVERY = 100_000
 """Log progress every this many users."""
+DOCUMENTS_PER_INSERT = 5_000
+"""Documents per `insert_many` call."""
+UPDATES_PER_BULK = 50
+"""Updates per `bulk_write`: FerretDB 1.24 (SQLite) hangs, for good, on an update command of 100 or more."""
 IN_LIST = 500
-"""Ids per `IN (...)` lookup; far below SQLite's bound-parameter limit."""
+"""Ids per `IN (...)` lookup (and `$in` query); far below SQLite's bound-parameter limit."""
 
 COUNTRIES = MappingProxyType(
     {
@@ -55,22 +69,44 @@ COUNTRIES = MappingProxyType(
 REGIONS, REGION_WEIGHTS = ("na", "eu", "apac", "latam"), (35, 35, 20, 10)
 CURRENCY = MappingProxyType({country: cur for choices in COUNTRIES.values() for country, cur in choices})
 METHODS, METHOD_WEIGHTS = ("card", "paypal", "bank_transfer"), (70, 20, 10)
+TIMEZONES = MappingProxyType(
+    {
+        "US": ("America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles"),
+        "CA": ("America/Toronto", "America/Vancouver"), "DE": ("Europe/Berlin",), "FR": ("Europe/Paris",),
+        "ES": ("Europe/Madrid",), "IT": ("Europe/Rome",), "NL": ("Europe/Amsterdam",),
+        "PL": ("Europe/Warsaw",), "JP": ("Asia/Tokyo",), "AU": ("Australia/Sydney", "Australia/Perth"),
+        "IN": ("Asia/Kolkata",), "SG": ("Asia/Singapore",), "KR": ("Asia/Seoul",),
+        "BR": ("America/Sao_Paulo",), "MX": ("America/Mexico_City",), "CO": ("America/Bogota",),
+        "AR": ("America/Argentina/Buenos_Aires",), "CL": ("America/Santiago",),
+    }
+)  # fmt: skip
+"""Country -> the time zones a user there may set."""
+THEMES = ("dark", "light")
+TAGS, TAG_COUNT_WEIGHTS = ("beta", "vip", "early_adopter", "newsletter"), (50, 30, 15, 5)
+"""Profile tags; a profile has 0, 1, 2 or 3 of them with these weights."""
 FIRST_NAMES = ("Ada", "Ben", "Cleo", "Dev", "Elena", "Femi", "Grace", "Hiro", "Ines", "Jonas", "Kira", "Liam")
 LAST_NAMES = ("Adams", "Berg", "Costa", "Diaz", "Evans", "Fox", "Garcia", "Hall", "Ito", "Jensen", "Kim")
 
 
 @dataclass(frozen=True)
 class SourceUrls:
-    """Connection URLs of the three demo databases: `sqlite:///path`, `postgresql://…` or `mysql://…`."""
+    """Connection URLs of the demo's sources.
+
+    `accounts`, `orders` and `payments`: `sqlite:///path`, `postgresql://…` or `mysql://…`. `profiles`: the
+    document store, `mongodb://…` or `montydb:///path` (database `MONGO_DATABASE`, collection `profile`).
+    """
 
     accounts: str
     orders: str
     payments: str
+    profiles: str
 
 
 def embedded_urls(base: Path) -> SourceUrls:
-    """The demo's SQLite databases, one file per service under `base` (e.g. `.derive/sources`)."""
-    return SourceUrls(*(f"sqlite:///{base.as_posix()}/{source}.db" for source in SOURCES))
+    """The demo's embedded sources under `base` (e.g. `.derive/sources`): one SQLite file per SQL service, and
+    a montydb repository (a directory) for the profiles."""
+    sqlite = {source: f"sqlite:///{base.as_posix()}/{source}.db" for source in SOURCES}
+    return SourceUrls(**sqlite, profiles=f"montydb:///{base.as_posix()}/profiles")
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -96,11 +132,6 @@ def _schema() -> dict[str, tuple[sa.Table, ...]]:
             sa.Table(
                 "auth", accounts, _id("user_id", True), sa.Column("email", sa.String(255), nullable=False),
                 sa.Column("created_at", ts()), sa.Column("updated_at", ts()), sa.Column("deleted_at", ts()),
-            ),
-            sa.Table(
-                "profile", accounts, _id("user_id", True), sa.Column("display_name", sa.String(128)),
-                sa.Column("region", sa.String(16)), sa.Column("country", sa.String(2)),
-                sa.Column("updated_at", ts()),
             ),
         ),
         "orders": (
@@ -179,6 +210,22 @@ def _utc(now: datetime | None) -> datetime:
     if now is None:
         return datetime.now(UTC)
     return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _ms(moment: datetime) -> datetime:
+    """`moment` truncated to milliseconds, what a BSON date keeps (so never later than `moment`)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+@contextmanager
+def _profiles(url: str) -> Iterator[Any]:
+    """The profile collection of the document store at `url` (pymongo or montydb: one API, no common type)."""
+    with open_mongo(url) as client:
+        yield client[MONGO_DATABASE][PROFILE_COLLECTION]
+
+
+def _embedded(url: str) -> bool:
+    return url.startswith("montydb:")
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -275,7 +322,7 @@ class _Span:
 @dataclass(frozen=True)
 class _Chunk:
     auth: list[tuple[Any, ...]]
-    profile: list[tuple[Any, ...]]
+    profile: list[dict[str, Any]]
     orders: list[tuple[Any, ...]]
     payments: list[tuple[Any, ...]]
 
@@ -284,11 +331,13 @@ def _cents(rng: random.Random) -> Decimal:
     return Decimal(rng.randint(500, 50_000)).scaleb(-2)
 
 
-def _history(rng: random.Random, users: int, span: _Span) -> Iterator[_Chunk]:
+def _history(rng: random.Random, extra: random.Random, users: int, span: _Span) -> Iterator[_Chunk]:
     """Rows for `users` users, USERS_PER_CHUNK at a time, from one random stream (chunking changes nothing).
 
     Users sign up in id order over the span; each places 0-6 orders between sign-up and the end, and each
-    non-cancelled order has one payment a few minutes after it. Older orders have moved further along.
+    non-cancelled order has one payment a few minutes after it. Older orders have moved further along. The
+    profile fields the SQL profile rows did not have (settings, tags) come from `extra`, so `rng` draws what
+    it always drew; a profile's lifetime value is the sum of the user's succeeded payments.
     """
     region_cum, method_cum = list(accumulate(REGION_WEIGHTS)), list(accumulate(METHOD_WEIGHTS))
     order_id = payment_id = 0
@@ -299,7 +348,9 @@ def _history(rng: random.Random, users: int, span: _Span) -> Iterator[_Chunk]:
             region = rng.choices(REGIONS, cum_weights=region_cum)[0]
             country, currency = rng.choice(COUNTRIES[region])
             chunk.auth.append(_auth_row(rng, user_id, signed_up, span))
-            chunk.profile.append(_profile_row(rng, user_id, signed_up, span, region, country))
+            name = _display_name(rng)
+            profile_updated = _ms(span.at(_later(rng, signed_up, span, 0.3)))
+            spent = Decimal(0)
             for _ in range(rng.randint(0, 6)):
                 order_id += 1
                 order = _order_row(rng, order_id, user_id, signed_up, span)
@@ -307,7 +358,10 @@ def _history(rng: random.Random, users: int, span: _Span) -> Iterator[_Chunk]:
                 if order[2] != "cancelled":
                     payment_id += 1
                     method = rng.choices(METHODS, cum_weights=method_cum)[0]
-                    chunk.payments.append(_payment_row(rng, payment_id, order, currency, method, span))
+                    payment = _payment_row(rng, payment_id, order, currency, method, span)
+                    chunk.payments.append(payment)
+                    spent += payment[3] if payment[6] == "succeeded" else 0
+            chunk.profile.append(_profile_doc(extra, user_id, name, region, country, spent, profile_updated))
         yield chunk
 
 
@@ -323,11 +377,36 @@ def _auth_row(rng: random.Random, user_id: int, signed_up: float, span: _Span) -
     return (user_id, email, span.at(signed_up), span.at(updated), None)
 
 
-def _profile_row(
-    rng: random.Random, user_id: int, signed_up: float, span: _Span, region: str, country: str
-) -> tuple[Any, ...]:
-    name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)[0]}."
-    return (user_id, name, region, country, span.at(_later(rng, signed_up, span, 0.3)))
+def _display_name(rng: random.Random) -> str:
+    return f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)[0]}."
+
+
+def _profile_doc(
+    rng: random.Random,
+    user_id: int,
+    name: str,
+    region: str,
+    country: str,
+    lifetime_value: Decimal,
+    updated_at: datetime,
+) -> dict[str, Any]:
+    """One profile document. `lifetime_value` is stored as a string on purpose: the replicated table's spec
+    coerces it to a decimal (and FerretDB has no Decimal128)."""
+    settings = {
+        "timezone": rng.choice(TIMEZONES[country]),
+        "newsletter": rng.random() < 0.4,
+        "theme": rng.choice(THEMES),
+    }
+    tags = rng.sample(TAGS, rng.choices(range(len(TAG_COUNT_WEIGHTS)), TAG_COUNT_WEIGHTS)[0])
+    return {
+        "user_id": user_id,
+        "name": {"display": name},
+        "address": {"region": region, "country": country},
+        "settings": settings,
+        "tags": tags,
+        "stats": {"lifetime_value": f"{lifetime_value:.2f}"},
+        "updated_at": updated_at,
+    }
 
 
 def _order_row(
@@ -363,33 +442,47 @@ def _payment_row(
 def generate(
     urls: SourceUrls, users: int = 10_000, seed: int = 7, now: datetime | None = None, days: int = 14
 ) -> dict[str, int]:
-    """Drop, recreate and fill the demo tables with `days` days of history ending just before `now` (UTC).
+    """Drop, recreate and fill the demo sources with `days` days of history ending just before `now` (UTC).
 
-    ~3 orders per user and one payment per non-cancelled order, so about 8.7 rows per user in all. The same
-    seed, `now` and `users` give the same rows on any database. Each database is loaded in one transaction.
-    Returns row counts keyed `source.table`, e.g. `accounts.auth`.
+    ~3 orders per user and one payment per non-cancelled order, so about 6.9 rows per user plus one profile
+    document. The same seed, `now` and `users` give the same rows and documents (but for their generated
+    `_id`s) on any store. Each SQL database is loaded in one transaction; the profile collection is dropped
+    and refilled as it goes (a document store has no such transaction), indexed on `updated_at` and
+    `user_id`.
+    Returns counts keyed `source.table`, e.g. `accounts.auth`, and `profiles.profile`.
     """
     if users < 1 or days < 1:
         raise ValueError(f"users and days must be positive, got users={users} days={days}")
     end = _utc(now)
     span = _Span(end - timedelta(days=days), end)
     schema = _schema()
-    counts = {f"{source}.{t.name}": 0 for source in SOURCES for t in schema[source]}
-    rng = random.Random(seed)
+    counts = {f"{source}.{t.name}": 0 for source in SOURCES for t in schema[source]} | {PROFILES: 0}
+    rng, extra = random.Random(seed), random.Random(f"{seed}:profiles")
     started = time.monotonic()
-    with _connect(urls) as conns:
+    with _connect(urls) as conns, _profiles(urls.profiles) as profiles:
         for source in SOURCES:
             _recreate(conns[source], schema[source])
-        for done, chunk in enumerate(_history(rng, users, span), start=1):
+        profiles.drop()
+        for done, chunk in enumerate(_history(rng, extra, users, span), start=1):
             for source in SOURCES:
                 for table in schema[source]:
                     rows = getattr(chunk, table.name)
                     _write(conns[source], table, rows)
                     counts[f"{source}.{table.name}"] += len(rows)
+            _insert_documents(profiles, chunk.profile)
+            counts[PROFILES] += len(chunk.profile)
             _progress(min(done * USERS_PER_CHUNK, users), users, sum(counts.values()), started)
         for source in SOURCES:
             _create_indexes(conns[source], schema[source])
+        profiles.create_index("updated_at")  # a no-op on montydb, which has no indexes
+        profiles.create_index("user_id", unique=True)
     return counts
+
+
+def _insert_documents(collection: Any, documents: Sequence[dict[str, Any]]) -> None:
+    """`insert_many` in batches (it adds an `_id` to each document)."""
+    for batch in _batched(documents, DOCUMENTS_PER_INSERT):
+        collection.insert_many(batch)
 
 
 def _progress(done: int, users: int, rows: int, started: float) -> None:
@@ -408,8 +501,10 @@ class _State:
     latest: datetime | None
 
 
-def _state(conns: dict[str, Connection], schema: dict[str, tuple[sa.Table, ...]]) -> _State:
-    """Row count, largest key and latest `updated_at` of each table."""
+def _state(
+    conns: dict[str, Connection], schema: dict[str, tuple[sa.Table, ...]], profiles: Any, embedded: bool
+) -> _State:
+    """Row count, largest key and latest `updated_at` of each table, and of the profile collection."""
     counts: dict[str, int] = {}
     max_ids: dict[str, int] = {}
     latest: list[datetime] = []
@@ -421,7 +516,33 @@ def _state(conns: dict[str, Connection], schema: dict[str, tuple[sa.Table, ...]]
             counts[table.name], max_ids[table.name] = count, max_id or 0
             if last is not None:
                 latest.append(_utc(last))
+    counts["profile"], max_ids["profile"], last_profile = _profile_state(profiles, embedded)
+    if last_profile is not None:
+        latest.append(_utc(last_profile))  # montydb returns naive UTC datetimes
     return _State(counts, max_ids, max(latest, default=None))
+
+
+def _profile_state(profiles: Any, embedded: bool) -> tuple[int, int, datetime | None]:
+    """Document count, largest `user_id` and latest `updated_at` of the profile collection.
+
+    Three indexed queries on a server; on montydb, where each of them would scan the collection, one scan.
+    """
+    if embedded:
+        count, max_id, latest = 0, 0, None
+        for doc in profiles.find():  # a projection would make montydb slower, not faster
+            count += 1
+            max_id = max(max_id, doc.get("user_id") or 0)
+            if isinstance(stamp := doc.get("updated_at"), datetime) and (latest is None or stamp > latest):
+                latest = stamp
+        return count, max_id, latest
+    last_user = profiles.find_one({}, {"_id": 0, "user_id": 1}, sort=[("user_id", -1)])
+    last = profiles.find_one({}, {"_id": 0, "updated_at": 1}, sort=[("updated_at", -1)])
+    stamp = last.get("updated_at") if last else None
+    return (
+        profiles.count_documents({}),
+        last_user["user_id"] if last_user else 0,
+        stamp if isinstance(stamp, datetime) else None,
+    )
 
 
 def _pick(
@@ -491,19 +612,76 @@ def _refund_payments(
     )
 
 
-def _move_profiles(
-    conn: Connection, table: sa.Table, rng: random.Random, state: _State, k: int, now: datetime
+def _find_profiles(
+    profiles: Any, user_ids: Iterable[int], embedded: bool, projection: dict[str, int] | None = None
+) -> dict[int, dict[str, Any]]:
+    """The profile documents of `user_ids` (those that exist), by user id.
+
+    `$in` queries on a server (indexed on `user_id`). montydb has no indexes and matches `$in` by comparing
+    each document with every listed value, which makes a lookup cost documents x ids: there one plain scan,
+    filtered here, is far cheaper (and without `projection`, which montydb applies slowly, in Python).
+    """
+    wanted = set(user_ids)
+    if embedded:
+        return {doc["user_id"]: doc for doc in profiles.find() if doc.get("user_id") in wanted}
+    found: dict[int, dict[str, Any]] = {}
+    for ids in _batched(sorted(wanted), IN_LIST):
+        found.update({doc["user_id"]: doc for doc in profiles.find({"user_id": {"$in": ids}}, projection)})
+    return found
+
+
+def _set_fields(
+    profiles: Any, changes: Sequence[tuple[dict[str, Any], dict[str, Any]]], embedded: bool
 ) -> int:
-    """Users move to another region (and a country in it)."""
+    """Apply `(document, {dotted.path: value})` changes, each to its document (found by `_id`).
+
+    A server takes them as bulk writes of UPDATES_PER_BULK. montydb has no bulk writes and scans its whole
+    collection for every update, so there the changed documents (complete, as read) are deleted by one `$in`
+    (documents x changes comparisons: ~2 s for 100 changes among 10k documents) and re-inserted with the same
+    `_id`s.
+    """
+    if not changes:
+        return 0
+    if not embedded:
+        for batch in _batched(changes, UPDATES_PER_BULK):
+            profiles.bulk_write([UpdateOne({"_id": doc["_id"]}, {"$set": fields}) for doc, fields in batch])
+        return len(changes)
+    for doc, fields in changes:
+        for path, value in fields.items():
+            *parents, leaf = path.split(".")
+            target = doc
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[leaf] = value
+    for batch in _batched(changes, BATCH_ROWS):
+        profiles.delete_many({"_id": {"$in": [doc["_id"] for doc, _ in batch]}})
+        profiles.insert_many([doc for doc, _ in batch])
+    return len(changes)
+
+
+def _move_profiles(
+    profiles: Any, embedded: bool, rng: random.Random, state: _State, k: int, now: datetime
+) -> int:
+    """Users move to another region (and a country and time zone in it); some switch theme."""
+    candidates = _candidates(rng, state.max_ids["profile"], k, oversample=1)
+    found = _find_profiles(profiles, candidates, embedded)
     changes = []
-    for row in _pick(
-        conn, table, _candidates(rng, state.max_ids["profile"], k, oversample=1), lambda _: True, k
-    ):
-        region = rng.choice([r for r in COUNTRIES if r != row.region])
-        changes.append(
-            {"b_key": row.user_id, "b_region": region, "b_country": rng.choice(COUNTRIES[region])[0]}
-        )
-    return _update(conn, table, "user_id", changes, now)
+    for user_id in candidates:
+        doc = found.get(user_id)
+        if doc is None:
+            continue
+        region = rng.choice([r for r in COUNTRIES if r != doc.get("address", {}).get("region")])
+        country = rng.choice(COUNTRIES[region])[0]
+        fields: dict[str, Any] = {
+            "address.region": region,
+            "address.country": country,
+            "settings.timezone": rng.choice(TIMEZONES[country]),
+            "updated_at": now,
+        }
+        if rng.random() < 0.25:
+            fields["settings.theme"] = "light" if doc.get("settings", {}).get("theme") == "dark" else "dark"
+        changes.append((doc, fields))
+    return _set_fields(profiles, changes, embedded)
 
 
 def _soft_delete(
@@ -518,30 +696,29 @@ def _soft_delete(
 def _insert_activity(
     conns: dict[str, Connection],
     schema: dict[str, tuple[sa.Table, ...]],
+    profiles: Any,
+    embedded: bool,
     rng: random.Random,
     state: _State,
     fraction: float,
     now: datetime,
 ) -> dict[str, int]:
     """New users sign up and new orders are placed, each paid at once; all stamped `now`."""
-    auth, profile = schema["accounts"]
-    (orders,), (payments,) = schema["orders"], schema["payments"]
+    (auth,), (orders,), (payments,) = schema["accounts"], schema["orders"], schema["payments"]
     new_users = max(1, round(state.counts["auth"] * fraction))
     first_user = state.max_ids["auth"] + 1
-    auth_rows, profile_rows = [], []
+    auth_rows, profile_docs = [], []
     for user_id in range(first_user, first_user + new_users):
         region = rng.choices(REGIONS, REGION_WEIGHTS)[0]
         country = rng.choice(COUNTRIES[region])[0]
         auth_rows.append((user_id, f"user.{user_id}@example.com", now, now, None))
-        profile_rows.append(
-            (user_id, f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)[0]}.", region, country, now)
-        )
+        profile_docs.append(_profile_doc(rng, user_id, _display_name(rng), region, country, Decimal(0), now))
     _write(conns["accounts"], auth, auth_rows)
-    _write(conns["accounts"], profile, profile_rows)
+    _insert_documents(profiles, profile_docs)
 
     new_orders = max(1, round(state.counts["orders"] * fraction))
     buyers = [rng.randint(1, first_user + new_users - 1) for _ in range(new_orders)]
-    countries = _countries(conns["accounts"], profile, buyers)
+    countries = _countries(profiles, embedded, buyers)
     order_rows, payment_rows = [], []
     for offset, user_id in enumerate(buyers):
         order_id, payment_id = state.max_ids["orders"] + 1 + offset, state.max_ids["payments"] + 1 + offset
@@ -555,40 +732,45 @@ def _insert_activity(
     _write(conns["payments"], payments, payment_rows)
     return {
         "accounts.auth.inserted": new_users,
-        "accounts.profile.inserted": new_users,
+        f"{PROFILES}.inserted": new_users,
         "orders.orders.inserted": new_orders,
         "payments.payments.inserted": new_orders,
     }
 
 
-def _countries(conn: Connection, profile: sa.Table, user_ids: Iterable[int]) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for ids in _batched(sorted(set(user_ids)), IN_LIST):
-        query = sa.select(profile.c.user_id, profile.c.country).where(profile.c.user_id.in_(ids))
-        found.update({user_id: country for user_id, country in conn.execute(query)})
-    return found
+def _countries(profiles: Any, embedded: bool, user_ids: Iterable[int]) -> dict[int, str]:
+    projection = {"_id": 0, "user_id": 1, "address.country": 1}
+    docs = _find_profiles(profiles, user_ids, embedded, projection)
+    return {
+        user_id: country
+        for user_id, doc in docs.items()
+        if isinstance(country := doc.get("address", {}).get("country"), str)
+    }
 
 
 def apply_activity(
     urls: SourceUrls, fraction: float = 0.01, seed: int = 8, now: datetime | None = None
 ) -> dict[str, int]:
-    """Play one batch of activity on data from `generate`, every touched row stamped `updated_at = now`.
+    """Play one batch of activity on data from `generate`, every touched row and document stamped
+    `updated_at = now`, truncated to milliseconds (what a BSON date keeps, so all sources get the same stamp).
 
-    Updates ~`fraction` of orders (ship, deliver, cancel), payments (refund) and profiles (region change),
-    soft-deletes ~`fraction`/10 of accounts, then inserts ~`fraction` new users, orders and their payments.
-    `now` (default: the current time) must be later than every `updated_at` already stored: raises ValueError
-    otherwise. The random stream is seeded from `seed` and the current largest ids, so repeated batches with
-    the default seed differ but stay reproducible. Returns counts keyed
-    `source.table.inserted|updated|deleted`.
+    Updates ~`fraction` of orders (ship, deliver, cancel), payments (refund) and profiles (region change, some
+    theme switches), soft-deletes ~`fraction`/10 of accounts, then inserts ~`fraction` new users (and their
+    profiles), orders and their payments. `now` (default: the current time) must be later than every
+    `updated_at` already stored, profiles included: raises ValueError otherwise. The random stream is seeded
+    from `seed` and the current largest ids, so repeated batches with the default seed differ but stay
+    reproducible. Returns counts keyed `source.table.inserted|updated|deleted`, with `profiles.profile` for
+    the profile documents. The SQL changes commit together at the end; the document changes are written as
+    they are made.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    moment = _utc(now)
+    moment = _ms(_utc(now))
     schema = _schema()
-    auth, profile = schema["accounts"]
-    (orders,), (payments,) = schema["orders"], schema["payments"]
-    with _connect(urls) as conns:
-        state = _state(conns, schema)
+    (auth,), (orders,), (payments,) = schema["accounts"], schema["orders"], schema["payments"]
+    embedded = _embedded(urls.profiles)
+    with _connect(urls) as conns, _profiles(urls.profiles) as profiles:
+        state = _state(conns, schema, profiles, embedded)
         if state.latest is not None and moment <= state.latest:
             latest = state.latest.isoformat()
             raise ValueError(f"now={moment.isoformat()} must be later than the latest updated_at, {latest}")
@@ -596,7 +778,7 @@ def apply_activity(
             f"{seed}:{state.max_ids['auth']}:{state.max_ids['orders']}:{state.max_ids['payments']}"
         )
         counts = dict.fromkeys(
-            (f"{source}.{t.name}.{what}" for source in SOURCES for t in schema[source]
+            (f"{table}.{what}" for table in [*(f"{s}.{t.name}" for s in SOURCES for t in schema[s]), PROFILES]
              for what in ("inserted", "updated", "deleted")),
             0,
         )  # fmt: skip
@@ -607,10 +789,8 @@ def apply_activity(
         counts["payments.payments.updated"] = _refund_payments(
             conns["payments"], payments, rng, state, k["payments"], moment
         )
-        counts["accounts.profile.updated"] = _move_profiles(
-            conns["accounts"], profile, rng, state, k["profile"], moment
-        )
+        counts[f"{PROFILES}.updated"] = _move_profiles(profiles, embedded, rng, state, k["profile"], moment)
         deletes = max(1, round(state.counts["auth"] * fraction / 10))
         counts["accounts.auth.deleted"] = _soft_delete(conns["accounts"], auth, rng, state, deletes, moment)
-        counts.update(_insert_activity(conns, schema, rng, state, fraction, moment))
+        counts.update(_insert_activity(conns, schema, profiles, embedded, rng, state, fraction, moment))
     return counts

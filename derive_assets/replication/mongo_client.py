@@ -25,7 +25,9 @@ def open_mongo(url: str) -> Iterator[Any]:
         path = Path(url.removeprefix("montydb:///"))  # like SQLAlchemy: montydb:////abs, montydb:///relative
         path.mkdir(parents=True, exist_ok=True)
         if not (path / "monty.storage.cfg").exists():
-            set_storage(str(path), storage="sqlite", use_bson=True)  # pymongo's bson: real ObjectIds, datetimes
+            set_storage(
+                str(path), storage="sqlite", use_bson=True
+            )  # pymongo's bson: real ObjectIds, datetimes
         client = MontyClient(str(path))
     else:
         import pymongo

@@ -39,7 +39,7 @@ def day(days_ago: int = 2) -> str:
 
 
 def build_upstream(defs: Definitions, instance: DagsterInstance, partition: str | None = None) -> None:
-    for job in ("replicate_accounts", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
         run(defs, instance, job)
     if partition:
         run(defs, instance, "analytics__daily_payments_by_region_job", partition)
@@ -82,6 +82,7 @@ def test_cursor_export_writes_only_changed_rows(settings: DeriveSettings, instan
 
     changes = apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.04)
     run(defs, instance, "replicate_accounts")
+    run(defs, instance, "replicate_profiles")
     run(defs, instance, "core__user_detail_job")
     with build_warehouse(settings).get_connection() as con:
         changed = con.execute(

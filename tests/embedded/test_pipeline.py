@@ -85,7 +85,7 @@ def test_lost_warehouse_table_means_full_reload(settings, instance):
 
 def test_derived_window_is_idempotent_and_records_its_run(settings, instance):
     defs = build_definitions(settings)
-    for job in ("replicate_accounts", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
         run(defs, instance, job)
     day = recent_day()
     meta = run(defs, instance, "analytics__daily_payments_by_region_job", day)[
@@ -106,7 +106,7 @@ def test_derived_window_is_idempotent_and_records_its_run(settings, instance):
 
 def test_failed_derived_run_changes_nothing(settings, specs_dir, instance):
     defs = build_definitions(settings)
-    for job in ("replicate_accounts", "replicate_orders", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_orders", "core__user_detail_job"):
         run(defs, instance, job)
     day = recent_day()
     run(defs, instance, "analytics__order_facts_job", day)
@@ -152,7 +152,7 @@ def test_python_asset_downstream_gets_its_window_as_a_dataframe(settings, instan
         seen["frame"] = daily
 
     defs = Definitions.merge(base, Definitions(assets=[region_features]))
-    for job in ("replicate_accounts", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
         run(defs, instance, job)
     day, other = recent_day(2), recent_day(3)
     run(defs, instance, "analytics__daily_payments_by_region_job", other)

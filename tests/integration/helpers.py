@@ -25,26 +25,23 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, MetadataV
 from derive_assets.demo.generate import SourceUrls, apply_activity, generate, sqlalchemy_url
 from derive_assets.factory.build import build_definitions
 from derive_assets.factory.schedules import source_job_name, table_job_name
+from derive_assets.replication.mongo_client import MONGO_DATABASE, open_mongo
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 
 SOURCES = ("accounts", "orders", "payments")
 TABLES: dict[str, tuple[str, ...]] = {
     "accounts.auth": ("user_id", "email", "created_at", "updated_at", "deleted_at"),
-    "accounts.profile": ("user_id", "display_name", "region", "country", "updated_at"),
     "orders.orders": ("order_id", "user_id", "status", "amount", "created_at", "updated_at"),
     "payments.payments": (
         "payment_id", "order_id", "user_id", "amount", "currency", "method", "status", "paid_at", "updated_at",
     ),
 }  # fmt: skip
-"""Warehouse table (`dataset.name`, the source table being `name`) -> declared columns; the first is the key."""
+"""Warehouse table (`dataset.name`, the source table being `name`) -> declared columns; the first is the key.
+The profiles live in a document store (embedded montydb here; FerretDB in test_mongo_replication.py)."""
 DECLARED_DUCKDB_TYPES = {
     "accounts.auth": {
         "user_id": "BIGINT", "email": "VARCHAR", "created_at": "TIMESTAMP WITH TIME ZONE",
         "updated_at": "TIMESTAMP WITH TIME ZONE", "deleted_at": "TIMESTAMP WITH TIME ZONE",
-    },
-    "accounts.profile": {
-        "user_id": "BIGINT", "display_name": "VARCHAR", "region": "VARCHAR", "country": "VARCHAR",
-        "updated_at": "TIMESTAMP WITH TIME ZONE",
     },
     "orders.orders": {
         "order_id": "BIGINT", "user_id": "BIGINT", "status": "VARCHAR", "amount": "DECIMAL(38,9)",
@@ -74,7 +71,8 @@ def write_specs(dest: Path, source_type: str, cursor_overlap: Mapping[str, int] 
     shutil.copytree(PROJECT_ROOT / "table_specs", dest)
     for path in sorted((dest / "sources").glob("*.yaml")):
         spec = yaml.safe_load(path.read_text())
-        spec["type"] = source_type
+        if spec["type"] != "mongodb":
+            spec["type"] = source_type
         spec["connection_env"] = env_var(spec["name"])
         for table in spec["tables"]:
             if table["name"] in (cursor_overlap or {}):
@@ -108,7 +106,9 @@ class Replication:
         self.monkeypatch = monkeypatch
         for source in SOURCES:
             monkeypatch.setenv(env_var(source), url)
-        self.urls = SourceUrls(url, url, url)
+        profiles = f"montydb:///{tmp_path.as_posix()}/profiles"
+        monkeypatch.setenv(env_var("profiles"), profiles)
+        self.urls = SourceUrls(url, url, url, profiles)
         self.home = tmp_path / "home"
         specs = write_specs(tmp_path / "specs", source_type)
         self.defs = build_definitions(DeriveSettings(specs_dir=specs, home=self.home))
@@ -166,11 +166,11 @@ class Replication:
         return self.run(source_job_name(source), ok=ok)
 
     def replicate_all(self) -> dict[str, dict[str, Any]]:
-        """Run the three replication jobs; returns the materialization metadata of each table."""
+        """Run every replication job; returns the materialization metadata of each table."""
         found: dict[str, dict[str, Any]] = {}
-        for source in SOURCES:
+        for source in (*SOURCES, "profiles"):
             found.update(materializations(self.replicate(source)))
-        assert set(found) == set(TABLES)
+        assert set(found) == {*TABLES, "profiles.profile"}
         return found
 
     def failure_text(self, result: ExecuteInProcessResult) -> str:
@@ -353,7 +353,8 @@ def soft_delete(rep: Replication) -> None:
     assert len(remaining) == rep.source("SELECT count(*) FROM auth WHERE deleted_at IS NULL")[0][0]
     assert meta["dagster/row_count"] == len(remaining)
     # Profiles have no soft-delete column: closed accounts keep theirs.
-    profiles = {row[0] for row in rep.warehouse("SELECT user_id FROM accounts.profile")}
+    rep.replicate("profiles")
+    profiles = {row[0] for row in rep.warehouse("SELECT user_id FROM profiles.profile")}
     assert set(deleted) <= profiles
 
 
@@ -394,19 +395,26 @@ def derived_graph(rep: Replication) -> None:
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     bounds = {"start": rep.bind_time(start), "end": rep.bind_time(start + dt.timedelta(days=1))}
     # core.user_detail holds open accounts only: payments of closed accounts count as region 'unknown'.
-    expected = rep.source(
+    # Regions come from the profile documents themselves, read with the document store's own client.
+    with open_mongo(rep.urls.profiles) as client:
+        regions = {d["user_id"]: d["address"]["region"] for d in client[MONGO_DATABASE]["profile"].find({})}
+    payments = rep.source(
         """
-        SELECT CASE WHEN a.deleted_at IS NULL AND pr.region IS NOT NULL THEN pr.region ELSE 'unknown' END AS r,
-               count(*), count(DISTINCT p.user_id), sum(p.amount)
+        SELECT p.user_id, a.deleted_at IS NULL AND a.user_id IS NOT NULL, p.amount
         FROM payments AS p
         LEFT JOIN auth AS a ON a.user_id = p.user_id
-        LEFT JOIN profile AS pr ON pr.user_id = p.user_id
         WHERE p.status = 'succeeded' AND p.paid_at >= :start AND p.paid_at < :end
-        GROUP BY 1
-        ORDER BY 1
         """,
         bounds,
     )
+    groups: dict[str, list[tuple[int, Decimal]]] = {}
+    for user_id, is_open, amount in payments:
+        region = regions.get(user_id) if is_open else None
+        groups.setdefault(region or "unknown", []).append((user_id, amount))
+    expected = [
+        (region, len(rows), len({u for u, _ in rows}), utc(sum(a for _, a in rows)))
+        for region, rows in sorted(groups.items())
+    ]
     assert len(expected) >= 4
     got = rep.warehouse(
         "SELECT region, payments, payers, revenue FROM analytics.daily_payments_by_region "

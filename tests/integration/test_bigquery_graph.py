@@ -4,6 +4,7 @@ tables: one spec set, two warehouses, chosen by settings alone."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -66,6 +67,13 @@ def materialize_graph(settings: DeriveSettings, days: list[str]) -> None:
 
 
 def normalized(value: Any) -> Any:
+    if isinstance(value, list | dict):  # a JSON column: BigQuery's client parses it, DuckDB returns text
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.dumps(json.loads(value), sort_keys=True)
+        except json.JSONDecodeError:
+            return value
     if isinstance(value, Decimal):
         return value.quantize(Decimal("0.000000001"))
     if isinstance(value, float):

@@ -72,7 +72,7 @@ def run(
 
 
 def upstream(defs: Definitions, instance: DagsterInstance) -> None:
-    for job in ("replicate_accounts", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
         run(defs, instance, job)
 
 
@@ -114,6 +114,7 @@ def test_incremental_export_writes_only_changes_and_reexport_is_idempotent(setti
 
         apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.05)
         run(defs, instance, "replicate_accounts")
+        run(defs, instance, "replicate_profiles")
         run(defs, instance, "core__user_detail_job")
         [(changed,)] = warehouse_rows(
             settings,
@@ -178,6 +179,7 @@ def test_failed_batch_is_retried_then_fails_without_moving_the_watermark(
         monkeypatch.setattr(cassandra_store, "execute_concurrent_with_args", real)
         apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.05)
         run(defs, instance, "replicate_accounts")
+        run(defs, instance, "replicate_profiles")
         run(defs, instance, "core__user_detail_job")
         _break_primary_key(settings)
         run(defs, instance, "export_user_profile_online", ok=False)
