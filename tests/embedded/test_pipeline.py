@@ -5,6 +5,7 @@ import datetime as dt
 import duckdb
 import pytest
 from dagster import AssetIn, AssetKey, DagsterInstance, Definitions, asset
+from support import QUIET, run_job
 
 from derive_assets.demo.generate import apply_activity, embedded_urls
 from derive_assets.factory.build import build_definitions
@@ -12,23 +13,10 @@ from derive_assets.factory.windows import partitions_for
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import load_project
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 AUTH = AssetKey(["accounts", "auth"])
 
 
-def run(
-    defs: Definitions, instance: DagsterInstance, job: str, partition: str | None = None, ok: bool = True
-):
-    result = defs.resolve_job_def(job).execute_in_process(
-        instance=instance, partition_key=partition, run_config=QUIET, raise_on_error=False
-    )
-    assert result.success is ok
-    return {
-        e.step_materialization_data.materialization.asset_key.to_user_string(): {
-            k: v.value for k, v in e.step_materialization_data.materialization.metadata.items()
-        }
-        for e in result.get_asset_materialization_events()
-    }
+run = run_job
 
 
 def table(settings: DeriveSettings, ref: str) -> list[tuple]:

@@ -83,6 +83,24 @@ def mysql_server_url() -> str:
     return _server_url("DERIVE_TEST_MYSQL_URL")
 
 
+@pytest.fixture(scope="session")
+def mongodb_server_url() -> str:
+    """URL of the test MongoDB-wire server (FerretDB), no auth."""
+    return _server_url("DERIVE_TEST_MONGODB_URL")
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator() -> tuple[str, str]:
+    """(REST endpoint, project) of the local BigQuery emulator."""
+    return _server_url("DERIVE_TEST_BIGQUERY_ENDPOINT"), _server_url("DERIVE_TEST_BIGQUERY_PROJECT")
+
+
+@pytest.fixture(scope="session")
+def cassandra_server() -> tuple[str, str]:
+    """(comma-separated hosts, CQL port) of the test Cassandra server."""
+    return _server_url("DERIVE_TEST_CASSANDRA_HOSTS"), _server_url("DERIVE_TEST_CASSANDRA_PORT")
+
+
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """URL of a new, empty PostgreSQL database that is dropped after the test."""

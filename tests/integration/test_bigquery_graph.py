@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,8 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 
 
 @pytest.fixture
-def bigquery_settings(tmp_path: Path) -> DeriveSettings:
-    endpoint = os.environ.get("DERIVE_TEST_BIGQUERY_ENDPOINT")
-    project = os.environ.get("DERIVE_TEST_BIGQUERY_PROJECT")
-    if not endpoint or not project:
-        message = "BigQuery emulator not configured: run `make services` and eval `deployments/local/services.sh env`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def bigquery_settings(tmp_path: Path, bigquery_emulator: tuple[str, str]) -> Iterator[DeriveSettings]:
+    endpoint, project = bigquery_emulator
     settings = DeriveSettings(
         specs_dir=PROJECT_ROOT / "table_specs",
         home=tmp_path / "bq_home",

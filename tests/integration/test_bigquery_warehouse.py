@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -56,26 +55,9 @@ EVENTS = [
 ]
 
 
-def _running_in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-@pytest.fixture(scope="session")
-def emulator() -> tuple[str, str]:
-    """(endpoint, project) of the BigQuery emulator that `deployments/local/services.sh` starts."""
-    endpoint = os.environ.get("DERIVE_TEST_BIGQUERY_ENDPOINT")
-    project = os.environ.get("DERIVE_TEST_BIGQUERY_PROJECT")
-    if endpoint and project:
-        return endpoint, project
-    message = "DERIVE_TEST_BIGQUERY_ENDPOINT / DERIVE_TEST_BIGQUERY_PROJECT are not set"
-    if _running_in_ci():
-        pytest.fail(f"{message}, and CI is set: integration tests must run in CI.", pytrace=False)
-    pytest.skip(f'{message}: run `make services` and `eval "$(bash deployments/local/services.sh env)"`.')
-
-
 @pytest.fixture
-def warehouse(emulator: tuple[str, str]) -> BigQueryWarehouse:
-    endpoint, project = emulator
+def warehouse(bigquery_emulator: tuple[str, str]) -> BigQueryWarehouse:
+    endpoint, project = bigquery_emulator
     return BigQueryWarehouse(project=project, api_endpoint=endpoint)
 
 

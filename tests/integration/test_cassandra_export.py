@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import time
 import uuid
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
+from support import run_job
 
 import resources.cassandra_online_store as cassandra_store
 from derive_assets.demo.generate import apply_activity, embedded_urls, generate
@@ -23,18 +23,12 @@ from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
 from resources.online_store import OnlineStoreError
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 EXPORT = AssetKey(["online", "user_profile_online"])
 
 
 @pytest.fixture
-def cassandra_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    hosts, port = os.environ.get("DERIVE_TEST_CASSANDRA_HOSTS"), os.environ.get("DERIVE_TEST_CASSANDRA_PORT")
-    if not hosts or not port:
-        message = "Cassandra not configured: run `make services` and eval `deployments/local/services.sh env`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def cassandra_env(monkeypatch: pytest.MonkeyPatch, cassandra_server: tuple[str, str]) -> None:
+    hosts, port = cassandra_server
     monkeypatch.setenv("DERIVE_CASSANDRA_HOSTS", hosts)
     monkeypatch.setenv("DERIVE_CASSANDRA_PORT", port)
     for name in ("DERIVE_ACCOUNTS_URL", "DERIVE_ORDERS_URL", "DERIVE_PAYMENTS_URL", "DERIVE_DUCKDB_PATH"):
@@ -56,19 +50,7 @@ def settings(tmp_path: Path, cassandra_env: None) -> Iterator[DeriveSettings]:
     store.close()
 
 
-def run(
-    defs: Definitions, instance: DagsterInstance, job: str, partition: str | None = None, ok: bool = True
-):
-    result = defs.resolve_job_def(job).execute_in_process(
-        instance=instance, partition_key=partition, run_config=QUIET, raise_on_error=False
-    )
-    assert result.success is ok
-    return {
-        e.step_materialization_data.materialization.asset_key.to_user_string(): {
-            k: v.value for k, v in e.step_materialization_data.materialization.metadata.items()
-        }
-        for e in result.get_asset_materialization_events()
-    }
+run = run_job
 
 
 def upstream(defs: Definitions, instance: DagsterInstance) -> None:

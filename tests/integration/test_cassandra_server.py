@@ -8,7 +8,6 @@ Cassandra and ScyllaDB speak the same CQL protocol; this is what a Scylla-backed
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,31 +17,10 @@ from cassandra.cluster import Cluster, Session
 from cassandra.concurrent import execute_concurrent_with_args
 
 
-def _running_in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _cassandra_contact() -> tuple[list[str], int]:
-    hosts = os.environ.get("DERIVE_TEST_CASSANDRA_HOSTS", "").strip()
-    port = os.environ.get("DERIVE_TEST_CASSANDRA_PORT", "").strip()
-    if not hosts or not port:
-        if _running_in_ci():
-            # A CI run that silently skips the integration tests would look green while testing nothing.
-            pytest.fail(
-                "DERIVE_TEST_CASSANDRA_HOSTS/_PORT are not set, and CI is set: integration tests must run in CI.",
-                pytrace=False,
-            )
-        pytest.skip(
-            "DERIVE_TEST_CASSANDRA_HOSTS/_PORT are not set: run "
-            "`bash deployments/cassandra/cassandra.sh install start` and "
-            '`eval "$(bash deployments/cassandra/cassandra.sh env)"` to run the Cassandra tests.'
-        )
-    return [h.strip() for h in hosts.split(",") if h.strip()], int(port)
-
-
 @pytest.fixture(scope="module")
-def session() -> Iterator[Session]:
-    hosts, port = _cassandra_contact()
+def session(cassandra_server: tuple[str, str]) -> Iterator[Session]:
+    hosts = [h.strip() for h in cassandra_server[0].split(",") if h.strip()]
+    port = int(cassandra_server[1])
     cluster = Cluster(hosts, port=port, connect_timeout=10)
     try:
         yield cluster.connect()

@@ -11,7 +11,6 @@ FerretDB v1 is not MongoDB: the xfail tests pin the gaps that matter to replicat
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -25,23 +24,6 @@ from pymongo.errors import AutoReconnect
 URL_VAR = "DERIVE_TEST_MONGODB_URL"
 UTC = dt.UTC
 T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)  # BSON dates keep milliseconds
-
-
-def _running_in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-@pytest.fixture(scope="module")
-def mongodb_server_url() -> str:
-    url = os.environ.get(URL_VAR)
-    if url:
-        return url
-    if _running_in_ci():
-        pytest.fail(f"{URL_VAR} is not set, and CI is set: integration tests must run in CI.", pytrace=False)
-    pytest.skip(
-        f"{URL_VAR} is not set: run `bash deployments/ferretdb/ferretdb.sh install start` and "
-        '`eval "$(bash deployments/ferretdb/ferretdb.sh env)"` to run the MongoDB integration tests.'
-    )
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ document database's name is fixed (`MONGO_DATABASE`), so each test drops it befo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,23 +34,6 @@ URL_VAR = "DERIVE_TEST_MONGODB_URL"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=15)
 USERS = 300
-
-
-def _running_in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-@pytest.fixture(scope="module")
-def mongodb_server_url() -> str:
-    url = os.environ.get(URL_VAR)
-    if url:
-        return url
-    if _running_in_ci():
-        pytest.fail(f"{URL_VAR} is not set, and CI is set: integration tests must run in CI.", pytrace=False)
-    pytest.skip(
-        f"{URL_VAR} is not set: run `bash deployments/ferretdb/ferretdb.sh install start` and "
-        '`eval "$(bash deployments/ferretdb/ferretdb.sh env)"` to run the MongoDB integration tests.'
-    )
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,13 +63,8 @@ def document(user_id: int, at: dt.datetime, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
-    url = os.environ.get("DERIVE_TEST_MONGODB_URL")
-    if not url:
-        message = "Mongo-wire server not configured: run `make services` and eval `deployments/local/services.sh env`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def mongo(monkeypatch: pytest.MonkeyPatch, mongodb_server_url: str) -> Iterator[tuple[str, str]]:
+    url = mongodb_server_url
     database = f"t_{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("DERIVE_TEST_PROFILES_URL", url)
     yield url, database
