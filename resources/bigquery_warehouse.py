@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -52,8 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster_gcp import BigQueryResource
 from google.api_core.exceptions import GoogleAPICallError, NotFound
 from google.auth.credentials import AnonymousCredentials
@@ -61,7 +58,20 @@ from google.cloud import bigquery
 from pydantic import Field
 
 from resources import bigquery_ddl
-from resources.bigquery_ddl import BIGQUERY_TYPES, CAST_TYPES, check_layout, standard_type, table_for
+from resources.bigquery_ddl import BIGQUERY_TYPES, check_layout, standard_type, table_for
+from resources.bigquery_parquet import write_parquet
+from resources.bigquery_sql import (
+    B,
+    append_sql,
+    load_merge_sql,
+    merge_sql,
+    replace_sql,
+    soft_delete_condition,
+    source_select,
+    staging_name,
+    window_condition,
+    window_scoped,
+)
 from resources.sql_text import column_list, key_join, quote, table_name
 from resources.warehouse import (
     EstimateUnavailable,
@@ -72,10 +82,6 @@ from resources.warehouse import (
     WriteResult,
 )
 
-B = "bigquery"
-STAGING_PREFIX = "_derive_stg_"
-ROW_COLUMN = "_derive_row"
-"""Position of a replicated row in the stream: among rows with the same key and cursor, the last read wins."""
 _STAGING_OPTIONS = "OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))"
 
 QueryParameter = bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter
@@ -369,158 +375,6 @@ class BigQueryWarehouse(BigQueryResource):
         check_layout(target, table)  # another run may have created it first
 
 
-# ----------------------------------------------------------------------------------------------- SQL text
-
-WIRE_TYPES: dict[str, tuple[pa.DataType, str]] = {
-    "STRING": (pa.string(), "STRING"),
-    "INT64": (pa.int64(), "INT64"),
-    "FLOAT64": (pa.float64(), "FLOAT64"),
-    "NUMERIC": (pa.string(), "STRING"),
-    "BOOL": (pa.bool_(), "BOOL"),
-    "DATE": (pa.date32(), "DATE"),
-    "DATETIME": (pa.string(), "STRING"),
-    "TIMESTAMP": (pa.timestamp("us", tz="UTC"), "TIMESTAMP"),
-    "JSON": (pa.string(), "STRING"),
-    "BYTES": (pa.binary(), "BYTES"),
-}
-"""Spec type -> (Arrow type in the Parquet file, BigQuery type of the staging column). NUMERIC travels as
-exact decimal text (drivers send DECIMAL(38, 10), floats or strings; `CAST` rounds to 9 places), DATETIME as
-text (Parquet timestamps load as TIMESTAMP), JSON as text (`PARSE_JSON` in the merge). A column the source
-sends as text travels as text whatever its type, and BigQuery's `CAST` parses it (e.g. SQLite's timestamps
-without a zone, read as UTC like DuckDB does)."""
-
-
-def staging_name(target: TargetTable) -> str:
-    """Unique per run, so two runs of different windows of one table never share a staging table."""
-    return f"{STAGING_PREFIX}{target.name}_{uuid.uuid4().hex[:12]}"
-
-
-def cast_expr(column: str, spec_type: str, staged_type: str) -> str:
-    """`column` (SQL text) as the declared type; JSON is parsed from text, other types are `CAST`."""
-    if spec_type == "JSON":
-        return f"PARSE_JSON({column})" if staged_type == "STRING" else column
-    return f"CAST({column} AS {CAST_TYPES[spec_type]})"
-
-
-def source_select(
-    target: TargetTable,
-    stg: str,
-    staged_types: Mapping[str, str],
-    newest_per_key: tuple[Sequence[str], str] | None = None,
-) -> str:
-    """`SELECT <declared columns, cast> FROM <staging>`; optionally only the newest row per key."""
-    casts = ", ".join(
-        f"{cast_expr(quote(c.name, B), c.type, staged_types[c.name])} AS {quote(c.name, B)}"
-        for c in target.columns
-    )
-    sql = f"SELECT {casts} FROM {stg}"
-    if newest_per_key is None:
-        return sql
-    keys, cursor = newest_per_key
-    cursor_type = target.column(cursor).type
-    order = (
-        f"{cast_expr(quote(cursor, B), cursor_type, staged_types[cursor])} DESC, {quote(ROW_COLUMN, B)} DESC"
-    )
-    # BigQuery allows QUALIFY only next to WHERE, GROUP BY or HAVING.
-    newest = f"ROW_NUMBER() OVER (PARTITION BY {column_list(tuple(keys), B)} ORDER BY {order}) = 1"
-    return f"{sql} WHERE TRUE QUALIFY {newest}"
-
-
-def window_scoped(request: WriteRequest) -> bool:
-    """Whether the run's statements may restrict the target to the window (same rule as DuckDB).
-
-    For append the window's slice is exactly what a run owns. For merge it is only safe when the partition key
-    is part of the unique key (a key can then only live in its own window's partition).
-    """
-    key = request.target.partition_key
-    if key is None or request.window is None:
-        return False
-    return not (request.strategy == "merge" and key not in request.unique_key)
-
-
-def window_condition(target: TargetTable, prefix: str) -> str:
-    """`<prefix>key` within [@window_start, @window_end), the bounds cast to the key's type."""
-    assert target.partition_key is not None
-    col = prefix + quote(target.partition_key, B)
-    t = CAST_TYPES[target.column(target.partition_key).type]
-    return f"{col} >= CAST(@window_start AS {t}) AND {col} < CAST(@window_end AS {t})"
-
-
-def _insert_clause(target: TargetTable) -> str:
-    names = [c.name for c in target.columns]
-    return f"INSERT ({column_list(names, B)}) VALUES ({column_list(names, B, prefix='S.')})"
-
-
-def _update_clause(target: TargetTable) -> str:
-    return "UPDATE SET " + ", ".join(f"{quote(c.name, B)} = S.{quote(c.name, B)}" for c in target.columns)
-
-
-def merge_sql(target: TargetTable, keys: Sequence[str], source: str, window: bool) -> str:
-    """Upsert by `keys`; with `window`, the `ON` clause limits the target to the window's partitions."""
-    on = key_join(tuple(keys), "T", "S", B) + (f"\n  AND {window_condition(target, 'T.')}" if window else "")
-    return (
-        f"MERGE INTO {table_name(target.ref, B)} AS T\nUSING ({source}) AS S\nON {on}\n"
-        f"WHEN MATCHED THEN {_update_clause(target)}\n"
-        f"WHEN NOT MATCHED THEN {_insert_clause(target)}"
-    )
-
-
-def append_sql(target: TargetTable, source: str, window: bool) -> str:
-    """Replace the window's rows (the whole table without a window) with the run's rows, in one statement."""
-    scope = f" AND {window_condition(target, 'T.')}" if window else ""
-    return (
-        f"MERGE INTO {table_name(target.ref, B)} AS T\nUSING ({source}) AS S\nON FALSE\n"
-        f"WHEN NOT MATCHED BY SOURCE{scope} THEN DELETE\n"
-        f"WHEN NOT MATCHED THEN {_insert_clause(target)}"
-    )
-
-
-def replace_sql(target: TargetTable, source: str) -> str:
-    """Empty the table and fill it with the run's rows, in one transaction (keeps the API-created layout)."""
-    names = column_list([c.name for c in target.columns], B)
-    tbl = table_name(target.ref, B)
-    return (
-        f"BEGIN TRANSACTION;\nDELETE FROM {tbl} WHERE {_all_rows(target)};\n"
-        f"INSERT INTO {tbl} ({names})\n{source};\nCOMMIT TRANSACTION;"
-    )
-
-
-def _all_rows(target: TargetTable) -> str:
-    """A predicate true for every row. With `require_partition_filter`, BigQuery wants one on the partition
-    key (not checkable on the emulator, which ignores the option)."""
-    if target.partition_key is None or not target.require_partition_filter:
-        return "TRUE"
-    col = quote(target.partition_key, B)
-    return f"{col} IS NULL OR {col} IS NOT NULL"
-
-
-def soft_delete_condition(request: LoadRequest, prefix: str) -> str | None:
-    """SQL that is true for staged rows the source marked deleted (flag true, or a deletion time set)."""
-    if not request.soft_delete_column:
-        return None
-    col = prefix + quote(request.soft_delete_column, B)
-    if request.target.column(request.soft_delete_column).type == "BOOL":
-        return f"{col} IS TRUE"
-    return f"{col} IS NOT NULL"
-
-
-def load_merge_sql(target: TargetTable, keys: Sequence[str], source: str, flag: str | None) -> str:
-    """Merge replicated rows by primary key: flagged rows delete their target row and are not inserted."""
-    lines = [
-        f"MERGE INTO {table_name(target.ref, B)} AS T",
-        f"USING ({source}) AS S",
-        f"ON {key_join(tuple(keys), 'T', 'S', B)}",
-    ]
-    if flag:
-        lines.append(f"WHEN MATCHED AND {flag} THEN DELETE")
-    lines.append(f"WHEN MATCHED THEN {_update_clause(target)}")
-    lines.append(f"WHEN NOT MATCHED{f' AND NOT ({flag})' if flag else ''} THEN {_insert_clause(target)}")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------- parameters
-
-
 def query_parameters(params: Mapping[str, Any]) -> list[QueryParameter]:
     """Typed BigQuery parameters: aware datetime -> TIMESTAMP, naive -> DATETIME, date -> DATE, bool -> BOOL,
     int -> INT64, float -> FLOAT64, Decimal -> NUMERIC, str -> STRING, bytes -> BYTES; lists become arrays."""
@@ -633,65 +487,3 @@ def _refuse_nulls(ref: str, nulls: Mapping[str, int], who: str) -> None:
             f"{ref}: {who} NULL in not_null columns (rows per column: {found}); the table declares them REQUIRED. "
             "Fill or filter those rows, or drop `not_null` from the spec's constraints. Nothing was written."
         )
-
-
-def write_parquet(
-    batches: Iterable[pa.RecordBatch], target: TargetTable, path: Path
-) -> tuple[int, dict[str, str]]:
-    """Stream batches into one Parquet file (one row group per batch, bounded memory).
-
-    Returns the rows written and the staging table's schema (declared column -> BigQuery type, plus the stream
-    position `_derive_row`). The first non-empty batch fixes the wire types; later batches are cast to them.
-    """
-    rows = 0
-    writer: pq.ParquetWriter | None = None
-    wire: list[tuple[pa.DataType, str]] = [WIRE_TYPES[c.type] for c in target.columns]
-    try:
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            columns = _declared_columns(batch, target)
-            if writer is None:
-                wire = [_wire_type(col, c.type) for col, c in zip(columns, target.columns, strict=True)]
-                fields = [(c.name, arrow) for c, (arrow, _) in zip(target.columns, wire, strict=True)]
-                writer = pq.ParquetWriter(path, pa.schema([*fields, (ROW_COLUMN, pa.int64())]))
-            arrays = [
-                _to_wire(col, c.type, arrow)
-                for col, c, (arrow, _) in zip(columns, target.columns, wire, strict=True)
-            ]
-            arrays.append(pa.array(range(rows, rows + batch.num_rows), pa.int64()))
-            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=writer.schema))
-            rows += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    staged = {c.name: bq_type for c, (_, bq_type) in zip(target.columns, wire, strict=True)}
-    return rows, {**staged, ROW_COLUMN: "INT64"}
-
-
-def _declared_columns(batch: pa.RecordBatch, target: TargetTable) -> list[pa.Array]:
-    """The batch's arrays for the declared columns, in declared order (names matched case-insensitively)."""
-    names = {name.lower(): i for i, name in enumerate(batch.schema.names)}
-    missing = [c.name for c in target.columns if c.name.lower() not in names]
-    if missing:
-        raise WarehouseError(
-            f"{target.ref}: the source sent no column {missing} (it sent {batch.schema.names}); declare "
-            "only columns the source table has. Nothing was written."
-        )
-    return [batch.column(names[c.name.lower()]) for c in target.columns]
-
-
-def _wire_type(array: pa.Array, spec_type: str) -> tuple[pa.DataType, str]:
-    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-        return pa.string(), "STRING"
-    return WIRE_TYPES[spec_type]
-
-
-def _to_wire(array: pa.Array, spec_type: str, wire: pa.DataType) -> pa.Array:
-    """An Arrow column as its wire type; naive timestamps count as UTC (as in DuckDB's session)."""
-    kind = array.type
-    if spec_type == "DATETIME" and (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
-        array = pc.cast(array, pa.timestamp("us"), safe=False)  # aware -> UTC wall clock; ns -> us
-    elif pa.types.is_timestamp(kind) and pa.types.is_timestamp(wire):
-        return pc.cast(array, wire, safe=False)  # naive is UTC; ns -> us as BigQuery keeps microseconds
-    return array if array.type == wire else pc.cast(array, wire)

@@ -27,14 +27,8 @@ from google.cloud import bigquery
 
 from derive_assets.specs.models import Column, Constraints
 from resources.bigquery_ddl import ddl_for, table_for
-from resources.bigquery_warehouse import (
-    STAGING_PREFIX,
-    BigQueryWarehouse,
-    merge_sql,
-    query_parameters,
-    replace_sql,
-    source_select,
-)
+from resources.bigquery_sql import STAGING_PREFIX, merge_sql, replace_sql, source_select
+from resources.bigquery_warehouse import BigQueryWarehouse, query_parameters
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.warehouse import LoadRequest, TargetTable, TimeWindow, WarehouseError, WriteRequest
 

@@ -1,0 +1,93 @@
+"""Replication batches to one Parquet file for a BigQuery load job: streamed, typed for the staging table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from resources.bigquery_sql import ROW_COLUMN
+from resources.warehouse import TargetTable, WarehouseError
+
+WIRE_TYPES: dict[str, tuple[pa.DataType, str]] = {
+    "STRING": (pa.string(), "STRING"),
+    "INT64": (pa.int64(), "INT64"),
+    "FLOAT64": (pa.float64(), "FLOAT64"),
+    "NUMERIC": (pa.string(), "STRING"),
+    "BOOL": (pa.bool_(), "BOOL"),
+    "DATE": (pa.date32(), "DATE"),
+    "DATETIME": (pa.string(), "STRING"),
+    "TIMESTAMP": (pa.timestamp("us", tz="UTC"), "TIMESTAMP"),
+    "JSON": (pa.string(), "STRING"),
+    "BYTES": (pa.binary(), "BYTES"),
+}
+"""Spec type -> (Arrow type in the Parquet file, BigQuery type of the staging column). NUMERIC travels as
+exact decimal text (drivers send DECIMAL(38, 10), floats or strings; `CAST` rounds to 9 places), DATETIME as
+text (Parquet timestamps load as TIMESTAMP), JSON as text (`PARSE_JSON` in the merge). A column the source
+sends as text travels as text whatever its type, and BigQuery's `CAST` parses it (e.g. SQLite's timestamps
+without a zone, read as UTC like DuckDB does)."""
+
+
+def write_parquet(
+    batches: Iterable[pa.RecordBatch], target: TargetTable, path: Path
+) -> tuple[int, dict[str, str]]:
+    """Stream batches into one Parquet file (one row group per batch, bounded memory).
+
+    Returns the rows written and the staging table's schema (declared column -> BigQuery type, plus the stream
+    position `_derive_row`). The first non-empty batch fixes the wire types; later batches are cast to them.
+    """
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    wire: list[tuple[pa.DataType, str]] = [WIRE_TYPES[c.type] for c in target.columns]
+    try:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            columns = _declared_columns(batch, target)
+            if writer is None:
+                wire = [_wire_type(col, c.type) for col, c in zip(columns, target.columns, strict=True)]
+                fields = [(c.name, arrow) for c, (arrow, _) in zip(target.columns, wire, strict=True)]
+                writer = pq.ParquetWriter(path, pa.schema([*fields, (ROW_COLUMN, pa.int64())]))
+            arrays = [
+                _to_wire(col, c.type, arrow)
+                for col, c, (arrow, _) in zip(columns, target.columns, wire, strict=True)
+            ]
+            arrays.append(pa.array(range(rows, rows + batch.num_rows), pa.int64()))
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=writer.schema))
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    staged = {c.name: bq_type for c, (_, bq_type) in zip(target.columns, wire, strict=True)}
+    return rows, {**staged, ROW_COLUMN: "INT64"}
+
+
+def _declared_columns(batch: pa.RecordBatch, target: TargetTable) -> list[pa.Array]:
+    """The batch's arrays for the declared columns, in declared order (names matched case-insensitively)."""
+    names = {name.lower(): i for i, name in enumerate(batch.schema.names)}
+    missing = [c.name for c in target.columns if c.name.lower() not in names]
+    if missing:
+        raise WarehouseError(
+            f"{target.ref}: the source sent no column {missing} (it sent {batch.schema.names}); declare "
+            "only columns the source table has. Nothing was written."
+        )
+    return [batch.column(names[c.name.lower()]) for c in target.columns]
+
+
+def _wire_type(array: pa.Array, spec_type: str) -> tuple[pa.DataType, str]:
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return pa.string(), "STRING"
+    return WIRE_TYPES[spec_type]
+
+
+def _to_wire(array: pa.Array, spec_type: str, wire: pa.DataType) -> pa.Array:
+    """An Arrow column as its wire type; naive timestamps count as UTC (as in DuckDB's session)."""
+    kind = array.type
+    if spec_type == "DATETIME" and (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        array = pc.cast(array, pa.timestamp("us"), safe=False)  # aware -> UTC wall clock; ns -> us
+    elif pa.types.is_timestamp(kind) and pa.types.is_timestamp(wire):
+        return pc.cast(array, wire, safe=False)  # naive is UTC; ns -> us as BigQuery keeps microseconds
+    return array if array.type == wire else pc.cast(array, wire)
