@@ -166,21 +166,47 @@ class DuckDBWarehouse(ConfigurableResource):
         target = request.target
         stg = _staging_name()
         casts = cast_select(target.columns, DUCKDB_TYPES, D)
+        tbl = table_name(target.ref, D)
+        names = column_list([c.name for c in target.columns], D)
         with self.get_connection() as con, _transaction(con):
             _ensure_table(con, target)
-            con.execute(f"CREATE TEMP TABLE {stg} AS SELECT {casts} FROM {_empty_source(target)} WHERE FALSE")
+            # A first load has nothing to merge with: rows go straight into the table, no staging copy.
+            first_load = _scalar(con, f"SELECT count(*) FROM (SELECT 1 FROM {tbl} LIMIT 1)") == 0
+            dest = tbl if first_load else stg
+            if not first_load:
+                con.execute(
+                    f"CREATE TEMP TABLE {stg} AS SELECT {casts} FROM {_empty_source(target)} WHERE FALSE"
+                )
             rows_read = 0
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
                 con.register("derive_batch", batch)
-                con.execute(f"INSERT INTO {stg} SELECT {casts} FROM derive_batch")
+                con.execute(f"INSERT INTO {dest} ({names}) SELECT {casts} FROM derive_batch")
                 con.unregister("derive_batch")
                 rows_read += batch.num_rows
             result = WriteResult(rows_read=rows_read)
-            if rows_read:
-                result = self._merge_staged(con, request, stg, result)
-            con.execute(f"DROP TABLE {stg}")
+            if first_load:
+                result = self._finish_first_load(con, request, result)
+            else:
+                if rows_read:
+                    result = self._merge_staged(con, request, stg, result)
+                con.execute(f"DROP TABLE {stg}")
+        return result
+
+    def _finish_first_load(
+        self, con: duckdb.DuckDBPyConnection, request: LoadRequest, result: WriteResult
+    ) -> WriteResult:
+        """Rows were inserted directly: take the watermark, then drop the rows the source marked deleted."""
+        tbl = table_name(request.target.ref, D)
+        row = con.execute(f"SELECT max({quote(request.cursor, D)}) FROM {tbl}").fetchone()
+        result.max_cursor = row[0] if row else None
+        flagged = 0
+        flag = self._soft_delete_condition(request)
+        if flag:
+            flagged = _scalar(con, f"DELETE FROM {tbl} WHERE {flag}")
+            result.extra["soft_deleted_rows_read"] = flagged
+        result.rows_inserted = result.rows_read - flagged
         return result
 
     @staticmethod
