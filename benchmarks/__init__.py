@@ -1,0 +1,1 @@
+"""Derive benchmarks: `python -m benchmarks.run`; see benchmarks/README.md."""

@@ -1,0 +1,1 @@
+"""A bare one-asset Dagster project, the reference for the CLI benchmark."""

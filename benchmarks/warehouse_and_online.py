@@ -1,0 +1,333 @@
+"""Scenarios beyond replication: a merge inside DuckDB, definitions at 1,000 specs, the one-asset CLI, the export
+to CQL and point reads from the online stores."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchmarks import specs
+from benchmarks.core import Context, dagster_home, log, not_measured, ratio, record, remove, repeat, summarize
+from benchmarks.measure import REPO, Sample, run_cli, run_worker
+
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+SPEC_COPIES = 1000
+CONCURRENCY = 64  # CassandraOnlineStore.concurrency's default: the raw path uses the same
+TARGETS = {"merge": 1.5, "definitions_s": 3.0, "cli": 1.5, "cql": 0.8, "lookup_ms": 5.0}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIVE_", "DAGSTER_HOME"))}
+    return {**env, **extra}
+
+
+# ----------------------------------------------------------------------------------------------- merge
+
+
+def merge(ctx: Context) -> None:
+    """One day (~2 % of the rows) merged by key into a table of `rows` rows: Derive's `write` (merge
+    WriteRequest) against the same change by hand. Every run starts from a copy of the same DuckDB file."""
+    title = "merge one day (~2 % of rows) into the table"
+    base = ctx.scratch("merge") / "base.duckdb"
+    setup = run_worker("merge_setup", {"duckdb": str(base), "rows": ctx.rows}).extra
+    log(f"merge: {ctx.rows:,}-row table, {setup['day_rows']:,} rows in the day")
+    args = {"window_start": setup["window_start"]}
+
+    def method(task: str, **extra: Any) -> Any:
+        def run(i: int) -> Sample:
+            copy = base.with_name(f"{task}-{extra.get('how', '')}-{i}.duckdb")
+            shutil.copy(base, copy)
+            try:
+                return run_worker(task, {**args, **extra, "duckdb": str(copy)})
+            finally:
+                remove(copy)
+
+        return run
+
+    samples = repeat(
+        ctx,
+        {
+            "derive_write": method("merge_derive"),
+            "bare_delete_insert": method("merge_bare", how="delete_insert"),
+            "bare_merge": method("merge_bare", how="merge"),
+        },
+    )
+    labels = {
+        "derive_write": "Derive DuckDBWarehouse.write (merge)",
+        "bare_delete_insert": "bare DuckDB staged delete+insert",
+        "bare_merge": "bare DuckDB MERGE INTO",
+    }
+    rows = setup["day_rows"]
+    summary = {
+        k: summarize(labels[k], "derive" if k.startswith("derive") else "plain", s, rows)
+        for k, s in samples.items()
+    }
+    record(ctx, "merge", title, summary, table_rows=ctx.rows, rows=rows)
+    if path := ctx.profile("merge_write"):
+        method("merge_derive", profile=path)(99)
+    best = min((k for k in summary if k != "derive_write"), key=lambda k: summary[k]["median_s"])
+    value = summary["derive_write"]["median_s"] / summary[best]["median_s"]
+    ratio(
+        ctx,
+        "merge",
+        title,
+        f"{summary['derive_write']['median_s']:.3f} s",
+        f"{summary[best]['label']}: {summary[best]['median_s']:.3f} s",
+        value,
+        "x time",
+        f"≤ {TARGETS['merge']}x",
+        value <= TARGETS["merge"],
+    )
+
+
+# ----------------------------------------------------------------------------------------------- definitions
+
+
+def definitions(ctx: Context) -> None:
+    title = f"definitions with {SPEC_COPIES:,} generated specs"
+    spec_dir = specs.many_derived_specs(ctx.scratch("specs-many"), SPEC_COPIES)
+    home = ctx.scratch("home-defs")
+    args = {"specs": str(spec_dir), "home": str(home)}
+    log(f"definitions: {SPEC_COPIES:,} derived specs")
+    samples = repeat(ctx, {"build_definitions": lambda i: run_worker("definitions", args, _env())})
+    if path := ctx.profile("build_definitions"):
+        run_worker("definitions", {**args, "profile": path}, _env())
+    s = summarize("Derive build_definitions (1,000 specs)", "derive", samples["build_definitions"], None)
+    record(ctx, "definitions", title, {"build_definitions": s}, specs=SPEC_COPIES)
+    value = s["median_s"]
+    ratio(
+        ctx,
+        "definitions",
+        title,
+        f"build_definitions {value:.2f} s (+ import {s['import_seconds_median']:.2f} s, + repository "
+        f"resolve {s['resolve_seconds_median']:.2f} s; whole subprocess {s['process_s_median']:.2f} s)",
+        "—",
+        value,
+        "s",
+        f"< {TARGETS['definitions_s']:.0f} s",
+        value < TARGETS["definitions_s"],
+    )
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def cli(ctx: Context) -> None:
+    """`dagster asset materialize` of one asset, as a subprocess: a Derive spec against a bare Dagster project
+    doing the same work. Each side has its own instance, initialised by one uncounted run first."""
+    title = "one-asset `dagster asset materialize`"
+    spec_dir = specs.one_asset_specs(ctx.scratch("specs-one"))
+    derive_home = ctx.scratch("home-cli")
+    bare_home = ctx.scratch("home-bare")
+    derive_env = _env(
+        DERIVE_SPECS_DIR=str(spec_dir),
+        DERIVE_HOME=str(derive_home),
+        DAGSTER_HOME=str(dagster_home(derive_home / "dagster_home")),
+    )
+    bare_env = _env(
+        BENCH_DUCKDB_PATH=str(bare_home / "warehouse.duckdb"),
+        DAGSTER_HOME=str(dagster_home(bare_home / "dagster_home")),
+    )
+    derive_argv = [
+        DAGSTER,
+        "asset",
+        "materialize",
+        "-m",
+        "derive_assets.definitions",
+        "--select",
+        "bench/one",
+    ]
+    bare_file = str(REPO / "benchmarks" / "bare_project" / "definitions.py")
+    bare_argv = [DAGSTER, "asset", "materialize", "-f", bare_file, "--select", "bench/one"]
+    log("cli: one uncounted run each to initialise the instances")
+    run_cli(derive_argv, derive_env)
+    run_cli(bare_argv, bare_env)
+    samples = repeat(
+        ctx,
+        {
+            "derive_cli": lambda i: run_cli(derive_argv, derive_env),
+            "bare_cli": lambda i: run_cli(bare_argv, bare_env),
+        },
+    )
+    summary = {
+        "derive_cli": summarize(
+            "Derive spec (`-m derive_assets.definitions`)", "derive", samples["derive_cli"], None
+        ),
+        "bare_cli": summarize(
+            "bare one-asset project (benchmarks/bare_project)", "plain", samples["bare_cli"], None
+        ),
+    }
+    record(ctx, "cli", title, summary)
+    value = summary["derive_cli"]["median_s"] / summary["bare_cli"]["median_s"]
+    ratio(
+        ctx,
+        "cli",
+        title,
+        f"{summary['derive_cli']['median_s']:.2f} s",
+        f"bare project: {summary['bare_cli']['median_s']:.2f} s",
+        value,
+        "x time",
+        f"≤ {TARGETS['cli']}x",
+        value <= TARGETS["cli"],
+    )
+
+
+# ----------------------------------------------------------------------------------------------- online
+
+
+def _cassandra(ctx: Context) -> dict[str, Any] | None:
+    if not ctx.urls.get("cassandra_hosts"):
+        return None
+    return {"hosts": ctx.urls["cassandra_hosts"].split(","), "port": int(ctx.urls["cassandra_port"])}
+
+
+def _export_state(ctx: Context) -> dict[str, Any]:
+    """A warehouse holding `bench_pg.orders` (export_rows rows) and a spec dir exporting it to a fresh keyspace."""
+    if "export" not in ctx.state:
+        home = ctx.scratch("home-export")
+        keyspace = f"derive_bench_{uuid.uuid4().hex[:8]}"
+        spec_dir = specs.export_specs(
+            ctx.scratch("specs-export"), "bench_pg", "DERIVE_BENCH_PG_URL", keyspace
+        )
+        run_worker(
+            "export_setup",
+            {"duckdb": str(home / "warehouse.duckdb"), "rows": ctx.export_rows, "source": "bench_pg"},
+        )
+        ctx.state["export"] = {"home": home, "specs": spec_dir, "keyspace": keyspace}
+        cassandra = _cassandra(ctx)
+        if cassandra:
+            ctx.cleanups.append(lambda: _drop_keyspace(cassandra, keyspace))
+    return ctx.state["export"]
+
+
+def _drop_keyspace(cassandra: dict[str, Any], keyspace: str) -> None:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(cassandra["hosts"], port=cassandra["port"], protocol_version=5)
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()
+
+
+def _cassandra_env(cassandra: dict[str, Any]) -> dict[str, str]:
+    return _env(
+        DERIVE_CASSANDRA_HOSTS=",".join(cassandra["hosts"]), DERIVE_CASSANDRA_PORT=str(cassandra["port"])
+    )
+
+
+def cql_export(ctx: Context) -> None:
+    title = "export rows to CQL (Cassandra 5)"
+    cassandra = _cassandra(ctx)
+    if cassandra is None:
+        reason = "Cassandra is not configured (DERIVE_TEST_CASSANDRA_HOSTS/_PORT unset)"
+        not_measured(ctx, "cql_export", title, reason)
+        ratio(ctx, "cql_export", title, "—", "raw driver", None, "x", f"≥ {TARGETS['cql']}x", None, reason)
+        return
+    state = _export_state(ctx)
+    derive_args = {
+        "specs": str(state["specs"]),
+        "home": str(state["home"]),
+        "job": "export_orders_online",
+        "online_store": "cassandra",
+        "persistent": False,
+    }
+    raw_args = {
+        **cassandra,
+        "keyspace": state["keyspace"],
+        "table": "orders_raw",
+        "duckdb": str(state["home"] / "warehouse.duckdb"),
+        "source": "bench_pg",
+        "concurrency": CONCURRENCY,
+    }
+    env = _cassandra_env(cassandra)
+    log(f"cql_export: {ctx.export_rows:,} rows, concurrency {CONCURRENCY}")
+    samples = repeat(
+        ctx,
+        {
+            "derive_export": lambda i: run_worker("derive_job", derive_args, env),
+            "raw_driver": lambda i: run_worker("cql_raw", raw_args, env),
+        },
+    )
+    if path := ctx.profile("export_cassandra"):
+        run_worker("derive_job", {**derive_args, "profile": path}, env)
+    summary = {
+        "derive_export": summarize(
+            "Derive export asset → Cassandra", "derive", samples["derive_export"], ctx.export_rows
+        ),
+        "raw_driver": summarize(
+            f"cassandra-driver prepared INSERT + execute_concurrent_with_args ({CONCURRENCY})",
+            "plain",
+            samples["raw_driver"],
+            ctx.export_rows,
+        ),
+    }
+    record(ctx, "cql_export", title, summary, rows=ctx.export_rows)
+    value = summary["derive_export"]["rows_per_s"] / summary["raw_driver"]["rows_per_s"]
+    ratio(
+        ctx,
+        "cql_export",
+        title,
+        f"{summary['derive_export']['rows_per_s']:,} rows/s (write phase alone "
+        f"{ctx.export_rows / summary['derive_export']['duration_seconds_median']:,.0f} rows/s)",
+        f"raw driver: {summary['raw_driver']['rows_per_s']:,} rows/s",
+        value,
+        "x",
+        f"≥ {TARGETS['cql']}x",
+        value >= TARGETS["cql"],
+    )
+    ctx.state["cassandra_exported"] = True
+
+
+def online_reads(ctx: Context) -> None:
+    """`OnlineReader.lookup` by random `id`s on the SQLite store and on Cassandra, after an export of the table."""
+    title = "online point reads (OnlineReader.lookup)"
+    state = _export_state(ctx)
+    base = {"specs": str(state["specs"]), "home": str(state["home"]), "export": "orders_online"}
+    lookup_args = {**base, "n": ctx.lookups, "warmup": 100, "max_id": ctx.export_rows}
+    if not ctx.state.get("sqlite_exported"):
+        log("online_reads: exporting to the SQLite store once (not counted)")
+        run_worker("derive_job", {**base, "job": "export_orders_online", "persistent": False}, _env())
+        ctx.state["sqlite_exported"] = True
+    stores: dict[str, Any] = {"sqlite": lambda i: run_worker("lookups", lookup_args, _env())}
+    cassandra = _cassandra(ctx)
+    if cassandra is not None:
+        env = _cassandra_env(cassandra)
+        if not ctx.state.get("cassandra_exported"):
+            log("online_reads: exporting to Cassandra once (not counted)")
+            run_worker(
+                "derive_job",
+                {**base, "job": "export_orders_online", "online_store": "cassandra", "persistent": False},
+                env,
+            )
+        cassandra_args = {**lookup_args, "online_store": "cassandra"}
+        stores["cassandra"] = lambda i: run_worker("lookups", cassandra_args, env)
+    log(f"online_reads: {ctx.lookups:,} lookups per run")
+    samples = repeat(ctx, stores)
+    summary = {
+        store: summarize(f"OnlineReader.lookup on {store}", "derive", s, None) for store, s in samples.items()
+    }
+    record(ctx, "online_reads", title, summary, lookups=ctx.lookups)
+    for store in ("sqlite", "cassandra"):
+        rid = f"reads_{store}"
+        if store not in summary:
+            reason = "Cassandra is not configured"
+            ratio(ctx, rid, f"{title}, {store}", "—", "—", None, "ms", "p99 < 5 ms", None, reason)
+            continue
+        s = summary[store]
+        p50, p99 = s["p50_ms_median"], s["p99_ms_median"]
+        ratio(
+            ctx,
+            rid,
+            f"{title}, {store}",
+            f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (first lookup {s['cold_ms_median']:.0f} ms)",
+            "—",
+            p99,
+            "ms p99",
+            f"goal p50 and p99 < {TARGETS['lookup_ms']:.0f} ms",
+            p50 < TARGETS["lookup_ms"] and p99 < TARGETS["lookup_ms"],
+        )
