@@ -86,11 +86,12 @@ def markdown(result: dict[str, Any]) -> str:
 
 def _code_line(result: dict[str, Any]) -> str:
     code = result.get("code", {})
-    line = f"Code: commit {code.get('commit', '?')}"
+    trees = ", ".join(f"{k}/ {v}" for k, v in code.get("product_trees", {}).items())
+    line = f"Code: commit {code.get('commit', '?')} (trees {trees})"
     if code.get("uncommitted_changes"):
         line += f" with uncommitted changes to {', '.join(code['uncommitted_changes'])}"
     if result.get("code_changed_during_run"):
-        line += " (**the code changed during the run**: the numbers mix versions)"
+        line += " (**the product code changed during the run**: the numbers mix versions)"
     return line + "."
 
 

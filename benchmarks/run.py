@@ -116,19 +116,28 @@ def machine(urls: dict[str, str]) -> dict[str, Any]:
     return info
 
 
+PRODUCT = ("derive_assets", "resources")
+
+
 def code_version() -> dict[str, Any]:
-    """The commit measured, and product files changed but not committed (other work in the same tree)."""
+    """The commit measured, the product code's tree ids (derive_assets/, resources/) and product files changed
+    but not committed. Commits that touch only other files (docs, benchmarks) leave the tree ids as they are."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
         return done.stdout.strip()
 
-    changed = [
-        line[3:]
-        for line in git("status", "--porcelain").splitlines()
-        if not line[3:].startswith(("benchmarks/", "tests/integration/test_benchmarks_smoke.py"))
-    ]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_changes": changed}
+    changed = [line[3:] for line in git("status", "--porcelain", "--", *PRODUCT).splitlines()]
+    trees = {path: git("rev-parse", "--short", f"HEAD:{path}") for path in PRODUCT}
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "product_trees": trees,
+        "uncommitted_changes": changed,
+    }
+
+
+def _product(code: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(code["product_trees"].values()), tuple(code["uncommitted_changes"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "total_seconds": round(time.perf_counter() - started, 1),
         "machine": machine(urls),
         "code": code_before,
-        "code_changed_during_run": code_version() != code_before,
+        "code_changed_during_run": _product(code_version()) != _product(code_before),
         "ratios": ctx.ratios,
         "scenarios": ctx.results,
     }
