@@ -72,7 +72,7 @@ from resources.bigquery_sql import (
     window_condition,
     window_scoped,
 )
-from resources.sql_text import column_list, key_join, quote, table_name
+from resources.sql_text import column_list, key_join, quote, select_sql, table_name
 from resources.warehouse import (
     EstimateUnavailable,
     LoadRequest,
@@ -163,7 +163,7 @@ class BigQueryWarehouse(BigQueryResource):
         return rows[0][0] if rows else None
 
     def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
-        sql = f"SELECT * FROM {table_name(ref, B)}" + (f" WHERE {where_sql}" if where_sql else "")
+        sql = select_sql(ref, None, where_sql, B)
         with self.get_client() as client:
             job = client.query(sql, job_config=_config(params))
             # The Storage Read API is faster on BigQuery; the emulator's is not reachable through this client.
@@ -178,9 +178,7 @@ class BigQueryWarehouse(BigQueryResource):
         batch_rows: int,
     ) -> Iterator[pa.RecordBatch]:
         """Pages of the result as Arrow record batches (the client fetches page by page)."""
-        sql = f"SELECT {column_list(columns, B)} FROM {table_name(ref, B)}" + (
-            f" WHERE {where_sql}" if where_sql else ""
-        )
+        sql = select_sql(ref, columns, where_sql, B)
         with self.get_client() as client:
             rows = client.query(sql, job_config=_config(params)).result(page_size=batch_rows)
             for table in rows.to_arrow_iterable():

@@ -19,7 +19,7 @@ import pyarrow as pa
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, key_join, quote, table_name
+from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, key_join, quote, select_sql, table_name
 from resources.warehouse import LoadRequest, TargetTable, WarehouseError, WriteRequest, WriteResult
 
 D = "duckdb"
@@ -114,7 +114,7 @@ class DuckDBWarehouse(ConfigurableResource):
         return row[0] if row else None
 
     def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
-        sql = f"SELECT * FROM {table_name(ref, D)}" + (f" WHERE {where_sql}" if where_sql else "")
+        sql = select_sql(ref, None, where_sql, D)
         with self.get_connection() as con:
             return con.execute(sql, dict(params)).fetch_arrow_table()
 
@@ -126,9 +126,7 @@ class DuckDBWarehouse(ConfigurableResource):
         params: Mapping[str, Any],
         batch_rows: int,
     ) -> Iterator[pa.RecordBatch]:
-        sql = f"SELECT {column_list(columns, D)} FROM {table_name(ref, D)}" + (
-            f" WHERE {where_sql}" if where_sql else ""
-        )
+        sql = select_sql(ref, columns, where_sql, D)
         with self.get_connection() as con:
             reader = con.execute(sql, dict(params)).fetch_record_batch(batch_rows)
             yield from reader

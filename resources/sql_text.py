@@ -64,3 +64,9 @@ def window_filter(column: str, column_type: str, types: dict[str, str], dialect:
         f"{col} >= CAST({param('window_start', dialect)} AS {t}) "
         f"AND {col} < CAST({param('window_end', dialect)} AS {t})"
     )
+
+
+def select_sql(ref: str, columns: Sequence[str] | None, where_sql: str | None, dialect: str) -> str:
+    """`SELECT cols FROM dataset.table [WHERE …]`; `columns=None` selects every column."""
+    cols = column_list(columns, dialect) if columns else "*"
+    return f"SELECT {cols} FROM {table_name(ref, dialect)}" + (f" WHERE {where_sql}" if where_sql else "")

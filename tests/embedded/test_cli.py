@@ -1,6 +1,7 @@
 """The commands a user types: `derive validate`, `derive demo`, `dagster asset materialize`."""
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +76,14 @@ def test_demo_then_dagster_asset_materialize_of_one_window(tmp_path):
             for r in con.execute("SELECT DISTINCT day FROM analytics.daily_payments_by_region").fetchall()
         }
     assert day in days
+
+    # The read path the README shows, and the plan command.
+    found = cli("derive", "lookup", "user_profile_online", "1", env=env)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert json.loads(found.stdout.splitlines()[0])["user_id"] == 1
+    missing = cli("derive", "lookup", "user_profile_online", "999999", env=env)
+    assert missing.returncode == 1 and "no rows for ['999999']" in missing.stderr
+    planned = cli("derive", "plan", env=env)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert "== analytics.daily_payments_by_region (merge) — next window:" in planned.stdout
+    assert "$window_start" in planned.stdout
