@@ -11,7 +11,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from derive_assets.replication.extract import resolve_url
+from derive_assets.replication.urls import resolve_url
 from derive_assets.specs.models import SourceSpec
 
 

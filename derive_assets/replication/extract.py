@@ -10,27 +10,22 @@ and a bound parameter.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 from sqlglot import exp
 
 from derive_assets.replication import mongo
+from derive_assets.replication.urls import SourceConnectionError, redact
 from derive_assets.specs.models import Column, SourceSpec, SourceTable
 
 BATCH_ROWS = 100_000
 SQLGLOT_DIALECT = {"postgres": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
-
-
-class SourceConnectionError(RuntimeError):
-    """The source database could not be reached or read; the message never contains the URL's secrets."""
 
 
 @dataclass(frozen=True)
@@ -45,30 +40,6 @@ class ExtractPlan:
     @property
     def cursor_column(self) -> Column:
         return next(c for c in self.table.columns if c.name == self.table.cursor)
-
-
-def resolve_url(source: SourceSpec, embedded_dir: Path) -> str:
-    """The source's URL from its environment variable; sqlite and mongodb sources fall back to the embedded demo
-    stores (a SQLite file, a montydb directory) under `embedded_dir`."""
-    url = os.environ.get(source.connection_env)
-    if url:
-        return url
-    if source.type == "sqlite":
-        return f"sqlite:///{embedded_dir / f'{source.name}.db'}"
-    if source.type == "mongodb":
-        return f"montydb:///{embedded_dir / source.name}"
-    example = {"postgres": "postgresql", "mysql": "mysql"}.get(source.type, source.type)
-    raise SourceConnectionError(
-        f"source '{source.name}': environment variable {source.connection_env} is not set; set it to the "
-        f"{source.type} connection URL (e.g. {example}://user:password@host:port/database)"
-    )
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
 
 
 def build_query(plan: ExtractPlan) -> tuple[str, list[Any]]:
