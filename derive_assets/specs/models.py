@@ -15,6 +15,9 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+DEFAULT_TIME_OVERLAP_SECONDS = 600
+"""How far back a time cursor re-reads by default: transactions rarely commit later than this after their row's
+timestamp."""
 MAX_CLUSTER_KEYS = 4  # BigQuery's limit; DuckDB has none, but a spec must run on both.
 
 ColumnType = Literal[
@@ -271,15 +274,27 @@ class SourceTable(StrictModel):
     cursor: Identifier
     """An increasing column (e.g. `updated_at`, or an `id` for insert-only tables): each run reads only rows whose
     cursor is beyond the watermark stored in Dagster's event log."""
-    cursor_overlap: int = Field(default=0, ge=0)
+    cursor_overlap: int | None = Field(default=None, ge=0)
     """Re-read this many seconds (or ids) before the watermark, to catch transactions that commit late with an
-    earlier cursor value. Re-read rows are merged by key, so an overlap never duplicates."""
+    earlier cursor value. Re-read rows are merged by key, so an overlap never duplicates. Default: 600 seconds for
+    TIMESTAMP and DATETIME cursors (and MongoDB ObjectId cursors), one day for DATE cursors, 0 for INT64 cursors
+    (PostgreSQL and MySQL id cursors are protected by `wait_for_open_transactions`; SQLite serializes writers)."""
+    wait_for_open_transactions: bool = True
+    """PostgreSQL and MySQL/MariaDB only: the next run reads again from the previous run's starting point until
+    every transaction that was open during a read has ended, so a row committed late with an earlier cursor (an id
+    taken before a later id committed) is never skipped. MySQL needs the PROCESS privilege to see open
+    transactions. Set false only if the source never has concurrent writers."""
+    max_future_seconds: int = Field(default=86_400, gt=0)
+    """TIMESTAMP, DATETIME and DATE cursors: a row whose cursor lies more than this many seconds after the run
+    started (e.g. `9999-12-31`, PostgreSQL `infinity`) is invalid: it would move the watermark past every real
+    row. Such rows never advance the watermark; they fail the run or are quarantined, per `on_invalid`."""
     soft_delete: SoftDelete | None = None
     """How hard deletes reach the warehouse: rows flagged by this column are deleted there."""
     on_invalid: Literal["fail", "quarantine"] = "fail"
-    """MongoDB sources only: what to do with a document whose value cannot be coerced to its column's type.
-    `fail` stops the run (nothing is written, the watermark stays); `quarantine` writes the document to
-    `<dataset>.<table>__quarantine` with the field, value and reason, and loads the others."""
+    """What to do with an invalid row: a NULL primary key, a NULL cursor, a cursor beyond `max_future_seconds`,
+    or a value that cannot be read as its column's type (SQLite text, MongoDB documents). `fail` stops the run
+    (nothing is written, the watermark stays) and names the rows; `quarantine` writes them to
+    `<dataset>.<table>__quarantine` with the reason and the row, and loads the others."""
     columns: list[Column] = Field(min_length=1)
     """The columns to replicate, with their types; declared types win over what the driver reports."""
 
@@ -311,6 +326,22 @@ class SourceTable(StrictModel):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def cursor_column(self) -> Column:
+        return next(c for c in self.columns if c.name == self.cursor)
+
+    @property
+    def effective_overlap(self) -> int:
+        """`cursor_overlap`, or the default for the cursor's type when the spec leaves it out."""
+        if self.cursor_overlap is not None:
+            return self.cursor_overlap
+        column = self.cursor_column
+        if column.type == "DATE":
+            return 86_400
+        if column.type in ("TIMESTAMP", "DATETIME") or column.path == "_id":
+            return DEFAULT_TIME_OVERLAP_SECONDS
+        return 0
 
 
 class SourceSpec(StrictModel):
@@ -356,10 +387,6 @@ class SourceSpec(StrictModel):
             paths = [c.name for c in table.columns if c.path is not None]
             if paths:
                 problems.append(f"tables[{i}].columns: {paths} have a `path`, which only MongoDB sources use")
-            if table.on_invalid != "fail":
-                problems.append(
-                    f"tables[{i}].on_invalid: quarantine is for MongoDB documents; SQL rows are typed by the source"
-                )
         if problems:
             raise ValueError("\n".join(problems))
         return self
