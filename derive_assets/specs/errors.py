@@ -1,12 +1,20 @@
-"""Spec errors that name the file, the field path, the offending value and what is allowed."""
+"""Spec errors that name the file, the field path, the offending value and what is allowed.
+
+A value echoed in a message is rendered with a budget (`show`): a spec can hold a huge or deeply shared structure
+(a YAML alias bomb, a 100,000-digit integer), and `repr()` of it before truncating took minutes and gigabytes.
+Anything that looks like a secret (a URL's password, `password=…`) is masked in every rendered message.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 _MISSING = object()
+SHOWN_CHARS = 120
+"""At most this many characters of an echoed value appear in a message."""
 
 
 @dataclass(frozen=True)
@@ -19,13 +27,87 @@ class SpecError:
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.field}" if self.field else str(self.file)
-        shown = "" if self.value is _MISSING else f" (got {_show(self.value)})"
-        return f"{where}: {self.message}{shown}"
+        shown = "" if self.value is _MISSING else f" (got {show(self.value)})"
+        return mask_secrets(f"{where}: {self.message}{shown}")
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+def show(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """`repr(value)` cut to `limit` characters, computed without ever rendering more than that."""
+    out: list[str] = []
+    _render(value, out, [limit + 1], 0)
+    text = "".join(out)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _render(value: Any, out: list[str], budget: list[int], depth: int) -> None:
+    """Append pieces of `repr(value)` to `out` until `budget[0]` characters are spent."""
+    if budget[0] <= 0:
+        return
+    if depth > 20:
+        piece = "..."
+    elif isinstance(value, str):
+        piece = repr(value[: budget[0]]) if len(value) > budget[0] else repr(value)
+    elif isinstance(value, bool) or value is None:
+        piece = repr(value)
+    elif isinstance(value, int):
+        # str() of an int beyond 4,300 digits raises ValueError; bit_length() is cheap.
+        piece = (
+            repr(value)
+            if value.bit_length() < 1000
+            else f"<an integer of about {value.bit_length() * 3 // 10} digits>"
+        )
+    elif isinstance(value, dict | list | tuple | set | frozenset):
+        opening, closing = ("{", "}") if isinstance(value, dict | set | frozenset) else ("[", "]")
+        if isinstance(value, tuple):
+            opening, closing = "(", ")"
+        out.append(opening)
+        budget[0] -= 1
+        items = value.items() if isinstance(value, dict) else value
+        for i, item in enumerate(items):
+            if budget[0] <= 0:
+                return
+            if i:
+                out.append(", ")
+                budget[0] -= 2
+            if isinstance(value, dict):
+                key, val = item
+                _render(key, out, budget, depth + 1)
+                out.append(": ")
+                budget[0] -= 2
+                _render(val, out, budget, depth + 1)
+            else:
+                _render(item, out, budget, depth + 1)
+        piece = closing
+    else:
+        text = repr(value)  # dates, floats, bytes: short by nature
+        piece = text[: budget[0]]
+    out.append(piece)
+    budget[0] -= len(piece)
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
+_KEY_VALUE_SECRET = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key)(?:=|'?:\s*'?))(?P<secret>[^\s&;,'\"]+)",
+    re.IGNORECASE,
+)
+
+
+def mask_secrets(text: str) -> str:
+    """Replace the password of every URL (`scheme://user:secret@host`) and every `password=…` with `***`."""
+    text = _URL.sub(_mask_url, text)
+    return _KEY_VALUE_SECRET.sub(lambda m: f"{m['key']}***", text)
+
+
+def _mask_url(match: re.Match[str]) -> str:
+    # The host follows the *last* '@': a password may itself hold '@' or '/' (unencoded), so no URL parser is
+    # trusted to split it (urlsplit raises on some inputs, e.g. `[::1`).
+    url = match[0]
+    scheme, _, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
 class SpecValidationError(Exception):

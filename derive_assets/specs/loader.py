@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from derive_assets.specs.errors import SpecError, SpecValidationError, format_loc
+from derive_assets.specs.errors import SHOWN_CHARS, SpecError, SpecValidationError, format_loc, show
 from derive_assets.specs.models import (
     MAX_CLUSTER_KEYS,
     AppendStrategy,
@@ -23,9 +22,12 @@ from derive_assets.specs.models import (
     TableSpec,
     source_table_ref,
 )
+from derive_assets.specs.yaml_read import read_yaml_file
 
 SPECS_DIR_ENV = "DERIVE_SPECS_DIR"
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built in: ~10x faster
+SPEC_SUFFIXES = (".yaml", ".yml")
+MAX_ERRORS_PER_FILE = 50
+"""A file with thousands of bad entries reports the first ones and a count, not a wall of text."""
 KINDS = {"table": TableSpec, "source": SourceSpec, "export": ExportSpec}
 
 
@@ -66,7 +68,36 @@ def default_specs_dir() -> Path:
 
 
 def spec_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    """Every `*.yaml`/`*.yml` path under `root`, whatever it is (a directory or a broken link so named is reported
+    when read). Directory links are followed, each directory once, so a link loop cannot recurse forever."""
+    found: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            info = directory.stat()
+            if (info.st_dev, info.st_ino) in visited:
+                continue
+            visited.add((info.st_dev, info.st_ino))
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue  # an unreadable or looping directory: read_specs reports the root; deeper ones hold no spec
+        for entry in entries:
+            path = Path(entry.path)
+            if path.suffix in SPEC_SUFFIXES:
+                if not entry.name.startswith(".#"):  # an editor's lock file (a dangling link), never a spec
+                    found.append(path)
+            elif _is_dir(entry):
+                pending.append(path)
+    return sorted(found)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def read_specs(root: Path) -> RawSpecs:
@@ -83,7 +114,7 @@ def read_specs(root: Path) -> RawSpecs:
         shown = path.relative_to(root.parent) if root.parent in path.parents else path
         data, error = _read_yaml(path, shown)
         if error:
-            errors.append(error)
+            errors.extend(error)
             continue
         kind = data.get("kind", "table")
         model = KINDS.get(kind) if isinstance(kind, str) else None
@@ -93,7 +124,7 @@ def read_specs(root: Path) -> RawSpecs:
         try:
             spec = model.model_validate(data)
         except ValidationError as exc:
-            errors.extend(_pydantic_errors(shown, model, exc))
+            errors.extend(_at_most(shown, _pydantic_errors(shown, model, exc)))
             continue
         if isinstance(spec, SourceSpec):
             sources.append(LoadedSource(shown, spec))
@@ -106,17 +137,29 @@ def read_specs(root: Path) -> RawSpecs:
     return RawSpecs(root, sources, tables, errors, exports)
 
 
-def _read_yaml(path: Path, shown: Path) -> tuple[dict[str, Any], SpecError | None]:
-    try:
-        data = yaml.load(path.read_text(), Loader=_YAML_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        return {}, SpecError(shown, "", f"{where}not valid YAML: {problem}")
+def _read_yaml(path: Path, shown: Path) -> tuple[dict[str, Any], list[SpecError]]:
+    data, problems = read_yaml_file(path)
+    if problems:
+        return {}, _at_most(shown, [SpecError(shown, p.field, p.message) for p in problems])
+    if data is None:
+        return {}, [
+            SpecError(
+                shown,
+                "",
+                "the file is empty (or only comments); write the spec as YAML `key: value` lines "
+                "(`name: …`, `dataset: …`) or delete the file",
+            )
+        ]
     if not isinstance(data, dict):
-        return {}, SpecError(shown, "", "a spec file must be a YAML mapping (key: value pairs)", data)
-    return data, None
+        return {}, [SpecError(shown, "", "a spec file must be a YAML mapping (key: value pairs)", data)]
+    return data, []
+
+
+def _at_most(path: Path, errors: list[SpecError]) -> list[SpecError]:
+    if len(errors) <= MAX_ERRORS_PER_FILE:
+        return errors
+    more = len(errors) - MAX_ERRORS_PER_FILE
+    return [*errors[:MAX_ERRORS_PER_FILE], SpecError(path, "", f"and {more:,} more errors in this file")]
 
 
 def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -> list[SpecError]:
@@ -163,7 +206,7 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
                     line_field = f"{field}.{match[1]}" if field else match[1]
                     line = line[match.end() :]
                 out.append(SpecError(path, line_field, line))
-        elif err["type"] == "missing" or (isinstance(value, dict) and len(str(value)) > 120):
+        elif err["type"] == "missing" or (isinstance(value, dict) and len(show(value)) >= SHOWN_CHARS):
             out.append(SpecError(path, field, message))
         else:
             out.append(SpecError(path, field, message, value))

@@ -11,8 +11,10 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from derive_assets.specs.errors import show
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 DEFAULT_TIME_OVERLAP_SECONDS = 600
@@ -125,8 +127,8 @@ class Partition(StrictModel):
     """A declared DATE, DATETIME or TIMESTAMP column. Each run replaces or merges only its window's slice of it."""
     granularity: Granularity = "day"
     """BigQuery time-partitioning unit: hour, day, month or year."""
-    expiration_days: int | None = Field(default=None, gt=0)
-    """BigQuery only: partitions older than this many days are deleted by BigQuery."""
+    expiration_days: int | None = Field(default=None, gt=0, le=36_500)
+    """BigQuery only: partitions older than this many days (at most 36,500, a century) are deleted by BigQuery."""
     require_filter: bool = False
     """BigQuery only: queries of this table must filter on the partition key (guards against full scans)."""
 
@@ -134,12 +136,40 @@ class Partition(StrictModel):
 # ---------------------------------------------------------------------------------------------- tables
 
 
+_CRON_HORIZON_YEARS = 10
+"""A cron must fire within this many years (29 February fires every four to eight)."""
+
+
 def _check_cron(value: str | None) -> str | None:
-    if value is not None and not croniter.is_valid(value):
+    """A cron Dagster accepts and that fires: Dagster refuses the whole code location for one it cannot use,
+    without naming the spec, so each rule it applies is applied here, at load, with the file."""
+    if value is None:
+        return value
+    example = "e.g. '0 2 * * *' for 02:00 every day"
+    if not croniter.is_valid(value):
         raise ValueError(
-            f"'{value}' is not a cron expression; write five fields 'minute hour day month weekday', "
-            "e.g. '0 2 * * *' for 02:00 every day"
+            f"{show(value)} is not a cron expression; write five fields 'minute hour day month weekday', {example}"
         )
+    fields = croniter.expand(value)[0]
+    if len(fields) != 5:
+        raise ValueError(
+            f"{show(value)} has {len(fields)} fields; Dagster schedules take exactly five, "
+            f"'minute hour day month weekday' (no seconds or years), {example}"
+        )
+    days, months = fields[2], fields[3]
+    # Dagster's own rule (dagster._utils.schedules.is_valid_cron_string), even when a weekday would make it fire.
+    if months == [2] and len(days) == 1 and days[0] in (30, 31):
+        raise ValueError(
+            f"{show(value)} names 30 or 31 February, which Dagster refuses; pick a day that exists"
+        )
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    try:
+        croniter(value, start, max_years_between_matches=_CRON_HORIZON_YEARS).get_next(dt.datetime)
+    except CroniterBadDateError:
+        raise ValueError(
+            f"{show(value)} never fires (no such date within {_CRON_HORIZON_YEARS} years, e.g. 31 April); "
+            "pick a day that exists in the chosen months"
+        ) from None
     return value
 
 
@@ -201,6 +231,13 @@ class TableSpec(StrictModel):
             problems.append(
                 "strategy: append needs both `window` and `partition`, so that re-running a window replaces "
                 "that window's rows instead of adding them twice"
+            )
+        if isinstance(self.strategy, ReplaceStrategy) and self.window is not None:
+            problems.append(
+                "strategy: replace rebuilds the whole table on every run, so with a `window` each window's run "
+                "would delete the rows of every other window; to write one window's slice per run use "
+                "`append` (with a `partition` on the window's time column) or `merge`, or remove `window` to "
+                "rebuild the whole table from all the data each run"
             )
         if self.partition is not None:
             problems += self._partition_problems(names)
