@@ -98,7 +98,7 @@ def load_project(root: Path | None = None) -> SpecProject:
         try:
             analysis = analyse(loaded.spec.sql)
         except SqlProblem as exc:
-            errors.append(SpecError(loaded.path, "sql", str(exc)))
+            errors += [SpecError(loaded.path, "sql", line) for line in str(exc).splitlines()]
             continue
         problems = _reference_errors(loaded, analysis, known)
         errors += problems
@@ -128,7 +128,8 @@ def load_project(root: Path | None = None) -> SpecProject:
         tables.append(Table(loaded.path, loaded.spec, resolved))
     if not errors:
         errors += duckdb_errors(schema, [(t.path, t.spec.ref, t.analysis) for t in tables])
-    exports = _exports(raw.exports, replicated, tables, errors)
+    defined = {r.ref for r in replicated} | {t.spec.ref for t in raw.tables}
+    exports = _exports(raw.exports, replicated, tables, defined, errors)
     if errors:
         raise SpecValidationError(errors)
     return SpecProject(raw.root, replicated, tables, exports)
@@ -138,9 +139,14 @@ def _exports(
     loaded: list[LoadedExport],
     replicated: list[ReplicatedTable],
     tables: list[Table],
+    defined: set[str],
     errors: list[SpecError],
 ) -> list[Export]:
-    """Each export must name a known table, and its columns and keys must be that table's columns."""
+    """Each export must name a known table, and its columns and keys must be that table's columns.
+
+    `defined` holds every table some spec defines, valid or not: an export of a table whose own spec failed is
+    skipped quietly, since that spec's errors already say what is wrong.
+    """
     known: dict[str, tuple[list[Column], Window | None, str | None]] = {
         r.ref: (list(r.table.columns), None, None) for r in replicated
     }
@@ -157,11 +163,13 @@ def _exports(
             errors.append(SpecError(e.path, "name", "another export has this name", spec.name))
         names.add(spec.name)
         if spec.table not in known:
+            if spec.table in defined:
+                continue
             errors.append(
                 SpecError(
                     e.path,
                     "table",
-                    f"no table spec or source defines it; known tables: {sorted(known)}",
+                    f"no table spec or source defines it; known tables: {sorted(defined)}",
                     spec.table,
                 )
             )
@@ -264,18 +272,26 @@ def _reference_errors(loaded: LoadedTable, analysis: SqlAnalysis, known: set[str
 def _dependency_order(
     parsed: dict[str, tuple[LoadedTable, SqlAnalysis]], errors: list[SpecError]
 ) -> list[str]:
+    """Tables in dependency order; each cycle is reported once by each of its tables and left out, and the
+    rest are still ordered (and checked), so a cycle reports only itself."""
     graph = {ref: [r for r in analysis.reads if r in parsed] for ref, (_, analysis) in parsed.items()}
-    try:
-        return list(TopologicalSorter(graph).static_order())
-    except CycleError as exc:
-        cycle = exc.args[1]
-        for ref in dict.fromkeys(cycle):
-            errors.append(
-                SpecError(
-                    parsed[ref][0].path,
-                    "sql",
-                    f"dependency cycle: {' -> '.join(cycle)}; "
-                    "a table cannot depend on itself through other tables",
+    while True:
+        try:
+            return list(TopologicalSorter(graph).static_order())
+        except CycleError as exc:
+            cycle = exc.args[1]
+            members = list(dict.fromkeys(cycle))
+            for ref in members:
+                errors.append(
+                    SpecError(
+                        parsed[ref][0].path,
+                        "sql",
+                        f"dependency cycle: {' -> '.join(cycle)}; "
+                        "a table cannot depend on itself through other tables",
+                    )
                 )
-            )
-        return []
+            graph = {
+                ref: [r for r in deps if r not in members]
+                for ref, deps in graph.items()
+                if ref not in members
+            }

@@ -72,6 +72,56 @@ def parse(sql: str) -> exp.Expr:
     return statements[0]
 
 
+_FILE_OR_ENVIRONMENT = (
+    "read_",
+    "getenv",
+    "glob",
+    "external_query",
+    "sqlite_",
+    "postgres_",
+    "mysql_",
+    "parquet_",
+)
+"""Functions (by name prefix) that reach files, the environment or other databases, wherever they appear."""
+
+
+def forbidden_sources(expression: exp.Expr) -> list[str]:
+    """What a query reads besides `dataset.name` tables: table functions, file paths, other projects."""
+    problems = []
+    for table in expression.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            problems.append(
+                f"table functions and file access are not allowed: {_function_name(table.this)}(…) in FROM; "
+                "a spec's query reads only tables, as `dataset.name` (sources and other specs)"
+            )
+        elif any(ch in table.name for ch in "/\\") or table.name.startswith("~"):
+            problems.append(
+                f"file access is not allowed: '{table.name}' is a path; a spec's query reads only tables, as "
+                "`dataset.name`"
+            )
+        elif table.catalog:
+            problems.append(
+                f"refer to tables as `dataset.name`, without a project: the warehouse's project is configured, "
+                f"not written in specs (got '{table.catalog}.{table.db}.{table.name}')"
+            )
+    for function in expression.find_all(exp.Func):
+        name = _function_name(function)
+        if name.lower().startswith(_FILE_OR_ENVIRONMENT):
+            problems.append(
+                f"function {name} is not allowed: table functions and file, environment or external database "
+                "access cannot be used in spec SQL; a spec's query reads only tables, as `dataset.name`"
+            )
+    return list(dict.fromkeys(problems))
+
+
+def _function_name(node: exp.Expr) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).upper()
+    if isinstance(node, exp.Func):
+        return node.sql_name()
+    return type(node).__name__.upper()
+
+
 def referenced_tables(expression: exp.Expr) -> list[str]:
     ctes = {cte.alias_or_name for cte in expression.find_all(exp.CTE)}
     refs = set()
@@ -94,6 +144,9 @@ def parameters(expression: exp.Expr) -> list[str]:
 def analyse(sql: str) -> SqlAnalysis:
     """Parse a query and find what it reads and which parameters it uses (no schema needed)."""
     expression = parse(sql)
+    problems = forbidden_sources(expression)
+    if problems:
+        raise SqlProblem("\n".join(problems))  # one problem per line
     return SqlAnalysis(expression, referenced_tables(expression), parameters(expression))
 
 
