@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +14,13 @@ import duckdb
 import pymongo
 import pytest
 import yaml
+from bson import ObjectId
 from dagster import AssetKey, DagsterInstance
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.settings import DeriveSettings
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-KEY = AssetKey(["profiles", "profile"])
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
@@ -37,6 +38,7 @@ def source_spec(database: str, on_invalid: str = "fail") -> dict[str, Any]:
                 "primary_key": ["user_id"],
                 "cursor": "updated_at",
                 "on_invalid": on_invalid,
+                "cursor_overlap": 0,  # exact read counts below; the default overlap is tested with events
                 "columns": [
                     {"name": "user_id", "type": "INT64", "constraints": {"not_null": True}},
                     {"name": "display_name", "type": "STRING", "path": "name.display"},
@@ -73,10 +75,14 @@ def mongo(monkeypatch: pytest.MonkeyPatch, mongodb_server_url: str) -> Iterator[
 
 
 class Pipeline:
-    def __init__(self, tmp_path: Path, database: str, on_invalid: str = "fail"):
+    def __init__(
+        self, tmp_path: Path, database: str, on_invalid: str = "fail", spec: dict[str, Any] | None = None
+    ):
         specs = tmp_path / "table_specs"
-        (specs / "sources").mkdir(parents=True)
-        (specs / "sources" / "profiles.yaml").write_text(yaml.safe_dump(source_spec(database, on_invalid)))
+        (specs / "sources").mkdir(parents=True, exist_ok=True)
+        spec = spec or source_spec(database, on_invalid)
+        (specs / "sources" / "profiles.yaml").write_text(yaml.safe_dump(spec))
+        self.key = AssetKey(["profiles", spec["tables"][0]["name"]])
         self.settings = DeriveSettings(specs_dir=specs, home=tmp_path / "home")
         self.defs = build_definitions(self.settings)
         self.instance = DagsterInstance.ephemeral()
@@ -99,7 +105,7 @@ class Pipeline:
             return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
 
     def watermark(self) -> Any:
-        event = self.instance.get_latest_materialization_event(KEY)
+        event = self.instance.get_latest_materialization_event(self.key)
         return (
             event.asset_materialization.metadata["derive/watermark"].value
             if event and event.asset_materialization
@@ -168,3 +174,89 @@ def test_quarantine_keeps_bad_documents_aside(tmp_path: Path, mongo: tuple[str, 
         and "field 'user_id' has value 'six'" in error
         and json.loads(raw)["user_id"] == "six"
     )
+
+
+# ------------------------------------------------------------------------------ `_id` (ObjectId) cursors
+
+
+def events_spec(database: str, overlap: int | None) -> dict[str, Any]:
+    """An insert-only collection replicated in ObjectId order (`cursor` is the `_id` column)."""
+    table: dict[str, Any] = {
+        "name": "events",
+        "primary_key": ["event_id"],
+        "cursor": "event_id",
+        "columns": [
+            {"name": "event_id", "type": "STRING", "path": "_id"},
+            {"name": "user_id", "type": "INT64"},
+            {"name": "kind", "type": "STRING"},
+        ],
+    }
+    if overlap is not None:
+        table["cursor_overlap"] = overlap
+    return {**source_spec(database), "tables": [table]}
+
+
+def made_at(seconds_ago: int) -> ObjectId:
+    """An ObjectId as a client makes it `seconds_ago` seconds before now (random tail, as in a real driver)."""
+    moment = int(dt.datetime.now(dt.UTC).timestamp()) - seconds_ago
+    return ObjectId(moment.to_bytes(4, "big") + os.urandom(8))
+
+
+def event(oid: ObjectId, user_id: int) -> dict[str, Any]:
+    return {"_id": oid, "user_id": user_id, "kind": f"kind {user_id}"}
+
+
+def source_events(collection: Any) -> list[tuple[str, int, str]]:
+    return sorted((str(d["_id"]), d["user_id"], d["kind"]) for d in collection.find({}))
+
+
+@pytest.mark.parametrize("overlap", [0, None])
+def test_object_id_cursor_round_trips_through_the_event_log(tmp_path: Path, mongo: tuple[str, str], overlap):
+    """The watermark is an ObjectId's text: every later run must read it back (it once failed to parse)."""
+    url, database = mongo
+    with pymongo.MongoClient(url) as client:
+        collection = client[database]["events"]
+        collection.insert_many([event(made_at(400 - i), i) for i in range(1, 6)])
+        pipeline = Pipeline(tmp_path, database, spec=events_spec(database, overlap))
+        assert pipeline.run()["derive/rows_read"] == 5
+        first = pipeline.watermark()
+        assert first == max(str(d["_id"]) for d in collection.find({}))
+        collection.insert_many([event(made_at(10), 6), event(made_at(5), 7)])
+        second = pipeline.run()
+        assert second["derive/rows_inserted"] == 2
+        assert pipeline.watermark() == max(str(d["_id"]) for d in collection.find({})) > first
+        third = pipeline.run()
+        assert third["derive/rows_inserted"] == 0 and pipeline.watermark() > first
+        assert pipeline.rows("profiles.events") == source_events(collection)
+
+
+def test_late_object_id_is_caught_by_the_overlap_and_never_moves_the_watermark_back(
+    tmp_path: Path, mongo: tuple[str, str]
+):
+    """ObjectIds are made by clients: a document made 250 s ago but inserted after one made 200 s ago was read."""
+    url, database = mongo
+    with pymongo.MongoClient(url) as client:
+        collection = client[database]["events"]
+        collection.insert_many([event(made_at(300), 1), event(made_at(200), 2)])
+        pipeline = Pipeline(tmp_path, database, spec=events_spec(database, overlap=120))
+        pipeline.run()
+        mark = pipeline.watermark()
+        collection.insert_one(event(made_at(250), 3))  # late: its ObjectId sorts before the watermark
+        meta = pipeline.run()
+        assert meta["derive/rows_inserted"] == 1
+        assert pipeline.rows("profiles.events") == source_events(collection)
+        assert pipeline.watermark() == mark  # the late id is older: the watermark stays
+        assert "$gte" in meta["derive/source_query"]
+
+
+def test_object_id_cursor_refuses_documents_with_other_ids(tmp_path: Path, mongo: tuple[str, str]):
+    url, database = mongo
+    with pymongo.MongoClient(url) as client:
+        collection = client[database]["events"]
+        collection.insert_many([event(made_at(100), 1), {"_id": "custom-7", "user_id": 7, "kind": "x"}])
+        pipeline = Pipeline(tmp_path, database, spec=events_spec(database, overlap=0))
+        pipeline.run(ok=False)
+    assert "document _id='custom-7': cursor field '_id' has value 'custom-7', which is not an ObjectId" in (
+        pipeline.failure
+    )
+    assert pipeline.watermark() is None
