@@ -15,9 +15,10 @@ import pandas as pd
 import pyarrow as pa
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
 
-from derive_assets.replication import watermark
+from derive_assets.replication import fence, watermark
 from derive_assets.replication.extract import ExtractPlan, describe_query, read_batches
 from derive_assets.replication.mongo import ExtractStats
+from derive_assets.replication.row_guard import RowGuard
 from derive_assets.specs.models import Column, Constraints
 from resources.sql_text import window_filter
 from resources.warehouse import LoadRequest, TargetTable, TimeWindow, Warehouse
@@ -70,39 +71,46 @@ class WarehouseIOManager(ConfigurableIOManager):
                 f"only, got {type(obj).__name__}; build tables with SQL specs instead"
             )
         started = time.perf_counter()
-        before = obj.plan.watermark  # the stored one: an overlap must never move the watermark back
-        stats = ExtractStats()
-        result = self.warehouse.load(obj.request, read_batches(obj.url, obj.plan, stats=stats))
-        after = watermark.latest(before, result.max_cursor)
-        sql = describe_query(obj.plan)
-        quarantine = self._quarantine(obj, stats)
+        plan, stats = obj.plan, ExtractStats()
+        guard = RowGuard(plan.source, plan.table)
+        result = self.warehouse.load(obj.request, read_batches(obj.url, plan, stats=stats, guard=guard))
+        # Taken after the read: the transactions still open then may commit rows behind this run's watermark.
+        token = fence.take(obj.url, plan.source, plan.table)
+        state = plan.state.after_run(
+            plan.floor, result.max_cursor, token, fence.applies(plan.source, plan.table)
+        )
+        sql = describe_query(plan, obj.url)
+        quarantine = self._quarantine(obj, [*stats.quarantined, *guard.quarantined])
         context.add_output_metadata(
             {
-                watermark.WATERMARK_KEY: watermark.to_text(after),
-                "derive/watermark_before": watermark.to_text(before),
+                **state.as_metadata(),
+                "derive/watermark_before": watermark.to_text(plan.state.watermark),
                 "derive/rows_read": result.rows_read,
                 "derive/rows_inserted": result.rows_inserted,
                 "derive/rows_updated": result.rows_updated,
                 "derive/rows_deleted": result.rows_deleted,
+                "derive/rows_invalid": sum(guard.counts.values()),
+                **({"derive/invalid_rows": dict(guard.counts)} if guard.counts else {}),
                 "derive/duration_seconds": round(time.perf_counter() - started, 3),
                 "derive/source_query": MetadataValue.md(f"```sql\n{sql}\n```"),
-                "derive/source": f"{obj.plan.source.name} ({obj.plan.source.type}) table {obj.plan.table.name}",
+                "derive/source": f"{plan.source.name} ({plan.source.type}) table {plan.table.name}",
                 "dagster/row_count": self.warehouse.row_count(obj.request.target.ref),
                 **{f"derive/{k}": v for k, v in result.extra.items()},
                 **self._document_metadata(obj, stats, quarantine),
+                **({"derive/quarantine_table": quarantine} if quarantine else {}),
             }
         )
 
-    def _quarantine(self, obj: Extraction, stats: ExtractStats) -> str | None:
-        """Documents that failed coercion go to `<dataset>.<table>__quarantine`, merged by `_id`."""
-        if not stats.quarantined:
+    def _quarantine(self, obj: Extraction, rows: list[dict[str, Any]]) -> str | None:
+        """Rows set aside (invalid rows, documents that failed coercion) go to `<dataset>.<table>__quarantine`,
+        merged by `_id` (the row's key, or a hash of a row without one)."""
+        if not rows:
             return None
+        unique = list({row["_id"]: row for row in rows}.values())
         target = obj.request.target
         table = TargetTable(target.dataset, f"{target.name}__quarantine", QUARANTINE_COLUMNS, ("_id",))
         request = LoadRequest(table, ("_id",), "quarantined_at")
-        self.warehouse.load(
-            request, [pa.RecordBatch.from_pylist(stats.quarantined, schema=QUARANTINE_SCHEMA)]
-        )
+        self.warehouse.load(request, [pa.RecordBatch.from_pylist(unique, schema=QUARANTINE_SCHEMA)])
         return table.ref
 
     @staticmethod

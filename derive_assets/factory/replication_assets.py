@@ -9,15 +9,15 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    MetadataValue,
     asset,
     multi_asset_check,
 )
 
 from derive_assets.factory.checks import column_checks, run_checks
 from derive_assets.factory.metadata import column_schema
-from derive_assets.replication import watermark
+from derive_assets.replication import fence, watermark
 from derive_assets.replication.extract import ExtractPlan
+from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.project import ReplicatedTable
 from resources.io_manager import Extraction
 from resources.warehouse import LoadRequest, TargetTable
@@ -57,28 +57,32 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
         required_resource_keys={"warehouse", "sources"},
     )
     def _replicate(context: AssetExecutionContext) -> Extraction:
-        stored: Any = None
+        state = CursorState()
         if context.resources.warehouse.table_exists(target.ref):
             # A missing table means a first (or rebuilt) warehouse: copy everything, whatever the event log says.
-            stored = _stored_watermark(context, key, cursor_type)
-        since = watermark.with_overlap(stored, table.cursor_overlap)
+            state = _stored_state(context, key, cursor_type)
+        url = context.resources.sources.url_for(source)
+        floor = state.floor_now(fence.cleared(url, source, table, state.fence))
+        since = watermark.with_overlap(floor, table.effective_overlap)
+        if state.pending_floor is not None and floor != state.pending_floor:
+            context.log.info(
+                f"{target.ref}: transactions open during the last read may still commit rows; reading again "
+                f"from {watermark.to_text(floor)} instead of {watermark.to_text(state.pending_floor)}"
+            )
         context.log.info(
             f"{target.ref}: reading {'all rows' if since is None else f'rows with {table.cursor} > {since}'}"
         )
-        url = context.resources.sources.url_for(source)
-        return Extraction(ExtractPlan(source, table, since, stored), request, url)
+        return Extraction(ExtractPlan(source, table, since, state, floor), request, url)
 
     return _replicate
 
 
-def _stored_watermark(context: AssetExecutionContext, key: AssetKey, cursor_type: Any) -> Any:
+def _stored_state(context: AssetExecutionContext, key: AssetKey, cursor_type: Any) -> CursorState:
     event = context.instance.get_latest_materialization_event(key)
     materialization = event.asset_materialization if event else None
     if materialization is None:
-        return None
-    value = materialization.metadata.get(watermark.WATERMARK_KEY)
-    text = value.value if isinstance(value, MetadataValue) else value
-    return watermark.from_text(text if isinstance(text, str) else None, cursor_type)
+        return CursorState()
+    return CursorState.from_metadata(materialization.metadata, cursor_type)
 
 
 def build_replication_checks(rt: ReplicatedTable) -> AssetChecksDefinition | None:

@@ -12,20 +12,25 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
 
-from derive_assets.replication import mongo
+from derive_assets.replication import mongo, sqlite_values
+from derive_assets.replication.row_guard import RowGuard
 from derive_assets.replication.urls import SourceConnectionError, redact
+from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.models import Column, SourceSpec, SourceTable
 
 BATCH_ROWS = 100_000
 SQLGLOT_DIALECT = {"postgres": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
+
+
+class SourceReadError(ValueError):
+    """A source value that cannot be read as declared; the message names source, table, column and rows."""
 
 
 @dataclass(frozen=True)
@@ -33,115 +38,249 @@ class ExtractPlan:
     source: SourceSpec
     table: SourceTable
     since: Any
-    """Read rows whose cursor is strictly greater than this (None: read everything)."""
-    watermark: Any = None
-    """The stored watermark `since` was derived from (`since` may lie `cursor_overlap` before it)."""
+    """Read rows whose cursor is strictly greater than this (None: read everything), and rows whose cursor is
+    NULL or not comparable, which the row guard then reports."""
+    state: CursorState = field(default_factory=CursorState)
+    """What the last materialization recorded (watermark, floor, fence)."""
+    floor: Any = None
+    """The read floor `since` was derived from (`since` lies `cursor_overlap` before it)."""
 
     @property
     def cursor_column(self) -> Column:
-        return next(c for c in self.table.columns if c.name == self.table.cursor)
+        return self.table.cursor_column
 
 
-def build_query(plan: ExtractPlan) -> tuple[str, list[Any]]:
-    """SELECT the declared columns, filtered by the watermark. Returns SQL and (sqlite-only) bound parameters."""
-    dialect = SQLGLOT_DIALECT[plan.source.type]
-    query = exp.select(*[exp.column(c.name, quoted=True) for c in plan.table.columns]).from_(
-        exp.Table(this=exp.to_identifier(plan.table.name, quoted=True))
-    )
+def build_query(plan: ExtractPlan, source_timestamps: frozenset[str] = frozenset()) -> tuple[str, list[Any]]:
+    """SELECT the declared columns, filtered by the watermark. Returns SQL and (sqlite-only) bound parameters.
+
+    `source_timestamps` (MySQL) names the columns whose source type is TIMESTAMP: MySQL shows those in the
+    session's time zone, so they are read, and compared, converted to UTC.
+    """
+    kind = plan.source.type
+    dialect = SQLGLOT_DIALECT[kind]
+    columns = [_select_column(c.name, kind, source_timestamps) for c in plan.table.columns]
+    query = exp.select(*columns).from_(exp.Table(this=exp.to_identifier(plan.table.name, quoted=True)))
     params: list[Any] = []
-    if plan.since is not None:
-        cursor = exp.column(plan.table.cursor, quoted=True)
-        if plan.source.type == "sqlite":
-            query = query.where(exp.GT(this=cursor, expression=exp.Placeholder()))
-            params.append(_sqlite_value(plan.since))
-        else:
-            query = query.where(exp.GT(this=cursor, expression=_literal(plan.since, plan.source.type)))
-    return query.sql(dialect), params
+    if plan.since is None:
+        return query.sql(dialect), params
+    cursor = exp.column(plan.table.cursor, quoted=True)
+    unreadable: list[exp.Expr] = [cursor.is_(exp.null())]
+    if kind == "sqlite":
+        newer, extra = _sqlite_newer(cursor, plan.cursor_column.type, plan.since)
+        params.append(extra)
+        unreadable += _sqlite_unreadable(cursor, plan.cursor_column.type)
+    else:
+        newer = exp.GT(
+            this=cursor, expression=_literal(plan.since, kind, plan.table.cursor in source_timestamps)
+        )
+    return query.where(exp.or_(newer, *unreadable)).sql(dialect), params
 
 
-def _literal(value: Any, source_type: str) -> exp.Expr:
+def _select_column(name: str, kind: str, source_timestamps: frozenset[str]) -> exp.Expr:
+    column = exp.column(name, quoted=True)
+    if name not in source_timestamps:
+        return column
+    return exp.alias_(
+        exp.func("CONVERT_TZ", column, _MYSQL_SESSION_ZONE, exp.Literal.string("+00:00")), name, quoted=True
+    )
+
+
+_MYSQL_SESSION_ZONE = exp.SessionParameter(this=exp.var("time_zone"), kind="session")
+
+
+def _literal(value: Any, source_type: str, source_timestamp: bool = False) -> exp.Expr:
+    """The watermark as a literal that compares like with like, whatever the server's time zone.
+
+    PostgreSQL: an untyped literal with an explicit UTC offset takes the column's type: `timestamptz` reads the
+    instant, `timestamp` (naive, which Derive reads as UTC) drops the offset. MySQL: DATETIME compares naive UTC
+    text; a TIMESTAMP column compares in the session zone, so the UTC value is converted to it first.
+    """
     if isinstance(value, bool) or not isinstance(value, int | dt.date):
         raise TypeError(f"unsupported watermark value {value!r}")
     if isinstance(value, int):
         return exp.Literal.number(value)
     if isinstance(value, dt.datetime):
+        utc = value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
         if source_type == "postgres":
-            aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-            return exp.cast(exp.Literal.string(aware.isoformat()), "TIMESTAMPTZ")
-        naive = value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
-        return exp.cast(
-            exp.Literal.string(naive.isoformat(sep=" ")), exp.DataType.build("DATETIME(6)", "mysql")
-        )
+            return exp.Literal.string(utc.isoformat(sep=" "))
+        naive = exp.Literal.string(utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"))
+        if source_timestamp:
+            return exp.func("CONVERT_TZ", naive, exp.Literal.string("+00:00"), _MYSQL_SESSION_ZONE)
+        return exp.cast(naive, exp.DataType.build("DATETIME(6)", "mysql"))
     return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
 
 
-def _sqlite_value(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        naive = value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
-        return naive.isoformat(sep=" ", timespec="microseconds")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
+_SQLITE_SLACK = dt.timedelta(milliseconds=1)
+"""julianday() is a float of days (~20 us resolution): compare with a little slack; re-read rows merge by key."""
 
 
-def describe_query(plan: ExtractPlan) -> str:
+def _sqlite_newer(cursor: exp.Column, column_type: str, since: Any) -> tuple[exp.Expr, Any]:
+    if column_type not in ("TIMESTAMP", "DATETIME", "DATE"):
+        return exp.GT(this=cursor, expression=exp.Placeholder()), since
+    # Text timestamps may carry offsets ('...-05:00'): compare instants, not strings.
+    if isinstance(since, dt.datetime):
+        since = (since.astimezone(dt.UTC).replace(tzinfo=None) if since.tzinfo else since) - _SQLITE_SLACK
+        text = since.isoformat(sep=" ", timespec="microseconds")
+    else:
+        text = since.isoformat()
+    julian = exp.func("julianday", cursor)
+    return exp.GT(this=julian, expression=exp.func("julianday", exp.Placeholder())), text
+
+
+def _sqlite_unreadable(cursor: exp.Column, column_type: str) -> list[exp.Expr]:
+    """Cursor cells that no comparison would ever select (text in an INTEGER column, an unparseable date): read
+    them every run, so the row guard reports them instead of skipping them forever."""
+    typeof = exp.func("typeof", cursor)
+    if column_type == "INT64":
+        return [exp.NEQ(this=typeof, expression=exp.Literal.string("integer"))]
+    return [
+        exp.NEQ(this=typeof, expression=exp.Literal.string("text")),
+        exp.func("julianday", cursor).is_(exp.null()),
+    ]
+
+
+def source_sql(url: str | None, plan: ExtractPlan) -> tuple[str, list[Any]]:
+    """The query a read runs; for MySQL it looks up (with `url`) which columns are TIMESTAMPs at the source."""
+    timestamps = frozenset()
+    if plan.source.type == "mysql" and url is not None:
+        timestamps = _mysql_timestamp_columns(url, plan)
+    return build_query(plan, timestamps)
+
+
+def describe_query(plan: ExtractPlan, url: str | None = None) -> str:
     """The source query as text, for the run's metadata (it holds no credentials)."""
     if plan.source.type == "mongodb":
         return mongo.describe(plan.source, plan.table, plan.since)
-    return build_query(plan)[0]
+    return source_sql(url, plan)[0]
 
 
 def read_batches(
-    url: str, plan: ExtractPlan, batch_rows: int = BATCH_ROWS, stats: mongo.ExtractStats | None = None
+    url: str,
+    plan: ExtractPlan,
+    batch_rows: int = BATCH_ROWS,
+    stats: mongo.ExtractStats | None = None,
+    guard: RowGuard | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The changed rows, typed as declared where the source is untyped (SQLite, MongoDB); `stats` collects
-    what a document source saw besides rows (drift, quarantined documents)."""
+    what a document source saw besides rows (drift, quarantined documents). Rows that are invalid (see
+    `row_guard`) are left out and handed to `guard` (a new one, which fails at the end, if not given)."""
+    guard = guard or RowGuard(plan.source, plan.table)
     if plan.source.type == "mongodb":
-        yield from mongo.read_mongo_batches(
+        raw = mongo.read_mongo_batches(
             url, plan.source, plan.table, plan.since, batch_rows, stats or mongo.ExtractStats()
         )
-        return
-    sql, params = build_query(plan)
-    if plan.source.type == "sqlite":
-        yield from _sqlite_batches(url, sql, params, plan.table, batch_rows)
+    elif plan.source.type == "sqlite":
+        sql, params = source_sql(url, plan)
+        raw = _sqlite_batches(url, sql, params, plan.table, batch_rows, guard)
     else:
-        yield from _connectorx_batches(url, sql, batch_rows, plan.source.name)
+        sql, _ = source_sql(url, plan)
+        raw = _connectorx_batches(url, sql, batch_rows, plan)
+    yield from guard.guarded(raw)
 
 
-def _connectorx_batches(url: str, sql: str, batch_rows: int, source_name: str) -> Iterator[pa.RecordBatch]:
+def _connectorx_batches(url: str, sql: str, batch_rows: int, plan: ExtractPlan) -> Iterator[pa.RecordBatch]:
     import connectorx as cx
 
     try:
         reader = cx.read_sql(url, sql, return_type="arrow_stream", batch_size=batch_rows)
+        assert isinstance(reader, pa.RecordBatchReader)
+        yield from reader
     except RuntimeError as exc:  # connectorx raises RuntimeError with the driver's message
         raise SourceConnectionError(
-            f"source '{source_name}': reading failed: {str(exc).replace(url, redact(url))}"
+            f"source '{plan.source.name}': reading failed: {str(exc).replace(url, redact(url))}"
         ) from None
-    assert isinstance(reader, pa.RecordBatchReader)
-    yield from reader
+    except BaseException as exc:
+        # connectorx's Rust writer panics (pyo3 PanicException, a BaseException) on values Arrow's types
+        # cannot hold, e.g. numeric 'NaN' or 1e30 in DECIMAL(38,10); find and name them instead.
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise unreadable_values(url, plan) from None
 
 
-_SQLITE_ARROW = {"INT64": pa.int64(), "FLOAT64": pa.float64(), "BOOL": pa.bool_()}
+def unreadable_values(url: str, plan: ExtractPlan) -> SourceReadError:
+    """Look for NUMERIC values that connectorx cannot decode (NaN, infinities, 28+ integer digits)."""
+    import connectorx as cx
+
+    table, dialect = plan.table, SQLGLOT_DIALECT[plan.source.type]
+    for column in (c for c in table.columns if c.type == "NUMERIC"):
+        value = exp.column(column.name, quoted=True)
+        if plan.source.type == "postgres":
+            bad = exp.or_(
+                exp.EQ(this=value, expression=exp.cast(exp.Literal.string("NaN"), "NUMERIC")),
+                exp.GTE(this=exp.func("abs", value), expression=exp.Literal.number("1e28")),
+            )
+        else:
+            bad = exp.GTE(this=exp.func("abs", value), expression=exp.Literal.number("1e28"))
+        keys = [
+            exp.cast(exp.column(k, quoted=True), "TEXT" if dialect == "postgres" else "CHAR")
+            for k in table.primary_key
+        ]
+        query = (
+            exp.select(*[exp.alias_(k, f"k{i}") for i, k in enumerate(keys)])
+            .from_(exp.Table(this=exp.to_identifier(table.name, quoted=True)))
+            .where(bad)
+            .limit(5)
+        )
+        found = cx.read_sql(url, query.sql(dialect), return_type="arrow")
+        rows = found.to_pylist()  # type: ignore[union-attr]
+        if rows:
+            samples = ", ".join(str(dict(zip(table.primary_key, r.values(), strict=True))) for r in rows)
+            return SourceReadError(
+                f"source '{plan.source.name}' table '{table.name}': column '{column.name}' holds values a NUMERIC "
+                f"cannot hold (NaN, infinity, or 28 or more digits before the point), e.g. in rows {samples}. "
+                "Fix those rows in the source, or declare the column FLOAT64 (or STRING) to replicate them."
+            )
+    return SourceReadError(
+        f"source '{plan.source.name}' table '{table.name}': the driver could not decode a value (connectorx "
+        "panicked) and no NUMERIC column holds NaN, infinity or an over-long number; check the column types "
+        "declared in the spec against the source table."
+    )
+
+
+def _mysql_timestamp_columns(url: str, plan: ExtractPlan) -> frozenset[str]:
+    import connectorx as cx
+
+    query = (
+        exp.select("COLUMN_NAME")
+        .from_("information_schema.COLUMNS")
+        .where("TABLE_SCHEMA = DATABASE()")
+        .where(exp.EQ(this=exp.column("TABLE_NAME"), expression=exp.Literal.string(plan.table.name)))
+        .where("DATA_TYPE = 'timestamp'")
+    )
+    try:
+        found = cx.read_sql(url, query.sql("mysql"), return_type="arrow")
+    except RuntimeError as exc:
+        raise SourceConnectionError(
+            f"source '{plan.source.name}': reading failed: {str(exc).replace(url, redact(url))}"
+        ) from None
+    return frozenset(str(v) for v in found.column(0).to_pylist())  # type: ignore[union-attr]
 
 
 def _sqlite_batches(
-    url: str, sql: str, params: list[Any], table: SourceTable, batch_rows: int
+    url: str, sql: str, params: list[Any], table: SourceTable, batch_rows: int, guard: RowGuard
 ) -> Iterator[pa.RecordBatch]:
     columns = table.columns
     path = url.removeprefix("sqlite:///")
     if not Path(path).exists():
         raise SourceConnectionError(f"sqlite database {path} does not exist; run `derive generate` first")
-    schema = pa.schema([(c.name, _SQLITE_ARROW.get(c.type, pa.string())) for c in columns])
+    schema = pa.schema([(c.name, sqlite_values.ARROW_TYPES[c.type]) for c in columns])
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         _check_sqlite_columns(con, table)
         cursor = con.execute(sql, params)
         while rows := cursor.fetchmany(batch_rows):
-            arrays = [
-                pa.array([_sqlite_cell(v, field.type) for v in values], type=field.type)
-                for values, field in zip(zip(*rows, strict=True), schema, strict=True)
-            ]
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+            good: list[list[Any]] = []
+            for row in rows:
+                try:
+                    good.append([sqlite_values.convert(v, c) for v, c in zip(row, columns, strict=True)])
+                except sqlite_values.CellError as exc:
+                    raw = {c.name: v for c, v in zip(columns, row, strict=True)}
+                    guard.reject(raw, f"a value that is not its column's type: {exc}")
+            if good:
+                arrays = [
+                    pa.array(v, type=f.type) for v, f in zip(zip(*good, strict=True), schema, strict=True)
+                ]
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
     except sqlite3.Error as exc:
         raise SourceConnectionError(f"sqlite source {path}: {exc}") from exc
     finally:
@@ -160,17 +299,3 @@ def _check_sqlite_columns(con: sqlite3.Connection, table: SourceTable) -> None:
             f"sqlite source: table '{table.name}' has no columns {missing} that its spec declares; "
             f"it has {sorted(found)}. Update the spec's columns or the source table."
         )
-
-
-def _sqlite_cell(value: Any, arrow_type: pa.DataType) -> Any:
-    if value is None:
-        return None
-    if arrow_type == pa.bool_():
-        return bool(value)
-    if arrow_type != pa.string():
-        return value
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, float | Decimal | int):
-        return str(value)
-    return value

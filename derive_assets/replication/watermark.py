@@ -1,17 +1,43 @@
-"""Watermarks: the cursor value up to which a source table has been replicated.
+"""Watermarks: how far a source table has been replicated, and where the next run starts reading.
 
-They live in Dagster's event log as materialization metadata (`derive/watermark`), written only after the data is
-committed; there is no other state store. Values are kept as text and typed by the cursor column's declared type.
+They live in Dagster's event log as materialization metadata, written only after the data is committed; there is
+no other state store. Values are kept as text and typed by the cursor column's declared type.
+
+Two values matter:
+
+- `derive/watermark`: the largest cursor value replicated so far (never moves backwards).
+- `derive/read_floor`: where the next run reads from (before `cursor_overlap`). Without a fence it equals the
+  watermark. With a fence (PostgreSQL, MySQL: `wait_for_open_transactions`), a run's watermark becomes the floor
+  only once every transaction that was open during that run's read has ended, so a row those transactions commit
+  later, with an earlier cursor, is still read. Until then the watermark waits as `derive/pending_floor` beside the
+  source's fence token (`derive/fence`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from derive_assets.specs.models import ColumnType
 
 WATERMARK_KEY = "derive/watermark"
+FLOOR_KEY = "derive/read_floor"
+PENDING_KEY = "derive/pending_floor"
+FENCE_KEY = "derive/fence"
+
+
+class WatermarkError(ValueError):
+    """A watermark stored in the event log cannot be read as its cursor's type."""
+
+    def __init__(self, text: str, column_type: str, key: str) -> None:
+        self.text, self.column_type, self.key = text, column_type, key
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        super().__init__(
+            f"the stored {key} {shown!r} is not a valid {column_type} cursor value (was the cursor's type "
+            "changed?). Rebuild the table: drop it from the warehouse and the next run copies every row again."
+        )
 
 
 def to_text(value: Any) -> str | None:
@@ -26,27 +52,45 @@ def to_text(value: Any) -> str | None:
     return str(value)
 
 
-def from_text(text: str | None, column_type: ColumnType) -> Any:
+def from_text(text: str | None, column_type: ColumnType, key: str = WATERMARK_KEY) -> Any:
+    """The value `to_text` wrote, typed as the cursor column: int, date, datetime (TIMESTAMP: UTC-aware), or the
+    text itself (STRING cursors: MongoDB ObjectIds)."""
     if text is None:
         return None
-    if column_type == "INT64":
-        return int(text)
-    if column_type == "DATE":
-        return dt.date.fromisoformat(text)
-    value = dt.datetime.fromisoformat(text)
+    try:
+        if column_type == "INT64":
+            return int(text)
+        if column_type == "DATE":
+            return dt.date.fromisoformat(text)
+        if column_type not in ("DATETIME", "TIMESTAMP"):
+            return text
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise WatermarkError(text, column_type, key) from None
     if column_type == "TIMESTAMP" and value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
+        return value.replace(tzinfo=dt.UTC)
+    if column_type == "DATETIME" and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 
 def with_overlap(value: Any, overlap: int) -> Any:
-    """Step back `overlap` ids or seconds, to re-read rows that committed late with an earlier cursor."""
-    if value is None or overlap == 0:
+    """Step back `overlap` ids or seconds, to re-read rows that committed late with an earlier cursor.
+
+    STRING cursors (ObjectIds) are returned as they are: their overlap is applied by the document reader.
+    """
+    if value is None or overlap == 0 or isinstance(value, str):
         return value
     if isinstance(value, dt.datetime):
-        return value - dt.timedelta(seconds=overlap)
+        try:
+            return value - dt.timedelta(seconds=overlap)
+        except OverflowError:
+            return dt.datetime.min.replace(tzinfo=value.tzinfo)
     if isinstance(value, dt.date):
-        return value - dt.timedelta(days=max(1, overlap // 86400))
+        try:
+            return value - dt.timedelta(days=max(1, -(-overlap // 86400)))
+        except OverflowError:
+            return dt.date.min
     return value - overlap
 
 
@@ -57,3 +101,49 @@ def latest(before: Any, read: Any) -> Any:
     if before is None:
         return read
     return max(before, read)
+
+
+@dataclass(frozen=True)
+class CursorState:
+    """What a table's last materialization says about its cursor (all None before the first run)."""
+
+    watermark: Any = None
+    floor: Any = None
+    """Where the next run reads from, before the overlap."""
+    pending_floor: Any = None
+    """The floor to use once `fence` has cleared (every transaction open at that read has ended)."""
+    fence: str | None = None
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], column_type: ColumnType) -> CursorState:
+        def value(key: str) -> Any:
+            raw = metadata.get(key)
+            raw = getattr(raw, "value", raw)  # MetadataValue or plain text
+            return from_text(raw, column_type, key) if isinstance(raw, str) else None
+
+        stored = value(WATERMARK_KEY)
+        # Materializations written before the read floor existed: the floor was the watermark.
+        floor = value(FLOOR_KEY) if FLOOR_KEY in metadata else stored
+        fence = getattr(metadata.get(FENCE_KEY), "value", metadata.get(FENCE_KEY))
+        return cls(stored, floor, value(PENDING_KEY), fence if isinstance(fence, str) else None)
+
+    def floor_now(self, fence_cleared: bool) -> Any:
+        """The floor this run reads from: the pending one once its fence has cleared."""
+        if self.pending_floor is not None and fence_cleared:
+            return latest(self.floor, self.pending_floor)
+        return self.floor
+
+    def after_run(self, floor_used: Any, max_read: Any, fence: str | None, fenced: bool) -> CursorState:
+        """The state a successful run records. Unfenced, the new watermark is the next floor at once."""
+        new_watermark = latest(self.watermark, max_read)
+        if not fenced:
+            return CursorState(new_watermark, new_watermark, None, None)
+        return CursorState(new_watermark, floor_used, new_watermark, fence)
+
+    def as_metadata(self) -> dict[str, str | None]:
+        return {
+            WATERMARK_KEY: to_text(self.watermark),
+            FLOOR_KEY: to_text(self.floor),
+            PENDING_KEY: to_text(self.pending_floor),
+            FENCE_KEY: self.fence,
+        }

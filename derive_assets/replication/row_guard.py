@@ -1,0 +1,163 @@
+"""Rows that must not be loaded as they are: found, counted and named, never dropped in silence.
+
+A source row is invalid when its primary key has a NULL (it could never be merged or replaced), its cursor is NULL
+(no watermark can tell when it changed), its time cursor lies beyond `max_future_seconds` after the run started
+(a poisoned value such as `9999-12-31` would move the watermark past every real row), or a cell is not a value of
+its declared type (SQLite). Invalid rows never reach the warehouse, so they never move the watermark. With
+`on_invalid: fail` the run fails after the read, naming how many rows and sample keys (the warehouse transaction
+rolls back: nothing is written); with `quarantine` they go to `<dataset>.<table>__quarantine` and the rest loads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as _compute
+
+from derive_assets.specs.models import SourceSpec, SourceTable
+
+SAMPLES = 5
+pc: Any = _compute  # the compute functions are generated at import time; type checkers cannot see them
+
+
+class InvalidRowsError(ValueError):
+    """A read found invalid rows and the table's `on_invalid` is `fail`; nothing was written."""
+
+    def __init__(
+        self, source: str, table: str, quarantine_ref: str, counts: Counter[str], samples: dict
+    ) -> None:
+        self.source, self.table, self.counts, self.samples = source, table, counts, samples
+        total = sum(counts.values())
+        parts = [
+            f"{n} with {reason} (e.g. {', '.join(samples[reason])})" for reason, n in counts.most_common()
+        ]
+        super().__init__(
+            f"source '{source}' table '{table}': {total} invalid rows, so nothing was written and the watermark "
+            f"did not move: {'; '.join(parts)}. Fix these rows in the source, or set `on_invalid: quarantine` "
+            f"on the table to load the other rows and set these aside in {quarantine_ref}."
+        )
+
+
+@dataclass
+class RowGuard:
+    """Checks each batch of one read; `finish()` raises when invalid rows were found and `on_invalid` is fail."""
+
+    source: SourceSpec
+    table: SourceTable
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    """Rows for the quarantine table (`_id`, `error`, `document`, `quarantined_at`) when `on_invalid` is quarantine."""
+    counts: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def quarantine_ref(self) -> str:
+        return f"{self.source.target_dataset}.{self.table.name}__quarantine"
+
+    def reject(self, row: dict[str, Any], reason: str) -> None:
+        """Set aside one row (values as the source gave them) for `reason`."""
+        document = json.dumps(row, default=_text, sort_keys=True, ensure_ascii=False)
+        key = self._key(row, document)
+        self.counts[reason] += 1
+        shown = self.samples.setdefault(reason, [])
+        if len(shown) < SAMPLES:
+            shown.append(key)
+        if self.table.on_invalid == "quarantine":
+            self.quarantined.append(
+                {"_id": key, "error": reason, "document": document, "quarantined_at": self.started_at}
+            )
+
+    def check(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch without its invalid rows (which are rejected)."""
+        if batch.num_rows == 0:
+            return batch
+        reasons = self._reasons(batch)
+        if not reasons:
+            return batch
+        bad = pa.array([False] * batch.num_rows)
+        for reason, mask in reasons:
+            new = pc.and_not(mask, bad)  # each row counted once, for its first reason
+            for row in _rows(batch.filter(new)):
+                self.reject(row, reason)
+            bad = pc.or_(bad, mask)
+        return batch.filter(pc.invert(bad))
+
+    def finish(self) -> None:
+        if self.counts and self.table.on_invalid == "fail":
+            raise InvalidRowsError(
+                self.source.name, self.table.name, self.quarantine_ref, self.counts, self.samples
+            )
+
+    def guarded(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """`batches` without invalid rows; raises at the end (inside the warehouse transaction) on fail."""
+        for batch in batches:
+            checked = self.check(batch)
+            if checked.num_rows:
+                yield checked
+        self.finish()
+
+    # ------------------------------------------------------------------------------------------ rules
+
+    def _reasons(self, batch: pa.RecordBatch) -> list[tuple[str, pa.Array]]:
+        reasons: list[tuple[str, pa.Array]] = []
+        names = batch.schema.names
+        for key in self.table.primary_key:
+            if key in names and batch.column(key).null_count:
+                reasons.append((f"a NULL primary key column '{key}'", pc.is_null(batch.column(key))))
+        cursor = self.table.cursor
+        if cursor in names:
+            values = batch.column(cursor)
+            if values.null_count:
+                reasons.append((f"a NULL cursor '{cursor}'", pc.is_null(values)))
+            limit = self._limit(values.type)
+            if limit is not None:
+                beyond = pc.fill_null(pc.greater(values, limit), False)
+                if pc.any(beyond).as_py():
+                    reasons.append((f"cursor '{cursor}' beyond {self._limit_text()}", beyond))
+        return reasons
+
+    def _limit_text(self) -> str:
+        limit = self.started_at + dt.timedelta(seconds=self.table.max_future_seconds)
+        return f"{limit.isoformat(timespec='seconds')} (max_future_seconds after the run started)"
+
+    def _limit(self, arrow_type: pa.DataType) -> pa.Scalar | None:
+        if self.table.cursor_column.type not in ("TIMESTAMP", "DATETIME", "DATE"):
+            return None
+        limit = self.started_at + dt.timedelta(seconds=self.table.max_future_seconds)
+        if pa.types.is_timestamp(arrow_type):
+            assert isinstance(arrow_type, pa.TimestampType)
+            value = limit if arrow_type.tz else limit.replace(tzinfo=None)
+            return pa.scalar(value, type=pa.timestamp("us", tz=arrow_type.tz)).cast(arrow_type)
+        if pa.types.is_date(arrow_type):
+            return pa.scalar(limit.date(), type=pa.date32()).cast(arrow_type)
+        return None  # text cursors are converted before the guard sees them
+
+    def _key(self, row: dict[str, Any], document: str) -> str:
+        key = {k: row.get(k) for k in self.table.primary_key}
+        if any(v is None for v in key.values()):
+            return "row:" + hashlib.sha256(document.encode()).hexdigest()[:16]
+        return json.dumps(key, default=_text, sort_keys=True, ensure_ascii=False)
+
+
+def _rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """Rows as plain values. Time values become text in Arrow first: Python's datetime stops at year 9999, while
+    PostgreSQL's `infinity` arrives as year 262142."""
+    columns = []
+    for column in batch.columns:
+        if pa.types.is_temporal(column.type):
+            column = pc.cast(column, pa.string())
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names).to_pylist()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
