@@ -18,6 +18,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.extract import ExtractPlan, describe_query, read_batches
 from derive_assets.replication.mongo import ExtractStats
+from derive_assets.replication.retry import load_with_retries, restarted
 from derive_assets.replication.row_guard import RowGuard
 from derive_assets.specs.models import Column, Constraints
 from resources.sql_text import window_filter
@@ -73,7 +74,15 @@ class WarehouseIOManager(ConfigurableIOManager):
         started = time.perf_counter()
         plan, stats = obj.plan, ExtractStats()
         guard = RowGuard(plan.source, plan.table)
-        result = self.warehouse.load(obj.request, read_batches(obj.url, plan, stats=stats, guard=guard))
+        # One transaction per attempt: a retry after a dropped source connection reads every batch again.
+        result = load_with_retries(
+            lambda: self.warehouse.load(
+                obj.request, read_batches(obj.url, plan, stats=restarted(stats), guard=restarted(guard))
+            ),
+            what=f"source '{plan.source.name}' table {plan.table.name}",
+            log=context.log,
+            secrets=(obj.url,),
+        )
         # Taken after the read: the transactions still open then may commit rows behind this run's watermark.
         token = fence.take(obj.url, plan.source, plan.table)
         state = plan.state.after_run(
