@@ -1,0 +1,208 @@
+"""Log in to a source once, before extraction, so a wrong password or a dead server fails in seconds and says so.
+
+connectorx opens its connections through a pool that retries every failure, a refused password included, for
+30 s or more, and then reports only "timed out waiting for connection". So before connectorx (or pymongo) reads,
+one login is tried with the source's own Python driver (psycopg, pymysql, pymongo) under a deadline of
+`timeout_seconds` (the `sources` resource's `connect_timeout_seconds`):
+
+- a refused login (wrong user or password) fails at once, never retried: retrying cannot fix it, and servers
+  lock accounts that keep failing;
+- a server that refuses connections, is starting up, or drops the connection is retried with backoff until the
+  deadline; one that hangs is cut off by the deadline;
+- anything else the server says (unknown database, no pg_hba.conf entry) fails at once with the server's reason.
+
+Every message names the source and the variable holding its URL (`connection_env`) and shows the URL redacted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from derive_assets.replication.urls import SourceConnectionError, redact, scrub
+from derive_assets.specs.models import SourceSpec
+
+Failure = Literal["login", "transient", "refused"]
+FIRST_BACKOFF_SECONDS = 0.25
+MAX_BACKOFF_SECONDS = 2.0
+MYSQL_LOGIN_ERRORS = {1044, 1045, 1698}
+"""Access denied to the database; access denied for the user (wrong password); plugin refused the login."""
+MYSQL_TRANSIENT_ERRORS = {1040, 1053, 2002, 2003, 2006, 2013}
+"""Too many connections; server shutting down; cannot connect (socket, TCP); server gone; connection lost."""
+POSTGRES_LOGIN_MARKERS = ("password authentication failed", "authentication failed", "no password supplied")
+POSTGRES_TRANSIENT_MARKERS = (
+    "connection refused",
+    "timeout expired",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "server closed the connection unexpectedly",
+    "connection reset",
+    "no route to host",
+    "network is unreachable",
+    "sorry, too many clients already",
+)
+
+
+class SourceLoginError(SourceConnectionError):
+    """The source's server refused the login (user or password): not retried."""
+
+
+class SourceUnreachableError(SourceConnectionError):
+    """The source's server could not be reached within the connect timeout, after retries."""
+
+
+class _Attempt(Exception):
+    """One failed login: how to treat it and the driver's reason (already scrubbed of secrets)."""
+
+    def __init__(self, kind: Failure, reason: str) -> None:
+        super().__init__(kind, reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def preflight(source: SourceSpec, url: str, timeout_seconds: float) -> None:
+    """Check that the source's server accepts the URL's login, within `timeout_seconds`; raise a
+    `SourceConnectionError` that names the source, its variable and the fix if not. Embedded stores (sqlite,
+    montydb) need no login: only the SQLite file's existence is checked."""
+    if url.startswith("sqlite:///"):
+        _check_sqlite_file(source, url)
+        return
+    if url.startswith("montydb:///"):
+        return
+    login = {"postgres": _postgres_login, "mysql": _mysql_login, "mongodb": _mongo_login}[source.type]
+    _with_retries(source, url, timeout_seconds, lambda seconds: login(url, seconds))
+
+
+def _with_retries(
+    source: SourceSpec, url: str, timeout_seconds: float, login: Callable[[float], None]
+) -> None:
+    started = time.monotonic()
+    deadline = started + timeout_seconds
+    backoff = FIRST_BACKOFF_SECONDS
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            login(max(deadline - time.monotonic(), 1.0))
+            return
+        except _Attempt as failed:
+            where = f"source '{source.name}' ({source.type} server {_server(url)}, URL from {source.connection_env})"
+            if failed.kind == "login":
+                raise SourceLoginError(
+                    f"{where}: the server refused the login: {failed.reason}. Fix the user name or password "
+                    f"in {source.connection_env} (percent-encode '@', ':', '/' and '%' in them). Not retried; "
+                    "nothing was read."
+                ) from None
+            if failed.kind == "refused":
+                raise SourceConnectionError(
+                    f"{where}: the server refused the connection: {failed.reason}. Fix {source.connection_env} "
+                    "or the server's settings; nothing was read."
+                ) from None
+            if time.monotonic() + backoff >= deadline:
+                waited = time.monotonic() - started
+                raise SourceUnreachableError(
+                    f"{where}: could not connect within {timeout_seconds:g} s ({attempts} attempts over "
+                    f"{waited:.1f} s; last error: {failed.reason}). Check that the server is up and that "
+                    f"{source.connection_env} names the right host and port; the time limit is the `sources` "
+                    "resource's `connect_timeout_seconds`. Nothing was read."
+                ) from None
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+def _server(url: str) -> str:
+    """`host:port` of the URL (or its redacted form when it has several hosts or cannot be parsed)."""
+    try:
+        parts = urlsplit(url)
+        if parts.hostname and "," not in parts.netloc:
+            return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+    except ValueError:
+        pass
+    return redact(url)
+
+
+def _postgres_login(url: str, seconds: float) -> None:
+    import psycopg
+
+    try:
+        # libpq counts connect_timeout in whole seconds, at least 2. `cxprotocol` is connectorx's own option.
+        psycopg.connect(
+            _without_params(url, {"cxprotocol"}), connect_timeout=max(2, math.ceil(seconds)), autocommit=True
+        ).close()
+    except psycopg.OperationalError as exc:
+        reason = scrub(str(exc).removeprefix("connection failed: ").strip(), url)
+        text = str(exc).lower()
+        if any(marker in text for marker in POSTGRES_LOGIN_MARKERS):
+            raise _Attempt("login", reason) from None
+        if any(marker in text for marker in POSTGRES_TRANSIENT_MARKERS):
+            raise _Attempt("transient", reason) from None
+        raise _Attempt("refused", reason) from None
+
+
+def _mysql_login(url: str, seconds: float) -> None:
+    import pymysql
+
+    parts = urlsplit(url)
+    try:
+        pymysql.connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+            database=unquote(parts.path.lstrip("/")) or None,
+            connect_timeout=seconds,  # the TCP connect
+            read_timeout=seconds,  # the server's greeting and the login exchange
+            write_timeout=seconds,
+        ).close()
+    except pymysql.err.MySQLError as exc:
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        reason = scrub(str(exc.args[1] if len(exc.args) > 1 else exc), url)
+        if code in MYSQL_LOGIN_ERRORS:
+            raise _Attempt("login", reason) from None
+        if code in MYSQL_TRANSIENT_ERRORS:
+            raise _Attempt("transient", reason) from None
+        raise _Attempt("refused", reason) from None
+
+
+def _mongo_login(url: str, seconds: float) -> None:
+    import pymongo.errors
+
+    from derive_assets.replication.mongo_client import connect_mongo
+
+    try:
+        client = connect_mongo(url, seconds)
+    except (pymongo.errors.ConfigurationError, ValueError) as exc:  # InvalidURI is a ConfigurationError
+        raise _Attempt("refused", f"the URL is not valid for pymongo: {scrub(str(exc), url)}") from None
+    try:
+        client.admin.command("ping")  # authenticates first when the URL has credentials
+    except pymongo.errors.OperationFailure as exc:
+        kind: Failure = "login" if exc.code in (18, 13) else "refused"  # AuthenticationFailed, Unauthorized
+        raise _Attempt(kind, scrub(str(exc.details.get("errmsg") if exc.details else exc), url)) from None
+    except pymongo.errors.ConnectionFailure as exc:
+        # pymongo already retried for serverSelectionTimeoutMS (the whole budget): report, do not retry again.
+        text = str(exc).split(", Timeout:", 1)[0]
+        raise _Attempt("transient", scrub(text, url)) from None
+    finally:
+        client.close()
+
+
+def _check_sqlite_file(source: SourceSpec, url: str) -> None:
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file():
+        raise SourceConnectionError(
+            f"source '{source.name}': sqlite database {path} does not exist. Run `derive generate` to create "
+            f"the demo databases, or point {source.connection_env} at an existing file (sqlite:///path)."
+        )
+
+
+def _without_params(url: str, names: set[str]) -> str:
+    if "?" not in url:
+        return url
+    base, query = url.split("?", 1)
+    kept = [p for p in query.split("&") if p and p.split("=", 1)[0].lower() not in names]
+    return f"{base}?{'&'.join(kept)}" if kept else base
