@@ -1,9 +1,22 @@
 """ScyllaDB / Apache Cassandra, the production online store, through the CQL driver (`cassandra-driver`).
 
-Writes use one prepared `INSERT … USING TTL ?` per table and the driver's concurrent execution with a bounded
-number of requests in flight; inserts are upserts in CQL, so re-exporting a window is idempotent. Rows whose
-write failed are retried (with backoff) before the batch, and so the run, fails; a failed run records no
-materialization, so the export's watermark never passes what was written.
+Writes use one prepared `INSERT … USING TTL ?` per table, with at most `concurrency` requests in flight; inserts
+are upserts in CQL, so re-exporting a window is idempotent.
+
+Failures are sorted by cause. Transient ones (no host available, timeouts, a lost connection, an overloaded
+node) are retried for the rows that failed, up to `write_retries` times with exponential backoff
+(`retry_backoff_seconds`, doubling, at most `retry_backoff_max_seconds`); the driver reconnects in between. A
+row the server refuses (`InvalidRequest`, e.g. a NULL key) is never retried. Giving up raises
+`OnlineWriteError` with the number of rows written; a failed run records no materialization, so the export's
+watermark never passes what was written.
+
+The driver's own `execute_concurrent` is not used: when the connection drops, `session.execute_async` raises
+`NoHostAvailable` synchronously, its executor recurses through the remaining rows until a `RecursionError`, records
+one row twice and then fails sorting its results (`TypeError: '<' not supported between instances of
+'RecursionError' and 'NoHostAvailable'`), so no retry ever ran.
+
+Time bounds: connecting fails after `connect_timeout_seconds` per contact point (at once for a refused port); a
+write that cannot complete fails after at most `(write_retries + 1) * request_timeout_seconds` plus the backoff.
 
 Connection settings come from configuration (`DERIVE_CASSANDRA_*` environment variables, see
 `derive_assets/factory/build.py`); the password is a Dagster `EnvVar`, so the UI shows its name, never its value.
@@ -15,21 +28,52 @@ import datetime as dt
 import json
 import ssl
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
-from cassandra import ConsistencyLevel
+from cassandra import (
+    ConsistencyLevel,
+    DriverException,
+    OperationTimedOut,
+    RequestExecutionException,
+)
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import Cluster, Session
-from cassandra.concurrent import execute_concurrent_with_args
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
+from cassandra.connection import ConnectionException
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
+from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage, ServerError
 from cassandra.query import PreparedStatement
 from cassandra.util import Date
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from resources.online_store import CQL_TYPES, ExportResult, OnlineStoreError, OnlineTable, key_values
+from resources.online_store import (
+    CQL_TYPES,
+    ExportResult,
+    OnlineStoreError,
+    OnlineStoreUnavailable,
+    OnlineTable,
+    OnlineWriteError,
+    key_values,
+)
+
+PRECISION = dt.timedelta(milliseconds=1)
+"""CQL `timestamp` is milliseconds since the epoch."""
+
+TRANSIENT = (
+    NoHostAvailable,
+    OperationTimedOut,
+    ConnectionException,
+    RequestExecutionException,  # WriteTimeout, Unavailable, WriteFailure: the coordinator or replicas were busy
+    OverloadedErrorMessage,
+    IsBootstrappingErrorMessage,
+    ServerError,
+)
+"""Errors that a later attempt can succeed past; everything else is the row's or the schema's fault."""
+
+SETTINGS_HINT = "DERIVE_CASSANDRA_HOSTS / DERIVE_CASSANDRA_PORT"
 
 
 class CassandraOnlineStore(ConfigurableResource):
@@ -58,7 +102,18 @@ class CassandraOnlineStore(ConfigurableResource):
         description="Replication of keyspaces Derive creates (SimpleStrategy); create real ones yourself.",
     )
     concurrency: int = Field(default=64, description="Most write requests in flight at once.")
-    write_retries: int = Field(default=3, description="Retries of failed row writes before the run fails.")
+    write_retries: int = Field(
+        default=5,
+        description="Retries of rows whose write failed for a transient reason (no host, timeout, lost "
+        "connection, overloaded node) before the run fails; refused rows are never retried.",
+    )
+    retry_backoff_seconds: float = Field(
+        default=0.5, description="Pause before the first retry; it doubles on each later one."
+    )
+    retry_backoff_max_seconds: float = Field(default=8.0, description="Longest pause between two retries.")
+    connect_timeout_seconds: float = Field(
+        default=5.0, description="How long connecting to one contact point may take before it counts as down."
+    )
     request_timeout_seconds: float = Field(default=20.0, description="Driver request timeout.")
 
     _cluster: Any = PrivateAttr(default=None)
@@ -68,6 +123,10 @@ class CassandraOnlineStore(ConfigurableResource):
     @property
     def kind(self) -> str:
         return "cassandra"
+
+    @property
+    def timestamp_precision(self) -> dt.timedelta:
+        return PRECISION
 
     # ------------------------------------------------------------------------------------------- connection
 
@@ -79,19 +138,37 @@ class CassandraOnlineStore(ConfigurableResource):
             if self.ssl_ca_file:
                 context = ssl.create_default_context(cafile=self.ssl_ca_file)
             policy = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=self.local_datacenter or ""))
-            self._cluster = Cluster(
+            cluster = Cluster(
                 self.contact_points,
                 port=self.port,
                 auth_provider=auth,
                 ssl_context=context,
                 load_balancing_policy=policy,
+                # Reconnect soon after a lost connection, so the write retries find the node back.
+                reconnection_policy=ExponentialReconnectionPolicy(
+                    base_delay=min(0.5, self.retry_backoff_seconds or 0.5),
+                    max_delay=max(1.0, self.retry_backoff_max_seconds),
+                ),
+                connect_timeout=self.connect_timeout_seconds,  # pyright: ignore[reportArgumentType]
+                control_connection_timeout=self.connect_timeout_seconds,
                 protocol_version=5,
             )
-            session = self._cluster.connect()
+            try:
+                session = cluster.connect()
+            except (NoHostAvailable, OperationTimedOut, DriverException) as exc:
+                cluster.shutdown()
+                raise OnlineStoreUnavailable(
+                    f"cannot connect to Cassandra at {self._where()}: {_describe(exc)}; check that the cluster is "
+                    f"up and reachable, and the contact points and port ({SETTINGS_HINT}); each contact point "
+                    f"is given {self.connect_timeout_seconds:g} s (DERIVE_CASSANDRA_CONNECT_TIMEOUT)"
+                ) from None
             session.default_timeout = self.request_timeout_seconds
-            self._session = session
+            self._cluster, self._session = cluster, session
         assert self._session is not None
         return self._session
+
+    def _where(self) -> str:
+        return ", ".join(f"{host}:{self.port}" for host in self.contact_points)
 
     def close(self) -> None:
         if self._cluster is not None:
@@ -160,33 +237,93 @@ class CassandraOnlineStore(ConfigurableResource):
                 (*(_encode(v, t) for v, t in zip(values, types, strict=True)), ttl)
                 for values in zip(*columns, strict=True)
             ]
-            result.retries += self._write_rows(statement, rows, table)
-            result.rows_written += len(rows)
+            self._write_rows(statement, rows, table, result)
             result.batches += 1
         return result
 
     def _write_rows(
-        self, statement: PreparedStatement, rows: list[tuple[Any, ...]], table: OnlineTable
-    ) -> int:
-        """Write rows concurrently; retry the failed ones. Returns how many retries were needed."""
-        pending, retries, delay = rows, 0, 0.2
+        self,
+        statement: PreparedStatement,
+        rows: list[tuple[Any, ...]],
+        table: OnlineTable,
+        result: ExportResult,
+    ) -> None:
+        """Write rows concurrently; retry those that failed transiently, with backoff. Counts into `result`."""
+        pending = list(range(len(rows)))
+        delay = self.retry_backoff_seconds
         for attempt in range(self.write_retries + 1):
-            outcomes = execute_concurrent_with_args(
-                self.session(), statement, pending, concurrency=self.concurrency, raise_on_first_error=False
-            )
-            failed = [(row, outcome) for row, (ok, outcome) in zip(pending, outcomes, strict=True) if not ok]
+            failed = self._attempt(statement, rows, pending)
+            result.rows_written += len(pending) - len(failed)
             if not failed:
-                return retries
-            if attempt == self.write_retries:
-                raise OnlineStoreError(
-                    f"{table.ref}: {len(failed)} of {len(rows)} rows of a batch could not be written after "
-                    f"{self.write_retries} retries; first error: {failed[0][1]!r}"
+                return
+            refused = [(i, exc) for i, exc in failed if exc is not None and not isinstance(exc, TRANSIENT)]
+            if refused:
+                index, exc = refused[0]
+                key = {k: rows[index][table.column_names.index(k)] for k in table.primary_key}
+                raise OnlineWriteError(
+                    f"{table.ref}: Cassandra refused {len(refused)} row(s) of a batch, first the row with key "
+                    f"{key}: {_describe(exc)}; such an error is not retried: fix the row in the warehouse "
+                    "table (or the export's columns) and rerun",
+                    rows_written=result.rows_written,
+                    transient=False,
                 )
-            pending = [row for row, _ in failed]
-            retries += len(pending)
+            if attempt == self.write_retries:
+                cause = next((exc for _, exc in failed if exc is not None), None)
+                raise OnlineWriteError(
+                    f"{table.ref}: {len(failed):,} row(s) of a batch could not be written to Cassandra at "
+                    f"{self._where()} after {self.write_retries} retries over about {self._retry_span():g} s "
+                    f"(last error: {_describe(cause)}); check that the cluster is up and reachable "
+                    f"({SETTINGS_HINT}); more patience: DERIVE_CASSANDRA_WRITE_RETRIES, "
+                    "DERIVE_CASSANDRA_RETRY_BACKOFF",
+                    rows_written=result.rows_written,
+                    transient=True,
+                )
+            pending = [i for i, _ in failed]
+            result.retries += len(pending)
             time.sleep(delay)
-            delay *= 2
-        return retries
+            delay = min(delay * 2, self.retry_backoff_max_seconds)
+
+    def _attempt(
+        self, statement: PreparedStatement, rows: list[tuple[Any, ...]], indices: list[int]
+    ) -> list[tuple[int, BaseException | None]]:
+        """One pass over `indices` with at most `concurrency` requests in flight; returns the failed rows.
+
+        Once no host is available, the rest of the pass is not sent (its rows fail with no error of their own).
+        """
+        session = self.session()
+        in_flight: deque[tuple[int, ResponseFuture]] = deque()
+        failed: list[tuple[int, BaseException | None]] = []
+
+        def settle() -> None:
+            index, future = in_flight.popleft()
+            try:
+                future.result()
+            except (DriverException, NoHostAvailable, ConnectionException) as exc:
+                failed.append((index, exc))
+
+        for position, index in enumerate(indices):
+            if len(in_flight) >= self.concurrency:
+                settle()
+            try:
+                in_flight.append((index, session.execute_async(statement, rows[index])))
+            except NoHostAvailable as exc:
+                failed.append((index, exc))
+                failed.extend((i, None) for i in indices[position + 1 :])
+                break
+            # A value the driver cannot serialize raises synchronously with no documented type (TypeError,
+            # struct.error, ValueError…): report it as a refused row, never as an outage.
+            except Exception as exc:  # noqa: BLE001
+                failed.append((index, exc))
+        while in_flight:
+            settle()
+        return failed
+
+    def _retry_span(self) -> float:
+        delay, total = self.retry_backoff_seconds, 0.0
+        for _ in range(self.write_retries):
+            total += delay
+            delay = min(delay * 2, self.retry_backoff_max_seconds)
+        return round(total, 1)
 
     # ------------------------------------------------------------------------------------------- reads
 
@@ -215,13 +352,28 @@ def _ref(table: OnlineTable) -> str:
     return f"{_q(table.keyspace)}.{_q(table.name)}"
 
 
+def _describe(exc: BaseException | None) -> str:
+    """A driver error in one line; `NoHostAvailable` keeps its per-host reasons."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, NoHostAvailable) and exc.errors:
+        reasons = "; ".join(f"{host}: {error}" for host, error in exc.errors.items())
+        return f"{type(exc).__name__}: {exc.args[0] if exc.args else ''} ({reasons})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _encode(value: Any, column_type: str) -> Any:
     if value is None:
         return None
     if column_type == "JSON" and not isinstance(value, str):
         return json.dumps(value)
-    if column_type == "DATETIME" and isinstance(value, dt.datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)  # a DATETIME is stored as the UTC instant of the same wall time
+    if isinstance(value, dt.datetime):
+        # Keep whole milliseconds, rounding down (the driver truncates toward zero, which before 1970 rounds up).
+        value = value.replace(microsecond=value.microsecond // 1000 * 1000)
+        if column_type == "DATETIME" and value.tzinfo is None:
+            return value.replace(
+                tzinfo=dt.UTC
+            )  # a DATETIME is stored as the UTC instant of the same wall time
     return value
 
 
@@ -230,6 +382,9 @@ def _decode(value: Any, column_type: str) -> Any:
         return None
     if isinstance(value, Date):
         return value.date()
-    if column_type == "TIMESTAMP" and isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.UTC)  # the driver returns naive UTC
+    if isinstance(value, dt.datetime):
+        # The driver turns milliseconds into float seconds; round off its float error to the millisecond.
+        value = dt.datetime.min + round((value - dt.datetime.min) / PRECISION) * PRECISION
+        if column_type == "TIMESTAMP":
+            return value.replace(tzinfo=dt.UTC)  # the driver returns naive UTC
     return value

@@ -6,6 +6,7 @@ columns (rows sorted within a partition). Writes are idempotent upserts, so re-e
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +32,23 @@ CQL_TYPES = {
 
 class OnlineStoreError(RuntimeError):
     """The online store refused a write or a table differs from its export spec."""
+
+
+class OnlineStoreUnavailable(OnlineStoreError):
+    """The store could not be reached (refused, timed out, connection lost) within the configured retries."""
+
+
+class OnlineWriteError(OnlineStoreError):
+    """A write gave up part-way: `rows_written` rows are online, the rest of the export is not.
+
+    `transient` says whether the cause was an outage (worth rerunning once the store is back) or a row the
+    store refuses (a rerun fails the same way until the data or the spec changes).
+    """
+
+    def __init__(self, message: str, rows_written: int, transient: bool):
+        super().__init__(message)
+        self.rows_written = rows_written
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -69,12 +87,23 @@ class OnlineStore(Protocol):
     @property
     def kind(self) -> str: ...
 
+    @property
+    def timestamp_precision(self) -> dt.timedelta:
+        """The finest time step a TIMESTAMP/DATETIME value keeps online (Cassandra: 1 ms; SQLite: 1 µs).
+
+        Writes truncate finer values to it; the export's verification compares both sides truncated to it.
+        """
+        ...
+
     def ensure_table(self, table: OnlineTable) -> None:
         """Create the keyspace/table if missing; raise `OnlineStoreError` if an existing one differs."""
         ...
 
     def write(self, table: OnlineTable, batches: Iterable[pa.RecordBatch]) -> ExportResult:
-        """Upsert every row, batch by batch, with bounded memory; honour the TTL."""
+        """Upsert every row, batch by batch, with bounded memory; honour the TTL.
+
+        Raises `OnlineWriteError` (with how many rows were written) when it gives up part-way.
+        """
         ...
 
     def lookup(self, table: OnlineTable, key: Sequence[Any]) -> list[dict[str, Any]]:

@@ -2,12 +2,16 @@
 
 A CQL table becomes a SQLite table named `<keyspace>__<table>` with the same primary key. TTLs are kept as an
 expiry time per row; expired rows are invisible to lookups and counts and are purged on the next write.
+
+Values keep the warehouse's precision: timestamps as ISO text with microseconds, NUMERIC as decimal text, and a
+NaN float as the text `'NaN'` (SQLite itself would store NaN as NULL).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,10 +24,12 @@ import pyarrow as pa
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from resources.online_store import ExportResult, OnlineStoreError, OnlineTable, key_values
+from resources.online_store import ExportResult, OnlineStoreError, OnlineTable, OnlineWriteError, key_values
 
 EXPIRES = "_derive_expires_at"
 SQLITE_TYPES = {"INT64": "INTEGER", "FLOAT64": "REAL", "BOOL": "INTEGER", "BYTES": "BLOB"}  # others: TEXT
+PRECISION = dt.timedelta(microseconds=1)
+NAN = "NaN"
 
 
 class SQLiteOnlineStore(ConfigurableResource):
@@ -40,6 +46,10 @@ class SQLiteOnlineStore(ConfigurableResource):
     @property
     def kind(self) -> str:
         return "sqlite"
+
+    @property
+    def timestamp_precision(self) -> dt.timedelta:
+        return PRECISION
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -78,8 +88,16 @@ class SQLiteOnlineStore(ConfigurableResource):
                 expires = time.time() + table.ttl_seconds if table.ttl_seconds else None
                 columns = [batch.column(n).to_pylist() for n in names]
                 rows = [(*(_encode(v) for v in values), expires) for values in zip(*columns, strict=True)]
-                with con:  # one transaction per batch
-                    con.executemany(sql, rows)
+                try:
+                    with con:  # one transaction per batch
+                        con.executemany(sql, rows)
+                except sqlite3.OperationalError as exc:  # locked or full: the batch rolled back
+                    raise OnlineWriteError(
+                        f"{table.ref}: the SQLite online store {self.path} refused a batch ({exc}); no other "
+                        "process may hold it locked for more than 60 s, and the disk must have room",
+                        rows_written=result.rows_written,
+                        transient=True,
+                    ) from None
                 result.rows_written += len(rows)
                 result.batches += 1
         return result
@@ -108,6 +126,8 @@ def _name(table: OnlineTable) -> str:
 
 
 def _encode(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return NAN
     if isinstance(value, dt.datetime):
         return (value.astimezone(dt.UTC) if value.tzinfo else value).isoformat()
     if isinstance(value, dt.date):
@@ -122,6 +142,8 @@ def _encode(value: Any) -> Any:
 def _decode(value: Any, column_type: str) -> Any:
     if value is None:
         return None
+    if column_type == "FLOAT64":
+        return float(value)  # 'NaN' -> nan
     if column_type == "NUMERIC":
         return Decimal(value)
     if column_type == "DATE":

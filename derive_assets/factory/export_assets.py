@@ -1,36 +1,40 @@
-"""One asset per export spec: a warehouse table's changed rows, streamed to the online store and verified."""
+"""One asset per export spec: a warehouse table's changed rows, streamed to the online store and verified.
+
+The verification (`export_verify.py`) is a blocking ERROR check: when it fails, the step fails, assets downstream
+of the export in the same run do not materialize, and a cursor export records its *old* watermark, so the next run
+exports (and verifies) the same rows again. An online store that gives up mid-export fails the run with how many
+rows were written; nothing is recorded, so the watermark does not move either.
+"""
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 
-import datetime as dt
 import time
 import warnings
 from typing import Any
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     BetaWarning,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
+from derive_assets.factory.export_verify import CHECK_NAME, verify
 from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.windows import partitions_for
 from derive_assets.replication import watermark
 from derive_assets.specs.project import Export
-from resources.online_store import OnlineTable
+from resources.online_store import OnlineStoreError, OnlineTable, OnlineWriteError
 from resources.sql_text import quote, table_name, window_filter
 from resources.warehouse import TimeWindow
 
 BATCH_ROWS = 10_000
-SAMPLE_KEYS = 100
-CHECK_NAME = "online_matches_warehouse"
 
 
 def export_key(export: Export) -> AssetKey:
@@ -78,16 +82,23 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
             AssetCheckSpec(
                 CHECK_NAME,
                 asset=key,
+                blocking=True,
                 description="The rows this run exported are all in the online store, with the warehouse's values "
-                "(row count of the exported slice, and a sample of rows looked up by key).",
+                "(row count of the exported slice, and a sample of rows looked up by key, compared at the "
+                "store's timestamp precision).",
             )
         ],
         required_resource_keys={"warehouse", "online_store"},
     )
     def _export(context: AssetExecutionContext) -> MaterializeResult:
         warehouse, store = context.resources.warehouse, context.resources.online_store
-        store.ensure_table(table)
-        where, params, meta = None, {}, {}
+        try:
+            store.ensure_table(table)
+        except OnlineStoreError as exc:
+            raise _failure(export, store, exc, 0, None) from None
+        where: str | None = None
+        params: dict[str, Any] = {}
+        meta: dict[str, Any] = {}
         if partitions_def is not None and export.partition_key:
             tw = context.partition_time_window
             window = TimeWindow(tw.start, tw.end)
@@ -105,9 +116,18 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
 
         started = time.perf_counter()
         batches = warehouse.iter_batches(spec.table, table.column_names, where, params, BATCH_ROWS)
-        result = store.write(table, batches)
+        try:
+            result = store.write(table, batches)
+        except OnlineWriteError as exc:
+            total = _count(warehouse, spec.table, where, params)
+            raise _failure(export, store, exc, exc.rows_written, total) from None
         duration = time.perf_counter() - started
-        check = _verify(warehouse, store, table, spec.table, where, params, result.rows_written)
+        expected = _count(warehouse, spec.table, where, params)
+        check = verify(warehouse, store, table, spec.table, where, params, result.rows_written, expected)
+        if not check.passed and watermark.WATERMARK_KEY in meta:
+            # Keep the old watermark: the next run re-exports this slice and verifies it again.
+            meta[watermark.WATERMARK_KEY] = meta["derive/watermark_before"]
+            meta["derive/watermark_held"] = True
         return MaterializeResult(
             metadata={
                 **meta,
@@ -170,50 +190,26 @@ def _nothing_changed(meta: dict[str, Any]) -> MaterializeResult:
     )
 
 
-def _verify(
-    warehouse: Any,
-    store: Any,
-    table: OnlineTable,
-    ref: str,
-    where: str | None,
-    params: dict[str, Any],
-    written: int,
-) -> AssetCheckResult:
-    """Row count of the exported slice equals rows written, and sampled rows read back equal the warehouse."""
+def _count(warehouse: Any, ref: str, where: str | None, params: dict[str, Any]) -> int:
     sql = f"SELECT count(*) FROM {table_name(ref, warehouse.dialect)}" + (f" WHERE {where}" if where else "")
-    expected = warehouse.count_violations(sql, params)
-    sample = next(iter(warehouse.iter_batches(ref, table.column_names, where, params, SAMPLE_KEYS)), None)
-    rows = sample.to_pylist() if sample is not None else []
-    missing, different = 0, 0
-    for row in rows:
-        found = store.lookup(table, [row[k] for k in table.primary_key])
-        if not found:
-            missing += 1
-        elif _normalized(found[0]) != _normalized(row):
-            different += 1
-    passed = written == expected and missing == 0 and different == 0
-    return AssetCheckResult(
-        check_name=CHECK_NAME,
-        passed=passed,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "warehouse_rows": expected,
-            "rows_written": written,
-            "sampled_keys": len(rows),
-            "missing_online": missing,
-            "different_online": different,
-        },
-        description=None
-        if passed
-        else f"warehouse has {expected} rows, {written} written; of {len(rows)} sampled keys {missing} missing "
-        f"and {different} different online",
+    return warehouse.count_violations(sql, params)
+
+
+def _failure(export: Export, store: Any, exc: OnlineStoreError, written: int, total: int | None) -> Failure:
+    """The run fails with what happened, what is online, and why a rerun is safe."""
+    of = f" of {total:,}" if total is not None else ""
+    kept = (
+        "the export's watermark did not move"
+        if export.spec.cursor and not export.window
+        else "nothing was recorded for this window"
     )
-
-
-def _normalized(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, value in row.items():
-        if isinstance(value, dt.datetime):
-            value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-        out[name] = value
-    return out
+    rerun = (
+        "rerun the export once the store is back: it writes the same rows again, which is harmless (upserts)"
+        if getattr(exc, "transient", True)
+        else "fix the cause above, then rerun: rows already written are simply overwritten (upserts)"
+    )
+    return Failure(
+        description=f"export {export.spec.name} to {store.kind} stopped after {written:,}{of} rows were written "
+        f"online: {exc}. No materialization was recorded, so {kept}; {rerun}.",
+        metadata={"derive/rows_written": written, "derive/rows_in_slice": total},
+    )

@@ -1,0 +1,135 @@
+"""The `online_matches_warehouse` check: did this export's rows reach the online store with the warehouse's values?
+
+Two tests: the row count of the exported slice equals the rows written, and up to `SAMPLE_KEYS` rows of the slice,
+looked up by key, equal the warehouse's rows column by column. Values are compared as the online store can hold
+them, never looser:
+
+- TIMESTAMP / DATETIME: both sides truncated (rounded down) to the store's `timestamp_precision` (Cassandra keeps
+  milliseconds, the warehouses microseconds); TIMESTAMPs as UTC instants, DATETIMEs as wall times;
+- FLOAT64: exactly (both sides are IEEE doubles), with NaN equal to NaN;
+- NUMERIC: by value (`1.50` equals `1.5`); DATE, INT64, BOOL, STRING: exactly;
+- JSON: parsed, so key order and spacing do not count (text that is not JSON is compared as text);
+- BYTES: byte for byte; NULL equals only NULL.
+
+A difference finer than the store's precision cannot be seen online and is not reported; any other is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from dagster import AssetCheckResult, AssetCheckSeverity
+
+from resources.online_store import OnlineTable
+
+CHECK_NAME = "online_matches_warehouse"
+SAMPLE_KEYS = 100
+SHOWN = 80  # characters of a value quoted in the check's description
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NAN = ("float", "NaN")  # NaN != NaN in Python; this stands for it on both sides
+
+
+def verify(
+    warehouse: Any,
+    store: Any,
+    table: OnlineTable,
+    ref: str,
+    where: str | None,
+    params: dict[str, Any],
+    written: int,
+    expected: int,
+) -> AssetCheckResult:
+    """Compare `written` with the slice's warehouse row count `expected`, and a sample read back by key."""
+    sample = next(iter(warehouse.iter_batches(ref, table.column_names, where, params, SAMPLE_KEYS)), None)
+    rows = sample.to_pylist() if sample is not None else []
+    precision = store.timestamp_precision
+    types = {c.name: c.type for c in table.columns}
+    missing, different, first = 0, 0, None
+    for row in rows:
+        key = [row[k] for k in table.primary_key]
+        found = store.lookup(table, key)
+        if not found:
+            missing += 1
+            first = first or f"key {key} is missing online"
+            continue
+        column = next(
+            (
+                name
+                for name in table.column_names
+                if comparable(row[name], types[name], precision)
+                != comparable(found[0].get(name), types[name], precision)
+            ),
+            None,
+        )
+        if column is not None:
+            different += 1
+            first = first or (
+                f"key {key}, column {column}: warehouse {_show(row[column])}, online {_show(found[0].get(column))}"
+            )
+    passed = written == expected and missing == 0 and different == 0
+    return AssetCheckResult(
+        check_name=CHECK_NAME,
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "warehouse_rows": expected,
+            "rows_written": written,
+            "sampled_keys": len(rows),
+            "missing_online": missing,
+            "different_online": different,
+            "timestamp_precision_us": precision // dt.timedelta(microseconds=1),
+        },
+        description=None
+        if passed
+        else f"warehouse has {expected} rows, {written} written; of {len(rows)} sampled keys {missing} missing "
+        f"and {different} different online" + (f" (first: {first})" if first else ""),
+    )
+
+
+def comparable(value: Any, column_type: str, precision: dt.timedelta) -> Any:
+    """`value` as the check compares it: see the module docstring for each type's rule."""
+    if value is None:
+        return None
+    if column_type in ("TIMESTAMP", "DATETIME") and isinstance(value, dt.datetime):
+        return _truncated(value, column_type, precision)
+    if column_type == "FLOAT64" and isinstance(value, int | float):
+        return _NAN if math.isnan(value) else float(value)
+    if column_type == "NUMERIC":
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            return value
+        return _NAN if number.is_nan() else number
+    if column_type == "JSON" and isinstance(value, str):
+        try:
+            return ("json", json.loads(value))
+        except ValueError:
+            return value
+    if column_type == "JSON":
+        return ("json", value)
+    if column_type == "BYTES" and isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return value
+
+
+def _truncated(value: dt.datetime, column_type: str, precision: dt.timedelta) -> dt.datetime:
+    """Round down to a whole multiple of `precision` since the epoch (floor, also before 1970).
+
+    A naive TIMESTAMP is UTC; a DATETIME is a wall time, and an aware one (as a store may return it) is that wall
+    time in UTC.
+    """
+    instant = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    step = precision // dt.timedelta(microseconds=1)
+    micros = (instant - _EPOCH) // dt.timedelta(microseconds=1)
+    floored = _EPOCH + dt.timedelta(microseconds=micros - micros % step)
+    return floored if column_type == "TIMESTAMP" else floored.replace(tzinfo=None)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
