@@ -133,9 +133,13 @@ def _sqlite_unreadable(cursor: exp.Column, column_type: str) -> list[exp.Expr]:
     typeof = exp.func("typeof", cursor)
     if column_type == "INT64":
         return [exp.NEQ(this=typeof, expression=exp.Literal.string("integer"))]
+    iso_date = exp.Glob(
+        this=cursor, expression=exp.Literal.string("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*")
+    )
     return [
         exp.NEQ(this=typeof, expression=exp.Literal.string("text")),
         exp.func("julianday", cursor).is_(exp.null()),
+        exp.not_(iso_date),  # julianday('12') is day 12 of 4713 BC: only ISO text compares as a time
     ]
 
 
@@ -186,8 +190,11 @@ def _connectorx_batches(url: str, sql: str, batch_rows: int, plan: ExtractPlan) 
         assert isinstance(reader, pa.RecordBatchReader)
         yield from reader
     except RuntimeError as exc:  # connectorx raises RuntimeError with the driver's message
+        from derive_assets.replication.urls import scrub  # the lead may hoist this to the module's imports
+
         raise SourceConnectionError(
-            f"source '{plan.source.name}': reading failed: {str(exc).replace(url, redact(url))}"
+            f"source '{plan.source.name}' (URL from {plan.source.connection_env}): reading failed: "
+            f"{scrub(str(exc), url)}"
         ) from None
     except BaseException as exc:
         # connectorx's Rust writer panics (pyo3 PanicException, a BaseException) on values Arrow's types

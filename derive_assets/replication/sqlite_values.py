@@ -45,7 +45,7 @@ class CellError(ValueError):
         self.column, self.value, self.reason = column.name, value, reason
         shown = repr(value)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        super().__init__(f"column '{column.name}' holds {shown}, which is not a {column.type} ({reason})")
+        super().__init__(f"column '{column.name}' holds {shown}, which is not a valid {column.type} ({reason})")
 
 
 def convert(value: Any, column: Column) -> Any:
