@@ -155,7 +155,7 @@ def _demo(args: argparse.Namespace) -> int:
         "Materialize one window: DAGSTER_HOME=" + str(home) + " .venv/bin/dagster asset materialize "
         "-m derive_assets.definitions --select analytics/daily_payments_by_region --partition <YYYY-MM-DD>"
     )
-    return 0
+    return 1 if summary.errors else 0  # a failed ERROR check (listed above) fails the demo
 
 
 if __name__ == "__main__":

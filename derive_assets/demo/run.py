@@ -3,21 +3,34 @@
 The first run generates the sample databases and loads everything; every later run plays one batch of new
 activity on the sources first, so it shows what an incremental run reads. Runs go through the same Dagster jobs
 the schedules use, on the persistent instance in `DAGSTER_HOME`, so `dagster dev` shows their history.
+
+A failed check is printed (name, asset, description) under its job; an asset whose blocking check failed stops
+the jobs downstream of it, as it would in one run, and `derive demo` exits non-zero.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from dagster import DagsterInstance, Definitions, TimeWindowPartitionsDefinition
+from dagster import (
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    TimeWindowPartitionsDefinition,
+)
 
 from derive_assets.demo.generate import apply_activity, embedded_urls, generate
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
-from derive_assets.factory.export_assets import online_table
+from derive_assets.factory.export_assets import export_key, online_table
+from derive_assets.factory.replication_assets import replication_key
 from derive_assets.factory.schedules import export_job_name, source_job_name, table_job_name
+from derive_assets.factory.table_assets import table_key
 from derive_assets.factory.windows import partitions_for
 from derive_assets.replication.watermark import WATERMARK_KEY
 from derive_assets.settings import DeriveSettings
@@ -25,6 +38,31 @@ from derive_assets.specs.project import SpecProject, load_project
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+CHECK_FAILED = "DagsterAssetCheckFailedError"  # the step error Dagster raises for a failed blocking check
+
+
+@dataclass(frozen=True)
+class FailedCheck:
+    name: str
+    asset: str
+    description: str
+    severity: str
+
+
+class DemoSummary(dict[str, dict[str, Any]]):
+    """Rows per table, by name; `failed_checks` lists the checks that failed (ERROR ones make the demo fail)."""
+
+    def __init__(self, tables: dict[str, dict[str, Any]], failed_checks: list[FailedCheck]):
+        super().__init__(tables)
+        self.failed_checks = failed_checks
+
+    @property
+    def errors(self) -> list[FailedCheck]:
+        return [c for c in self.failed_checks if c.severity == "ERROR"]
+
+
+class DemoStepFailed(RuntimeError):
+    """A step of a demo job failed for a reason other than a failed check."""
 
 
 def run_demo(
@@ -34,7 +72,7 @@ def run_demo(
     days: int = 7,
     fresh: bool = False,
     say: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> DemoSummary:
     """Generate (or update) the sample sources, then materialize the whole graph. Returns a summary."""
     project = load_project(settings.specs_dir)
     defs = build_definitions(settings, project)
@@ -51,18 +89,48 @@ def run_demo(
         changes = apply_activity(urls)
         say("    " + ", ".join(f"{k}: {v:,}" for k, v in changes.items() if v))
 
+    jobs: list[tuple[str, list[AssetKey], dict[str, str]]] = []
     for source in project.sources():
-        _run(defs, instance, source_job_name(source.name), {}, say)
+        keys = [replication_key(rt) for rt in project.replicated if rt.source.name == source.name]
+        jobs.append((source_job_name(source.name), keys, {}))
     for table in project.tables:
-        spec = table.spec
-        partitions_def = partitions_for(spec.window)
+        partitions_def = partitions_for(table.spec.window)
         tags = _recent_windows(partitions_def, days) if partitions_def else {}
-        _run(defs, instance, table_job_name(spec.ref), tags, say)
+        jobs.append((table_job_name(table.spec.ref), [table_key(table.spec.ref)], tags))
     for export in project.exports:
         partitions_def = partitions_for(export.window)
         tags = _recent_windows(partitions_def, days) if partitions_def else {}
-        _run(defs, instance, export_job_name(export.spec.name), tags, say)
-    return summarize(project, settings, instance)
+        jobs.append((export_job_name(export.spec.name), [export_key(export)], tags))
+
+    graph = defs.resolve_asset_graph()
+    failed: list[FailedCheck] = []
+    blocked: set[AssetKey] = set()  # assets whose blocking check failed
+    for job_name, keys, tags in jobs:
+        stopped_by = sorted(k.to_user_string() for k in blocked & _upstream(graph, keys))
+        if stopped_by:
+            say(f"==> {job_name}: skipped, upstream {', '.join(stopped_by)} failed a blocking check")
+            continue
+        checks = _run(defs, instance, job_name, tags, say)
+        failed += checks
+        blocked |= {AssetKey.from_user_string(c.asset) for c in checks if c.severity == "ERROR"}
+    tables = summarize(project, settings, instance)
+    if failed:
+        say(f"==> {len(failed)} check(s) failed:")
+        for check in failed:
+            say(f"    {check.severity} {check.name} on {check.asset}: {check.description}")
+    return DemoSummary(tables, failed)
+
+
+def _upstream(graph: Any, keys: Iterable[AssetKey]) -> set[AssetKey]:
+    """Every asset upstream of `keys`, transitively."""
+    seen: set[AssetKey] = set()
+    todo = [parent for key in keys for parent in graph.get(key).parent_keys]
+    while todo:
+        key = todo.pop()
+        if key not in seen:
+            seen.add(key)
+            todo.extend(graph.get(key).parent_keys)
+    return seen
 
 
 def _recent_windows(partitions_def: TimeWindowPartitionsDefinition, days: int) -> dict[str, str]:
@@ -77,12 +145,16 @@ def _recent_windows(partitions_def: TimeWindowPartitionsDefinition, days: int) -
     return {RANGE_START: keys[0], RANGE_END: keys[-1]} if keys else {}
 
 
-def _run(defs: Definitions, instance: DagsterInstance, job_name: str, tags: dict[str, str], say: Any) -> None:
+def _run(
+    defs: Definitions, instance: DagsterInstance, job_name: str, tags: dict[str, str], say: Any
+) -> list[FailedCheck]:
+    """Run one job; print what moved and every failed check. A step error other than a failed check raises."""
     scope = f" windows {tags[RANGE_START]} .. {tags[RANGE_END]}" if tags else ""
     started = time.perf_counter()
     result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, tags=tags, run_config=QUIET, raise_on_error=True
+        instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
     )
+    _raise_step_errors(job_name, result)
     rows = {}
     for event in result.get_asset_materialization_events():
         m = event.step_materialization_data.materialization
@@ -92,11 +164,34 @@ def _run(defs: Definitions, instance: DagsterInstance, job_name: str, tags: dict
         rows[m.asset_key.to_user_string()] = (verb, moved.value if moved else 0)
     detail = ", ".join(f"{k} {verb} {n:,}" for k, (verb, n) in rows.items())
     say(f"==> {job_name}{scope}: {detail} ({time.perf_counter() - started:.1f}s)")
+    failed = [
+        FailedCheck(
+            name=e.check_name,
+            asset=e.asset_key.to_user_string(),
+            description=e.description or "(no description)",
+            severity="ERROR" if e.severity == AssetCheckSeverity.ERROR else "WARN",
+        )
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    ]
+    for check in failed:
+        say(f"    FAILED check {check.name} on {check.asset} ({check.severity}): {check.description}")
+    return failed
+
+
+def _raise_step_errors(job_name: str, result: ExecuteInProcessResult) -> None:
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        if error is None or error.cls_name == CHECK_FAILED:
+            continue
+        messages = []
+        while error is not None:
+            messages.append(error.message.strip())
+            error = error.cause
+        raise DemoStepFailed(f"{job_name}: step {event.step_key} failed: " + " <- ".join(messages))
 
 
 def summarize(project: SpecProject, settings: DeriveSettings, instance: DagsterInstance) -> dict[str, Any]:
-    from dagster import AssetKey
-
     warehouse = build_warehouse(settings)
     summary: dict[str, Any] = {}
     for rt in project.replicated:
