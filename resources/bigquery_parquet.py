@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from resources.bigquery_sql import ROW_COLUMN
 from resources.warehouse import TargetTable, WarehouseError
 
 WIRE_TYPES: dict[str, tuple[pa.DataType, str]] = {
@@ -36,8 +35,7 @@ def write_parquet(
 ) -> tuple[int, dict[str, str]]:
     """Stream batches into one Parquet file (one row group per batch, bounded memory).
 
-    Returns the rows written and the staging table's schema (declared column -> BigQuery type, plus the stream
-    position `_derive_row`). The first non-empty batch fixes the wire types; later batches are cast to them.
+    Returns the rows written and the staging table's schema (declared column -> BigQuery type). The first non-empty batch fixes the wire types; later batches are cast to them.
     """
     rows = 0
     writer: pq.ParquetWriter | None = None
@@ -50,19 +48,17 @@ def write_parquet(
             if writer is None:
                 wire = [_wire_type(col, c.type) for col, c in zip(columns, target.columns, strict=True)]
                 fields = [(c.name, arrow) for c, (arrow, _) in zip(target.columns, wire, strict=True)]
-                writer = pq.ParquetWriter(path, pa.schema([*fields, (ROW_COLUMN, pa.int64())]))
+                writer = pq.ParquetWriter(path, pa.schema(fields))
             arrays = [
                 _to_wire(col, c.type, arrow)
                 for col, c, (arrow, _) in zip(columns, target.columns, wire, strict=True)
             ]
-            arrays.append(pa.array(range(rows, rows + batch.num_rows), pa.int64()))
             writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=writer.schema))
             rows += batch.num_rows
     finally:
         if writer is not None:
             writer.close()
-    staged = {c.name: bq_type for c, (_, bq_type) in zip(target.columns, wire, strict=True)}
-    return rows, {**staged, ROW_COLUMN: "INT64"}
+    return rows, {c.name: bq_type for c, (_, bq_type) in zip(target.columns, wire, strict=True)}
 
 
 def _declared_columns(batch: pa.RecordBatch, target: TargetTable) -> list[pa.Array]:

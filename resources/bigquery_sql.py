@@ -9,14 +9,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
+from resources import warehouse_rules
 from resources.bigquery_ddl import CAST_TYPES
 from resources.sql_text import column_list, key_join, quote, table_name
-from resources.warehouse import LoadRequest, TargetTable, WriteRequest
+from resources.warehouse import LoadRequest, TargetTable
+from resources.warehouse_rules import window_scoped
+
+__all__ = ["window_scoped"]  # re-exported: the rule lives in `warehouse_rules`, shared with DuckDB
 
 B = "bigquery"
 STAGING_PREFIX = "_derive_stg_"
-ROW_COLUMN = "_derive_row"
-"""Position of a replicated row in the stream: among rows with the same key and cursor, the last read wins."""
 
 
 def staging_name(target: TargetTable) -> str:
@@ -31,48 +33,18 @@ def cast_expr(column: str, spec_type: str, staged_type: str) -> str:
     return f"CAST({column} AS {CAST_TYPES[spec_type]})"
 
 
-def source_select(
-    target: TargetTable,
-    stg: str,
-    staged_types: Mapping[str, str],
-    newest_per_key: tuple[Sequence[str], str] | None = None,
-) -> str:
-    """`SELECT <declared columns, cast> FROM <staging>`; optionally only the newest row per key."""
+def source_select(target: TargetTable, stg: str, staged_types: Mapping[str, str]) -> str:
+    """`SELECT <declared columns, cast> FROM <staging>`."""
     casts = ", ".join(
         f"{cast_expr(quote(c.name, B), c.type, staged_types[c.name])} AS {quote(c.name, B)}"
         for c in target.columns
     )
-    sql = f"SELECT {casts} FROM {stg}"
-    if newest_per_key is None:
-        return sql
-    keys, cursor = newest_per_key
-    cursor_type = target.column(cursor).type
-    order = (
-        f"{cast_expr(quote(cursor, B), cursor_type, staged_types[cursor])} DESC, {quote(ROW_COLUMN, B)} DESC"
-    )
-    # BigQuery allows QUALIFY only next to WHERE, GROUP BY or HAVING.
-    newest = f"ROW_NUMBER() OVER (PARTITION BY {column_list(tuple(keys), B)} ORDER BY {order}) = 1"
-    return f"{sql} WHERE TRUE QUALIFY {newest}"
-
-
-def window_scoped(request: WriteRequest) -> bool:
-    """Whether the run's statements may restrict the target to the window (same rule as DuckDB).
-
-    For append the window's slice is exactly what a run owns. For merge it is only safe when the partition key
-    is part of the unique key (a key can then only live in its own window's partition).
-    """
-    key = request.target.partition_key
-    if key is None or request.window is None:
-        return False
-    return not (request.strategy == "merge" and key not in request.unique_key)
+    return f"SELECT {casts} FROM {stg}"
 
 
 def window_condition(target: TargetTable, prefix: str) -> str:
     """`<prefix>key` within [@window_start, @window_end), the bounds cast to the key's type."""
-    assert target.partition_key is not None
-    col = prefix + quote(target.partition_key, B)
-    t = CAST_TYPES[target.column(target.partition_key).type]
-    return f"{col} >= CAST(@window_start AS {t}) AND {col} < CAST(@window_end AS {t})"
+    return warehouse_rules.window_condition(target, CAST_TYPES, B, prefix)
 
 
 def _insert_clause(target: TargetTable) -> str:

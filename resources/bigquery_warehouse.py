@@ -16,6 +16,11 @@ then changes the target with one atomic statement:
   clustering from DDL; emptying and refilling the API-created table keeps its partitioning, clustering and
   REQUIRED modes on both.
 
+Before any of that, one profile query and one `GROUP BY` over the staged rows apply the rules of
+`resources.warehouse_rules` (the same SQL DuckDB runs): no NULL or duplicate keys, no row outside a windowed run's
+window, no NULL in a `not_null` column. A load stages its Parquet file, refuses NULL or duplicate primary keys the
+same way, and creates a missing target only after the checks passed, so a refused run never touched the target.
+
 Every statement casts to the declared types. The target is created through the API (see `bigquery_ddl`) after
 the checks passed; an existing table whose partitioning or clustering differs from the spec is reported, never
 altered. A failed run leaves the target's rows unchanged (a table created by that run stays, empty).
@@ -25,6 +30,11 @@ of target rows whose key the staging table holds, like DuckDB's delete + insert)
 because scripts report none and the emulator has no `dml_stats`. A concurrent writer to the same window could
 make the counts (never the data) slightly off.
 
+Timeouts: every API call, job and upload goes through `resources.bigquery_calls` with the resource's
+`timeout_seconds` (per request) and `retry_deadline_seconds` (all retries of one call). Only transient errors are
+retried; an endpoint that does not answer in time fails the run with `WarehouseUnreachable` naming the endpoint
+and `DERIVE_BIGQUERY_ENDPOINT`, instead of the client's default ten minutes.
+
 Emulator gaps (bqemulator 1.4.0; where real BigQuery differs, tests check the generated SQL or API objects):
 - Query parameters are not passed into multi-statement scripts ("Values were not provided for ...
   parameters"), and `@@row_count` does not parse: hence `append` as one `MERGE` and counts by separate
@@ -33,7 +43,7 @@ Emulator gaps (bqemulator 1.4.0; where real BigQuery differs, tests check the ge
   `NUMERIC(38, 9)`, the same type on BigQuery. Tables created by SQL DDL get DECIMAL(18, 3) columns too; the
   API-created NUMERIC columns are DECIMAL(38, 9).
 - REQUIRED columns are not enforced on INSERT: every run counts NULLs in `not_null` columns itself and refuses
-  them with a `WarehouseError` (BigQuery would refuse the statement anyway, with a vaguer error).
+  them with `NullsInRequiredColumns` (BigQuery would refuse the statement anyway, with a vaguer error).
 - `require_partition_filter` is neither kept nor enforced; table expiration (`expiration_timestamp` in CTAS
   OPTIONS, `Table.expires`) is accepted but not kept; dry runs report 0 bytes; `PARSE_JSON(...)` columns of a
   CTAS are reported as STRING; `MERGE ... INSERT ROW` does not parse (column lists are written out);
@@ -58,7 +68,8 @@ from google.cloud import bigquery
 from pydantic import Field
 
 from resources import bigquery_ddl
-from resources.bigquery_ddl import BIGQUERY_TYPES, check_layout, standard_type, table_for
+from resources.bigquery_calls import UNREACHABLE_ERRORS, CallPolicy, Calls, describe_cause, describe_endpoint
+from resources.bigquery_ddl import BIGQUERY_TYPES, CAST_TYPES, check_layout, standard_type, table_for
 from resources.bigquery_parquet import write_parquet
 from resources.bigquery_sql import (
     B,
@@ -70,16 +81,28 @@ from resources.bigquery_sql import (
     source_select,
     staging_name,
     window_condition,
-    window_scoped,
 )
-from resources.sql_text import column_list, key_join, quote, select_sql, table_name
+from resources.sql_text import key_join, quote, select_sql, table_name
 from resources.warehouse import (
     EstimateUnavailable,
     LoadRequest,
     TargetTable,
     WarehouseError,
+    WarehouseUnreachable,
     WriteRequest,
     WriteResult,
+)
+from resources.warehouse_rules import (
+    duplicate_keys_sql,
+    load_counts,
+    named,
+    profile_sql,
+    refuse_duplicates,
+    refuse_load,
+    refuse_write,
+    window_scoped,
+    write_counts,
+    write_params,
 )
 
 _STAGING_OPTIONS = "OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))"
@@ -92,7 +115,7 @@ class BigQueryWarehouse(BigQueryResource):
 
     Example:
         ```python
-        warehouse = BigQueryWarehouse(project="acme-data", location="EU")
+        warehouse = BigQueryWarehouse(project="acme-data", location="EU", retry_deadline_seconds=300)
         Definitions(assets=..., resources={"warehouse": warehouse})
         ```
     """
@@ -102,6 +125,23 @@ class BigQueryWarehouse(BigQueryResource):
         description=(
             "Base URL of a BigQuery-compatible API to use instead of Google's, e.g. the emulator at "
             "`http://127.0.0.1:9050`. When set, requests are sent without credentials."
+        ),
+    )
+    timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Longest wait for one HTTP request to the BigQuery API (`DERIVE_BIGQUERY_TIMEOUT_SECONDS`). A query "
+            "job may run longer: waiting for it is many short requests."
+        ),
+    )
+    retry_deadline_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "How long one API call keeps retrying transient errors (connection refused, timeouts, HTTP 429 and "
+            "5xx, rate limits) before the run fails with an error naming the endpoint "
+            "(`DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS`). Other errors are never retried."
         ),
     )
 
@@ -117,57 +157,72 @@ class BigQueryWarehouse(BigQueryResource):
     def types(self) -> dict[str, str]:
         return BIGQUERY_TYPES
 
+    @property
+    def policy(self) -> CallPolicy:
+        return CallPolicy(self.timeout_seconds, self.retry_deadline_seconds)
+
     def get_object_to_set_on_execution_context(self) -> Any:
         """Assets get the warehouse itself (the parent class would hand them a bare client)."""
         return self
 
     @contextmanager
     def get_client(self) -> Iterator[bigquery.Client]:
-        """A client for `project`; anonymous and pointed at `api_endpoint` when that is set."""
-        if self.api_endpoint is None:
-            with super().get_client() as client:
-                yield client
-            return
-        client = bigquery.Client(
-            project=self.project,
-            location=self.location,
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": self.api_endpoint},
-        )
+        """A client for `project`; anonymous and pointed at `api_endpoint` when that is set. A transport failure
+        inside the block (retries exhausted) becomes `WarehouseUnreachable`."""
         try:
-            yield client
-        finally:
-            client.close()
+            if self.api_endpoint is None:
+                with super().get_client() as client:
+                    yield client
+                return
+            client = bigquery.Client(
+                project=self.project,
+                location=self.location,
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": self.api_endpoint},
+            )
+            try:
+                yield client
+            finally:
+                client.close()
+        except UNREACHABLE_ERRORS as exc:
+            endpoint = describe_endpoint(self.api_endpoint)
+            raise WarehouseUnreachable(endpoint, self.retry_deadline_seconds, describe_cause(exc)) from None
+
+    @contextmanager
+    def calls(self) -> Iterator[Calls]:
+        """The client with this resource's timeouts bound to every call."""
+        with self.get_client() as client:
+            yield Calls(client, self.policy)
 
     # ------------------------------------------------------------------------------------------- reads
 
     def table_exists(self, ref: str) -> bool:
-        with self.get_client() as client:
+        with self.calls() as calls:
             try:
-                client.get_table(f"{client.project}.{ref}")
+                calls.get_table(f"{calls.project}.{ref}")
             except NotFound:
                 return False
         return True
 
     def row_count(self, ref: str) -> int:
-        with self.get_client() as client:
-            return _scalar(client, f"SELECT count(*) FROM {table_name(ref, B)}")
+        with self.calls() as calls:
+            return _scalar(calls, f"SELECT count(*) FROM {table_name(ref, B)}")
 
     def count_violations(self, sql: str, params: Mapping[str, Any]) -> int:
-        with self.get_client() as client:
-            return _scalar(client, sql, params)
+        with self.calls() as calls:
+            return _scalar(calls, sql, params)
 
     def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:
-        with self.get_client() as client:
-            rows = list(client.query(sql, job_config=_config(params)).result())
+        with self.calls() as calls:
+            rows = list(calls.rows(sql, _config(params)))
         return rows[0][0] if rows else None
 
     def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
         sql = select_sql(ref, None, where_sql, B)
-        with self.get_client() as client:
-            job = client.query(sql, job_config=_config(params))
+        with self.calls() as calls:
+            rows = calls.rows(sql, _config(params))
             # The Storage Read API is faster on BigQuery; the emulator's is not reachable through this client.
-            return job.to_arrow(create_bqstorage_client=self.api_endpoint is None)
+            return rows.to_arrow(create_bqstorage_client=self.api_endpoint is None)
 
     def iter_batches(
         self,
@@ -179,8 +234,8 @@ class BigQueryWarehouse(BigQueryResource):
     ) -> Iterator[pa.RecordBatch]:
         """Pages of the result as Arrow record batches (the client fetches page by page)."""
         sql = select_sql(ref, columns, where_sql, B)
-        with self.get_client() as client:
-            rows = client.query(sql, job_config=_config(params)).result(page_size=batch_rows)
+        with self.calls() as calls:
+            rows = calls.rows(sql, _config(params), page_size=batch_rows)
             for table in rows.to_arrow_iterable():
                 yield from (
                     table.to_batches(max_chunksize=batch_rows) if isinstance(table, pa.Table) else [table]
@@ -188,12 +243,12 @@ class BigQueryWarehouse(BigQueryResource):
 
     def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int | None:
         """Bytes the query would scan, from a dry run (free; the emulator always says 0)."""
-        with self.get_client() as client:
+        with self.calls() as calls:
             config = _config(params)
             config.dry_run = True
             config.use_query_cache = False
             try:
-                job = client.query(sql, job_config=config)
+                job = calls.query(sql, config)
             except GoogleAPICallError as exc:  # e.g. NotFound: a table the query reads does not exist yet
                 raise EstimateUnavailable(f"dry run failed: {exc.message}") from exc
             scanned = job.total_bytes_processed
@@ -208,48 +263,36 @@ class BigQueryWarehouse(BigQueryResource):
     def write(self, request: WriteRequest) -> WriteResult:
         target = request.target
         stg_name = staging_name(target)
-        with self.get_client() as client:
-            stg_ref = f"{client.project}.{target.dataset}.{stg_name}"
-            exists = self._prepare(client, target)
+        with self.calls() as calls:
+            stg_ref = f"{calls.project}.{target.dataset}.{stg_name}"
+            exists = self._prepare(calls, target)
             try:
                 stg = table_name(f"{target.dataset}.{stg_name}", B)
                 create = f"CREATE TABLE {stg} {_STAGING_OPTIONS} AS SELECT * FROM (\n{request.sql}\n)"
-                _run(client, create, request.params)
-                source = source_select(target, stg, _staged_types(client, stg_ref, target))
-                result = self._checked(client, request, source)
+                _run(calls, create, request.params)
+                source = source_select(target, stg, _staged_types(calls, stg_ref, target))
+                result = self._checked(calls, request, source)
                 result.extra["staging_table"] = stg_name
                 if not exists:
-                    self._create(client, target)
-                self._apply(client, request, source, result, exists)
+                    self._create(calls, target)
+                self._apply(calls, request, source, result, exists)
             finally:
-                client.delete_table(stg_ref, not_found_ok=True)
+                calls.delete_table(stg_ref)
         return result
 
-    def _checked(self, client: bigquery.Client, request: WriteRequest, source: str) -> WriteResult:
-        """Profile the staged rows in one query; refuse NULL or duplicate keys, rows outside the window and
-        NULLs in `not_null` columns."""
-        target, keys = request.target, request.unique_key
-        scoped = window_scoped(request)
-        checks = ["count(*)"]
+    def _checked(self, calls: Calls, request: WriteRequest, source: str) -> WriteResult:
+        """Profile the staged rows in one query, then look for duplicate keys (`warehouse_rules`)."""
+        counts = write_counts(request, CAST_TYPES, B)
+        row = _row(calls, profile_sql(f"({source})", counts, B), write_params(request))
+        refuse_write(request, named(counts, row[1:]))
         if request.strategy == "merge":
-            checks.append("COUNTIF(" + " OR ".join(f"{quote(k, B)} IS NULL" for k in keys) + ")")
-        if request.strategy == "append" and scoped:
-            checks.append(f"COUNTIF(NOT ({window_condition(target, '')}))")
-        not_null = [c.name for c in target.columns if c.constraints.not_null]
-        checks += [f"COUNTIF({quote(c, B)} IS NULL)" for c in not_null]
-        params = request.window.as_params() if scoped and request.window else {}
-        row = _row(client, f"SELECT {', '.join(checks)} FROM ({source})", params)
-        counts = [int(v or 0) for v in row]
-        result = WriteResult(rows_read=counts.pop(0))
-        if request.strategy == "merge":
-            _check_keys(client, source, keys, target.ref, null_rows=counts.pop(0))
-        if request.strategy == "append" and scoped:
-            _refuse_outside_window(request, outside=counts.pop(0))
-        _refuse_nulls(target.ref, dict(zip(not_null, counts, strict=True)), "the query returned")
-        return result
+            keys = request.unique_key
+            duplicates = _rows(calls, duplicate_keys_sql(f"({source})", keys, B))
+            refuse_duplicates(request.target.ref, keys, duplicates, "unique_key")
+        return WriteResult(rows_read=int(row[0] or 0))
 
     def _apply(
-        self, client: bigquery.Client, request: WriteRequest, source: str, result: WriteResult, exists: bool
+        self, calls: Calls, request: WriteRequest, source: str, result: WriteResult, exists: bool
     ) -> None:
         target = request.target
         tbl = table_name(target.ref, B)
@@ -262,114 +305,115 @@ class BigQueryWarehouse(BigQueryResource):
                     f" AND {window_condition(target, 'T.')}" if scoped else ""
                 )
                 result.rows_updated = _scalar(
-                    client, f"SELECT count(*) FROM {tbl} AS T JOIN ({source}) AS S ON {on}", params
+                    calls, f"SELECT count(*) FROM {tbl} AS T JOIN ({source}) AS S ON {on}", params
                 )
-            _run(client, merge_sql(target, keys, source, scoped), params)
+            _run(calls, merge_sql(target, keys, source, scoped), params)
         elif request.strategy == "append":
             if exists:
                 where = window_condition(target, "") if scoped else "TRUE"
-                result.rows_deleted = _scalar(client, f"SELECT count(*) FROM {tbl} WHERE {where}", params)
-            _run(client, append_sql(target, source, scoped), params)
+                result.rows_deleted = _scalar(calls, f"SELECT count(*) FROM {tbl} WHERE {where}", params)
+            _run(calls, append_sql(target, source, scoped), params)
         else:
             if exists:
-                result.rows_deleted = _scalar(client, f"SELECT count(*) FROM {tbl}")
-            _run(client, replace_sql(target, source))
+                result.rows_deleted = _scalar(calls, f"SELECT count(*) FROM {tbl}")
+            _run(calls, replace_sql(target, source))
         result.rows_inserted = result.rows_read - result.rows_updated
 
     def load(self, request: LoadRequest, batches: Iterable[pa.RecordBatch]) -> WriteResult:
+        """Stage the batches (one Parquet file, one load job), refuse NULL or duplicate primary keys and NULLs in
+        `not_null` columns, then create the target if missing and `MERGE` into it: a refused load leaves the
+        target as it was (and creates none)."""
         target = request.target
         stg_name = staging_name(target)
-        with self.get_client() as client:
-            stg_ref = f"{client.project}.{target.dataset}.{stg_name}"
-            exists = self._prepare(client, target)
+        with self.calls() as calls:
+            stg_ref = f"{calls.project}.{target.dataset}.{stg_name}"
+            exists = self._prepare(calls, target)
             try:
                 with tempfile.TemporaryDirectory(prefix="derive-load-") as tmp:
                     path = Path(tmp) / f"{stg_name}.parquet"
                     rows_read, staged = write_parquet(batches, target, path)
-                    if not exists:
-                        self._create(client, target)
                     result = WriteResult(rows_read=rows_read, extra={"staging_table": stg_name})
                     if not rows_read:
+                        if not exists:
+                            self._create(calls, target)
                         return result
-                    self._load_file(client, path, stg_ref, staged)
+                    self._load_file(calls, path, stg_ref, staged)
                 stg = table_name(f"{target.dataset}.{stg_name}", B)
-                self._merge_staged(client, request, stg, staged, result)
+                source = source_select(target, stg, staged)
+                self._check_load(calls, request, source)
+                if not exists:
+                    self._create(calls, target)
+                self._merge_staged(calls, request, source, result)
             finally:
-                client.delete_table(stg_ref, not_found_ok=True)
+                calls.delete_table(stg_ref)
         return result
 
-    def _load_file(
-        self, client: bigquery.Client, path: Path, stg_ref: str, staged: Mapping[str, str]
-    ) -> None:
+    def _load_file(self, calls: Calls, path: Path, stg_ref: str, staged: Mapping[str, str]) -> None:
         """One load job of the Parquet file into a new staging table of the wire schema (expires in a day)."""
         schema = [bigquery.SchemaField(name, bq_type) for name, bq_type in staged.items()]
         staging = bigquery.Table(stg_ref, schema=schema)
         staging.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-        client.create_table(staging)
+        calls.create_table(staging)
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             schema=schema,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
         )
-        with path.open("rb") as fh:
-            # size=None: a resumable upload, which streams the file (and the only kind the emulator accepts).
-            client.load_table_from_file(fh, stg_ref, size=None, job_config=config).result()
+        calls.load_parquet(path, stg_ref, config)
 
-    def _merge_staged(
-        self,
-        client: bigquery.Client,
-        request: LoadRequest,
-        stg: str,
-        staged: Mapping[str, str],
-        result: WriteResult,
-    ) -> None:
-        """Newest row per key (by cursor, then stream position), soft deletes, one MERGE; counts as DuckDB."""
+    def _check_load(self, calls: Calls, request: LoadRequest, source: str) -> None:
+        """NULL primary keys and NULLs in `not_null` columns in one scan, then duplicate keys (`warehouse_rules`)."""
         target, keys = request.target, request.primary_key
-        source = source_select(target, stg, staged, newest_per_key=(keys, request.cursor))
+        counts = load_counts(target, keys, B)
+        refuse_load(target, keys, named(counts, _row(calls, profile_sql(f"({source})", counts, B, first=()))))
+        refuse_duplicates(
+            target.ref, keys, _rows(calls, duplicate_keys_sql(f"({source})", keys, B)), "primary_key"
+        )
+
+    def _merge_staged(self, calls: Calls, request: LoadRequest, source: str, result: WriteResult) -> None:
+        """Soft deletes and one MERGE of the staged rows (one per key: `_check_load` refused duplicates);
+        counts as DuckDB."""
+        target, keys = request.target, request.primary_key
         flag = soft_delete_condition(request, "S.")
         flagged = flag or "FALSE"
-        not_null = [c.name for c in target.columns if c.constraints.not_null]
-        profile = [f"MAX({quote(request.cursor, B)})", f"COUNTIF({flagged})", f"COUNTIF(NOT ({flagged}))"]
-        profile += [f"COUNTIF(NOT ({flagged}) AND S.{quote(c, B)} IS NULL)" for c in not_null]
-        row = list(_row(client, f"SELECT {', '.join(profile)} FROM ({source}) AS S"))
-        result.max_cursor = row[0]
-        soft_deleted, kept = int(row[1] or 0), int(row[2] or 0)
-        _refuse_nulls(
-            target.ref, dict(zip(not_null, (int(v or 0) for v in row[3:]), strict=True)), "the source sent"
+        cursor = f"S.{quote(request.cursor, B)}"
+        max_cursor, soft_deleted, kept = _row(
+            calls, f"SELECT MAX({cursor}), COUNTIF({flagged}), COUNTIF(NOT ({flagged})) FROM ({source}) AS S"
         )
+        result.max_cursor = max_cursor
         existing, deleted = (
             int(v or 0)
             for v in _row(
-                client,
+                calls,
                 f"SELECT count(*), COUNTIF({flagged}) FROM ({source}) AS S "
                 f"JOIN {table_name(target.ref, B)} AS T ON {key_join(keys, 'T', 'S', B)}",
             )
         )
         if flag:
-            result.extra["soft_deleted_rows_read"] = soft_deleted
-        _run(client, load_merge_sql(target, keys, source, flag))
+            result.extra["soft_deleted_rows_read"] = int(soft_deleted or 0)
+        _run(calls, load_merge_sql(target, keys, source, flag))
         result.rows_deleted = deleted
         result.rows_updated = existing - deleted
-        result.rows_inserted = kept - result.rows_updated
+        result.rows_inserted = int(kept or 0) - result.rows_updated
 
     # ------------------------------------------------------------------------------------------- tables
 
-    def _prepare(self, client: bigquery.Client, target: TargetTable) -> bool:
+    def _prepare(self, calls: Calls, target: TargetTable) -> bool:
         """Create the dataset if missing; True when the table exists (its layout checked against the spec)."""
-        dataset = bigquery.Dataset(f"{client.project}.{target.dataset}")
+        dataset = bigquery.Dataset(f"{calls.project}.{target.dataset}")
         if self.location:
             dataset.location = self.location
-        client.create_dataset(dataset, exists_ok=True)
+        calls.create_dataset(dataset)
         try:
-            table = client.get_table(f"{client.project}.{target.ref}")
+            table = calls.get_table(f"{calls.project}.{target.ref}")
         except NotFound:
             bigquery_ddl.time_partitioning(target)  # an impossible layout fails before any work
             return False
         check_layout(target, table)
         return True
 
-    def _create(self, client: bigquery.Client, target: TargetTable) -> None:
-        table = client.create_table(table_for(target, client.project), exists_ok=True)
+    def _create(self, calls: Calls, target: TargetTable) -> None:
+        table = calls.create_table(table_for(target, calls.project), exists_ok=True)
         check_layout(target, table)  # another run may have created it first
 
 
@@ -418,25 +462,27 @@ def _config(params: Mapping[str, Any] | None) -> bigquery.QueryJobConfig:
     return bigquery.QueryJobConfig(query_parameters=query_parameters(params or {}))
 
 
-def _run(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> bigquery.QueryJob:
-    job = client.query(sql, job_config=_config(params))
-    job.result()
-    return job
+def _run(calls: Calls, sql: str, params: Mapping[str, Any] | None = None) -> None:
+    calls.rows(sql, _config(params))
 
 
-def _row(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
-    rows = list(client.query(sql, job_config=_config(params)).result())
-    return tuple(rows[0].values()) if rows else ()
+def _rows(calls: Calls, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    return [tuple(row.values()) for row in calls.rows(sql, _config(params))]
 
 
-def _scalar(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> int:
-    row = _row(client, sql, params)
+def _row(calls: Calls, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+    rows = _rows(calls, sql, params)
+    return rows[0] if rows else ()
+
+
+def _scalar(calls: Calls, sql: str, params: Mapping[str, Any] | None = None) -> int:
+    row = _row(calls, sql, params)
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def _staged_types(client: bigquery.Client, stg_ref: str, target: TargetTable) -> dict[str, str]:
+def _staged_types(calls: Calls, stg_ref: str, target: TargetTable) -> dict[str, str]:
     """Declared column -> type of the staging column the query produced; all declared columns must be there."""
-    staged = {f.name.lower(): standard_type(f.field_type) for f in client.get_table(stg_ref).schema}
+    staged = {f.name.lower(): standard_type(f.field_type) for f in calls.get_table(stg_ref).schema}
     missing = [c.name for c in target.columns if c.name.lower() not in staged]
     if missing:
         raise WarehouseError(
@@ -445,43 +491,3 @@ def _staged_types(client: bigquery.Client, stg_ref: str, target: TargetTable) ->
             "columns. Nothing was written."
         )
     return {c.name: staged[c.name.lower()] for c in target.columns}
-
-
-def _check_keys(
-    client: bigquery.Client, source: str, keys: tuple[str, ...], ref: str, null_rows: int
-) -> None:
-    if null_rows:
-        raise WarehouseError(
-            f"{ref}: the query returned {null_rows} rows with a NULL in unique_key {list(keys)}; a merge key "
-            "must identify each row. Filter those rows out or choose other key columns. Nothing was written."
-        )
-    cols = column_list(keys, B)
-    dupes = _scalar(
-        client, f"SELECT count(*) FROM (SELECT {cols} FROM ({source}) GROUP BY {cols} HAVING count(*) > 1)"
-    )
-    if dupes:
-        raise WarehouseError(
-            f"{ref}: the query returned several rows for {dupes} values of unique_key {list(keys)}; a merge needs "
-            "one row per key. Aggregate by the key or extend unique_key. Nothing was written."
-        )
-
-
-def _refuse_outside_window(request: WriteRequest, outside: int) -> None:
-    if not outside:
-        return
-    key = request.target.partition_key
-    window = request.window
-    raise WarehouseError(
-        f"{request.target.ref}: the query returned {outside} rows whose partition key '{key}' lies outside "
-        f"the window [{window.start if window else ''}, {window.end if window else ''}); an append run may only "
-        "write its own window. Filter the query with @window_start/@window_end. Nothing was written."
-    )
-
-
-def _refuse_nulls(ref: str, nulls: Mapping[str, int], who: str) -> None:
-    found = {column: n for column, n in nulls.items() if n}
-    if found:
-        raise WarehouseError(
-            f"{ref}: {who} NULL in not_null columns (rows per column: {found}); the table declares them REQUIRED. "
-            "Fill or filter those rows, or drop `not_null` from the spec's constraints. Nothing was written."
-        )

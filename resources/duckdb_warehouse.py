@@ -7,6 +7,7 @@ BigQuery clustering).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,7 +21,20 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, key_join, quote, select_sql, table_name
-from resources.warehouse import LoadRequest, TargetTable, WarehouseError, WriteRequest, WriteResult
+from resources.warehouse import LoadRequest, TargetTable, WarehouseLocked, WriteRequest, WriteResult
+from resources.warehouse_rules import (
+    duplicate_keys_sql,
+    load_counts,
+    named,
+    profile_sql,
+    refuse_duplicates,
+    refuse_load,
+    refuse_write,
+    window_condition,
+    window_scoped,
+    write_counts,
+    write_params,
+)
 
 D = "duckdb"
 
@@ -38,7 +52,10 @@ class DuckDBWarehouse(ConfigurableResource):
     memory_limit: str = Field(default="2GB", description="DuckDB memory limit; larger work spills to disk.")
     lock_timeout_seconds: float = Field(
         default=120.0,
-        description="How long to wait for another process's write lock on the file (one writer at a time).",
+        description=(
+            "How long to wait for another process's write lock on the file (one writer at a time) before the run "
+            "fails with an error naming the process that holds it."
+        ),
     )
 
     @property
@@ -55,18 +72,23 @@ class DuckDBWarehouse(ConfigurableResource):
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection in UTC; waits while another process holds the file's lock."""
+        """A connection in UTC; waits while another process holds the file's lock, for up to
+        `lock_timeout_seconds`, then raises `WarehouseLocked` naming that process."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_seconds
+        started = time.monotonic()
         delay = 0.05
         while True:
             try:
                 con = duckdb.connect(self.path, config=self._config())
                 break
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     raise
-                time.sleep(delay)
+                waited = time.monotonic() - started
+                if waited >= self.lock_timeout_seconds:
+                    holder = lock_holder(str(exc))
+                    raise WarehouseLocked(self.path, holder, waited, self.lock_timeout_seconds) from None
+                time.sleep(min(delay, self.lock_timeout_seconds - waited))
                 delay = min(delay * 2, 1.0)
         try:
             con.execute("SET TimeZone = 'UTC'")
@@ -139,10 +161,9 @@ class DuckDBWarehouse(ConfigurableResource):
         with self.get_connection() as con, _transaction(con):
             _ensure_table(con, target)
             con.execute(f"CREATE TEMP TABLE {stg} AS SELECT * FROM (\n{request.sql}\n)", dict(request.params))
-            result = WriteResult(rows_read=_scalar(con, f"SELECT count(*) FROM {stg}"))
+            result = WriteResult(rows_read=_checked(con, request, stg))
             tbl = table_name(target.ref, D)
             if request.strategy == "merge":
-                _check_keys(con, stg, request.unique_key, target.ref)
                 window_filter, params = _window_filter(request, prefix="t.")
                 result.rows_updated = _scalar(
                     con,
@@ -151,7 +172,6 @@ class DuckDBWarehouse(ConfigurableResource):
                     params,
                 )
             elif request.strategy == "append":
-                _check_in_window(con, stg, request)
                 window_filter, params = _window_filter(request, prefix="")
                 result.rows_deleted = _scalar(con, f"DELETE FROM {tbl} WHERE TRUE" + window_filter, params)
             else:  # replace: the table becomes exactly the query's output
@@ -161,6 +181,12 @@ class DuckDBWarehouse(ConfigurableResource):
         return result
 
     def load(self, request: LoadRequest, batches: Iterable[pa.RecordBatch]) -> WriteResult:
+        """Stream batches into staging (straight into the table on a first load), refuse NULL and duplicate
+        primary keys and NULLs in `not_null` columns, then merge; a refusal rolls everything back.
+
+        NULLs are counted per batch, before it is inserted (the table's NOT NULL would otherwise stop the insert
+        with a bare constraint error), so a refusal counts the rows of the first batch that had them.
+        """
         target = request.target
         stg = _staging_name()
         casts = cast_select(target.columns, DUCKDB_TYPES, D)
@@ -175,14 +201,19 @@ class DuckDBWarehouse(ConfigurableResource):
                 con.execute(
                     f"CREATE TEMP TABLE {stg} AS SELECT {casts} FROM {_empty_source(target)} WHERE FALSE"
                 )
+            counts = load_counts(target, request.primary_key, D)
+            batch_profile = profile_sql("derive_batch", counts, D, first=())
             rows_read = 0
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
                 con.register("derive_batch", batch)
+                refuse_load(target, request.primary_key, named(counts, _row(con, batch_profile)))
                 con.execute(f"INSERT INTO {dest} ({names}) SELECT {casts} FROM derive_batch")
                 con.unregister("derive_batch")
                 rows_read += batch.num_rows
+            duplicates = con.execute(duplicate_keys_sql(dest, request.primary_key, D)).fetchall()
+            refuse_duplicates(target.ref, request.primary_key, duplicates, "primary_key")
             result = WriteResult(rows_read=rows_read)
             if first_load:
                 result = self._finish_first_load(con, request, result)
@@ -222,12 +253,7 @@ class DuckDBWarehouse(ConfigurableResource):
     ) -> WriteResult:
         target, keys = request.target, request.primary_key
         tbl = table_name(target.ref, D)
-        # A row may appear twice when it changed again while we read (or with an overlap): keep the newest.
-        cursor = quote(request.cursor, D)
-        con.execute(
-            f"DELETE FROM {stg} WHERE rowid NOT IN (SELECT arg_max(rowid, {cursor}) FROM {stg} "
-            f"GROUP BY {column_list(keys, D)})"
-        )
+        cursor = quote(request.cursor, D)  # staging holds one row per key: `load` refused duplicates
         result.max_cursor = con.execute(f"SELECT max({cursor}) FROM {stg}").fetchone()[0]  # type: ignore[index]
         flag = self._soft_delete_condition(request)
         existing = _scalar(
@@ -305,53 +331,34 @@ def _insert_from(con: duckdb.DuckDBPyConnection, target: TargetTable, stg: str) 
 
 
 def _window_filter(request: WriteRequest, prefix: str) -> tuple[str, dict[str, Any]]:
-    """Restrict the target to the window's partitions, when that cannot change which rows match.
-
-    For append the window's slice is exactly what a run owns. For merge it is only safe when the partition key is
-    part of the unique key (a key can then only live in its own window's partition).
-    """
-    key = request.target.partition_key
-    if key is None or request.window is None:
+    """` AND <the window>` on the target, when the strategy may restrict its delete to the window."""
+    if not window_scoped(request) or request.window is None:
         return "", {}
-    if request.strategy == "merge" and key not in request.unique_key:
-        return "", {}
-    col = prefix + quote(key, D)
-    sql_type = DUCKDB_TYPES[request.target.column(key).type]
-    return (
-        f" AND {col} >= CAST($window_start AS {sql_type}) AND {col} < CAST($window_end AS {sql_type})",
-        request.window.as_params(),
-    )
+    return f" AND {window_condition(request.target, DUCKDB_TYPES, D, prefix)}", request.window.as_params()
 
 
-def _check_keys(con: duckdb.DuckDBPyConnection, stg: str, keys: tuple[str, ...], ref: str) -> None:
-    cols = column_list(keys, D)
-    nulls = " OR ".join(f"{quote(k, D)} IS NULL" for k in keys)
-    null_rows = _scalar(con, f"SELECT count(*) FROM {stg} WHERE {nulls}")
-    if null_rows:
-        raise WarehouseError(
-            f"{ref}: the query returned {null_rows} rows with a NULL in unique_key {list(keys)}; a merge key "
-            "must identify each row. Filter those rows out or choose other key columns. Nothing was written."
-        )
-    dupes = _scalar(
-        con, f"SELECT count(*) FROM (SELECT {cols} FROM {stg} GROUP BY {cols} HAVING count(*) > 1)"
-    )
-    if dupes:
-        raise WarehouseError(
-            f"{ref}: the query returned several rows for {dupes} values of unique_key {list(keys)}; a merge needs "
-            "one row per key. Aggregate by the key or extend unique_key. Nothing was written."
-        )
+def _checked(con: duckdb.DuckDBPyConnection, request: WriteRequest, stg: str) -> int:
+    """Profile the staged rows in one scan and refuse what breaks a rule (`warehouse_rules`); the row count."""
+    counts = write_counts(request, DUCKDB_TYPES, D)
+    row = _row(con, profile_sql(stg, counts, D), write_params(request))
+    refuse_write(request, named(counts, row[1:]))
+    if request.strategy == "merge":
+        duplicates = con.execute(duplicate_keys_sql(stg, request.unique_key, D)).fetchall()
+        refuse_duplicates(request.target.ref, request.unique_key, duplicates, "unique_key")
+    return int(row[0])
 
 
-def _check_in_window(con: duckdb.DuckDBPyConnection, stg: str, request: WriteRequest) -> None:
-    filter_sql, params = _window_filter(request, prefix="")
-    if not filter_sql:
-        return
-    outside = _scalar(con, f"SELECT count(*) FROM {stg} WHERE NOT (TRUE{filter_sql})", params)
-    if outside:
-        key = request.target.partition_key
-        raise WarehouseError(
-            f"{request.target.ref}: the query returned {outside} rows whose partition key '{key}' lies outside "
-            f"the window [{request.window.start if request.window else ''}, "
-            f"{request.window.end if request.window else ''}); an append run may only write its own window. "
-            "Filter the query with @window_start/@window_end. Nothing was written."
-        )
+def _row(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None
+) -> tuple[Any, ...]:
+    row = con.execute(sql, dict(params or {})).fetchone()
+    return tuple(row) if row else ()
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def lock_holder(message: str) -> str | None:
+    """`PID 1234, /usr/bin/python3` from DuckDB's lock error, or None when the message does not say."""
+    found = _LOCK_HOLDER.search(message)
+    return f"PID {found['pid']}, {found['program']}" if found else None

@@ -56,9 +56,12 @@ def param(name: str, dialect: str) -> str:
     return ("$" if dialect == "duckdb" else "@") + name
 
 
-def window_filter(column: str, column_type: str, types: dict[str, str], dialect: str) -> str:
-    """`column` within [window_start, window_end), the bounds cast to the column's type."""
-    col = quote(column, dialect)
+def window_filter(
+    column: str, column_type: str, types: dict[str, str], dialect: str, prefix: str = ""
+) -> str:
+    """`column` within [window_start, window_end), the bounds cast to the column's type; `prefix` is a table alias
+    with its dot (e.g. `T.`)."""
+    col = prefix + quote(column, dialect)
     t = types[column_type]
     return (
         f"{col} >= CAST({param('window_start', dialect)} AS {t}) "

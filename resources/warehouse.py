@@ -168,3 +168,140 @@ class Warehouse(Protocol):
     ) -> Iterator[pa.RecordBatch]:
         """Stream a table (or a filtered slice) as Arrow batches of at most `batch_rows` rows: bounded memory."""
         ...
+
+
+# ----------------------------------------------------------------------------------------------- errors
+# One class per broken rule, with the values as fields (the dlt style): callers and tests can tell the cases apart
+# without parsing messages, and every message names the table, what was found and the fix.
+
+
+def _samples(samples: Sequence[tuple[Any, ...]]) -> str:
+    return ", ".join(str(s[0]) if len(s) == 1 else str(tuple(s)) for s in samples)
+
+
+class OutOfWindowRows(WarehouseError):
+    """A windowed run's query returned rows whose partition key is NULL or outside the run's window."""
+
+    def __init__(
+        self,
+        ref: str,
+        count: int,
+        window: TimeWindow,
+        key: str,
+        strategy: str,
+        unique_key: Sequence[str] = (),
+    ) -> None:
+        self.ref, self.count, self.window, self.key, self.strategy = ref, count, window, key, strategy
+        self.unique_key = tuple(unique_key)
+        if strategy == "append":
+            why = "a rerun replaces only that window, so it would add those rows again"
+        elif key in self.unique_key:
+            why = (
+                f"a merge by a key that holds '{key}' replaces old rows only inside the window, so those rows "
+                "would be inserted next to the rows they should replace"
+            )
+        else:
+            why = "each run owns only its window's partition"
+        article = "an" if strategy[:1] in "aeiou" else "a"
+        super().__init__(
+            f"{ref}: the query returned {count} rows whose partition key '{key}' is NULL or lies outside the "
+            f"window [{window.start.isoformat()}, {window.end.isoformat()}); {article} {strategy} run may only "
+            f"write its own window ({why}). Filter the query with @window_start/@window_end on the column it "
+            f"outputs as '{key}'. Nothing was written."
+        )
+
+
+class NullKeys(WarehouseError):
+    """Rows with a NULL in a key column: a merge's `unique_key` (the query) or a load's primary key (the source)."""
+
+    def __init__(
+        self, ref: str, key: Sequence[str], count: int, role: Literal["unique_key", "primary_key"]
+    ) -> None:
+        self.ref, self.key, self.count, self.role = ref, tuple(key), count, role
+        if role == "unique_key":
+            message = (
+                f"{ref}: the query returned {count} rows with a NULL in unique_key {list(key)}; a merge key "
+                "must identify each row. Filter those rows out or choose other key columns. Nothing was written."
+            )
+        else:
+            message = (
+                f"{ref}: the source sent {count} rows with a NULL in primary key {list(key)}; a row whose key is "
+                "NULL can never be matched, so each load would add it again. Filter or quarantine those rows "
+                "before the load, or declare a primary_key whose columns are never NULL in the source. Nothing "
+                "was written."
+            )
+        super().__init__(message)
+
+
+class DuplicateKeys(WarehouseError):
+    """Several rows for one key in a single run: a merge's query output, or one extraction from a source."""
+
+    def __init__(
+        self,
+        ref: str,
+        key: Sequence[str],
+        count: int,
+        samples: Sequence[tuple[Any, ...]],
+        role: Literal["unique_key", "primary_key"],
+    ) -> None:
+        self.ref, self.key, self.count, self.samples, self.role = ref, tuple(key), count, tuple(samples), role
+        shown = f" (e.g. {_samples(samples)})" if samples else ""
+        if role == "unique_key":
+            message = (
+                f"{ref}: the query returned several rows for {count} values of unique_key {list(key)}{shown}; a "
+                "merge needs one row per key. Aggregate by the key or extend unique_key. Nothing was written."
+            )
+        else:
+            message = (
+                f"{ref}: the source sent several rows for {count} values of primary key {list(key)}{shown} in "
+                "one extraction, so the key is not unique in the source and a load would keep only one of them "
+                "(or all of them, on a first load). Declare a primary_key that is unique in the source. Nothing "
+                "was written."
+            )
+        super().__init__(message)
+
+
+class NullsInRequiredColumns(WarehouseError):
+    """NULLs in columns the spec declares `not_null` (the table's columns are REQUIRED / NOT NULL)."""
+
+    def __init__(self, ref: str, nulls: Mapping[str, int], origin: Literal["query", "source"]) -> None:
+        self.ref, self.nulls, self.origin = ref, dict(nulls), origin
+        who = "the query returned" if origin == "query" else "the source sent"
+        super().__init__(
+            f"{ref}: {who} NULL in not_null columns (rows per column: {self.nulls}); the table declares them "
+            "REQUIRED. Fill or filter those rows, or drop `not_null` from the spec's constraints. Nothing was "
+            "written."
+        )
+
+
+class WarehouseUnavailable(WarehouseError):
+    """The warehouse could not be used at all (locked, unreachable); the run's data broke no rule."""
+
+
+class WarehouseLocked(WarehouseUnavailable):
+    """Another process held the DuckDB file's write lock for longer than `lock_timeout_seconds`."""
+
+    def __init__(self, path: str, holder: str | None, waited_seconds: float, timeout_seconds: float) -> None:
+        self.path, self.holder = path, holder
+        self.waited_seconds, self.timeout_seconds = waited_seconds, timeout_seconds
+        by = f"another process ({holder})" if holder else "another process"
+        super().__init__(
+            f"DuckDB warehouse {path} is locked by {by}: waited {waited_seconds:.1f} s "
+            f"(lock_timeout_seconds={timeout_seconds:g}). One process writes a DuckDB file at a time; wait for "
+            "that run to finish (or stop that process), or raise the DuckDB warehouse's `lock_timeout_seconds`. "
+            "Nothing was written."
+        )
+
+
+class WarehouseUnreachable(WarehouseUnavailable):
+    """The BigQuery API did not answer within the resource's timeouts (every transient error was retried)."""
+
+    def __init__(self, endpoint: str, waited_seconds: float, cause: str) -> None:
+        self.endpoint, self.waited_seconds, self.cause = endpoint, waited_seconds, cause
+        super().__init__(
+            f"The BigQuery endpoint {endpoint} could not be reached within {waited_seconds:g} s (last error: "
+            f"{cause}). Check that the endpoint is up and that DERIVE_BIGQUERY_ENDPOINT names it "
+            "(unset it to use Google's API); if it is only slow, raise the BigQuery warehouse's "
+            "`timeout_seconds` / `retry_deadline_seconds` (DERIVE_BIGQUERY_TIMEOUT_SECONDS, "
+            "DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS). Every write is idempotent per window: rerunning is safe."
+        )

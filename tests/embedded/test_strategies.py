@@ -7,7 +7,13 @@ import pytest
 
 from derive_assets.specs.models import Column
 from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.warehouse import TargetTable, TimeWindow, WarehouseError, WriteRequest
+from resources.warehouse import (
+    NullsInRequiredColumns,
+    TargetTable,
+    TimeWindow,
+    WarehouseError,
+    WriteRequest,
+)
 
 DAY1 = TimeWindow(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
 DAY2 = TimeWindow(dt.datetime(2026, 1, 2, tzinfo=dt.UTC), dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
@@ -116,7 +122,9 @@ def test_not_null_violation_rolls_back(warehouse):
     warehouse.write(request("merge", DAY1))
     before = rows(warehouse)
     bad = "SELECT NULL AS day, 'eu' AS region, 1.0 AS amount"
-    with pytest.raises(duckdb.ConstraintException):
+    with pytest.raises(
+        NullsInRequiredColumns, match=r"NULL in not_null columns \(rows per column: \{'day': 1\}\)"
+    ):
         warehouse.write(WriteRequest(TARGET, bad, {}, "replace"))
     assert rows(warehouse) == before
 
@@ -132,6 +140,8 @@ def test_merge_rejects_duplicate_keys_and_writes_nothing(warehouse):
 
 def test_append_rejects_rows_outside_the_window(warehouse):
     everything = "SELECT CAST(ts AS DATE) AS day, region, amount FROM raw.events"
-    with pytest.raises(WarehouseError, match="rows whose partition key 'day' lies outside the window"):
+    with pytest.raises(
+        WarehouseError, match="1 rows whose partition key 'day' is NULL or lies outside the window"
+    ):
         warehouse.write(request("append", DAY1, everything))
     assert not warehouse.table_exists("analytics.daily")  # even the CREATE TABLE was rolled back

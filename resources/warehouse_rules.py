@@ -1,0 +1,189 @@
+"""The rules a warehouse enforces before it changes a table, written once for DuckDB and BigQuery.
+
+Each rule is SQL over the run's staged rows, set-based so the warehouse does the work whatever the row count, plus
+a function that turns the counts into the error class of `resources.warehouse`. Both warehouses run the same
+text: identifiers quoted for the dialect, window bounds as the dialect's named parameters (`$window_start` in
+DuckDB, `@window_start` in BigQuery), and `COUNTIF`, which both engines have.
+
+Rules for a write (a derived table's query over one window):
+- merge: no NULL in `unique_key`, one row per key;
+- merge and append on a partitioned table with a window: every row's partition key lies inside the window (a NULL
+  key lies outside). Append would otherwise leave the row for every rerun to add again; a merge whose key holds
+  the partition key deletes only inside the window, so the row would land next to the one it replaces;
+- every strategy: no NULL in a `not_null` column.
+
+Rules for a load (one extraction of a replicated table): no NULL in the primary key, one row per primary key (one
+extraction is one consistent read, so a key seen twice means the declared key is not unique in the source), and
+no NULL in a `not_null` column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from resources.sql_text import column_list, quote, window_filter
+from resources.warehouse import (
+    DuplicateKeys,
+    NullKeys,
+    NullsInRequiredColumns,
+    OutOfWindowRows,
+    TargetTable,
+    WriteRequest,
+)
+
+SAMPLE_KEYS = 5
+"""How many duplicated keys an error shows."""
+
+GROUPS_COLUMN = "_derive_duplicated_keys"
+
+
+@dataclass(frozen=True)
+class Count:
+    """One `COUNTIF` of a profile query: what it counts (`name`) and the predicate."""
+
+    name: str
+    predicate: str
+
+
+# ----------------------------------------------------------------------------------------------- windows
+
+
+def must_stay_in_window(request: WriteRequest) -> bool:
+    """Whether every row the run writes must lie in its window: merge or append, a partition and a window."""
+    return (
+        request.strategy in ("merge", "append")
+        and request.target.partition_key is not None
+        and request.window is not None
+    )
+
+
+def window_scoped(request: WriteRequest) -> bool:
+    """Whether the run's statements may restrict the target to the window.
+
+    For append the window's slice is exactly what a run owns. For merge it is only safe when the partition key is
+    part of the unique key (a key can then only live in its own window's partition).
+    """
+    if not must_stay_in_window(request):
+        return False
+    return not (request.strategy == "merge" and request.target.partition_key not in request.unique_key)
+
+
+def window_condition(target: TargetTable, types: Mapping[str, str], dialect: str, prefix: str = "") -> str:
+    """`<prefix>key` within [window_start, window_end), the bounds cast to the key's type."""
+    key = target.partition_key
+    assert key is not None, "only partitioned tables have a window condition"
+    return window_filter(key, target.column(key).type, dict(types), dialect, prefix=prefix)
+
+
+def outside_window(target: TargetTable, types: Mapping[str, str], dialect: str) -> str:
+    """True for a row whose partition key is NULL or outside the window."""
+    assert target.partition_key is not None
+    col = quote(target.partition_key, dialect)
+    return f"{col} IS NULL OR NOT ({window_condition(target, types, dialect)})"
+
+
+# ----------------------------------------------------------------------------------------------- profiles
+
+
+def any_null(columns: Sequence[str], dialect: str, prefix: str = "") -> str:
+    """True for a row with a NULL in any of `columns`."""
+    return " OR ".join(f"{prefix}{quote(c, dialect)} IS NULL" for c in columns)
+
+
+def not_null_columns(target: TargetTable) -> list[str]:
+    return [c.name for c in target.columns if c.constraints.not_null]
+
+
+def profile_sql(
+    relation: str, counts: Sequence[Count], dialect: str, first: Sequence[str] = ("count(*)",)
+) -> str:
+    """One scan: `SELECT <first...>, COUNTIF(<predicate>)... FROM <relation> AS S` (a table name or `(subquery)`)."""
+    del dialect  # the same text in DuckDB and BigQuery; kept so callers say which one they speak
+    items = [*first, *(f"COUNTIF({c.predicate})" for c in counts)]
+    return f"SELECT {', '.join(items)} FROM {relation} AS S"
+
+
+def write_counts(request: WriteRequest, types: Mapping[str, str], dialect: str) -> list[Count]:
+    """What a write's profile counts, in the order `refuse_write` reports them."""
+    counts = []
+    if request.strategy == "merge":
+        counts.append(Count("null_keys", any_null(request.unique_key, dialect)))
+    if must_stay_in_window(request):
+        counts.append(Count("outside_window", outside_window(request.target, types, dialect)))
+    counts += [Count(f"null:{c}", f"{quote(c, dialect)} IS NULL") for c in not_null_columns(request.target)]
+    return counts
+
+
+def write_params(request: WriteRequest) -> dict[str, Any]:
+    """The bound parameters a write's profile needs (the window bounds, when it checks the window)."""
+    return request.window.as_params() if must_stay_in_window(request) and request.window else {}
+
+
+def refuse_write(request: WriteRequest, counts: Mapping[str, int]) -> None:
+    """Raise the first broken rule among a write's profile counts (keyed by `Count.name`)."""
+    target = request.target
+    if counts.get("null_keys"):
+        raise NullKeys(target.ref, request.unique_key, counts["null_keys"], "unique_key")
+    if counts.get("outside_window") and request.window and target.partition_key:
+        raise OutOfWindowRows(
+            target.ref,
+            counts["outside_window"],
+            request.window,
+            target.partition_key,
+            request.strategy,
+            request.unique_key,
+        )
+    _refuse_required_nulls(target, counts, "query")
+
+
+def load_counts(target: TargetTable, primary_key: Sequence[str], dialect: str) -> list[Count]:
+    """What a load's profile counts: NULL primary keys, then NULLs per `not_null` column."""
+    counts = [Count("null_keys", any_null(primary_key, dialect))]
+    return counts + [Count(f"null:{c}", f"{quote(c, dialect)} IS NULL") for c in not_null_columns(target)]
+
+
+def refuse_load(target: TargetTable, primary_key: Sequence[str], counts: Mapping[str, int]) -> None:
+    """Raise the first broken rule among a load's profile counts."""
+    if counts.get("null_keys"):
+        raise NullKeys(target.ref, primary_key, counts["null_keys"], "primary_key")
+    _refuse_required_nulls(target, counts, "source")
+
+
+def _refuse_required_nulls(
+    target: TargetTable, counts: Mapping[str, int], origin: Literal["query", "source"]
+) -> None:
+    nulls = {c: counts.get(f"null:{c}", 0) for c in not_null_columns(target)}
+    found = {c: n for c, n in nulls.items() if n}
+    if found:
+        raise NullsInRequiredColumns(target.ref, found, origin)
+
+
+def named(counts: Sequence[Count], values: Sequence[Any]) -> dict[str, int]:
+    """Profile values (after the `first` items) by count name."""
+    return {c.name: int(v or 0) for c, v in zip(counts, values, strict=True)}
+
+
+# ----------------------------------------------------------------------------------------------- duplicates
+
+
+def duplicate_keys_sql(relation: str, keys: Sequence[str], dialect: str) -> str:
+    """Up to `SAMPLE_KEYS` keys that occur more than once, smallest first, each row also carrying how many keys
+    occur more than once (a window over the groups, computed before the LIMIT)."""
+    cols = column_list(keys, dialect)
+    return (
+        f"SELECT {cols}, count(*) OVER () AS {quote(GROUPS_COLUMN, dialect)} FROM {relation} AS S "
+        f"GROUP BY {cols} HAVING count(*) > 1 ORDER BY {cols} LIMIT {SAMPLE_KEYS}"
+    )
+
+
+def refuse_duplicates(
+    ref: str, keys: Sequence[str], rows: Sequence[Sequence[Any]], role: Literal["unique_key", "primary_key"]
+) -> None:
+    """Raise `DuplicateKeys` when `duplicate_keys_sql` returned rows."""
+    if not rows:
+        return
+    width = len(keys)
+    samples = [tuple(row[:width]) for row in rows]
+    raise DuplicateKeys(ref, keys, int(rows[0][width]), samples, role)
