@@ -62,7 +62,7 @@ class _Attempt(Exception):
     def __init__(self, kind: Failure, reason: str) -> None:
         super().__init__(kind, reason)
         self.kind = kind
-        self.reason = reason
+        self.reason = " ".join(reason.split()).rstrip(".")  # one line: it goes inside a sentence
 
 
 def preflight(source: SourceSpec, url: str, timeout_seconds: float) -> None:
