@@ -61,7 +61,7 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
         if context.resources.warehouse.table_exists(target.ref):
             # A missing table means a first (or rebuilt) warehouse: copy everything, whatever the event log says.
             state = _stored_state(context, key, cursor_type)
-        url = context.resources.sources.url_for(source)
+        url = context.resources.sources.checked_url(source)  # fails fast: wrong password, dead server
         floor = state.floor_now(fence.cleared(url, source, table, state.fence))
         since = watermark.with_overlap(floor, table.effective_overlap)
         if state.pending_floor is not None and floor != state.pending_floor:
