@@ -58,6 +58,9 @@ class RawSpecs:
     tables: list[LoadedTable]
     errors: list[SpecError]
     exports: list[LoadedExport] = field(default_factory=list)
+    failed_refs: set[str] = field(default_factory=set)
+    """`dataset.name` of the tables that files which failed validation appear to define: a query or export that
+    reads one of them is not reported again ("no spec defines it"); the file's own errors say what to fix."""
 
     def source_tables(self) -> dict[str, tuple[LoadedSource, SourceTable]]:
         return {source_table_ref(s.spec, t): (s, t) for s in self.sources for t in s.spec.tables}
@@ -110,6 +113,7 @@ def read_specs(root: Path) -> RawSpecs:
     tables: list[LoadedTable] = []
     exports: list[LoadedExport] = []
     errors: list[SpecError] = []
+    failed_refs: set[str] = set()
     for path in spec_files(root):
         shown = path.relative_to(root.parent) if root.parent in path.parents else path
         data, error = _read_yaml(path, shown)
@@ -121,10 +125,15 @@ def read_specs(root: Path) -> RawSpecs:
         if model is None:
             errors.append(SpecError(shown, "kind", f"unknown kind; allowed: {sorted(KINDS)}", kind))
             continue
+        hint = _missing_kind(data) if "kind" not in data else None
+        if hint:
+            errors.append(SpecError(shown, "kind", hint))
+            continue
         try:
             spec = model.model_validate(data)
         except ValidationError as exc:
             errors.extend(_at_most(shown, _pydantic_errors(shown, model, exc)))
+            failed_refs |= _intended_refs(kind, data)
             continue
         if isinstance(spec, SourceSpec):
             sources.append(LoadedSource(shown, spec))
@@ -134,7 +143,38 @@ def read_specs(root: Path) -> RawSpecs:
             tables.append(LoadedTable(shown, spec))
     if not sources and not tables and not errors:
         errors.append(SpecError(root, "", "no *.yaml spec files found"))
-    return RawSpecs(root, sources, tables, errors, exports)
+    return RawSpecs(root, sources, tables, errors, exports, failed_refs)
+
+
+def _intended_refs(kind: str, data: dict[str, Any]) -> set[str]:
+    """The tables an invalid table or source file was meant to define, as far as its names can be read."""
+    name, dataset = data.get("name"), data.get("dataset")
+    if kind == "table":
+        return {f"{dataset}.{name}"} if isinstance(name, str) and isinstance(dataset, str) else set()
+    if kind != "source":
+        return set()
+    dataset = dataset if isinstance(dataset, str) else name
+    tables = data.get("tables")
+    if not isinstance(dataset, str) or not isinstance(tables, list):
+        return set()
+    return {
+        f"{dataset}.{t['name']}" for t in tables if isinstance(t, dict) and isinstance(t.get("name"), str)
+    }
+
+
+_KIND_FIELDS = {"source": ("connection_env", "tables"), "export": ("keyspace", "partition_key")}
+"""Fields only a source or an export has: a file with them but no `kind` was meant to be one."""
+
+
+def _missing_kind(data: dict[str, Any]) -> str | None:
+    for kind, fields in _KIND_FIELDS.items():
+        present = [f for f in fields if f in data]
+        if present:
+            return (
+                f"required for this spec: it has {kind} fields ({', '.join(present)}); add `kind: {kind}` "
+                "(without `kind`, a file is read as a table)"
+            )
+    return None
 
 
 def _read_yaml(path: Path, shown: Path) -> tuple[dict[str, Any], list[SpecError]]:
@@ -179,9 +219,19 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
         elif err["type"] == "union_tag_not_found":
             message = "needs a `type`: one of ['merge', 'append', 'replace']"
         elif err["type"] == "string_pattern_mismatch" and "pattern" in err.get("ctx", {}):
+            pattern = str(err.get("ctx", {})["pattern"])
             message = "must be a plain identifier: letters, digits and _, not starting with a digit"
-            if "A-Z0-9" in err.get("ctx", {})["pattern"]:
+            if "A-Z0-9" in pattern:
                 message = "must be an environment variable name: UPPER_CASE letters, digits and _"
+            elif loc[-1:] == ("path",):
+                message = "must be a dot path of field names, e.g. `settings.timezone`"
+            elif r"\." in pattern:
+                message = "must be `dataset.name`: two plain identifiers joined by a dot"
+        elif err["type"] == "model_attributes_type" and loc == ("strategy",):
+            message = (
+                "must be `merge`, `append`, `replace` or a mapping with a `type` "
+                "(and, for merge, a `unique_key`)"
+            )
         elif err["type"] == "literal_error":
             expected = str(err.get("ctx", {}).get("expected", ""))
             allowed_values = re.findall(r"'([^']*)'", expected)

@@ -19,6 +19,9 @@ from derive_assets.specs.sql_analysis import (
     resolve_columns,
 )
 
+_SKIP = SpecError(Path(), "", "reads a table whose spec has errors")
+"""Marks a table that cannot be checked further because one it reads failed; never reported itself."""
+
 
 @dataclass(frozen=True)
 class Table:
@@ -100,8 +103,8 @@ def load_project(root: Path | None = None) -> SpecProject:
         except SqlProblem as exc:
             errors += [SpecError(loaded.path, "sql", line) for line in str(exc).splitlines()]
             continue
-        problems = _reference_errors(loaded, analysis, known)
-        errors += problems
+        problems = _reference_errors(loaded, analysis, known, raw.failed_refs)
+        errors += [p for p in problems if p is not _SKIP]
         if not problems:
             parsed[loaded.spec.ref] = (loaded, analysis)
 
@@ -128,7 +131,7 @@ def load_project(root: Path | None = None) -> SpecProject:
         tables.append(Table(loaded.path, loaded.spec, resolved))
     if not errors:
         errors += duckdb_errors(schema, [(t.path, t.spec.ref, t.analysis) for t in tables])
-    defined = {r.ref for r in replicated} | {t.spec.ref for t in raw.tables}
+    defined = {r.ref for r in replicated} | {t.spec.ref for t in raw.tables} | raw.failed_refs
     exports = _exports(raw.exports, replicated, tables, defined, errors)
     if errors:
         raise SpecValidationError(errors)
@@ -233,11 +236,17 @@ def _duplicate_refs(sources: list[LoadedSource], tables: list[LoadedTable]) -> l
     return errors
 
 
-def _reference_errors(loaded: LoadedTable, analysis: SqlAnalysis, known: set[str]) -> list[SpecError]:
+def _reference_errors(
+    loaded: LoadedTable, analysis: SqlAnalysis, known: set[str], failed: set[str]
+) -> list[SpecError]:
+    """Problems with what the query reads; a table whose own spec failed is not "undefined" (and, being
+    unknown, leaves this table out of the later column checks quietly)."""
     errors = []
     for ref in analysis.reads:
         if "." not in ref:
             errors.append(SpecError(loaded.path, "sql", "refer to tables as `dataset.name`", ref))
+        elif ref in failed and ref not in known:
+            errors.append(_SKIP)
         elif ref not in known:
             errors.append(
                 SpecError(

@@ -64,8 +64,7 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct
 def read_yaml_file(path: Path) -> tuple[Any, list[YamlProblem]]:
     """The file's single YAML document as Python values, or the problems that stop it from being read."""
     raw, problem = _read_bytes(path)
-    if problem is None:
-        text, problem = _decode(raw)
+    text, problem = ("", problem) if problem is not None else _decode(raw)
     if problem is not None:
         return None, [problem]
     try:
