@@ -28,6 +28,11 @@ class DeriveSettings:
     """BigQuery location, e.g. `EU` (`DERIVE_BIGQUERY_LOCATION`)."""
     bigquery_endpoint: str | None = None
     """API endpoint override (`DERIVE_BIGQUERY_ENDPOINT`), for a local emulator; uses anonymous credentials."""
+    bigquery_timeout_seconds: float = 60.0
+    """Longest wait for one BigQuery API request (`DERIVE_BIGQUERY_TIMEOUT_SECONDS`)."""
+    bigquery_retry_deadline_seconds: float = 120.0
+    """How long one BigQuery API call retries transient errors before the run fails
+    (`DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS`)."""
     executor: Literal["in_process", "multiprocess", "k8s"] = "multiprocess"
     """How a run's steps execute (`DERIVE_EXECUTOR`): `k8s` runs each asset's step in its own Kubernetes pod
     (dagster-k8s `k8s_job_executor`; see deployments/k8s/)."""
@@ -72,4 +77,22 @@ class DeriveSettings:
             bigquery_project=project,
             bigquery_location=os.environ.get("DERIVE_BIGQUERY_LOCATION"),
             bigquery_endpoint=os.environ.get("DERIVE_BIGQUERY_ENDPOINT"),
+            bigquery_timeout_seconds=_seconds("DERIVE_BIGQUERY_TIMEOUT_SECONDS", 60.0),
+            bigquery_retry_deadline_seconds=_seconds("DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS", 120.0),
         )
+
+
+def _seconds(variable: str, default: float) -> float:
+    """A positive number of seconds from the environment, or `default` when the variable is unset."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(
+            f"{variable}={text[:40]!r} is not a number of seconds greater than 0 (default {default:g})"
+        )
+    return value
