@@ -46,6 +46,8 @@ def build_warehouse(settings: DeriveSettings) -> Any:
             project=settings.bigquery_project,
             location=settings.bigquery_location,
             api_endpoint=settings.bigquery_endpoint,
+            timeout_seconds=settings.bigquery_timeout_seconds,
+            retry_deadline_seconds=settings.bigquery_retry_deadline_seconds,
         )
     return DuckDBWarehouse(path=str(settings.duckdb_path))
 
