@@ -61,6 +61,7 @@ _PERMANENT = re.compile(
     r"|timed out waiting for connection|serverselectiontimeout|, timeout: \d",
     re.IGNORECASE,
 )
+_RUST_DEBUG = re.compile(r'code: SqlState\((\w+)\), message: "([^"]*)"')
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*):[^\s'\"@]*@")
 
 
@@ -164,6 +165,8 @@ def shown(exc: BaseException, secrets: Sequence[str] = ()) -> str:
     texts = [str(e).strip() for e in _chain(exc) if str(e).strip()]
     text = next((t for t in texts if _TRANSIENT.search(t)), texts[0] if texts else type(exc).__name__)
     text = " ".join(text.split())
+    if debug := _RUST_DEBUG.search(text):  # connectorx prints the driver's error as a Rust Debug dump
+        text = f"{debug.group(1)}: {debug.group(2)}"
     for url in secrets:
         if url:
             text = text.replace(url, redact(url))
