@@ -89,23 +89,26 @@ def run_demo(
         changes = apply_activity(urls)
         say("    " + ", ".join(f"{k}: {v:,}" for k, v in changes.items() if v))
 
-    jobs: list[tuple[str, list[AssetKey], dict[str, str]]] = []
+    jobs: list[tuple[str, list[AssetKey], dict[str, str] | None]] = []
     for source in project.sources():
         keys = [replication_key(rt) for rt in project.replicated if rt.source.name == source.name]
         jobs.append((source_job_name(source.name), keys, {}))
     for table in project.tables:
         partitions_def = partitions_for(table.spec.window)
-        tags = _recent_windows(partitions_def, days) if partitions_def else {}
+        tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
         jobs.append((table_job_name(table.spec.ref), [table_key(table.spec.ref)], tags))
     for export in project.exports:
         partitions_def = partitions_for(export.window)
-        tags = _recent_windows(partitions_def, days) if partitions_def else {}
+        tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
         jobs.append((export_job_name(export.spec.name), [export_key(export)], tags))
 
     graph = defs.resolve_asset_graph()
     failed: list[FailedCheck] = []
     blocked: set[AssetKey] = set()  # assets whose blocking check failed
     for job_name, keys, tags in jobs:
+        if tags is None:
+            say(f"==> {job_name}: skipped, no complete window in the last {days} day(s)")
+            continue
         stopped_by = sorted(k.to_user_string() for k in blocked & _upstream(graph, keys))
         if stopped_by:
             say(f"==> {job_name}: skipped, upstream {', '.join(stopped_by)} failed a blocking check")
@@ -203,12 +206,17 @@ def summarize(project: SpecProject, settings: DeriveSettings, instance: DagsterI
         )
         summary[rt.ref] = {"rows": warehouse.row_count(rt.ref), "watermark": getattr(mark, "value", None)}
     for table in project.tables:
+        built = warehouse.table_exists(table.spec.ref)  # not if its job was skipped on the first run
         summary[table.spec.ref] = {
-            "rows": warehouse.row_count(table.spec.ref),
-            "strategy": table.spec.strategy.type,
+            "rows": warehouse.row_count(table.spec.ref) if built else 0,
+            "strategy": table.spec.strategy.type if built else "not built",
         }
     store = build_online_store(settings)
     for export in project.exports:
         table = online_table(export)
-        summary[f"online:{table.ref}"] = {"rows": store.count(table), "strategy": f"from {export.spec.table}"}
+        exported = instance.get_latest_materialization_event(export_key(export)) is not None
+        summary[f"online:{table.ref}"] = {
+            "rows": store.count(table) if exported else 0,
+            "strategy": f"from {export.spec.table}" if exported else "not exported",
+        }
     return summary

@@ -8,7 +8,8 @@ from dagster import AssetKey, DagsterInstance, Definitions
 
 from derive_assets.demo.generate import apply_activity, embedded_urls
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
-from derive_assets.factory.export_assets import _verify, online_table
+from derive_assets.factory.export_assets import online_table
+from derive_assets.factory.export_verify import verify
 from derive_assets.online import OnlineReader
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import load_project
@@ -100,15 +101,18 @@ def test_cursor_export_writes_only_changed_rows(settings: DeriveSettings, instan
 
 def test_ttl_expires_online_rows(settings: DeriveSettings, specs_dir, instance):
     spec = specs_dir / "exports" / "user_profile_online.yaml"
-    spec.write_text(spec.read_text() + "ttl_seconds: 1\n")
+    # Long enough for the export's own verification to read the rows back (a blocking check) on a busy machine.
+    spec.write_text(spec.read_text() + "ttl_seconds: 4\n")
     defs = build_definitions(settings)
     build_upstream(defs, instance)
+    written = time.monotonic()
     run(defs, instance, "export_user_profile_online")
     table = online_table(load_project(specs_dir).export("user_profile_online"))
     store = build_online_store(settings)
     assert store.count(table) == 500
-    time.sleep(1.5)
-    assert store.count(table) == 0
+    while store.count(table):
+        assert time.monotonic() - written < 30, "rows written with ttl_seconds: 4 did not expire within 30 s"
+        time.sleep(0.25)
     assert store.lookup(table, [1]) == []
 
 
@@ -119,8 +123,8 @@ def test_verification_fails_when_rows_are_missing_online(settings: DeriveSetting
     table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
     with sqlite3.connect(settings.sqlite_online_path) as con:
         con.execute(f'DELETE FROM "{table.keyspace}__{table.name}" WHERE user_id % 2 = 0')
-    check = _verify(
-        build_warehouse(settings), build_online_store(settings), table, "core.user_detail", None, {}, 500
+    check = verify(
+        build_warehouse(settings), build_online_store(settings), table, "core.user_detail", None, {}, 500, 500
     )
     assert not check.passed
     assert check.metadata["missing_online"].value > 0
