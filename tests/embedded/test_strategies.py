@@ -5,7 +5,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from derive_assets.specs.models import Column
+from derive_assets.specs.models import Column, Constraints
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.warehouse import (
     NullsInRequiredColumns,
@@ -22,7 +22,7 @@ TARGET = TargetTable(
     "analytics",
     "daily",
     (
-        Column(name="day", type="DATE", constraints={"not_null": True}),
+        Column(name="day", type="DATE", constraints=Constraints(not_null=True)),
         Column(name="region", type="STRING"),
         Column(name="amount", type="NUMERIC"),
     ),

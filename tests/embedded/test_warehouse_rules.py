@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from derive_assets.specs.models import Column
+from derive_assets.specs.models import Column, Constraints
 from resources.duckdb_warehouse import DuckDBWarehouse, lock_holder
 from resources.warehouse import (
     DuplicateKeys,
@@ -34,7 +34,7 @@ DAILY = TargetTable(
     "analytics",
     "daily",
     (
-        Column(name="day", type="DATE", constraints={"not_null": True}),
+        Column(name="day", type="DATE", constraints=Constraints(not_null=True)),
         Column(name="region", type="STRING"),
         Column(name="amount", type="NUMERIC"),
     ),
@@ -179,7 +179,10 @@ def test_a_later_load_merges_and_its_watermark_is_the_newest_loaded_row(warehous
 @pytest.mark.parametrize("not_null", [False, True])
 def test_load_refuses_a_null_primary_key(warehouse, first, not_null):
     """Declared `not_null` or not, a NULL key is a `NullKeys` error, never a bare constraint error."""
-    columns = (Column(name="order_id", type="INT64", constraints={"not_null": not_null}), *ORDERS.columns[1:])
+    columns = (
+        Column(name="order_id", type="INT64", constraints=Constraints(not_null=not_null)),
+        *ORDERS.columns[1:],
+    )
     load = LoadRequest(TargetTable("raw", "orders", columns), ("order_id",), "updated_at")
     if not first:
         warehouse.load(load, iter([orders((1, "new", 1))]))
@@ -197,7 +200,7 @@ def test_load_refuses_a_null_primary_key(warehouse, first, not_null):
 def test_load_refuses_nulls_in_not_null_columns(warehouse):
     columns = (
         *ORDERS.columns[:1],
-        Column(name="status", type="STRING", constraints={"not_null": True}),
+        Column(name="status", type="STRING", constraints=Constraints(not_null=True)),
         ORDERS.columns[2],
     )
     load = LoadRequest(TargetTable("raw", "orders", columns), ("order_id",), "updated_at")
@@ -256,3 +259,33 @@ def test_lock_holder_is_read_from_duckdbs_message():
     )
     assert lock_holder(message) == "PID 4242, /usr/bin/python3.11"
     assert lock_holder("IO Error: Could not set lock on file") is None
+
+
+# ----------------------------------------------------------------------------------------------- settings
+
+
+def test_bigquery_timeouts_come_from_the_settings(monkeypatch):
+    from derive_assets.factory.build import build_warehouse
+    from derive_assets.settings import DeriveSettings
+
+    monkeypatch.setenv("DERIVE_WAREHOUSE", "bigquery")
+    monkeypatch.setenv("DERIVE_BIGQUERY_PROJECT", "p")
+    monkeypatch.setenv("DERIVE_BIGQUERY_TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS", "7.5")
+    warehouse = build_warehouse(DeriveSettings.from_env())
+    assert (warehouse.timeout_seconds, warehouse.retry_deadline_seconds) == (5.0, 7.5)
+    monkeypatch.delenv("DERIVE_BIGQUERY_TIMEOUT_SECONDS")
+    assert build_warehouse(DeriveSettings.from_env()).timeout_seconds == 60.0
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "inf", "nan"])
+def test_a_bad_timeout_setting_names_the_variable(monkeypatch, value):
+    from derive_assets.settings import DeriveSettings
+
+    monkeypatch.setenv("DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS", value)
+    with pytest.raises(
+        ValueError,
+        match=rf"^DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS='{value}' is not a number of seconds greater than 0 "
+        r"\(default 120\)$",
+    ):
+        DeriveSettings.from_env()

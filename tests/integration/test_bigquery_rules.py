@@ -76,9 +76,10 @@ def daily(dataset: str) -> TargetTable:
 
 
 def orders_target(dataset: str, not_null: tuple[str, ...] = ()) -> TargetTable:
-    columns = tuple(
-        Column(name=n, type=t, constraints=Constraints(not_null=n in not_null))
-        for n, t in (("order_id", "INT64"), ("status", "STRING"), ("updated_at", "TIMESTAMP"))
+    columns = (
+        Column(name="order_id", type="INT64", constraints=Constraints(not_null="order_id" in not_null)),
+        Column(name="status", type="STRING", constraints=Constraints(not_null="status" in not_null)),
+        Column(name="updated_at", type="TIMESTAMP"),
     )
     return TargetTable(dataset, "orders", columns)
 
