@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
-from support import run_job
+from support import QUIET, run_job
 
-import resources.cassandra_online_store as cassandra_store
 from derive_assets.demo.generate import apply_activity, embedded_urls, generate
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
-from derive_assets.factory.export_assets import _verify, online_table
+from derive_assets.factory.export_assets import online_table
+from derive_assets.factory.export_verify import verify
 from derive_assets.online import OnlineReader
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
+from derive_assets.specs.models import Column
 from derive_assets.specs.project import load_project
-from resources.online_store import OnlineStoreError
+from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.online_store import OnlineStoreError, OnlineTable
 
 EXPORT = AssetKey(["online", "user_profile_online"])
 
@@ -136,35 +140,33 @@ def test_ttl_is_honoured(settings: DeriveSettings):
     assert ttl is None or ttl[0] is None or ttl[0] <= 2
 
 
-def test_failed_batch_is_retried_then_fails_without_moving_the_watermark(
-    settings: DeriveSettings, monkeypatch
+def test_a_row_cassandra_refuses_fails_at_once_naming_its_key_and_keeps_the_watermark(
+    settings: DeriveSettings,
 ):
     defs = build_definitions(settings)
-    real = cassandra_store.execute_concurrent_with_args
-    calls: list[int] = []
-
-    def flaky(session, statement, rows, **kwargs):  # the first attempt of each batch loses its first 3 rows
-        calls.append(len(rows))
-        outcomes = list(real(session, statement, rows, **kwargs))
-        if len(calls) == 1:
-            outcomes[:3] = [(False, TimeoutError("write timeout"))] * 3
-        return outcomes
-
-    monkeypatch.setattr(cassandra_store, "execute_concurrent_with_args", flaky)
     with DagsterInstance.ephemeral() as instance:
         upstream(defs, instance)
-        meta = run(defs, instance, "export_user_profile_online")["online/user_profile_online"]
-        assert meta["derive/write_retries"] == 3 and calls[:2] == [400, 3]
+        run(defs, instance, "export_user_profile_online")
         mark = instance.get_latest_materialization_event(EXPORT)
 
-        # Now a row Cassandra refuses (a NULL primary key): retries run out, the run fails, the watermark stays.
-        monkeypatch.setattr(cassandra_store, "execute_concurrent_with_args", real)
         apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.05)
         run(defs, instance, "replicate_accounts")
         run(defs, instance, "replicate_profiles")
         run(defs, instance, "core__user_detail_job")
-        _break_primary_key(settings)
-        run(defs, instance, "export_user_profile_online", ok=False)
+        _break_primary_key(settings)  # a NULL primary key: not transient, so never retried
+        result = defs.resolve_job_def("export_user_profile_online").execute_in_process(
+            instance=instance, run_config=QUIET, raise_on_error=False
+        )
+        assert not result.success
+        [failure] = result.get_step_failure_events()
+        data = failure.step_failure_data.user_failure_data
+        assert data is not None and data.description is not None
+        assert (
+            "Cassandra refused 1 row(s) of a batch, first the row with key {'user_id': None}"
+            in data.description
+        )
+        assert "such an error is not retried" in data.description
+        assert "the export's watermark did not move" in data.description
         after = instance.get_latest_materialization_event(EXPORT)
         assert after is not None and mark is not None and after.run_id == mark.run_id
 
@@ -189,7 +191,7 @@ def test_verification_fails_when_rows_are_missing(settings: DeriveSettings):
         store.session().execute(
             f'DELETE FROM "{table.keyspace}"."{table.name}" WHERE user_id = %s', (user_id,)
         )
-    check = _verify(build_warehouse(settings), store, table, "core.user_detail", None, {}, 400)
+    check = verify(build_warehouse(settings), store, table, "core.user_detail", None, {}, 400, 400)
     assert not check.passed and check.metadata["missing_online"].value > 0
 
 
@@ -200,3 +202,122 @@ def test_mismatching_existing_table_is_reported_not_altered(settings: DeriveSett
     store.session().execute(f'ALTER TABLE "{table.keyspace}"."{table.name}" ADD extra text')
     with pytest.raises(OnlineStoreError, match="differs from the export spec"):
         store.ensure_table(table)
+
+
+def test_export_with_sub_millisecond_timestamps_passes_its_verification(settings: DeriveSettings):
+    """core.user_detail's TIMESTAMPs carry microseconds; Cassandra keeps milliseconds. Compared at ms: green."""
+    defs = build_definitions(settings)
+    with DagsterInstance.ephemeral() as instance:
+        upstream(defs, instance)
+        [(sub_ms,)] = warehouse_rows(
+            settings, "SELECT count(*) FROM core.user_detail WHERE microsecond(updated_at) % 1000 <> 0"
+        )
+        assert sub_ms > 0
+        result = defs.resolve_job_def("export_user_profile_online").execute_in_process(
+            instance=instance, run_config=QUIET, raise_on_error=False
+        )
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed, check.description
+    assert check.metadata["sampled_keys"].value == 100
+    assert check.metadata["timestamp_precision_us"].value == 1000
+    assert result.success
+
+
+COLUMNS = {
+    "id": ("INT64", "BIGINT"),
+    "ts": ("TIMESTAMP", "TIMESTAMPTZ"),
+    "wall": ("DATETIME", "TIMESTAMP"),
+    "day": ("DATE", "DATE"),
+    "amount": ("NUMERIC", "DECIMAL(38, 9)"),
+    "ratio": ("FLOAT64", "DOUBLE"),
+    "flag": ("BOOL", "BOOLEAN"),
+    "doc": ("JSON", "JSON"),
+    "blob": ("BYTES", "BLOB"),
+    "name": ("STRING", "VARCHAR"),
+}
+ROWS: list[tuple[Any, ...]] = [
+    (
+        1,
+        dt.datetime(2026, 11, 30, 9, 0, 0, 123456, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 30, 9, 0, 0, 999999),
+        dt.date(2026, 11, 30),
+        Decimal("12.340000000"),
+        0.1,
+        True,
+        '{"b": [1, 2.5], "a": "é"}',
+        b"\x00\xffbytes",
+        "Zoë 🚀",
+    ),
+    (
+        2,
+        dt.datetime(1969, 12, 31, 23, 59, 59, 999501, tzinfo=dt.UTC),
+        dt.datetime(1900, 1, 1, 0, 0, 0, 1),
+        dt.date(1900, 1, 1),
+        Decimal("-99999999999999999999999999999.000000001"),
+        math.nan,
+        False,
+        "[]",
+        b"",
+        "",
+    ),
+    (3, None, None, None, None, math.inf, None, None, None, None),
+]
+
+
+@pytest.fixture
+def typed(tmp_path: Path, settings: DeriveSettings) -> Iterator[tuple[DuckDBWarehouse, Any, OnlineTable]]:
+    """A warehouse table of every column type (sub-ms and pre-1970 timestamps, NaN, NULLs), exported to Cassandra."""
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "typed.duckdb"))
+    with warehouse.get_connection() as con:
+        con.execute("CREATE SCHEMA core")
+        con.execute(f"CREATE TABLE core.typed ({', '.join(f'{n} {t}' for n, (_, t) in COLUMNS.items())})")
+        con.executemany(f"INSERT INTO core.typed VALUES ({', '.join('?' for _ in COLUMNS)})", ROWS)
+    keyspace = load_project(settings.specs_dir).export("user_profile_online").spec.keyspace
+    table = OnlineTable(
+        keyspace=keyspace,
+        name="typed",
+        partition_key=("id",),
+        clustering=(),
+        columns=tuple(Column(name=n, type=t) for n, (t, _) in COLUMNS.items()),
+    )
+    store = build_online_store(settings)
+    store.ensure_table(table)
+    written = store.write(table, warehouse.iter_batches("core.typed", table.column_names, None, {}, 2))
+    assert written.rows_written == len(ROWS)
+    yield warehouse, store, table
+    store.close()
+
+
+def test_every_type_exported_to_cassandra_passes_at_millisecond_precision(typed):
+    warehouse, store, table = typed
+    check = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS), len(ROWS))
+    assert check.passed, check.description
+    [row] = store.lookup(table, [2])
+    assert row["ts"] == dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC)  # rounded down, pre-1970
+    assert math.isnan(row["ratio"]) and row["amount"] == ROWS[1][4]
+
+
+@pytest.mark.parametrize(
+    ("column", "key", "online"),
+    [
+        ("ts", 1, dt.datetime(2026, 11, 30, 9, 0, 0, 124000, tzinfo=dt.UTC)),  # one millisecond later
+        ("ts", 2, dt.datetime(1969, 12, 31, 23, 59, 59, 998000, tzinfo=dt.UTC)),
+        ("wall", 1, dt.datetime(2026, 11, 30, 9, 0, 1, tzinfo=dt.UTC)),
+        ("amount", 1, Decimal("12.341")),
+        ("ratio", 2, 0.0),  # NaN -> a number
+        ("doc", 1, '{"a": "e", "b": [1, 2.5]}'),
+        ("blob", 1, b"\x00\xff"),
+        ("name", 1, None),
+        ("flag", 3, False),  # NULL -> false
+        ("day", 2, dt.date(1900, 1, 2)),
+    ],
+)
+def test_one_value_changed_in_cassandra_fails_the_check(typed, column: str, key: int, online: Any):
+    warehouse, store, table = typed
+    store.session().execute(
+        f'UPDATE "{table.keyspace}"."{table.name}" SET "{column}" = %s WHERE id = %s', (online, key)
+    )
+    check = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS), len(ROWS))
+    assert not check.passed
+    assert check.metadata["different_online"].value == 1
+    assert f"key [{key}], column {column}:" in (check.description or "")
