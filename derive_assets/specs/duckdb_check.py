@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from derive_assets.specs.errors import SpecError
-from derive_assets.specs.sql_analysis import Schema, SqlAnalysis, SqlProblem, transpile
+from derive_assets.specs.sql_analysis import TOO_DEEP, Schema, SqlAnalysis, SqlProblem, transpile
 from resources.sql_text import DUCKDB_TYPES, quote
 
 _PROBE_WINDOW = {
@@ -43,7 +43,8 @@ def duckdb_errors(schema: Schema, tables: list[tuple[Path, str, SqlAnalysis]]) -
             try:
                 sql = transpile(analysis.expression, "duckdb")
             except SqlProblem as exc:
-                errors.append(SpecError(path, "sql", f"{exc}; write it with functions DuckDB also has"))
+                hint = "" if str(exc).startswith(TOO_DEEP) else "; write it with functions DuckDB also has"
+                errors.append(SpecError(path, "sql", f"{exc}{hint}"))
                 continue
             params = {k: v for k, v in _PROBE_WINDOW.items() if k in analysis.parameters}
             try:

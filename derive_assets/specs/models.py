@@ -21,6 +21,7 @@ DEFAULT_TIME_OVERLAP_SECONDS = 600
 """How far back a time cursor re-reads by default: transactions rarely commit later than this after their row's
 timestamp."""
 MAX_CLUSTER_KEYS = 4  # BigQuery's limit; DuckDB has none, but a spec must run on both.
+MAX_SQL_CHARS = 100_000  # a long query is a few thousand; sqlglot takes ~8 s to parse a megabyte
 
 ColumnType = Literal[
     "STRING", "INT64", "FLOAT64", "NUMERIC", "BOOL", "DATE", "DATETIME", "TIMESTAMP", "JSON", "BYTES"
@@ -201,8 +202,9 @@ class TableSpec(StrictModel):
     """Time partitioning of the table; runs replace or merge only their window's slice of it."""
     cluster: list[Identifier] = Field(default_factory=list, max_length=MAX_CLUSTER_KEYS)
     """Up to four columns to sort (DuckDB) or cluster (BigQuery) the table by."""
-    sql: str = Field(min_length=1)
-    """BigQuery Standard SQL. Refer to tables as `dataset.name` and to the window as `@window_start`/`@window_end`."""
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
+    """BigQuery Standard SQL. Refer to tables as `dataset.name` and to the window as `@window_start`/`@window_end`.
+    At most 100,000 characters; table functions and file access (`read_text(…)`, `EXTERNAL_QUERY`) are refused."""
 
     @field_validator("strategy", mode="before")
     @classmethod

@@ -13,13 +13,23 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import OptimizeError, ParseError, SqlglotError
+from sqlglot.errors import OptimizeError, ParseError, SqlglotError, TokenError
 from sqlglot.lineage import lineage
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import build_scope
 from sqlglot.schema import MappingSchema
 
 SPEC_DIALECT = "bigquery"
+MAX_SQL_DEPTH = 256
+"""Deeper syntax trees are refused: sqlglot's column resolution is quadratic in depth (5,000 chained ANDs took
+over a minute) and recursive (a few hundred nested parentheses exhaust Python's stack)."""
+TOO_DEEP = "the query nests parentheses, operators or subqueries too deeply to analyse"
+
+
+def _too_deep(detail: str = "") -> str:
+    return f"{TOO_DEEP}{detail}; flatten it, e.g. into CTEs (`WITH a AS (…), b AS (…) SELECT …`)"
+
+
 WINDOW_PARAMETERS = ("window_start", "window_end")
 
 Schema = dict[str, Any]
@@ -64,6 +74,14 @@ def parse(sql: str) -> exp.Expr:
         raise SqlProblem(
             f"{where}SQL does not parse as BigQuery Standard SQL ({first.get('description', exc)}) near '{near}'"
         ) from exc
+    except TokenError as exc:
+        near = str(exc).removeprefix("Error tokenizing ").strip("'")[-60:]
+        raise SqlProblem(
+            "SQL does not parse as BigQuery Standard SQL: a string, `quoted name` or /* comment */ is not "
+            f"closed (near '{near}')"
+        ) from exc
+    except RecursionError as exc:
+        raise SqlProblem(_too_deep()) from exc
     statements = [e for e in expressions if e is not None]
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise SqlProblem(
@@ -122,6 +140,17 @@ def _function_name(node: exp.Expr) -> str:
     return type(node).__name__.upper()
 
 
+def _depth(expression: exp.Expr) -> int:
+    """How deep the syntax tree goes, walked without recursion (`a AND b AND …` nests one level per AND)."""
+    deepest = 0
+    pending = [(expression, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in node.iter_expressions())
+    return deepest
+
+
 def referenced_tables(expression: exp.Expr) -> list[str]:
     ctes = {cte.alias_or_name for cte in expression.find_all(exp.CTE)}
     refs = set()
@@ -144,6 +173,9 @@ def parameters(expression: exp.Expr) -> list[str]:
 def analyse(sql: str) -> SqlAnalysis:
     """Parse a query and find what it reads and which parameters it uses (no schema needed)."""
     expression = parse(sql)
+    depth = _depth(expression)
+    if depth > MAX_SQL_DEPTH:
+        raise SqlProblem(_too_deep(f" ({depth:,} levels; at most {MAX_SQL_DEPTH})"))
     problems = forbidden_sources(expression)
     if problems:
         raise SqlProblem("\n".join(problems))  # one problem per line
@@ -168,6 +200,8 @@ def resolve_columns(analysis: SqlAnalysis, schema: Schema) -> SqlAnalysis:
         )
     except OptimizeError as exc:
         raise SqlProblem(f"cannot resolve the query's columns: {exc}") from exc
+    except RecursionError as exc:
+        raise SqlProblem(_too_deep()) from exc
     assert isinstance(qualified, exp.Query)
     outputs = list(qualified.named_selects)
     return SqlAnalysis(analysis.expression, analysis.reads, analysis.parameters, outputs, qualified, mapping)
@@ -177,7 +211,7 @@ def _lineage(qualified: exp.Query, mapping: MappingSchema) -> dict[str, list[tup
     """Output column -> the source columns it is computed from; all columns in one pass over one scope."""
     try:
         nodes = lineage(None, qualified, schema=mapping, dialect=SPEC_DIALECT, scope=build_scope(qualified))
-    except SqlglotError:
+    except (SqlglotError, RecursionError):
         return {}  # lineage is informative; a construct sqlglot cannot trace must not block loading
     result: dict[str, list[tuple[str, str]]] = {}
     for column, node in nodes.items():
@@ -199,3 +233,5 @@ def transpile(expression: exp.Expr, dialect: str) -> str:
         return expression.sql(dialect, pretty=True, unsupported_level=sqlglot.ErrorLevel.RAISE)
     except SqlglotError as exc:
         raise SqlProblem(f"the query cannot be translated to {dialect}: {exc}") from exc
+    except RecursionError as exc:
+        raise SqlProblem(_too_deep()) from exc
