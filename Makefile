@@ -38,9 +38,10 @@ $(VENV)/.installed: pyproject.toml
 	@$(UV) pip install -q --python $(VENV)/bin/python --compile-bytecode -e '.[test]'
 	@touch $@
 
-$(DAGSTER_HOME)/dagster.yaml:
+# The local instance: dagster.yaml of the repository (telemetry off, run monitoring on); refreshed when it changes.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(@D)
-	@printf 'telemetry:\n  enabled: false\nnux:\n  enabled: false\n' > $@
+	@cp dagster.yaml $@
 
 demo: venv $(DAGSTER_HOME)/dagster.yaml
 	@echo "==> derive demo (DAGSTER_HOME=$(DAGSTER_HOME))"
