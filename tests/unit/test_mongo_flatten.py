@@ -9,6 +9,7 @@ import datetime as dt
 import json
 from decimal import Decimal
 
+import duckdb
 import pytest
 from bson import DatetimeMS, Decimal128, ObjectId
 
@@ -398,3 +399,54 @@ def test_batches_are_cut_by_size_as_well_as_by_rows(tmp_path, monkeypatch):
     spec = edge_source()
     batches = list(read_mongo_batches(url, spec, spec.tables[0], None, 1000, ExtractStats()))
     assert [b.num_rows for b in batches] == [3, 3, 3, 1]
+
+
+def test_object_id_watermark_round_trips_through_the_event_log_embedded(tmp_path, monkeypatch):
+    """Server-free: three Dagster runs on montydb; the stored ObjectId watermark is read back by each next run."""
+    import yaml
+    from dagster import AssetKey, DagsterInstance
+
+    from derive_assets.factory.build import build_definitions
+    from derive_assets.settings import DeriveSettings
+
+    url = f"montydb:///{tmp_path}/events"
+    monkeypatch.setenv("DERIVE_UNIT_EVENTS_URL", url)
+    specs = tmp_path / "table_specs"
+    (specs / "sources").mkdir(parents=True)
+    table = {
+        "name": "events",
+        "primary_key": ["event_id"],
+        "cursor": "event_id",
+        "cursor_overlap": 60,
+        "columns": [{"name": "event_id", "type": "STRING", "path": "_id"}, {"name": "n", "type": "INT64"}],
+    }
+    spec = {**SPEC, "name": "events", "connection_env": "DERIVE_UNIT_EVENTS_URL", "tables": [table]}
+    (specs / "sources" / "events.yaml").write_text(yaml.safe_dump(spec))
+    settings = DeriveSettings(specs_dir=specs, home=tmp_path / "home")
+    defs, instance = build_definitions(settings), DagsterInstance.ephemeral()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    def insert(n: int, seconds_ago: int) -> None:
+        with open_mongo(url) as client:
+            client["events"]["events"].insert_one(
+                {"_id": object_id(now - dt.timedelta(seconds=seconds_ago), n), "n": n}
+            )
+
+    def run() -> tuple[str, int]:
+        result = defs.resolve_job_def("replicate_events").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        assert result.success
+        event = instance.get_latest_materialization_event(AssetKey(["events", "events"]))
+        assert event is not None and event.asset_materialization is not None
+        with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            count = con.execute("SELECT count(*) FROM events.events").fetchone()
+        return event.asset_materialization.metadata["derive/watermark"].value, count[0] if count else 0  # type: ignore[union-attr]
+
+    insert(1, 300)
+    insert(2, 200)
+    assert run() == (str(object_id(now - dt.timedelta(seconds=200), 2)), 2)
+    insert(3, 230)  # made before the watermark's ObjectId, inserted after it was read
+    assert run() == (str(object_id(now - dt.timedelta(seconds=200), 2)), 3)
+    insert(4, 10)
+    assert run() == (str(object_id(now - dt.timedelta(seconds=10), 4)), 4)
