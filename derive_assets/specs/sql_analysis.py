@@ -106,8 +106,10 @@ _FILE_OR_ENVIRONMENT = (
 def forbidden_sources(expression: exp.Expr) -> list[str]:
     """What a query reads besides `dataset.name` tables: table functions, file paths, other projects."""
     problems = []
+    reported: set[int] = set()
     for table in expression.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
+            reported.add(id(table.this))
             problems.append(
                 f"table functions and file access are not allowed: {_function_name(table.this)}(…) in FROM; "
                 "a spec's query reads only tables, as `dataset.name` (sources and other specs)"
@@ -124,12 +126,12 @@ def forbidden_sources(expression: exp.Expr) -> list[str]:
             )
     for function in expression.find_all(exp.Func):
         name = _function_name(function)
-        if name.lower().startswith(_FILE_OR_ENVIRONMENT):
+        if id(function) not in reported and name.lower().startswith(_FILE_OR_ENVIRONMENT):
             problems.append(
                 f"function {name} is not allowed: table functions and file, environment or external database "
                 "access cannot be used in spec SQL; a spec's query reads only tables, as `dataset.name`"
             )
-    return list(dict.fromkeys(problems))
+    return list(dict.fromkeys(problems))  # the same function used twice is one problem
 
 
 def _function_name(node: exp.Expr) -> str:

@@ -38,7 +38,7 @@ _INT = "tag:yaml.org,2002:int"
 _KEY_KINDS = {
     "tag:yaml.org,2002:int": "a number",
     "tag:yaml.org,2002:float": "a number",
-    "tag:yaml.org,2002:bool": "a boolean (YAML reads yes/no/on/off/true/false so)",
+    "tag:yaml.org,2002:bool": "a boolean (YAML 1.1 reads yes, no, on, off, true and false so)",
     "tag:yaml.org,2002:null": "null",
     "tag:yaml.org,2002:timestamp": "a date",
 }
