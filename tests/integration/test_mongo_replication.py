@@ -260,3 +260,41 @@ def test_object_id_cursor_refuses_documents_with_other_ids(tmp_path: Path, mongo
         pipeline.failure
     )
     assert pipeline.watermark() is None
+
+
+def test_documents_without_key_or_cursor_or_with_a_future_cursor_are_counted_then_quarantined(
+    tmp_path: Path, mongo: tuple[str, str]
+):
+    url, database = mongo
+    with pymongo.MongoClient(url) as client:
+        collection = client[database]["profile"]
+        collection.insert_many([document(i, T0 + dt.timedelta(minutes=i)) for i in range(1, 4)])
+        no_key = {k: v for k, v in document(0, T0).items() if k != "user_id"}
+        collection.insert_many(
+            [
+                {"_id": "no-key", **no_key},
+                {"_id": "no-cursor", **document(5, T0), "updated_at": None},
+                {"_id": "future", **document(6, dt.datetime(9999, 12, 31, tzinfo=dt.UTC))},
+            ]
+        )
+        failing = Pipeline(tmp_path / "fail", database)
+        failing.run(ok=False)
+        assert f"collection {database}.profile: 3 documents cannot be loaded" in failing.failure
+        for needle in (
+            "_id='no-key': primary key field 'user_id' is missing or null",
+            "_id='no-cursor': cursor field 'updated_at' is missing or null",
+            "_id='future': cursor field 'updated_at' has value datetime.datetime(9999, 12, 31",
+        ):
+            assert needle in failing.failure
+        assert failing.watermark() is None
+
+        pipeline = Pipeline(tmp_path / "quarantine", database, on_invalid="quarantine")
+        meta = pipeline.run()
+    assert meta["derive/rows_read"] == 3 and meta["derive/quarantined_documents"] == 3
+    assert sorted(r[0] for r in pipeline.rows("profiles.profile__quarantine")) == [
+        "future",
+        "no-cursor",
+        "no-key",
+    ]
+    assert [r[0] for r in pipeline.rows()] == [1, 2, 3]
+    assert dt.datetime.fromisoformat(pipeline.watermark()) == T0 + dt.timedelta(minutes=3)  # not 9999
