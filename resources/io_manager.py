@@ -85,9 +85,8 @@ class WarehouseIOManager(ConfigurableIOManager):
         )
         # Taken after the read: the transactions still open then may commit rows behind this run's watermark.
         token = fence.take(obj.url, plan.source, plan.table)
-        state = plan.state.after_run(
-            plan.floor, result.max_cursor, token, fence.applies(plan.source, plan.table)
-        )
+        fenced = fence.applies(plan.source, plan.table)
+        state = plan.state.after_run(result.max_cursor, token, fenced, plan.fence_cleared)
         sql = describe_query(plan, obj.url)
         quarantine = self._quarantine(obj, [*stats.quarantined, *guard.quarantined])
         context.add_output_metadata(

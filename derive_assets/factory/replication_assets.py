@@ -62,17 +62,17 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
             # A missing table means a first (or rebuilt) warehouse: copy everything, whatever the event log says.
             state = _stored_state(context, key, cursor_type)
         url = context.resources.sources.checked_url(source)  # fails fast: wrong password, dead server
-        floor = state.floor_now(fence.cleared(url, source, table, state.fence))
-        since = watermark.with_overlap(floor, table.effective_overlap)
-        if state.pending_floor is not None and floor != state.pending_floor:
+        cleared = fence.cleared(url, source, table, state.fence)
+        since = watermark.with_overlap(state.floor, table.effective_overlap)
+        if state.pending_floor is not None and state.pending_floor != state.floor:
             context.log.info(
-                f"{target.ref}: transactions open during the last read may still commit rows; reading again "
-                f"from {watermark.to_text(floor)} instead of {watermark.to_text(state.pending_floor)}"
+                f"{target.ref}: reading again from {watermark.to_text(state.floor)}: transactions open after an "
+                f"earlier read {'have ended' if cleared else 'may still commit rows'} (see wait_for_open_transactions)"
             )
         context.log.info(
             f"{target.ref}: reading {'all rows' if since is None else f'rows with {table.cursor} > {since}'}"
         )
-        return Extraction(ExtractPlan(source, table, since, state, floor), request, url)
+        return Extraction(ExtractPlan(source, table, since, state, cleared), request, url)
 
     return _replicate
 

@@ -42,8 +42,8 @@ class ExtractPlan:
     NULL or not comparable, which the row guard then reports."""
     state: CursorState = field(default_factory=CursorState)
     """What the last materialization recorded (watermark, floor, fence)."""
-    floor: Any = None
-    """The read floor `since` was derived from (`since` lies `cursor_overlap` before it)."""
+    fence_cleared: bool = True
+    """Whether the transactions open after the previous read had all ended before this one began."""
 
     @property
     def cursor_column(self) -> Column:
@@ -250,9 +250,9 @@ def _mysql_timestamp_columns(url: str, plan: ExtractPlan) -> frozenset[str]:
     query = (
         exp.select("COLUMN_NAME")
         .from_("information_schema.COLUMNS")
-        .where("TABLE_SCHEMA = DATABASE()")
+        .where(exp.EQ(this=exp.column("TABLE_SCHEMA"), expression=exp.func("DATABASE")))
         .where(exp.EQ(this=exp.column("TABLE_NAME"), expression=exp.Literal.string(plan.table.name)))
-        .where("DATA_TYPE = 'timestamp'")
+        .where(exp.EQ(this=exp.column("DATA_TYPE"), expression=exp.Literal.string("timestamp")))
     )
     try:
         found = cx.read_sql(url, query.sql("mysql"), return_type="arrow")

@@ -147,14 +147,43 @@ class RowGuard:
 
 
 def _rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
-    """Rows as plain values. Time values become text in Arrow first: Python's datetime stops at year 9999, while
-    PostgreSQL's `infinity` arrives as year 262142."""
-    columns = []
-    for column in batch.columns:
-        if pa.types.is_temporal(column.type):
-            column = pc.cast(column, pa.string())
-        columns.append(column)
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names).to_pylist()
+    """Rows as plain values, time values as ISO text. Python's datetime stops at year 9999 (and Arrow's own text
+    cast wraps around beyond it), while PostgreSQL's `infinity` arrives as year 262142: such values are shown as
+    their count of units since 1970."""
+    rows = batch.to_pylist() if not any(pa.types.is_temporal(f.type) for f in batch.schema) else None
+    if rows is not None:
+        return rows
+    columns: dict[str, list[Any]] = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        columns[name] = _temporal_text(column) if pa.types.is_temporal(column.type) else column.to_pylist()
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_UNITS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "microseconds"}
+
+
+def _temporal_text(column: pa.Array) -> list[str | None]:
+    if pa.types.is_date(column.type):
+        days = pc.cast(pc.cast(column, pa.date32()), pa.int32()).to_pylist()
+        return [None if d is None else _shift(d, "days") for d in days]
+    if pa.types.is_timestamp(column.type):
+        assert isinstance(column.type, pa.TimestampType)
+        unit = column.type.unit
+        values = pc.cast(column, pa.int64()).to_pylist()
+        if unit == "ns":
+            values = [None if v is None else v // 1000 for v in values]
+        suffix = "+00:00" if column.type.tz else ""
+        return [None if v is None else _shift(v, _UNITS[unit]) + suffix for v in values]
+    return [None if v is None else str(v) for v in column.to_pylist()]
+
+
+def _shift(amount: int, unit: str) -> str:
+    try:
+        moment = _EPOCH + dt.timedelta(**{unit: amount})
+    except OverflowError:
+        return f"{amount} {unit} after 1970-01-01 (beyond year 9999)"
+    return moment.date().isoformat() if unit == "days" else moment.isoformat(sep=" ")
 
 
 def _text(value: Any) -> str:

@@ -8,9 +8,9 @@ Two values matter:
 - `derive/watermark`: the largest cursor value replicated so far (never moves backwards).
 - `derive/read_floor`: where the next run reads from (before `cursor_overlap`). Without a fence it equals the
   watermark. With a fence (PostgreSQL, MySQL: `wait_for_open_transactions`), a run's watermark becomes the floor
-  only once every transaction that was open during that run's read has ended, so a row those transactions commit
-  later, with an earlier cursor, is still read. Until then the watermark waits as `derive/pending_floor` beside the
-  source's fence token (`derive/fence`).
+  only once every transaction that was open after that run's read has ended and a later run has read again from
+  the old floor, so a row those transactions commit later, with an earlier cursor, is still read. Until then the
+  watermark waits as `derive/pending_floor` beside the source's fence token (`derive/fence`).
 """
 
 from __future__ import annotations
@@ -127,18 +127,18 @@ class CursorState:
         fence = getattr(metadata.get(FENCE_KEY), "value", metadata.get(FENCE_KEY))
         return cls(stored, floor, value(PENDING_KEY), fence if isinstance(fence, str) else None)
 
-    def floor_now(self, fence_cleared: bool) -> Any:
-        """The floor this run reads from: the pending one once its fence has cleared."""
-        if self.pending_floor is not None and fence_cleared:
-            return latest(self.floor, self.pending_floor)
-        return self.floor
+    def after_run(self, max_read: Any, fence: str | None, fenced: bool, cleared: bool) -> CursorState:
+        """The state a successful run records; it read from `self.floor`.
 
-    def after_run(self, floor_used: Any, max_read: Any, fence: str | None, fenced: bool) -> CursorState:
-        """The state a successful run records. Unfenced, the new watermark is the next floor at once."""
+        Unfenced, the new watermark is the next floor at once. Fenced, the floor moves up to the previous run's
+        watermark only when the transactions open after that run's read had all ended before this run's read
+        (`cleared`): this run, reading from the old floor, then saw every row they committed.
+        """
         new_watermark = latest(self.watermark, max_read)
         if not fenced:
             return CursorState(new_watermark, new_watermark, None, None)
-        return CursorState(new_watermark, floor_used, new_watermark, fence)
+        floor = latest(self.floor, self.pending_floor) if cleared else self.floor
+        return CursorState(new_watermark, floor, new_watermark, fence)
 
     def as_metadata(self) -> dict[str, str | None]:
         return {

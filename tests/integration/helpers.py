@@ -63,7 +63,9 @@ def env_var(source: str) -> str:
     return f"DERIVE_IT_{source.upper()}_URL"
 
 
-def write_specs(dest: Path, source_type: str, cursor_overlap: Mapping[str, int] | None = None) -> Path:
+def write_specs(
+    dest: Path, source_type: str, cursor_overlap: Mapping[str, int] | None = None, exact: bool = True
+) -> Path:
     """Copy the project's `table_specs/` to `dest`, the sources rewritten to `source_type` and test variables.
 
     `cursor_overlap` sets that option on the named source tables (e.g. `{"orders": 300}`).
@@ -75,6 +77,10 @@ def write_specs(dest: Path, source_type: str, cursor_overlap: Mapping[str, int] 
             spec["type"] = source_type
         spec["connection_env"] = env_var(spec["name"])
         for table in spec["tables"]:
+            if exact and spec["type"] != "mongodb":
+                # These scenarios count rows exactly: each read is the rows changed since the watermark, with
+                # no default overlap and no open-transaction fence (test_cursor_safety tests those defaults).
+                table.update(cursor_overlap=0, wait_for_open_transactions=False)
             if table["name"] in (cursor_overlap or {}):
                 table["cursor_overlap"] = cursor_overlap[table["name"]]  # type: ignore[index]
         path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -58,26 +58,28 @@ def test_the_watermark_never_moves_backwards_and_an_idle_run_keeps_it():
     assert watermark.latest(10, None) == 10
     assert watermark.latest(None, 7) == 7
     state = CursorState(10, 10)
-    assert state.after_run(floor_used=10, max_read=None, fence=None, fenced=False) == CursorState(10, 10)
-    assert state.after_run(floor_used=10, max_read=8, fence=None, fenced=False) == CursorState(10, 10)
-    assert state.after_run(floor_used=10, max_read=12, fence=None, fenced=False) == CursorState(12, 12)
+    assert state.after_run(max_read=None, fence=None, fenced=False, cleared=True) == CursorState(10, 10)
+    assert state.after_run(max_read=8, fence=None, fenced=False, cleared=True) == CursorState(10, 10)
+    assert state.after_run(max_read=12, fence=None, fenced=False, cleared=True) == CursorState(12, 12)
 
 
-def test_a_fenced_floor_waits_until_the_transactions_open_during_the_read_have_ended():
-    first = CursorState().after_run(floor_used=None, max_read=101, fence="900", fenced=True)
+def test_a_fenced_floor_moves_only_after_a_read_that_began_once_the_open_transactions_had_ended():
+    # Run 1 reads id 101 while transaction 899 (holding id 100) is open; the token names it.
+    first = CursorState().after_run(max_read=101, fence="900", fenced=True, cleared=True)
     assert first == CursorState(101, None, 101, "900")
-    # Transaction 899 (holding id 100) is still open: the next run reads everything again.
-    assert first.floor_now(fence_cleared=False) is None
-    second = first.after_run(floor_used=None, max_read=101, fence="905", fenced=True)
+    # Run 2 begins while 899 is still open: it reads from the old floor, which stays.
+    second = first.after_run(max_read=101, fence="905", fenced=True, cleared=False)
     assert second == CursorState(101, None, 101, "905")
-    # Once it has ended, the floor moves to the watermark of that read, never further.
-    assert second.floor_now(fence_cleared=True) == 101
-    third = second.after_run(floor_used=101, max_read=140, fence="950", fenced=True)
+    # Run 3 begins after it ended: it read from the old floor (so it saw id 100); now the floor may move up.
+    third = second.after_run(max_read=140, fence="950", fenced=True, cleared=True)
     assert third == CursorState(140, 101, 140, "950")
+    # ... but never beyond what an earlier run read, and never backwards.
+    fourth = third.after_run(max_read=None, fence="960", fenced=True, cleared=True)
+    assert fourth == CursorState(140, 140, 140, "960")
 
 
 def test_materializations_from_before_the_read_floor_start_from_their_watermark():
     old = {watermark.WATERMARK_KEY: "2026-11-30T09:00:00+00:00"}
     state = CursorState.from_metadata(old, "TIMESTAMP")
     assert state.floor == state.watermark == dt.datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-    assert state.floor_now(fence_cleared=True) == state.floor
+    assert state.pending_floor is None and state.fence is None
