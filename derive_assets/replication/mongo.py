@@ -379,7 +379,7 @@ def _to_string(value: Any) -> str:
     if isinstance(value, DatetimeMS):
         raise ValueError("a date outside the years 1-9999")
     if isinstance(value, dt.datetime):
-        return value.isoformat()
+        return _to_timestamp(value).isoformat()  # BSON dates are UTC: say so
     return str(value)  # ObjectId, numbers, …
 
 
@@ -420,7 +420,7 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, DatetimeMS):
         raise ValueError("a date outside the years 1-9999")
     if isinstance(value, dt.datetime):
-        return value.isoformat()
+        return _to_timestamp(value).isoformat()
     if hasattr(value, "to_decimal"):  # bson Decimal128
         value = value.to_decimal()
     if isinstance(value, Decimal):

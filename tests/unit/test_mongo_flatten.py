@@ -450,3 +450,12 @@ def test_object_id_watermark_round_trips_through_the_event_log_embedded(tmp_path
     assert run() == (str(object_id(now - dt.timedelta(seconds=200), 2)), 3)
     insert(4, 10)
     assert run() == (str(object_id(now - dt.timedelta(seconds=10), 4)), 4)
+
+
+def test_dates_in_string_and_json_columns_are_spelled_as_utc(tmp_path):
+    url = f"montydb:///{tmp_path}/dates"
+    with open_mongo(url) as client:
+        client["profiles"]["edge"].insert_one({"k": 1, "s": T0, "j": {"at": T0}})
+    rows, _ = read(url, edge_source())
+    assert rows[0]["s"] == "2026-01-01T00:00:00+00:00"
+    assert json.loads(rows[0]["j"]) == {"at": "2026-01-01T00:00:00+00:00"}
