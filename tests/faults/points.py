@@ -18,7 +18,7 @@ import resources.io_manager as io_manager
 import resources.sqlite_online_store as sqlite_online_store
 from derive_assets.factory import export_assets
 
-EXTRACT_BATCH_ROWS = 300
+EXTRACT_BATCH_ROWS = 50
 """Rows per source batch while a replication point is armed (several batches even for a small table)."""
 EXPORT_BATCH_ROWS = 5
 """Rows per export batch while an export point is armed; the SQLite store commits each batch."""
