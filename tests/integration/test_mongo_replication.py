@@ -298,3 +298,20 @@ def test_documents_without_key_or_cursor_or_with_a_future_cursor_are_counted_the
     ]
     assert [r[0] for r in pipeline.rows()] == [1, 2, 3]
     assert dt.datetime.fromisoformat(pipeline.watermark()) == T0 + dt.timedelta(minutes=3)  # not 9999
+
+
+def test_two_documents_with_one_key_fail_the_run_naming_the_key(tmp_path: Path, mongo: tuple[str, str]):
+    """A collection has no unique index on the declared key: two documents for one key are refused, not both
+    loaded and not one dropped in silence."""
+    url, database = mongo
+    with pymongo.MongoClient(url) as client:
+        collection = client[database]["profile"]
+        collection.insert_many(
+            [document(1, T0), document(2, T0), document(2, T0 + dt.timedelta(minutes=5), tags=["newest"])]
+        )
+        pipeline = Pipeline(tmp_path, database)
+        pipeline.run(ok=False)
+    assert "profiles.profile: the source sent several rows for 1 values of primary key ['user_id']" in (
+        pipeline.failure
+    )
+    assert pipeline.watermark() is None
