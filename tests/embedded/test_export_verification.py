@@ -269,3 +269,13 @@ def test_derive_demo_exits_nonzero_when_a_table_check_fails(
     assert "rows break `accepted_values` on region" in out
     assert "export_region_payments_online: skipped, upstream analytics/daily_payments_by_region failed" in out
     assert "export_user_profile_online:" in out and "export_user_profile_online: skipped" not in out
+
+
+def test_fewer_rows_written_than_the_slice_holds_fails_the_check(tmp_path: Path):
+    warehouse, table = typed_export(tmp_path)
+    store = SQLiteOnlineStore(path=str(tmp_path / "online.sqlite"))
+    store.ensure_table(table)
+    store.write(table, warehouse.iter_batches("core.typed", table.column_names, None, {}, 10))
+    check = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS) - 1, len(ROWS))
+    assert not check.passed
+    assert (check.description or "").startswith(f"warehouse has {len(ROWS)} rows, {len(ROWS) - 1} written")
