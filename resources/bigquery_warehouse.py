@@ -340,10 +340,10 @@ class BigQueryWarehouse(BigQueryResource):
                     self._load_file(calls, path, stg_ref, staged)
                 stg = table_name(f"{target.dataset}.{stg_name}", B)
                 source = source_select(target, stg, staged)
-                self._check_load(calls, request, source)
+                profile = self._check_load(calls, request, source)
                 if not exists:
                     self._create(calls, target)
-                self._merge_staged(calls, request, source, result)
+                self._merge_staged(calls, request, source, profile, result)
             finally:
                 calls.delete_table(stg_ref)
         return result
@@ -361,40 +361,48 @@ class BigQueryWarehouse(BigQueryResource):
         )
         calls.load_parquet(path, stg_ref, config)
 
-    def _check_load(self, calls: Calls, request: LoadRequest, source: str) -> None:
-        """NULL primary keys and NULLs in `not_null` columns in one scan, then duplicate keys (`warehouse_rules`)."""
+    def _check_load(self, calls: Calls, request: LoadRequest, source: str) -> tuple[Any, int, int]:
+        """Profile the staged rows in one scan (refusing NULL primary keys and NULLs in `not_null` columns), then
+        refuse duplicate keys (`warehouse_rules`). Returns the largest cursor and the rows flagged and not flagged
+        as soft-deleted."""
         target, keys = request.target, request.primary_key
+        flagged = soft_delete_condition(request, "S.") or "FALSE"
+        cursor = f"MAX(S.{quote(request.cursor, B)})"
+        first = [cursor, f"COUNTIF({flagged})", f"COUNTIF(NOT ({flagged}))"]
         counts = load_counts(target, keys, B)
-        refuse_load(target, keys, named(counts, _row(calls, profile_sql(f"({source})", counts, B, first=()))))
-        refuse_duplicates(
-            target.ref, keys, _rows(calls, duplicate_keys_sql(f"({source})", keys, B)), "primary_key"
-        )
+        row = _row(calls, profile_sql(f"({source})", counts, B, first=first))
+        refuse_load(target, keys, named(counts, row[len(first) :]))
+        duplicates = _rows(calls, duplicate_keys_sql(f"({source})", keys, B))
+        refuse_duplicates(target.ref, keys, duplicates, "primary_key")
+        return row[0], int(row[1] or 0), int(row[2] or 0)
 
-    def _merge_staged(self, calls: Calls, request: LoadRequest, source: str, result: WriteResult) -> None:
+    def _merge_staged(
+        self,
+        calls: Calls,
+        request: LoadRequest,
+        source: str,
+        profile: tuple[Any, int, int],
+        result: WriteResult,
+    ) -> None:
         """Soft deletes and one MERGE of the staged rows (one per key: `_check_load` refused duplicates);
         counts as DuckDB."""
         target, keys = request.target, request.primary_key
         flag = soft_delete_condition(request, "S.")
-        flagged = flag or "FALSE"
-        cursor = f"S.{quote(request.cursor, B)}"
-        max_cursor, soft_deleted, kept = _row(
-            calls, f"SELECT MAX({cursor}), COUNTIF({flagged}), COUNTIF(NOT ({flagged})) FROM ({source}) AS S"
-        )
-        result.max_cursor = max_cursor
+        result.max_cursor, soft_deleted, kept = profile
         existing, deleted = (
             int(v or 0)
             for v in _row(
                 calls,
-                f"SELECT count(*), COUNTIF({flagged}) FROM ({source}) AS S "
+                f"SELECT count(*), COUNTIF({flag or 'FALSE'}) FROM ({source}) AS S "
                 f"JOIN {table_name(target.ref, B)} AS T ON {key_join(keys, 'T', 'S', B)}",
             )
         )
         if flag:
-            result.extra["soft_deleted_rows_read"] = int(soft_deleted or 0)
+            result.extra["soft_deleted_rows_read"] = soft_deleted
         _run(calls, load_merge_sql(target, keys, source, flag))
         result.rows_deleted = deleted
         result.rows_updated = existing - deleted
-        result.rows_inserted = int(kept or 0) - result.rows_updated
+        result.rows_inserted = kept - result.rows_updated
 
     # ------------------------------------------------------------------------------------------- tables
 
