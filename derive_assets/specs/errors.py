@@ -46,6 +46,7 @@ def _render(value: Any, out: list[str], budget: list[int], depth: int) -> None:
     if depth > 20:
         piece = "..."
     elif isinstance(value, str):
+        value = mask_secrets(value)  # before cutting: a cut could fall inside a password, before its '@'
         piece = repr(value[: budget[0]]) if len(value) > budget[0] else repr(value)
     elif isinstance(value, bool) or value is None:
         piece = repr(value)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from derive_assets.specs.errors import SpecError, SpecValidationError
+from derive_assets.specs.errors import SHOWN_CHARS, SpecError, SpecValidationError, mask_secrets, show
 from derive_assets.specs.project import load_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -774,3 +774,169 @@ def test_bigquery_limits_on_cluster_types_and_hourly_date_partitions(tmp_path: P
     assert "BigQuery cannot partition DATE column 'day' by hour" in str(
         the_error(errors, TABLE_FILE, "partition.granularity")
     )
+
+
+# ---------------------------------------------------------------------------------------------- issue 9
+
+
+@pytest.mark.parametrize("with_partition", [False, True], ids=["window-only", "window-and-partition"])
+def test_replace_with_a_window_is_refused(tmp_path: Path, with_partition: bool) -> None:
+    """Each window's replace run rebuilt the whole table: after 11-25 then 11-26 only 11-26 was left."""
+
+    def windowed_replace(t: dict[str, Any]) -> None:
+        t["strategy"] = "replace"
+        if not with_partition:
+            t.pop("partition")
+
+    errors = load_errors(
+        write_specs(tmp_path, table=windowed_replace), match=re.escape(f"{TABLE_FILE}: strategy: ")
+    )
+    message = str(the_error(errors, TABLE_FILE, "strategy"))
+    assert "replace rebuilds the whole table on every run" in message
+    assert (
+        "use `append` (with a `partition` on the window's time column) or `merge`, or remove `window`"
+        in message
+    )
+
+
+@pytest.mark.parametrize(
+    ("cron", "fragment"),
+    [
+        ("0 0 31 2 *", "'0 0 31 2 *' names 30 or 31 February, which Dagster refuses"),
+        ("0 0 30 2 1", "names 30 or 31 February"),
+        ("0 0 31 4 *", "'0 0 31 4 *' never fires (no such date within 10 years"),
+        ("0 0 2 * * *", "has 6 fields; Dagster schedules take exactly five"),
+    ],
+)
+def test_crons_dagster_refuses_or_that_never_fire_fail_at_load(
+    tmp_path: Path, cron: str, fragment: str
+) -> None:
+    root = write_specs(
+        tmp_path, table=lambda t: t.update(schedule=cron), source=lambda s: s.update(schedule=cron)
+    )
+    errors = load_errors(root)
+    assert fragment in str(the_error(errors, TABLE_FILE, "schedule"))
+    assert fragment in str(the_error(errors, SOURCE_FILE, "schedule"))
+
+
+@pytest.mark.parametrize("cron", ["0 3 29 2 *", "@daily", "*/15 * * * *", "0 0 L 2 *"])
+def test_crons_that_fire_are_accepted(tmp_path: Path, cron: str) -> None:
+    load_project(write_specs(tmp_path, table=lambda t: t.update(schedule=cron)))
+
+
+def test_impossible_window_start_names_the_field(tmp_path: Path) -> None:
+    text = yaml.safe_dump(TABLE, sort_keys=False).replace("start: '2026-01-01'", "start: 2026-13-01")
+    assert "start: 2026-13-01" in text
+    root = write_specs(tmp_path, files={"analytics/daily_orders.yaml": text})
+    load_errors(
+        root,
+        match=re.escape(
+            f"{TABLE_FILE}: window.start: Input should be a valid date or datetime, month value is "
+        )
+        + r".*\(got '2026-13-01'\)",
+    )
+
+
+def test_duplicate_key_names_both_lines(tmp_path: Path) -> None:
+    text = yaml.safe_dump(TABLE, sort_keys=False) + "name: weekly_orders\n"
+    root = write_specs(tmp_path, files={"analytics/daily_orders.yaml": text})
+    last = text.count("\n")
+    load_errors(
+        root,
+        match=re.escape(
+            f"{TABLE_FILE}: name: key 'name' appears twice in the same mapping, on line 1 and line {last}; "
+            "YAML would silently keep only the last one"
+        ),
+    )
+
+
+def test_table_functions_are_refused_by_name(tmp_path: Path) -> None:
+    root = write_specs(
+        tmp_path,
+        table=replace_table(sql="SELECT content AS status, 1 AS orders FROM read_text('/proc/self/environ')"),
+    )
+    errors = load_errors(
+        root,
+        match=re.escape(f"{TABLE_FILE}: sql: table functions and file access are not allowed: READ_TEXT(…)"),
+    )
+    assert "got ''" not in "\n".join(map(str, errors))
+
+
+def test_url_in_connection_env_is_echoed_without_its_password(tmp_path: Path) -> None:
+    url = "postgresql://shop:canary-Pa55@db:5432/shop"
+    root = write_specs(tmp_path, source=lambda s: s.update(connection_env=url))
+    with pytest.raises(
+        SpecValidationError, match=re.escape("(got 'postgresql://shop:***@db:5432/shop')")
+    ) as info:
+        load_project(root)
+    assert "canary-Pa55" not in str(info.value)
+
+
+def test_a_cycle_reports_only_itself(tmp_path: Path) -> None:
+    def reading(name: str, other: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "dataset": "analytics",
+            "owner": "team:analytics",
+            "strategy": "replace",
+            "columns": [{"name": "status", "type": "STRING"}],
+            "sql": f"SELECT status FROM analytics.{other}",
+        }
+
+    export = {
+        "kind": "export",
+        "name": "a_online",
+        "table": "analytics.a",
+        "owner": "team:analytics",
+        "keyspace": "online",
+        "partition_key": ["status"],
+    }
+    files: dict[str, str | dict[str, Any]] = {
+        "analytics/a.yaml": reading("a", "b"),
+        "analytics/b.yaml": reading("b", "a"),
+        "analytics/c.yaml": reading("c", "a"),
+        "exports/a_online.yaml": export,
+    }
+    errors = load_errors(write_specs(tmp_path, files=files))
+    assert sorted((str(e.file), e.field) for e in errors) == [
+        ("table_specs/analytics/a.yaml", "sql"),
+        ("table_specs/analytics/b.yaml", "sql"),
+    ]
+    assert all("dependency cycle" in e.message for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://derive:canary@127.0.0.1:5432/x", "postgresql://derive:***@127.0.0.1:5432/x"),
+        ("mysql://app:p@ss/w0rd@10.0.0.5/shop", "mysql://app:***@10.0.0.5/shop"),
+        ("mongodb://:canary@h", "mongodb://:***@h"),
+        ("(got 'postgresql://u:canary@[::1')", "(got 'postgresql://u:***@[::1')"),
+        ("host=db user=u password=canary dbname=x", "host=db user=u password=*** dbname=x"),
+        ("{'password': 'canary'}", "{'password': '***'}"),
+        ("postgresql://shop@db/shop", "postgresql://shop@db/shop"),
+        ("sqlite:///data/a@b.db", "sqlite:///data/a@b.db"),
+    ],
+)
+def test_secrets_are_masked_in_messages(text: str, shown: str) -> None:
+    assert mask_secrets(text) == shown
+
+
+def test_a_long_url_is_masked_before_it_is_cut() -> None:
+    """Cutting first could keep the start of a password whose '@' falls past the cut."""
+    url = f"postgresql://u:{'canary' * 40}@db/x"
+    rendered = str(SpecError(Path("s.yaml"), "connection_env", "bad", url))
+    assert "canary" not in rendered
+    assert "postgresql://u:***@db/x" in rendered
+
+
+def test_echoed_values_are_bounded_before_rendering() -> None:
+    shared: list[Any] = ["lol"]
+    for _ in range(60):  # 2**60 leaves once expanded: repr() of it would never finish
+        shared = [shared, shared]
+    for value in (shared, 10**5000, "x" * 1_000_000, {"k": list(range(100_000))}):
+        text = show(value)
+        assert len(text) <= SHOWN_CHARS
+    assert show(10**5000).startswith("<an integer of about ")
+    assert show("x" * 200).endswith("...'") or show("x" * 200).endswith("...")
+    assert show({"a": 1}) == "{'a': 1}"
