@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +38,11 @@ import psycopg
 import pytest
 import yaml
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import EmptyWorkspaceTarget
+from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
+from dagster_k8s import K8sRunLauncher
 from helpers import env_var, write_specs
 from psycopg import sql
 from support import run_job
@@ -353,3 +360,82 @@ def test_every_fault_point_is_covered():
     assert {fault for _, fault, _ in CASES} == set(POINTS)
     kinds = {write for write, _, _ in CASES}
     assert kinds == set(WRITES)
+
+
+# ----------------------------------------------------------------------------------------------- run monitoring
+
+
+def _local_instance_config(tmp_path: Path) -> Path:
+    """The instance directory the Makefile writes for `make demo` / `make dev` (into `tmp_path`, not .derive)."""
+    home = tmp_path / "dagster_home"
+    subprocess.run(
+        ["make", "--no-print-directory", f"DAGSTER_HOME={home}", f"{home}/dagster.yaml"],
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return home
+
+
+def test_local_and_kubernetes_instances_turn_run_monitoring_on(tmp_path):
+    home = _local_instance_config(tmp_path)
+    assert (home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster.yaml").read_text()
+    with DagsterInstance.from_config(str(home)) as instance:  # Dagster 1.13 accepts the file as it is
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds == 3600
+        assert instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_cancel_timeout_seconds == 180
+        assert instance.run_monitoring_poll_interval_seconds == 60
+
+    k8s = PROJECT_ROOT / "deployments" / "k8s"
+    # Storage and launcher need a cluster and PostgreSQL; the instance schema itself is checked here.
+    config, _ = dagster_instance_config(str(k8s))
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert (monitoring["max_resume_run_attempts"], monitoring["start_timeout_seconds"]) == (0, 600)
+    assert config["run_launcher"]["class"] == "K8sRunLauncher"
+    # The K8s launcher checks each run's Job, so a killed run worker is detected (the local launcher cannot).
+    assert K8sRunLauncher.supports_check_run_worker_health.fget(None) is True  # type: ignore[attr-defined]
+    helm = yaml.safe_load((k8s / "values.yaml").read_text())["dagsterDaemon"]["runMonitoring"]
+    assert helm == {
+        "enabled": True,
+        "startTimeoutSeconds": monitoring["start_timeout_seconds"],
+        "pollIntervalSeconds": monitoring["poll_interval_seconds"],
+        "maxResumeRunAttempts": monitoring["max_resume_run_attempts"],
+    }
+
+
+def test_run_monitoring_ends_a_killed_run_and_the_rerun_is_complete(world, tmp_path):
+    write = WRITES["replication_incremental"]
+    home = world.homes["base"].clone(tmp_path / "home")
+    child = _run_child(world, home, write, "replication.extract")
+    assert child.returncode == -signal.SIGKILL
+    run_id, status, _ = home.last_run()
+    assert status == DagsterRunStatus.STARTED
+
+    # The local settings the Makefile installs, with the maximum runtime cut to a second for the test.
+    config = yaml.safe_load((_local_instance_config(tmp_path) / "dagster.yaml").read_text())
+    config["run_monitoring"]["max_runtime_seconds"] = 1
+    (home.dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with (
+        DagsterInstance.from_config(str(home.dagster_home)) as instance,
+        WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as workspace,
+    ):
+        seen = [status]
+        for _ in range(40):  # what the daemon does every poll_interval_seconds
+            list(execute_run_monitoring_iteration(workspace, logging.getLogger("run_monitoring")))
+            run = instance.get_run_by_id(run_id)
+            assert run is not None
+            if run.status != seen[-1]:
+                seen.append(run.status)
+            if run.is_finished:
+                break
+            time.sleep(0.25)
+        messages = [e.message for e in instance.all_logs(run_id) if e.dagster_event and e.message]
+    # In one poll: "Canceling due to exceeding maximum runtime", then, with no process left to stop, FAILURE.
+    assert seen == [DagsterRunStatus.STARTED, DagsterRunStatus.FAILURE]
+    assert any("exceeding maximum runtime of 1 seconds" in m for m in messages), messages
+    assert any("forcibly marked as failed" in m for m in messages), messages
+
+    home.run(world.specs, write)
+    assert checksum(home.rows(write)) == checksum(world.expected["replication_incremental"][0])
