@@ -272,11 +272,22 @@ def _batch(rows: list[list[Any]], schema: pa.Schema) -> pa.RecordBatch:
 
 
 def _get(document: dict[str, Any], path: str) -> Any:
+    """The value at a dot path; None where the path is missing or null. A path that runs into an array or a
+    plain value before its end is refused (it would otherwise read as NULL and hide the data)."""
     value: Any = document
+    walked: list[str] = []
     for part in path.split("."):
-        if not isinstance(value, dict):
+        if value is None:
             return None
+        if not isinstance(value, dict):
+            where = ".".join(walked)
+            kind = "an array" if isinstance(value, list) else f"a {type(value).__name__}"
+            raise CoercionError(
+                f"field '{path}' cannot be read: '{where}' is {kind}, not a sub-document; declare '{where}' as a "
+                "JSON column to keep it whole"
+            )
         value = value.get(part)
+        walked.append(part)
     return value
 
 

@@ -459,3 +459,25 @@ def test_dates_in_string_and_json_columns_are_spelled_as_utc(tmp_path):
     rows, _ = read(url, edge_source())
     assert rows[0]["s"] == "2026-01-01T00:00:00+00:00"
     assert json.loads(rows[0]["j"]) == {"at": "2026-01-01T00:00:00+00:00"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "kind"), [([{"timezone": "UTC"}], "an array"), ("dark", "a str"), (7, "a int")]
+)
+def test_path_through_an_array_or_a_plain_value_is_refused_not_read_as_null(url, settings, kind):
+    with open_mongo(url) as client:
+        client["profiles"]["profile"].insert_one(
+            {"_id": "odd", "user_id": 9, "settings": settings, "updated_at": T0}
+        )
+    with pytest.raises(
+        CoercionError,
+        match=rf"_id='odd': field 'settings.timezone' cannot be read: 'settings' is {kind}, not a sub-document",
+    ):
+        read(url, source())
+
+
+def test_missing_or_null_parents_read_as_null(url):
+    with open_mongo(url) as client:
+        client["profiles"]["profile"].insert_one({"user_id": 8, "settings": None, "updated_at": T0})
+    rows, _ = read(url, source())
+    assert [(r["timezone"], r["newsletter"]) for r in rows if r["user_id"] == 8] == [(None, None)]
