@@ -141,8 +141,7 @@ def settings(
     settings = DeriveSettings(specs_dir=specs, home=tmp_path / "home", online_store="cassandra")
     fill_user_detail(settings)
     yield settings
-    monkeypatch.setenv("DERIVE_CASSANDRA_PORT", cassandra_server[1])
-    store = build_online_store(settings)
+    store = direct_store(cassandra_server)
     store.session().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
     store.close()
 
@@ -176,9 +175,14 @@ def failure_text(result: ExecuteInProcessResult) -> str:
     return data.description
 
 
-def online_count(settings: DeriveSettings, port: str) -> int:
+def direct_store(server: tuple[str, str]) -> CassandraOnlineStore:
+    """A store connected straight to the test Cassandra, not through the proxy or the test's settings."""
+    return CassandraOnlineStore(contact_points=[h.strip() for h in server[0].split(",")], port=int(server[1]))
+
+
+def online_count(settings: DeriveSettings, server: tuple[str, str]) -> int:
     table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
-    store = CassandraOnlineStore(contact_points=["127.0.0.1"], port=int(port))  # straight to Cassandra
+    store = direct_store(server)
     try:
         return store.count(table)
     finally:
@@ -243,7 +247,7 @@ def test_connection_lost_mid_export_is_retried_and_every_row_arrives(
     assert meta["derive/write_retries"] > 0
     [check] = result.get_asset_check_evaluations()
     assert check.passed, check.description
-    assert online_count(settings, cassandra_server[1]) == USERS
+    assert online_count(settings, cassandra_server) == USERS
 
 
 def test_connection_lost_for_good_gives_up_in_bounded_time_and_the_rerun_completes(
@@ -275,11 +279,37 @@ def test_connection_lost_for_good_gives_up_in_bounded_time_and_the_rerun_complet
         assert "the export's watermark did not move" in text and "writes the same rows again" in text
         assert "TypeError" not in text and "RecursionError" not in text
         assert gave_up_after < 60, f"gave up {gave_up_after:.0f} s after the cut"
-        assert written <= online_count(settings, cassandra_server[1]) < USERS
+        assert written <= online_count(settings, cassandra_server) < USERS
 
         proxy.restore()
         rerun = export(defs, instance)
         assert rerun.success
         [check] = rerun.get_asset_check_evaluations()
         assert check.passed, check.description
-    assert online_count(settings, cassandra_server[1]) == USERS
+    assert online_count(settings, cassandra_server) == USERS
+
+
+def test_unresponsive_cassandra_fails_within_the_configured_connect_timeout(
+    settings: DeriveSettings, monkeypatch: pytest.MonkeyPatch
+):
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts TCP (backlog) but never answers CQL
+        monkeypatch.setenv("DERIVE_CASSANDRA_PORT", str(silent.getsockname()[1]))
+        monkeypatch.setenv("DERIVE_CASSANDRA_CONNECT_TIMEOUT", "1.5")
+        table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
+        started = time.monotonic()
+        with pytest.raises(
+            OnlineStoreUnavailable, match=r"Timed out creating connection \(1\.5 seconds\)"
+        ) as err:
+            build_online_store(settings).ensure_table(table)
+        assert time.monotonic() - started < 30
+    assert "each contact point is given 1.5 s (DERIVE_CASSANDRA_CONNECT_TIMEOUT)" in str(err.value)
+
+
+def test_a_cassandra_setting_that_is_not_a_number_is_refused_by_name(
+    settings: DeriveSettings, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("DERIVE_CASSANDRA_WRITE_RETRIES", "many")
+    with pytest.raises(
+        ValueError, match=r"DERIVE_CASSANDRA_WRITE_RETRIES='many' is not an integer; set a value"
+    ):
+        build_online_store(settings)
