@@ -8,7 +8,8 @@ the alternative for arrays that are queried row by row; they are not built yet.)
 
 Coercion never changes a value silently: a number that NUMERIC (38 digits, 9 after the point) or INT64 cannot
 hold exactly, a float that is not finite where JSON needs one, an integer too large for FLOAT64 to hold exactly,
-a date outside the years 1-9999, binary data in a STRING column: each is refused, not rounded or truncated.
+a date outside the years 1-9999, binary data in a STRING column, a dot path that runs into an array or a plain
+value: each is refused, not rounded, truncated or read as NULL.
 
 A document is invalid when a value cannot be coerced, its primary key or cursor is missing or null, its cursor
 lies more than `max_future_seconds` after the run started (it would move the watermark past every real
