@@ -82,7 +82,8 @@ SECTIONS: list[tuple[type[BaseModel], str, str]] = [
     (
         ReplaceStrategy,
         "`strategy` with `type: replace` (shorthand `strategy: replace`)",
-        "The table becomes exactly the query's output at each run.",
+        "The table becomes exactly the query's output at each run. It has no `window` (each window's run would "
+        "delete every other window's rows): a table processed window by window is `append` or `merge`.",
     ),
     (Window, "`window`", "The time range one run processes; each window is one Dagster partition."),
     (Partition, "`partition`", "How the table is time-partitioned; needs a `window`."),

@@ -102,7 +102,7 @@ class AppendStrategy(StrictModel):
 
 class ReplaceStrategy(StrictModel):
     type: Literal["replace"]
-    """`replace`: the table becomes the query's output."""
+    """`replace`: the table becomes the query's output (a table with a `window` cannot be `replace`)."""
 
 
 Strategy = Annotated[MergeStrategy | AppendStrategy | ReplaceStrategy, Field(discriminator="type")]
@@ -193,7 +193,7 @@ class TableSpec(StrictModel):
     """The columns the SQL must output, in order, with their types and constraints."""
     strategy: Strategy
     """How a run changes the table: `merge` (needs `unique_key`), `append` (needs `window` and `partition`) or
-    `replace`."""
+    `replace` (no `window`)."""
     schedule: str | None = None
     """Cron expression (UTC). A windowed table's schedule materializes the last complete window at each tick."""
     window: Window | None = None
