@@ -22,6 +22,8 @@ from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
 from resources.online_store import OnlineTable
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
 
 class OnlineReader:
     def __init__(self, project: SpecProject, store: Any):
@@ -57,7 +59,9 @@ def _coerce(value: Any, column_type: str) -> Any:
         if column_type == "NUMERIC":
             return Decimal(value)
         if column_type == "BOOL":
-            return value.lower() in ("true", "1", "yes")
+            if value.strip().lower() not in BOOLEANS:
+                raise ValueError(f"allowed: {sorted(BOOLEANS)}")
+            return BOOLEANS[value.strip().lower()]
         if column_type == "DATE":
             return dt.date.fromisoformat(value)
         if column_type in ("TIMESTAMP", "DATETIME"):

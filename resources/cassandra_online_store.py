@@ -334,14 +334,27 @@ class CassandraOnlineStore(ConfigurableResource):
         statement = self._prepare(
             f"SELECT {', '.join(_q(n) for n in table.column_names)} FROM {_ref(table)} WHERE {where}"
         )
-        rows = self.session().execute(statement, [_encode(v, types[k]) for k, v in values.items()])
+        try:
+            rows = self.session().execute(statement, [_encode(v, types[k]) for k, v in values.items()])
+        except TRANSIENT as exc:
+            raise self._unavailable(f"reading {table.ref} by key", exc) from None
         return [
             {name: _decode(getattr(row, name), types[name]) for name in table.column_names} for row in rows
         ]
 
     def count(self, table: OnlineTable) -> int:
-        row = self.session().execute(f"SELECT count(*) FROM {_ref(table)}", timeout=120).one()
+        try:
+            row = self.session().execute(f"SELECT count(*) FROM {_ref(table)}", timeout=120).one()
+        except TRANSIENT as exc:
+            raise self._unavailable(f"counting {table.ref}", exc) from None
         return int(row[0]) if row else 0
+
+    def _unavailable(self, doing: str, exc: BaseException) -> OnlineStoreUnavailable:
+        return OnlineStoreUnavailable(
+            f"{doing} failed on Cassandra at {self._where()}: {_describe(exc)}; check that the cluster is up and "
+            f"reachable ({SETTINGS_HINT}); requests time out after {self.request_timeout_seconds:g} s "
+            "(DERIVE_CASSANDRA_REQUEST_TIMEOUT)"
+        )
 
 
 def _q(name: str) -> str:

@@ -123,7 +123,15 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
             raise _failure(export, store, exc, exc.rows_written, total) from None
         duration = time.perf_counter() - started
         expected = _count(warehouse, spec.table, where, params)
-        check = verify(warehouse, store, table, spec.table, where, params, result.rows_written, expected)
+        try:
+            check = verify(warehouse, store, table, spec.table, where, params, result.rows_written, expected)
+        except OnlineStoreError as exc:
+            raise Failure(
+                description=f"export {spec.name} wrote {result.rows_written:,} rows to {store.kind} but could not "
+                f"read them back to verify them: {exc}. No materialization was recorded, so the next run exports "
+                "and verifies the same rows again (upserts: harmless).",
+                metadata={"derive/rows_written": result.rows_written},
+            ) from None
         if not check.passed and watermark.WATERMARK_KEY in meta:
             # Keep the old watermark: the next run re-exports this slice and verifies it again.
             meta[watermark.WATERMARK_KEY] = meta["derive/watermark_before"]

@@ -4,13 +4,14 @@ import datetime as dt
 import sqlite3
 import time
 
+import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
 
 from derive_assets.demo.generate import apply_activity, embedded_urls
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
 from derive_assets.factory.export_assets import online_table
 from derive_assets.factory.export_verify import verify
-from derive_assets.online import OnlineReader
+from derive_assets.online import OnlineReader, _coerce
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import load_project
 
@@ -149,3 +150,11 @@ def test_failed_blocking_check_on_the_table_stops_the_export(settings: DeriveSet
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert keys[1] not in materialized  # the export never ran
     assert instance.get_latest_materialization_event(keys[1]) is None
+
+
+def test_lookup_keys_from_the_command_line_are_coerced_strictly():
+    assert [_coerce(v, "BOOL") for v in ("true", "No", "0", " yes ")] == [True, False, False, True]
+    with pytest.raises(ValueError, match=r"key value 'maybe' is not a BOOL: allowed: \['0', '1', 'false'"):
+        _coerce("maybe", "BOOL")
+    with pytest.raises(ValueError, match=r"key value 'x' is not a INT64"):
+        _coerce("x", "INT64")

@@ -29,8 +29,9 @@ USERS = 2_000
 
 
 class CuttingProxy:
-    """Forwards TCP to Cassandra. Once armed, it counts the bytes the driver sends after the export's `INSERT` is
-    prepared, and past `cut_after` bytes resets every connection and refuses new ones until `restore()`."""
+    """Forwards TCP to Cassandra. Once armed, it counts the bytes the driver sends after a request holding a marker
+    (the export's `INSERT` being prepared), and past `cut_after` bytes resets every connection and refuses new ones
+    until `restore()`."""
 
     def __init__(self, host: str, port: int):
         self.upstream = (host, port)
@@ -40,14 +41,16 @@ class CuttingProxy:
         self.sockets: list[socket.socket] = []
         self.refusing = False
         self.cut_after: int | None = None
+        self.marker = b"INSERT INTO"
         self.sent_since_insert: int | None = None
         self.cut_at: float | None = None
         self.cuts = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def arm(self, cut_after: int) -> None:
+    def arm(self, cut_after: int, marker: bytes = b"INSERT INTO") -> None:
+        """Cut once the driver has sent `cut_after` bytes after a request containing `marker`."""
         with self.lock:
-            self.cut_after, self.sent_since_insert = cut_after, None
+            self.cut_after, self.sent_since_insert, self.marker = cut_after, None, marker
 
     def restore(self) -> None:
         with self.lock:
@@ -94,7 +97,7 @@ class CuttingProxy:
             if self.cut_after is None:
                 return False
             if self.sent_since_insert is None:
-                if b"INSERT INTO" in data:
+                if self.marker in data:
                     self.sent_since_insert = 0
                 return False
             self.sent_since_insert += len(data)
@@ -313,3 +316,24 @@ def test_a_cassandra_setting_that_is_not_a_number_is_refused_by_name(
         ValueError, match=r"DERIVE_CASSANDRA_WRITE_RETRIES='many' is not an integer; set a value"
     ):
         build_online_store(settings)
+
+
+def test_connection_lost_while_verifying_fails_the_run_without_recording_it(
+    settings: DeriveSettings, monkeypatch: pytest.MonkeyPatch, proxy: CuttingProxy
+):
+    monkeypatch.setenv("DERIVE_CASSANDRA_PORT", str(proxy.port))
+    defs = build_definitions(settings)
+    with DagsterInstance.ephemeral() as instance:
+        proxy.arm(cut_after=1, marker=b'SELECT "user_id"')  # the verification's first lookup by key
+        result = export(defs, instance)
+        assert proxy.cuts == 1 and not result.success
+        assert instance.get_latest_materialization_event(EXPORT) is None
+    text = failure_text(result)
+    assert (
+        f"export user_profile_online wrote {USERS:,} rows to cassandra but could not read them back" in text
+    )
+    assert (
+        f"reading {online_table(load_project(settings.specs_dir).export('user_profile_online')).ref} by key "
+        in text
+    )
+    assert "DERIVE_CASSANDRA_HOSTS / DERIVE_CASSANDRA_PORT" in text
