@@ -106,9 +106,17 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 def read_specs(root: Path) -> RawSpecs:
     """Parse and validate each file; never raises for a bad file, it records the errors instead."""
     if not root.is_dir():
+        what = "is a file, not a directory" if root.exists() else "specs directory not found"
         raise SpecValidationError(
-            [SpecError(root, "", f"specs directory not found; set {SPECS_DIR_ENV} or pass a directory")]
+            [SpecError(root, "", f"{what}; set {SPECS_DIR_ENV} or pass the directory that holds the specs")]
         )
+    try:
+        with os.scandir(root) as entries:
+            next(entries, None)
+    except OSError as exc:
+        raise SpecValidationError(
+            [SpecError(root, "", f"specs directory cannot be read ({exc.strerror}); make it readable")]
+        ) from None
     sources: list[LoadedSource] = []
     tables: list[LoadedTable] = []
     exports: list[LoadedExport] = []

@@ -302,3 +302,26 @@ def test_corpus_is_large_and_two_sided() -> None:
     assert len(files) - len(list(BASE.rglob("*.yaml"))) >= 80
     assert sum(c.valid for c in CASES) >= 5, "the corpus must also hold specs that are accepted"
     assert sum(c.hostile for c in CASES) >= 5
+
+
+def test_a_file_given_as_the_specs_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "one.yaml"
+    shutil.copyfile(CORPUS / "valid" / "replace-without-window.yaml", spec)
+    assert cli.main(["validate", str(spec)]) == 1
+    assert (
+        f"{spec}: is a file, not a directory; set DERIVE_SPECS_DIR or pass the directory"
+        in capsys.readouterr().err
+    )
+
+
+def test_an_unreadable_specs_directory(tmp_path: Path) -> None:
+    root = tmp_path / "table_specs"
+    shutil.copytree(BASE, root)
+    root.chmod(0)
+    try:
+        code, _, err = _validate_in_subprocess(root, Case("unreadable-root", BASE, drop_read_access=True))
+    finally:
+        root.chmod(0o755)
+    assert code == 1
+    assert f"{root}: specs directory cannot be read (Permission denied); make it readable" in err
+    assert "Traceback" not in err
