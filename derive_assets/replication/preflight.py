@@ -69,7 +69,7 @@ def preflight(source: SourceSpec, url: str, timeout_seconds: float) -> None:
     """Check that the source's server accepts the URL's login, within `timeout_seconds`; raise a
     `SourceConnectionError` that names the source, its variable and the fix if not. Embedded stores (sqlite,
     montydb) need no login: only the SQLite file's existence is checked."""
-    if url.startswith("sqlite:///"):
+    if source.type == "sqlite":
         _check_sqlite_file(source, url)
         return
     if url.startswith("montydb:///"):
@@ -134,7 +134,7 @@ def _postgres_login(url: str, seconds: float) -> None:
         psycopg.connect(
             _without_params(url, {"cxprotocol"}), connect_timeout=max(2, math.ceil(seconds)), autocommit=True
         ).close()
-    except psycopg.OperationalError as exc:
+    except psycopg.Error as exc:  # OperationalError for the server; ProgrammingError for a malformed URL
         reason = scrub(str(exc).removeprefix("connection failed: ").strip(), url)
         text = str(exc).lower()
         if any(marker in text for marker in POSTGRES_LOGIN_MARKERS):
@@ -194,8 +194,9 @@ def _mongo_login(url: str, seconds: float) -> None:
 def _check_sqlite_file(source: SourceSpec, url: str) -> None:
     path = Path(url.removeprefix("sqlite:///"))
     if not path.is_file():
+        shown = path if url.startswith("sqlite:///") else redact(url)  # `check_url` lets no other through
         raise SourceConnectionError(
-            f"source '{source.name}': sqlite database {path} does not exist. Run `derive generate` to create "
+            f"source '{source.name}': sqlite database {shown} does not exist. Run `derive generate` to create "
             f"the demo databases, or point {source.connection_env} at an existing file (sqlite:///path)."
         )
 
