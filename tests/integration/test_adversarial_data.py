@@ -69,6 +69,9 @@ class Source:
     def create(self, table: str, cols: Sequence[Col], rows: Sequence[dict[str, Any]]) -> None:
         raise NotImplementedError
 
+    def create_rows(self, table: str, cols: Sequence[Col], rows: Sequence[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
     def canonical(self, table: str, cols: Sequence[Col]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
@@ -83,6 +86,10 @@ class Postgres(Source):
         ddl = ", ".join(f'"{c.name}" {c.sql}' for c in cols)
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f'CREATE TABLE "{table}" ({ddl}, PRIMARY KEY (id))')  # type: ignore[arg-type]
+        self.create_rows(table, cols, rows)
+
+    def create_rows(self, table: str, cols: Sequence[Col], rows: Sequence[dict[str, Any]]) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
             for row in rows:
                 names = [c for c in cols if c.name in row]
                 # Values travel as bound text/bytes and the server casts them: 'NaN', 'infinity', BC dates.
@@ -127,6 +134,12 @@ class MariaDB(Source):
             cur.execute("SET SESSION sql_mode = ''")  # admits zero dates, as legacy MySQL data has them
             cur.execute("SET SESSION time_zone = '+00:00'")
             cur.execute(f"CREATE TABLE `{table}` ({ddl}, PRIMARY KEY (id))")
+        self.create_rows(table, cols, rows)
+
+    def create_rows(self, table: str, cols: Sequence[Col], rows: Sequence[dict[str, Any]]) -> None:
+        with self.connect(self.url) as conn, conn.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = ''")
+            cur.execute("SET SESSION time_zone = '+00:00'")
             for row in rows:
                 names = [c.name for c in cols if c.name in row]
                 marks = ", ".join(["%s"] * len(names))
@@ -269,13 +282,12 @@ class Project:
             rows = con.execute(f'SELECT {exprs} FROM "{SOURCE}"."{self.table}" ORDER BY id').fetchall()
         return [normalise(row, cols) for row in rows]
 
-    def watermark(self) -> Any:
+    def watermark(self) -> str | None:
         event = self.instance.get_latest_materialization_event(AssetKey([SOURCE, self.table]))
-        return (
-            event.asset_materialization.metadata.get("derive/watermark")
-            if event and event.asset_materialization
-            else None
-        )
+        if event is None or event.asset_materialization is None:
+            return None
+        entry = event.asset_materialization.metadata.get("derive/watermark")
+        return getattr(entry, "value", entry)
 
 
 def table_spec(name: str, cols: Sequence[Col]) -> dict[str, Any]:
@@ -613,3 +625,37 @@ def test_ferretdb_numeric_the_warehouse_cannot_hold_fails_naming_the_field(
     ]
     assert reason in text
     assert project.warehouse(cols) is None and project.watermark() is None
+
+
+# ------------------------------------------------------------------------------------------- old cursors
+
+OLD_CURSORS = {
+    "postgres": (Col("at", "TIMESTAMP", "timestamptz"), ["0001-01-01 00:00:00+00", "1969-12-31 23:59:59.999999+00"],
+                 "1970-01-01 00:00:00+00", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)),
+    "mysql": (Col("at", "DATETIME", "DATETIME(6)"), ["1000-01-01 00:00:00", "1969-12-31 23:59:59.999999"],
+              "1970-01-01 00:00:00", dt.datetime(1970, 1, 1)),
+}  # fmt: skip
+"""Per server: a time cursor column, first rows before 1970 (year 1 or MariaDB's minimum 1000), a later row."""
+
+
+@pytest.mark.parametrize("server", sorted(OLD_CURSORS))
+def test_cursor_before_1970_round_trips_through_the_watermark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, server: str
+):
+    """Old data is valid data: a watermark at year 1 (whose default overlap would step before year 1) must be
+    stored, read back and compared correctly on the next run."""
+    source: Source = request.getfixturevalue("pg" if server == "postgres" else "my")
+    col, first, later, last = OLD_CURSORS[server]
+    cols = [Col("id", "INT64", "bigint" if server == "postgres" else "BIGINT"), col]
+    source.create("old", cols, [{"id": i, "at": at} for i, at in enumerate(first[:1], 1)])
+    project = Project(tmp_path, monkeypatch, server, source.url, {**table_spec("old", cols), "cursor": "at"})
+    ok, text = project.run()
+    assert ok, text
+    first_mark = project.watermark()
+    assert first_mark is not None and dt.datetime.fromisoformat(first_mark).year in (1, 1000)
+    source.create_rows("old", cols, [{"id": 2, "at": first[1]}, {"id": 3, "at": later}])
+    ok, text = project.run()
+    assert ok, text
+    assert_same(project.warehouse(cols), source.canonical("old", cols), cols)
+    mark = project.watermark()
+    assert mark is not None and dt.datetime.fromisoformat(mark) == last
