@@ -187,6 +187,12 @@ class CassandraOnlineStore(ConfigurableResource):
     # ------------------------------------------------------------------------------------------- schema
 
     def ensure_table(self, table: OnlineTable) -> None:
+        try:
+            self._ensure_table(table)
+        except TRANSIENT as exc:
+            raise self._unavailable(f"creating or checking {table.ref}", exc) from None
+
+    def _ensure_table(self, table: OnlineTable) -> None:
         s = self.session()
         s.execute(
             f"CREATE KEYSPACE IF NOT EXISTS {_q(table.keyspace)} WITH replication = "

@@ -337,3 +337,18 @@ def test_connection_lost_while_verifying_fails_the_run_without_recording_it(
         in text
     )
     assert "DERIVE_CASSANDRA_HOSTS / DERIVE_CASSANDRA_PORT" in text
+
+
+def test_connection_lost_while_creating_the_table_fails_clearly(
+    settings: DeriveSettings, monkeypatch: pytest.MonkeyPatch, proxy: CuttingProxy
+):
+    monkeypatch.setenv("DERIVE_CASSANDRA_PORT", str(proxy.port))
+    defs = build_definitions(settings)
+    with DagsterInstance.ephemeral() as instance:
+        proxy.arm(cut_after=1, marker=b"CREATE TABLE IF NOT EXISTS")  # then the layout check is cut
+        result = export(defs, instance)
+        assert proxy.cuts == 1 and not result.success
+        assert instance.get_latest_materialization_event(EXPORT) is None
+    text = failure_text(result)
+    assert "stopped after 0 rows were written online: creating or checking " in text
+    assert f"failed on Cassandra at 127.0.0.1:{proxy.port}" in text and "DERIVE_CASSANDRA_PORT" in text
