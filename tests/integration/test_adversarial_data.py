@@ -286,8 +286,8 @@ class Project:
         event = self.instance.get_latest_materialization_event(AssetKey([SOURCE, self.table]))
         if event is None or event.asset_materialization is None:
             return None
-        entry = event.asset_materialization.metadata.get("derive/watermark")
-        return getattr(entry, "value", entry)
+        value = getattr(event.asset_materialization.metadata.get("derive/watermark"), "value", None)
+        return value if isinstance(value, str) else None
 
 
 def table_spec(name: str, cols: Sequence[Col]) -> dict[str, Any]:
