@@ -71,8 +71,9 @@ def open_mongo(url: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> It
     except pymongo.errors.ConnectionFailure as exc:
         # AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError: the server went away or never answered.
         reason = scrub(str(exc).split(", Timeout:", 1)[0], url)
+        seconds = _url_timeout_seconds(url) or timeout_seconds
         raise SourceConnectionError(
-            f"MongoDB server {redact(url)} could not be reached within {timeout_seconds:g} s or dropped the "
+            f"MongoDB server {redact(url)} could not be reached within {seconds:g} s or dropped the "
             f"connection: {reason}. Check that the server is up and that the URL names the right host and port."
         ) from None
     except pymongo.errors.OperationFailure as exc:
@@ -84,3 +85,9 @@ def open_mongo(url: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> It
         ) from None
     finally:
         client.close()
+
+
+def _url_timeout_seconds(url: str) -> float | None:
+    """The URL's own `serverSelectionTimeoutMS`, in seconds, if it sets one."""
+    found = re.search(r"[?&]serverSelectionTimeoutMS=(\d+)", url, flags=re.IGNORECASE)
+    return int(found.group(1)) / 1000 if found else None
