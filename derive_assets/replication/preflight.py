@@ -48,11 +48,27 @@ POSTGRES_TRANSIENT_MARKERS = (
 )
 
 
-class SourceLoginError(SourceConnectionError):
+class SourcePreflightError(SourceConnectionError):
+    """The login before extraction failed; carries what the message says, for callers that branch on it."""
+
+    def __init__(self, source: SourceSpec, message: str, reason: str, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.source_name = source.name
+        self.connection_env = source.connection_env
+        self.reason = reason
+        """The driver's reason, scrubbed of secrets."""
+        self.attempts = attempts
+
+
+class SourceLoginError(SourcePreflightError):
     """The source's server refused the login (user or password): not retried."""
 
 
-class SourceUnreachableError(SourceConnectionError):
+class SourceRefusedError(SourcePreflightError):
+    """The server answered but refused the connection for another lasting reason (unknown database, pg_hba)."""
+
+
+class SourceUnreachableError(SourcePreflightError):
     """The source's server could not be reached within the connect timeout, after retries."""
 
 
@@ -94,22 +110,29 @@ def _with_retries(
             where = f"source '{source.name}' ({source.type} server {_server(url)}, URL from {source.connection_env})"
             if failed.kind == "login":
                 raise SourceLoginError(
+                    source,
                     f"{where}: the server refused the login: {failed.reason}. Fix the user name or password "
                     f"in {source.connection_env} (percent-encode '@', ':', '/' and '%' in them). Not retried; "
-                    "nothing was read."
+                    "nothing was read.",
+                    failed.reason,
                 ) from None
             if failed.kind == "refused":
-                raise SourceConnectionError(
+                raise SourceRefusedError(
+                    source,
                     f"{where}: the server refused the connection: {failed.reason}. Fix {source.connection_env} "
-                    "or the server's settings; nothing was read."
+                    "or the server's settings; nothing was read.",
+                    failed.reason,
                 ) from None
             if time.monotonic() + backoff >= deadline:
                 waited = time.monotonic() - started
                 raise SourceUnreachableError(
+                    source,
                     f"{where}: could not connect within {timeout_seconds:g} s ({attempts} attempts over "
                     f"{waited:.1f} s; last error: {failed.reason}). Check that the server is up and that "
                     f"{source.connection_env} names the right host and port; the time limit is the `sources` "
-                    "resource's `connect_timeout_seconds`. Nothing was read."
+                    "resource's `connect_timeout_seconds`. Nothing was read.",
+                    failed.reason,
+                    attempts,
                 ) from None
             time.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
