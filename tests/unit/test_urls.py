@@ -142,15 +142,15 @@ def test_a_malformed_url_is_refused_without_the_parsers_echo(monkeypatch, tmp_pa
     monkeypatch.setenv("DERIVE_ACCOUNTS_URL", url)
     kind = "postgres" if url.startswith("postgresql") else "mysql"
     with pytest.raises(
-        SourceURLError, match=r"holds a URL whose host and port cannot be parsed .*percent-encoded"
-    ):
+        SourceURLError,
+        match=r"^source 'accounts': DERIVE_ACCOUNTS_URL holds a URL whose host and port cannot be parsed "
+        r"\(a bracketed IPv6 host must be closed, e\.g\. \[::1\]:5432; '@', ':', '/' and '%' in the user name or "
+        r"password must be percent-encoded",
+    ) as caught:
         resolve_url(source(kind), tmp_path)
-    try:
-        resolve_url(source(kind), tmp_path)
-    except SourceURLError as exc:
-        assert_hidden(str(exc), PLAIN)
-        assert_hidden(str(exc), SPECIAL)
-        assert "ary" not in str(exc).split("(")[0]
+    assert_hidden(str(caught.value), PLAIN)
+    assert_hidden(str(caught.value), SPECIAL)
+    assert "'ary'" not in str(caught.value)  # urlsplit's own message would quote this piece of the password
 
 
 def test_an_unset_variable_falls_back_to_the_demo_store_or_says_what_to_set(monkeypatch, tmp_path):
