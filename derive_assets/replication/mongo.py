@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,12 @@ READ_OPTIONS = CodecOptions(tz_aware=False, datetime_conversion=DatetimeConversi
 """Dates decode as naive UTC (what `mongo_filter` compares with; montydb cannot mix naive and aware), and dates
 outside Python's years 1-9999 as `DatetimeMS`, refused by name, instead of failing the whole read in the driver."""
 SAMPLES = 5
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_NUMBER_TEXT = re.compile(
+    r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.ASCII | re.IGNORECASE
+)
+"""Numbers stored as text: ASCII digits only. Python's int() and Decimal() also take '1_000', ' 12 ' and
+non-ASCII digits ('١٢٣'), which a document should not turn into numbers behind anyone's back."""
 
 
 class CoercionError(ValueError):
@@ -335,8 +342,10 @@ def _to_int(value: Any) -> int:
         if decimal != decimal.to_integral_value():
             raise ValueError("has a fractional part")
         number = int(decimal)
-    elif isinstance(value, int | str):
-        number = int(value)
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        number = int(_number_text(value, _INTEGER_TEXT))
     else:
         raise TypeError(f"a {type(value).__name__} is not a number")
     if not INT64_MIN <= number <= INT64_MAX:
@@ -353,7 +362,7 @@ def _to_float(value: Any) -> float:
         raise ValueError(
             "an integer beyond 2^53, which FLOAT64 cannot hold exactly; declare the column INT64"
         )
-    number = float(value)
+    number = float(_number_text(value, _NUMBER_TEXT) if isinstance(value, str) else value)
     return number
 
 
@@ -362,7 +371,7 @@ def _to_decimal(value: Any) -> Decimal:
         raise TypeError(f"a {type(value).__name__} is not a number")
     if hasattr(value, "to_decimal"):  # bson Decimal128
         value = value.to_decimal()
-    number = Decimal(str(value))
+    number = Decimal(_number_text(value, _NUMBER_TEXT) if isinstance(value, str) else str(value))
     if not number.is_finite():
         raise ValueError("not a finite number")
     if number.copy_abs() >= NUMERIC_LIMIT:  # abs() would round to the context precision (28 digits)
@@ -371,6 +380,12 @@ def _to_decimal(value: Any) -> Decimal:
     if exact != number:
         raise ValueError("more than 9 digits after the point, which NUMERIC (38, 9) would round")
     return exact
+
+
+def _number_text(text: str, pattern: re.Pattern[str]) -> str:
+    if not pattern.fullmatch(text):
+        raise ValueError("not a number written with ASCII digits")
+    return text
 
 
 def _to_bool(value: Any) -> bool:

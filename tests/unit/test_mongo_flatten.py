@@ -322,6 +322,7 @@ EDGE_DOCUMENTS = [
     {"k": 4, "s": None, "f": -0.0, "ts": dt.datetime(1, 1, 1), "d": "0001-01-01"},
     {"k": 5, "ts": dt.datetime(1969, 12, 31, 23, 59, 59, 999000), "d": dt.datetime(1969, 12, 31)},
     {"k": 6, "ts": dt.datetime(9999, 12, 31, 23, 59, 59, 999000), "d": "9999-12-31", "j": [1, 2**62]},
+    {"k": 7, "i": "-9223372036854775808", "f": "-1.5e-3", "n": "+.5"},
 ]
 EDGE_EXPECTED = [
     (1, LONG, 2**63 - 1, "nan", Decimal("0.000000001"), None, None, b"", None),
@@ -330,6 +331,7 @@ EDGE_EXPECTED = [
     (4, None, None, "-0.0", None, dt.datetime(1, 1, 1, tzinfo=dt.UTC), dt.date(1, 1, 1), None, None),
     (5, None, None, None, None, dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC), dt.date(1969, 12, 31), None, None),
     (6, None, None, None, None, dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC), dt.date(9999, 12, 31), None, "[1, 4611686018427387904]"),
+    (7, None, -(2**63), "-0.0015", Decimal("0.5"), None, None, None, None),
 ]  # fmt: skip
 """Floats as repr() (NaN never equals itself); -0.0 keeps its sign."""
 
@@ -368,6 +370,11 @@ UNREPRESENTABLE = [
     ("i", "9223372036854775808", "INT64", r"outside the INT64 range"),
     ("i", 1e19, "INT64", r"outside the INT64 range"),
     ("i", float("nan"), "INT64", r"not a finite number"),
+    ("i", "1_000", "INT64", r"not a number written with ASCII digits"),
+    ("i", "\u0661\u0662\u0663", "INT64", r"not a number written with ASCII digits"),  # Arabic-Indic 123
+    ("i", " 12", "INT64", r"not a number written with ASCII digits"),
+    ("n", "1_0.5", "NUMERIC", r"not a number written with ASCII digits"),
+    ("f", "\u0661.\u0665", "FLOAT64", r"not a number written with ASCII digits"),
     ("f", 2**53 + 1, "FLOAT64", r"an integer beyond 2\^53"),
     ("s", b"\x00", "STRING", r"binary data; declare the column as BYTES"),
     ("ts", DatetimeMS(2**62), "TIMESTAMP", r"a date outside the years 1-9999"),
