@@ -18,7 +18,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -109,15 +109,33 @@ WRITES = {
 }
 
 
+_OPEN: list[Home] = []
+"""Homes whose Dagster instance is open in this process (opening one costs ~0.4 s of CPU: keep it)."""
+
+
 @dataclass
 class Home:
     """One Derive home: DuckDB warehouse, SQLite online store and the persistent Dagster instance under it."""
 
     root: Path
+    _instance: DagsterInstance | None = field(default=None, repr=False, compare=False)
 
     @property
     def dagster_home(self) -> Path:
         return self.root / "dagster"
+
+    @property
+    def instance(self) -> DagsterInstance:
+        """This home's instance, opened once; child processes write to the same storage meanwhile."""
+        if self._instance is None:
+            self._instance = DagsterInstance.from_config(str(self.dagster_home))
+            _OPEN.append(self)
+        return self._instance
+
+    def close(self) -> None:
+        if self._instance is not None:
+            self._instance.dispose()
+            self._instance = None
 
     def create(self) -> Home:
         self.dagster_home.mkdir(parents=True)
@@ -125,13 +143,13 @@ class Home:
         return self
 
     def clone(self, dest: Path) -> Home:
+        self.close()
         shutil.copytree(self.root, dest)
         return Home(dest)
 
     def run(self, specs: Path, write: Write) -> None:
         defs = build_definitions(DeriveSettings(specs_dir=specs, home=self.root))
-        with DagsterInstance.from_config(str(self.dagster_home)) as instance:
-            run_job(defs, instance, write.job, write.partition)
+        run_job(defs, self.instance, write.job, write.partition)
 
     def rows(self, write: Write) -> list[str] | None:
         """Every row of the written table as text, sorted; None when the table does not exist."""
@@ -177,27 +195,30 @@ class Home:
             con.close()
 
     def watermark(self, write: Write) -> str | None:
-        with DagsterInstance.from_config(str(self.dagster_home)) as instance:
-            event = instance.get_latest_materialization_event(write.asset)
+        event = self.instance.get_latest_materialization_event(write.asset)
         meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
         value = getattr(meta.get("derive/watermark"), "value", None)
         return value if isinstance(value, str) else None
 
     def partition_run(self, write: Write) -> str | None:
         """Run id of the latest materialization of the write's partition."""
-        with DagsterInstance.from_config(str(self.dagster_home)) as instance:
-            records = instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=write.asset, asset_partitions=[write.partition or ""]), limit=1
-            ).records
+        records = self.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=write.asset, asset_partitions=[write.partition or ""]), limit=1
+        ).records
         return records[0].run_id if records else None
 
     def last_run(self) -> tuple[str, DagsterRunStatus, int]:
         """(run id, status, materializations it recorded) of the newest run in the instance."""
-        with DagsterInstance.from_config(str(self.dagster_home)) as instance:
-            run = instance.get_runs(limit=1)[0]
-            events = instance.all_logs(run.run_id)
+        run = self.instance.get_runs(limit=1)[0]
+        events = self.instance.all_logs(run.run_id)
         materialized = sum(1 for e in events if e.dagster_event and e.dagster_event.is_step_materialization)
         return run.run_id, run.status, materialized
+
+
+def close_homes() -> None:
+    """Close every instance this process opened (call after each test)."""
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 def checksum(rows: list[str] | None) -> tuple[int, str] | None:
@@ -262,6 +283,7 @@ def recorded_world(url: str, root: Path, references: tuple[str, ...] = tuple(WRI
             ref = fresh_home(homes, write, root / f"ref_{name}")
             ref.run(specs, write)
             expected[name] = (ref.rows(write), ref.watermark(write))
+        close_homes()
         yield World(specs, homes, expected, env)
 
 

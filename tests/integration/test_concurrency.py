@@ -29,6 +29,7 @@ from faults.world import (
     Write,
     checksum,
     child_command,
+    close_homes,
     fresh_home,
     postgres_database,
     recorded_world,
@@ -42,6 +43,12 @@ OTHER_DAY = (dt.date.fromisoformat(DAY) - dt.timedelta(days=1)).isoformat()
 MERGE = WRITES["derived_merge"]
 REPLICATION = WRITES["replication_incremental"]
 MERGE_OTHER_DAY = Write(MERGE.job, MERGE.start, MERGE.asset, MERGE.table, partition=OTHER_DAY)
+
+
+@pytest.fixture(autouse=True)
+def _close_homes() -> Iterator[None]:
+    yield
+    close_homes()
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +161,9 @@ def locked_home(world: World, tmp_path: Path) -> Iterator[tuple[Home, LockHolder
         holder.release()
 
 
-def _step_started(home: Home) -> bool:
-    with DagsterInstance.from_config(str(home.dagster_home)) as instance:
-        runs = instance.get_runs(limit=1)
-        return bool(runs) and bool(instance.all_logs(runs[0].run_id, of_type=DagsterEventType.STEP_START))
+def _step_started(instance: DagsterInstance) -> bool:
+    runs = instance.get_runs(limit=1)
+    return bool(runs) and bool(instance.all_logs(runs[0].run_id, of_type=DagsterEventType.STEP_START))
 
 
 def test_a_run_waits_for_a_writer_holding_the_lock_then_completes(world, locked_home):
@@ -166,8 +172,9 @@ def test_a_run_waits_for_a_writer_holding_the_lock_then_completes(world, locked_
 
     def release_once_the_run_is_inside_its_step() -> None:
         deadline = time.monotonic() + 60
-        while not _step_started(home) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        with DagsterInstance.from_config(str(home.dagster_home)) as instance:
+            while not _step_started(instance) and time.monotonic() < deadline:
+                time.sleep(0.2)
         time.sleep(1.0)  # the step's first warehouse call is now waiting for the lock
         holder.release()
 

@@ -34,7 +34,16 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import EmptyWorkspaceTarget
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster_k8s import K8sRunLauncher
-from faults.world import WRITES, World, checksum, fresh_home, postgres_database, recorded_world, run_child
+from faults.world import (
+    WRITES,
+    World,
+    checksum,
+    close_homes,
+    fresh_home,
+    postgres_database,
+    recorded_world,
+    run_child,
+)
 
 from derive_assets.settings import PROJECT_ROOT
 
@@ -53,6 +62,12 @@ CASES = [
     ("export", "export.write", "between"),  # the online store commits batch by batch: some rows are new
     ("export", "export.written", "after"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _close_homes() -> Iterator[None]:
+    yield
+    close_homes()
 
 
 @pytest.fixture(scope="module")
