@@ -20,6 +20,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from derive_assets.replication import mongo, sqlite_values
+from derive_assets.replication.retry import is_transient
 from derive_assets.replication.row_guard import RowGuard
 from derive_assets.replication.urls import SourceConnectionError, redact
 from derive_assets.replication.watermark import CursorState
@@ -201,6 +202,12 @@ def _connectorx_batches(url: str, sql: str, batch_rows: int, plan: ExtractPlan) 
         # cannot hold, e.g. numeric 'NaN' or 1e30 in DECIMAL(38,10); find and name them instead.
         if type(exc).__name__ != "PanicException":
             raise
+        if is_transient(exc):  # the connection was lost mid-stream: no diagnosis query; the load retries
+            from derive_assets.replication.urls import scrub
+
+            raise SourceConnectionError(
+                f"source '{plan.source.name}': the connection was lost while reading: {scrub(str(exc), url)}"
+            ) from None
         raise unreadable_values(url, plan) from None
 
 
