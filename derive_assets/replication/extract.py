@@ -22,7 +22,7 @@ from sqlglot import exp
 from derive_assets.replication import mongo, sqlite_values
 from derive_assets.replication.retry import is_transient
 from derive_assets.replication.row_guard import RowGuard
-from derive_assets.replication.urls import SourceConnectionError, redact
+from derive_assets.replication.urls import SourceConnectionError, scrub
 from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.models import Column, SourceSpec, SourceTable
 
@@ -191,8 +191,6 @@ def _connectorx_batches(url: str, sql: str, batch_rows: int, plan: ExtractPlan) 
         assert isinstance(reader, pa.RecordBatchReader)
         yield from reader
     except RuntimeError as exc:  # connectorx raises RuntimeError with the driver's message
-        from derive_assets.replication.urls import scrub  # the lead may hoist this to the module's imports
-
         raise SourceConnectionError(
             f"source '{plan.source.name}' (URL from {plan.source.connection_env}): reading failed: "
             f"{scrub(str(exc), url)}"
@@ -203,8 +201,6 @@ def _connectorx_batches(url: str, sql: str, batch_rows: int, plan: ExtractPlan) 
         if type(exc).__name__ != "PanicException":
             raise
         if is_transient(exc):  # the connection was lost mid-stream: no diagnosis query; the load retries
-            from derive_assets.replication.urls import scrub
-
             raise SourceConnectionError(
                 f"source '{plan.source.name}': the connection was lost while reading: {scrub(str(exc), url)}"
             ) from None
@@ -265,7 +261,7 @@ def _mysql_timestamp_columns(url: str, plan: ExtractPlan) -> frozenset[str]:
         found = cx.read_sql(url, query.sql("mysql"), return_type="arrow")
     except RuntimeError as exc:
         raise SourceConnectionError(
-            f"source '{plan.source.name}': reading failed: {str(exc).replace(url, redact(url))}"
+            f"source '{plan.source.name}': reading failed: {scrub(str(exc), url)}"
         ) from None
     return frozenset(str(v) for v in found.column(0).to_pylist())  # type: ignore[union-attr]
 

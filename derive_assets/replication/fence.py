@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from derive_assets.replication.urls import SourceConnectionError, redact
+from derive_assets.replication.urls import SourceConnectionError, scrub
 from derive_assets.specs.models import SourceSpec, SourceTable
 
 _PG_TOKEN = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS token"
@@ -58,7 +58,7 @@ def _one_value(url: str, sql: str, source: SourceSpec, table: SourceTable) -> An
     try:
         result = cx.read_sql(url, sql, return_type="arrow")
     except RuntimeError as exc:  # connectorx raises RuntimeError with the driver's message
-        message = str(exc).replace(url, redact(url))
+        message = scrub(str(exc), url)
         hint = (
             "grant the PROCESS privilege to the source user (it lets Derive see open transactions), or set "
             "`wait_for_open_transactions: false` on the table and rely on `cursor_overlap`"
