@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.errors import SpecValidationError
@@ -58,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecValidationError as exc:
         print(exc, file=sys.stderr)
         return 1
+    except SampleSourceError as exc:
+        print(f"derive {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _url_args(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +125,10 @@ def _lookup(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from derive_assets.demo.generate import generate
 
-    for table, count in generate(_urls(args), users=args.users, seed=args.seed).items():
+    urls = _urls(args)
+    with _sample_source_errors(urls):
+        counts = generate(urls, users=args.users, seed=args.seed)
+    for table, count in counts.items():
         print(f"{table}: {count:,} rows")
     return 0
 
@@ -127,9 +136,35 @@ def _generate(args: argparse.Namespace) -> int:
 def _activity(args: argparse.Namespace) -> int:
     from derive_assets.demo.generate import apply_activity
 
-    for key, count in apply_activity(_urls(args), fraction=args.fraction).items():
+    urls = _urls(args)
+    with _sample_source_errors(urls):
+        counts = apply_activity(urls, fraction=args.fraction)
+    for key, count in counts.items():
         print(f"{key}: {count:,}")
     return 0
+
+
+class SampleSourceError(RuntimeError):
+    """The sample data could not be written to one of the source databases."""
+
+
+@contextmanager
+def _sample_source_errors(urls: Any) -> Iterator[None]:
+    """Driver errors while writing sample data, as one line without secrets (never a traceback)."""
+    import pymongo.errors
+    import sqlalchemy.exc
+
+    from derive_assets.replication.urls import scrub
+
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, pymongo.errors.PyMongoError, OSError) as exc:
+        every = (urls.accounts, urls.orders, urls.payments, urls.profiles)
+        reason = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, *every)
+        raise SampleSourceError(
+            f"could not write the sample data: {reason}. Check the --*-url options (or start the servers: "
+            "`make services`)."
+        ) from None
 
 
 def _demo(args: argparse.Namespace) -> int:

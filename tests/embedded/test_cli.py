@@ -87,3 +87,21 @@ def test_demo_then_dagster_asset_materialize_of_one_window(tmp_path):
     assert planned.returncode == 0, planned.stderr[-2000:]
     assert "== analytics.daily_payments_by_region (merge) — next window:" in planned.stdout
     assert "$window_start" in planned.stdout
+
+
+def test_generate_into_an_unwritable_source_is_one_clear_line(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    missing = tmp_path / "a-file" / "accounts.db"
+    result = cli(
+        "derive",
+        "generate",
+        "--users",
+        "5",
+        "--accounts-url",
+        f"sqlite:///{missing}",
+        env={"DERIVE_HOME": str(tmp_path / "home")},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("derive generate: could not write the sample data: ")
+    assert "Check the --*-url options" in result.stderr
+    assert "Traceback" not in result.stderr
