@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,6 +234,15 @@ class World:
     expected: dict[str, tuple[list[str] | None, str | None]]
     """Per write: the fault-free run's rows and watermark."""
     env: dict[str, str]
+    """The source URL variables the specs read."""
+
+    def run(self, home: Home, write: Write) -> None:
+        """Run `write` in this process on `home`, with the sources' URLs set; asserts it succeeded."""
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in self.env.items():
+                mp.setenv(name, value)
+            mp.delenv("DERIVE_DUCKDB_PATH", raising=False)
+            home.run(self.specs, write)
 
 
 def _add_specs(specs: Path) -> None:
@@ -254,37 +263,48 @@ def postgres_database(server_url: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@contextmanager
-def recorded_world(url: str, root: Path, references: tuple[str, ...] = tuple(WRITES)) -> Iterator[World]:
+def recorded_world(url: str, root: Path) -> World:
     """Sources generated, then the recorded homes: `base` (orders replicated, the merge's day built and orders
     exported, all before a batch of source activity) and `mid` (base, with orders replicated after it); and the
-    fault-free result of each write in `references`. The source URLs stay in the environment while it is open."""
+    fault-free result of every write."""
     profiles = f"montydb:///{(root / 'profiles').as_posix()}"
     env = {env_var(s): url for s in ("accounts", "orders", "payments")}
     env[env_var("profiles")] = profiles
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        mp.delenv("DERIVE_DUCKDB_PATH", raising=False)
-        urls = SourceUrls(url, url, url, profiles)
-        specs = write_specs(root / "specs", "postgres")
-        _add_specs(specs)
-        generate(urls, users=USERS)
-        base = Home(root / "base").create()
-        for write in ("replication_incremental", "derived_merge", "export"):
-            base.run(specs, WRITES[write])
-        apply_activity(urls, fraction=0.1)
-        mid = base.clone(root / "mid")
-        mid.run(specs, WRITES["replication_incremental"])
-        homes = {"base": base, "mid": mid}
-        expected = {}
-        for name in references:
-            write = WRITES[name]
-            ref = fresh_home(homes, write, root / f"ref_{name}")
-            ref.run(specs, write)
-            expected[name] = (ref.rows(write), ref.watermark(write))
-        close_homes()
-        yield World(specs, homes, expected, env)
+    specs = write_specs(root / "specs", "postgres")
+    _add_specs(specs)
+    world = World(specs, {}, {}, env)
+    urls = SourceUrls(url, url, url, profiles)
+    generate(urls, users=USERS)
+    base = Home(root / "base").create()
+    for write in ("replication_incremental", "derived_merge", "export"):
+        world.run(base, WRITES[write])
+    apply_activity(urls, fraction=0.1)
+    mid = base.clone(root / "mid")
+    world.run(mid, WRITES["replication_incremental"])
+    world.homes.update(base=base, mid=mid)
+    for name, write in WRITES.items():
+        ref = fresh_home(world.homes, write, root / f"ref_{name}")
+        world.run(ref, write)
+        world.expected[name] = (ref.rows(write), ref.watermark(write))
+    close_homes()
+    return world
+
+
+_SHARED = pytest.StashKey[World]()
+
+
+def shared_world(request: pytest.FixtureRequest) -> World:
+    """The recorded world, built once per test session for every module that asks for it (it takes a dozen
+    runs); its database is dropped when the session ends."""
+    config = request.config
+    world = config.stash.get(_SHARED, None)
+    if world is None:
+        stack = ExitStack()
+        config.add_cleanup(stack.close)
+        url = stack.enter_context(postgres_database(request.getfixturevalue("postgres_server_url")))
+        world = recorded_world(url, request.getfixturevalue("tmp_path_factory").mktemp("recorded"))
+        config.stash[_SHARED] = world
+    return world
 
 
 def fresh_home(homes: dict[str, Home], write: Write, dest: Path) -> Home:

@@ -31,8 +31,7 @@ from faults.world import (
     child_command,
     close_homes,
     fresh_home,
-    postgres_database,
-    recorded_world,
+    shared_world,
 )
 from support import QUIET
 
@@ -52,19 +51,15 @@ def _close_homes() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def world(postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with (
-        postgres_database(postgres_server_url) as url,
-        recorded_world(url, tmp_path_factory.mktemp("concurrency"), ("replication_incremental",)) as recorded,
-    ):
-        yield recorded
+def world(request: pytest.FixtureRequest) -> World:
+    return shared_world(request)
 
 
 def serial(world: World, tmp_path: Path, *writes: Write) -> list[str] | None:
     """The table after running `writes` one after the other, from the first one's recorded home."""
     home = fresh_home(world.homes, writes[0], tmp_path / "serial")
     for write in writes:
-        home.run(world.specs, write)
+        world.run(home, write)
     return home.rows(writes[-1])
 
 
@@ -180,7 +175,7 @@ def test_a_run_waits_for_a_writer_holding_the_lock_then_completes(world, locked_
 
     releaser = threading.Thread(target=release_once_the_run_is_inside_its_step)
     releaser.start()
-    home.run(world.specs, REPLICATION)  # asserts the run succeeded
+    world.run(home, REPLICATION)  # asserts the run succeeded
     releaser.join()
 
     assert checksum(home.rows(REPLICATION)) == checksum(expected_rows)

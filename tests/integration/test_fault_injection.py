@@ -40,9 +40,8 @@ from faults.world import (
     checksum,
     close_homes,
     fresh_home,
-    postgres_database,
-    recorded_world,
     run_child,
+    shared_world,
 )
 
 from derive_assets.settings import PROJECT_ROOT
@@ -71,17 +70,14 @@ def _close_homes() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def world(postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with (
-        postgres_database(postgres_server_url) as url,
-        recorded_world(url, tmp_path_factory.mktemp("faults")) as recorded,
-    ):
-        # The fault-free runs changed something, so a kill that lost the write would show.
-        expected, mid = recorded.expected, recorded.homes["mid"]
-        assert expected["replication_first"][0] == expected["replication_incremental"][0]
-        assert mid.rows(WRITES["derived_merge"]) != expected["derived_merge"][0]
-        assert len(expected["export"][0] or []) > len(mid.rows(WRITES["export"]) or [])
-        yield recorded
+def world(request: pytest.FixtureRequest) -> World:
+    recorded = shared_world(request)
+    # The fault-free runs changed something, so a kill that lost the write would show.
+    expected, mid = recorded.expected, recorded.homes["mid"]
+    assert expected["replication_first"][0] == expected["replication_incremental"][0]
+    assert mid.rows(WRITES["derived_merge"]) != expected["derived_merge"][0]
+    assert len(expected["export"][0] or []) > len(mid.rows(WRITES["export"]) or [])
+    return recorded
 
 
 @pytest.mark.parametrize(("write_name", "fault", "left"), CASES, ids=[f"{w}-{f}" for w, f, _ in CASES])
@@ -118,7 +114,7 @@ def test_rerun_after_sigkill_equals_the_fault_free_run(world, tmp_path, write_na
     if write.partition:
         assert home.partition_run(write) == partition_run_before
 
-    home.run(world.specs, write)
+    world.run(home, write)
 
     assert checksum(home.rows(write)) == checksum(expected_rows)
     assert home.watermark(write) == expected_mark
@@ -210,5 +206,5 @@ def test_run_monitoring_ends_a_killed_run_and_the_rerun_is_complete(world, tmp_p
     assert any("exceeding maximum runtime of 1 seconds" in m for m in messages), messages
     assert any("forcibly marked as failed" in m for m in messages), messages
 
-    home.run(world.specs, write)
+    world.run(home, write)
     assert checksum(home.rows(write)) == checksum(world.expected["replication_incremental"][0])
