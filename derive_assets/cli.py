@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from derive_assets.settings import DeriveSettings
+from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.errors import SpecValidationError
 
 
@@ -176,8 +177,8 @@ def _demo(args: argparse.Namespace) -> int:
     home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster_home").resolve()
     os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    if not (home / "dagster.yaml").exists():  # the project's instance: telemetry off, run monitoring on
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     with DagsterInstance.get() as instance:
         summary = run_demo(settings, instance, users=args.users, days=args.days, fresh=args.fresh)
     width = max(len(ref) for ref in summary)
