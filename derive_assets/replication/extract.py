@@ -275,6 +275,7 @@ def _sqlite_batches(
         raise SourceConnectionError(f"sqlite database {path} does not exist; run `derive generate` first")
     schema = pa.schema([(c.name, sqlite_values.ARROW_TYPES[c.type]) for c in columns])
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    con.text_factory = sqlite_values.decode_text  # bad UTF-8 becomes a named cell error, not a fetch error
     try:
         _check_sqlite_columns(con, table)
         cursor = con.execute(sql, params)

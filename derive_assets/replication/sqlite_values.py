@@ -9,8 +9,10 @@ per `on_invalid`), never guessed.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 import re
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -20,7 +22,12 @@ from derive_assets.specs.models import Column
 
 NUMERIC_SCALE = 9  # BigQuery NUMERIC: 29 digits before the point, 9 after
 NUMERIC_LIMIT = Decimal(10) ** 29
-_INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
+# ASCII digits only, no spaces or underscores: int(), float() and Decimal() also accept '١٢٣', ' 1' and '1_000',
+# which would change a value without a word.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_FLOAT_WORDS = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+_WIDE = decimal.Context(prec=80)  # NUMERIC(38, 9) and beyond, without the default 28-digit rounding
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
 
@@ -45,13 +52,35 @@ class CellError(ValueError):
         self.column, self.value, self.reason = column.name, value, reason
         shown = repr(value)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        super().__init__(f"column '{column.name}' holds {shown}, which is not a valid {column.type} ({reason})")
+        super().__init__(
+            f"column '{column.name}' holds {shown}, which is not a valid {column.type} ({reason})"
+        )
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A TEXT cell whose bytes are not UTF-8 (SQLite does not check what it stores)."""
+
+    raw: bytes
+
+    def __repr__(self) -> str:
+        return f"bytes {self.raw[:40]!r}"
+
+
+def decode_text(raw: bytes) -> str | Undecodable:
+    """The connection's `text_factory`: UTF-8 text, or a marker that `convert` refuses with the column's name."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Undecodable(raw)
 
 
 def convert(value: Any, column: Column) -> Any:
     """The cell as a Python value of the column's Arrow type, or `CellError`."""
     if value is None:
         return None
+    if isinstance(value, Undecodable):
+        raise CellError(column, value, "not UTF-8 text")
     try:
         return _CONVERT[column.type](value)
     except (ValueError, TypeError, InvalidOperation, OverflowError) as exc:
@@ -69,7 +98,7 @@ def _int(value: Any) -> int:
         if not value.is_integer():
             raise ValueError("has a fractional part")
         value = int(value)
-    elif isinstance(value, str) and _INTEGER.match(value):
+    elif isinstance(value, str) and _INTEGER.fullmatch(value):
         value = int(value)
     if not isinstance(value, int):
         raise ValueError("not an integer")
@@ -81,22 +110,23 @@ def _int(value: Any) -> int:
 def _float(value: Any) -> float:
     if isinstance(value, int | float):
         return float(value)
-    if isinstance(value, str):
+    if isinstance(value, str) and (_DECIMAL.fullmatch(value) or value.lower() in _FLOAT_WORDS):
         return float(value)
-    raise TypeError("not a number")
+    raise ValueError("not a number written with ASCII digits")
 
 
 def _numeric(value: Any) -> str:
-    if isinstance(value, bytes):
-        raise TypeError("not a number")
-    number = Decimal(str(value).strip())
-    if not number.is_finite():
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         raise ValueError("not a finite number")
-    if abs(number) >= NUMERIC_LIMIT:
+    text = repr(value) if isinstance(value, float) else str(value)
+    if not (isinstance(value, int | float) or (isinstance(value, str) and _DECIMAL.fullmatch(value))):
+        raise ValueError("not a number written with ASCII digits")
+    number = Decimal(text)
+    if _WIDE.abs(number) >= NUMERIC_LIMIT:
         raise ValueError("more than 29 digits before the decimal point")
-    if number != number.quantize(Decimal(1).scaleb(-NUMERIC_SCALE), rounding="ROUND_DOWN"):
+    if number != _WIDE.quantize(number, Decimal(1).scaleb(-NUMERIC_SCALE)):
         raise ValueError(f"more than {NUMERIC_SCALE} decimal places; NUMERIC would round it")
-    return str(number)
+    return format(number, "f")  # plain digits: '1E+3' would be 1000 too, but not every reader takes it
 
 
 def _bool(value: Any) -> bool:
