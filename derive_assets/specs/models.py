@@ -18,6 +18,8 @@ from derive_assets.specs.errors import show
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 DEFAULT_TIME_OVERLAP_SECONDS = 600
+TEN_YEARS_SECONDS = 315_360_000
+"""An upper bound for second counts in specs: a larger value is a typo, not a plan."""
 """How far back a time cursor re-reads by default: transactions rarely commit later than this after their row's
 timestamp."""
 MAX_CLUSTER_KEYS = 4  # BigQuery's limit; DuckDB has none, but a spec must run on both.
@@ -313,7 +315,7 @@ class SourceTable(StrictModel):
     cursor: Identifier
     """An increasing column (e.g. `updated_at`, or an `id` for insert-only tables): each run reads only rows whose
     cursor is beyond the watermark stored in Dagster's event log."""
-    cursor_overlap: int | None = Field(default=None, ge=0)
+    cursor_overlap: int | None = Field(default=None, ge=0, le=TEN_YEARS_SECONDS)
     """Re-read this many seconds (or ids) before the watermark, to catch transactions that commit late with an
     earlier cursor value. Re-read rows are merged by key, so an overlap never duplicates. Default: 600 seconds for
     TIMESTAMP and DATETIME cursors (and MongoDB ObjectId cursors), one day for DATE cursors, 0 for INT64 cursors
@@ -323,7 +325,7 @@ class SourceTable(StrictModel):
     every transaction that was open during a read has ended, so a row committed late with an earlier cursor (an id
     taken before a later id committed) is never skipped. MySQL needs the PROCESS privilege to see open
     transactions. Set false only if the source never has concurrent writers."""
-    max_future_seconds: int = Field(default=86_400, gt=0)
+    max_future_seconds: int = Field(default=86_400, gt=0, le=TEN_YEARS_SECONDS)
     """TIMESTAMP, DATETIME and DATE cursors: a row whose cursor lies more than this many seconds after the run
     started (e.g. `9999-12-31`, PostgreSQL `infinity`) is invalid: it would move the watermark past every real
     row. Such rows never advance the watermark; they fail the run or are quarantined, per `on_invalid`."""
