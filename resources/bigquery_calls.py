@@ -99,9 +99,7 @@ class Calls:
         """Create a query job (not waiting for it); dry runs come back finished."""
         return self.client.query(sql, job_config=config, job_retry=None, **self.policy.kwargs)
 
-    def rows(
-        self, sql: str, config: bigquery.QueryJobConfig, page_size: int | None = None
-    ) -> RowIterator:
+    def rows(self, sql: str, config: bigquery.QueryJobConfig, page_size: int | None = None) -> RowIterator:
         """Run a query to the end; the rows, fetched page by page with the same policy."""
 
         def start() -> Any:

@@ -50,7 +50,9 @@ def test_overlap_steps_back_seconds_days_or_ids():
     assert watermark.with_overlap(100, 5) == 95
     assert watermark.with_overlap(at, 0) == at
     assert watermark.with_overlap(None, 600) is None
-    assert watermark.with_overlap(dt.datetime.min.replace(tzinfo=UTC), 600) == dt.datetime.min.replace(tzinfo=UTC)
+    assert watermark.with_overlap(dt.datetime.min.replace(tzinfo=UTC), 600) == dt.datetime.min.replace(
+        tzinfo=UTC
+    )
 
 
 def test_the_watermark_never_moves_backwards_and_an_idle_run_keeps_it():
