@@ -266,12 +266,6 @@ WIDE_NUMERICS = [
 """Values DECIMAL(38, 9) holds exactly: up to 29 digits before the point and 9 after."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sqlite_values._numeric uses abs() and quantize() in the default decimal context (28 digits): "
-    "'99999999999999999999999999999.999999999' is refused as 'more than 29 digits before the decimal point' "
-    "(abs() rounds it to 1E+29), and '-12345678901234567890.5' fails with a bare decimal.InvalidOperation",
-)
 def test_sqlite_numeric_at_the_width_of_decimal_38_9_arrives_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -313,18 +307,8 @@ RAW_BAD = {
     "text_lone_surrogate": (Col("v", "STRING", "TEXT"), "ok", "CAST(X'EDA080' AS TEXT)"),
 }
 """Bytes that are not UTF-8 in TEXT cells (SQLite allows them; no Python str can carry them)."""
-XFAIL = {
-    "int_arabic_digits": "sqlite_values._INTEGER is r'^\\s*[+-]?\\d+\\s*$' without re.ASCII: the text '\u0661\u0662\u0663' "
-    "(Arabic-Indic digits) silently loads as the INT64 123",
-    "float_underscore": "sqlite_values._float calls float() on text, which reads '1_0.5' as 10.5: the value changes "
-    "silently (also ' 1.5 ', and non-ASCII digits)",
-    "numeric_underscore": "sqlite_values._numeric calls Decimal() on text, which reads '1_000' as 1000: the value "
-    "changes silently (also non-ASCII digits)",
-    "text_invalid_utf8": "Python's sqlite3 raises OperationalError 'Could not decode to UTF-8 column' while "
-    "fetching: the run fails as 'sqlite source <path>: Could not decode to UTF-8 column 'v'', naming neither source 'edge', table nor key 7001",
-    "text_lone_surrogate": "Python's sqlite3 raises OperationalError 'Could not decode to UTF-8 column' while "
-    "fetching: the run fails as 'sqlite source <path>: Could not decode to UTF-8 column 'v'', naming neither source 'edge', table nor key 7001",
-}
+XFAIL: dict[str, str] = {}
+"""Cases that still fail for a known bug: strict xfail with the exact reason (none at present)."""
 
 
 def _params(cases: dict[str, Any]) -> list[Any]:

@@ -215,8 +215,9 @@ def test_object_id_cursor_given_an_already_stepped_back_time_reads_from_it(id_ur
 
 
 def test_object_id_overlap_before_1970_clamps_to_the_first_object_id(id_url):
-    table = id_source(10**10).tables[0]
-    assert mongo_filter(table, str(object_id(T0, 1))) == {"_id": {"$gte": ObjectId("0" * 24)}}
+    table = id_source(315_360_000).tables[0]  # ten years, the largest overlap a spec accepts
+    watermark = object_id(dt.datetime(1971, 1, 1, tzinfo=dt.UTC), 1)
+    assert mongo_filter(table, str(watermark)) == {"_id": {"$gte": ObjectId("0" * 24)}}
 
 
 def test_stored_object_id_watermark_that_is_not_an_object_id_fails_clearly():
