@@ -59,7 +59,7 @@ def build_query(plan: ExtractPlan, source_timestamps: frozenset[str] = frozenset
     """
     kind = plan.source.type
     dialect = SQLGLOT_DIALECT[kind]
-    columns = [_select_column(c.name, kind, source_timestamps) for c in plan.table.columns]
+    columns = [_select_column(c, kind, source_timestamps) for c in plan.table.columns]
     query = exp.select(*columns).from_(exp.Table(this=exp.to_identifier(plan.table.name, quoted=True)))
     params: list[Any] = []
     if plan.since is None:
@@ -77,13 +77,18 @@ def build_query(plan: ExtractPlan, source_timestamps: frozenset[str] = frozenset
     return query.where(exp.or_(newer, *unreadable)).sql(dialect), params
 
 
-def _select_column(name: str, kind: str, source_timestamps: frozenset[str]) -> exp.Expr:
-    column = exp.column(name, quoted=True)
-    if name not in source_timestamps:
-        return column
-    return exp.alias_(
-        exp.func("CONVERT_TZ", column, _MYSQL_SESSION_ZONE, exp.Literal.string("+00:00")), name, quoted=True
-    )
+def _select_column(column: Column, kind: str, source_timestamps: frozenset[str]) -> exp.Expr:
+    name = column.name
+    value = exp.column(name, quoted=True)
+    if name in source_timestamps:
+        value = exp.func("CONVERT_TZ", value, _MYSQL_SESSION_ZONE, exp.Literal.string("+00:00"))
+    elif column.type == "NUMERIC" and kind in ("postgres", "mysql"):
+        # As exact text: connectorx's DECIMAL(38,10) would round or truncate wider values (and panics on NaN),
+        # so the row guard checks each value fits NUMERIC(38, 9) and the warehouse casts it.
+        value = exp.cast(value, "TEXT" if kind == "postgres" else "CHAR")
+    else:
+        return value
+    return exp.alias_(value, name, quoted=True)
 
 
 _MYSQL_SESSION_ZONE = exp.SessionParameter(this=exp.var("time_zone"), kind="session")
@@ -208,42 +213,49 @@ def _connectorx_batches(url: str, sql: str, batch_rows: int, plan: ExtractPlan) 
 
 
 def unreadable_values(url: str, plan: ExtractPlan) -> SourceReadError:
-    """Look for NUMERIC values that connectorx cannot decode (NaN, infinities, 28+ integer digits)."""
+    """After connectorx panicked: look for time values it cannot decode (PostgreSQL infinities and years beyond
+    9999, MySQL zero dates such as '0000-00-00' or '2026-02-00') and name the column and rows."""
     import connectorx as cx
 
-    table, dialect = plan.table, SQLGLOT_DIALECT[plan.source.type]
-    for column in (c for c in table.columns if c.type == "NUMERIC"):
-        value = exp.column(column.name, quoted=True)
-        if plan.source.type == "postgres":
-            bad = exp.or_(
-                exp.EQ(this=value, expression=exp.cast(exp.Literal.string("NaN"), "NUMERIC")),
-                exp.GTE(this=exp.func("abs", value), expression=exp.Literal.number("1e28")),
-            )
-        else:
-            bad = exp.GTE(this=exp.func("abs", value), expression=exp.Literal.number("1e28"))
-        keys = [
-            exp.cast(exp.column(k, quoted=True), "TEXT" if dialect == "postgres" else "CHAR")
-            for k in table.primary_key
-        ]
+    table, kind = plan.table, plan.source.type
+    text = "TEXT" if kind == "postgres" else "CHAR"
+    keys = [
+        exp.alias_(exp.cast(exp.column(k, quoted=True), text), f"k{i}")
+        for i, k in enumerate(table.primary_key)
+    ]
+    for column in (c for c in table.columns if c.type in ("DATE", "DATETIME", "TIMESTAMP")):
         query = (
-            exp.select(*[exp.alias_(k, f"k{i}") for i, k in enumerate(keys)])
+            exp.select(*keys)
             .from_(exp.Table(this=exp.to_identifier(table.name, quoted=True)))
-            .where(bad)
+            .where(_undecodable_time(exp.column(column.name, quoted=True), kind))
             .limit(5)
         )
-        found = cx.read_sql(url, query.sql(dialect), return_type="arrow")
+        found = cx.read_sql(url, query.sql(SQLGLOT_DIALECT[kind]), return_type="arrow")
         rows = found.to_pylist()  # type: ignore[union-attr]
         if rows:
             samples = ", ".join(str(dict(zip(table.primary_key, r.values(), strict=True))) for r in rows)
             return SourceReadError(
-                f"source '{plan.source.name}' table '{table.name}': column '{column.name}' holds values a NUMERIC "
-                f"cannot hold (NaN, infinity, or 28 or more digits before the point), e.g. in rows {samples}. "
-                "Fix those rows in the source, or declare the column FLOAT64 (or STRING) to replicate them."
+                f"source '{plan.source.name}' table '{table.name}': column '{column.name}' holds values the "
+                f"warehouse cannot hold as {column.type} (infinity, a year beyond 9999, or a zero date), e.g. in "
+                f"rows {samples}. Fix those rows in the source (e.g. NULL for 'unknown')."
             )
     return SourceReadError(
         f"source '{plan.source.name}' table '{table.name}': the driver could not decode a value (connectorx "
-        "panicked) and no NUMERIC column holds NaN, infinity or an over-long number; check the column types "
-        "declared in the spec against the source table."
+        "panicked) and no time column holds infinity, a year beyond 9999 or a zero date; check the column "
+        "types declared in the spec against the source table."
+    )
+
+
+def _undecodable_time(value: exp.Column, kind: str) -> exp.Expr:
+    if kind == "postgres":
+        year = exp.Extract(this=exp.var("YEAR"), expression=value)
+        return exp.or_(
+            exp.GT(this=year, expression=exp.Literal.number(9999)),
+            exp.LT(this=year, expression=exp.Literal.number(1)),
+        )
+    zero = exp.Literal.number(0)
+    return exp.or_(
+        *[exp.EQ(this=exp.func(f, value), expression=zero) for f in ("YEAR", "MONTH", "DAYOFMONTH")]
     )
 
 

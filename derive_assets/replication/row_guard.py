@@ -121,6 +121,32 @@ class RowGuard:
                 beyond = pc.fill_null(pc.greater(values, limit), False)
                 if pc.any(beyond).as_py():
                     reasons.append((f"cursor '{cursor}' beyond {self._limit_text()}", beyond))
+        return reasons + self._value_reasons(batch)
+
+    def _value_reasons(self, batch: pa.RecordBatch) -> list[tuple[str, pa.Array]]:
+        """Values the warehouse would change or refuse: NUMERIC beyond NUMERIC(38, 9) (text from the source),
+        times outside the years 1-9999 (PostgreSQL infinities arrive as year 262142), unsigned beyond INT64."""
+        reasons: list[tuple[str, pa.Array]] = []
+        for column in self.table.columns:
+            if column.name not in batch.schema.names:
+                continue
+            values = batch.column(column.name)
+            bad, what = None, ""
+            if column.type == "NUMERIC" and pa.types.is_string(values.type):
+                bad = pc.invert(pc.match_substring_regex(values, _NUMERIC_TEXT))
+                what = "not a number NUMERIC holds exactly (29 digits before the point, 9 after; no NaN)"
+            elif (pa.types.is_timestamp(values.type) or pa.types.is_date(values.type)) and (
+                bounds := _time_range(values.type)
+            ):
+                bad = pc.or_(pc.less(values, bounds[0]), pc.greater(values, bounds[1]))
+                what = "a time outside the years 1-9999 (e.g. infinity)"
+            elif column.type == "INT64" and pa.types.is_unsigned_integer(values.type):
+                bad = pc.greater(values, pa.scalar(2**63 - 1, type=values.type))
+                what = "beyond the INT64 range"
+            if bad is not None:
+                bad = pc.fill_null(bad, False)
+                if pc.any(bad).as_py():
+                    reasons.append((f"a value of column '{column.name}' that is {what}", bad))
         return reasons
 
     def _limit_text(self) -> str:
@@ -144,6 +170,26 @@ class RowGuard:
         if any(v is None for v in key.values()):
             return "row:" + hashlib.sha256(document.encode()).hexdigest()[:16]
         return json.dumps(key, default=_text, sort_keys=True, ensure_ascii=False)
+
+
+_NUMERIC_TEXT = r"^[+-]?[0-9]{1,29}(\.[0-9]{0,9}0*)?$"
+
+
+def _time_range(arrow_type: pa.DataType) -> tuple[pa.Scalar, pa.Scalar] | None:
+    """The years 1-9999 in `arrow_type` (None for nanoseconds, which cover only 1677-2262: always inside)."""
+    if pa.types.is_date(arrow_type):
+        return pa.scalar(dt.date(1, 1, 1)).cast(arrow_type), pa.scalar(dt.date(9999, 12, 31)).cast(arrow_type)
+    assert isinstance(arrow_type, pa.TimestampType)
+    if arrow_type.unit == "ns":
+        return None
+    first, last = dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+    if arrow_type.tz:
+        first, last = first.replace(tzinfo=dt.UTC), last.replace(tzinfo=dt.UTC)
+    micro = pa.timestamp("us", tz=arrow_type.tz)
+    # Whole seconds or milliseconds: the bounds round towards the inside, so a value at them stays valid.
+    return pa.scalar(first, type=micro).cast(arrow_type), pa.scalar(last, type=micro).cast(
+        arrow_type, safe=False
+    )
 
 
 def _rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:

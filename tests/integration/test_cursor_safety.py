@@ -261,8 +261,9 @@ def test_a_numeric_that_arrow_cannot_hold_names_column_and_row(tmp_path, monkeyp
     columns = [{"name": "id", "type": "INT64"}, {"name": "amount", "type": "NUMERIC"}]
     shop = Shop(tmp_path, monkeypatch, postgres_url, "postgres", cursor="id", columns=columns)
     error = shop.run(ok=False)["error"]
-    assert "source 'shop' table 'events': column 'amount' holds values a NUMERIC cannot hold" in error
-    assert "{'id': '7'}" in error and "PanicException" not in error
+    assert "source 'shop' table 'events': 1 invalid rows, so nothing was written" in error
+    assert "1 with a value of column 'amount' that is not a number NUMERIC holds exactly" in error
+    assert '(e.g. {"id": 7})' in error and "PanicException" not in error
 
 
 def test_a_far_future_mysql_datetime_fails_the_run_and_keeps_the_watermark(
