@@ -139,7 +139,7 @@ class RowGuard:
                 bounds := _time_range(values.type)
             ):
                 bad = pc.or_(pc.less(values, bounds[0]), pc.greater(values, bounds[1]))
-                what = "a time outside the years 1-9999 (e.g. infinity)"
+                what = "a time outside the years 1-9999 that BigQuery holds (infinity, a BC date, year 10000 or later)"
             elif column.type == "INT64" and pa.types.is_unsigned_integer(values.type):
                 bad = pc.greater(values, pa.scalar(2**63 - 1, type=values.type))
                 what = "beyond the INT64 range"

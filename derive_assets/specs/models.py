@@ -326,8 +326,8 @@ class SourceTable(StrictModel):
     taken before a later id committed) is never skipped. MySQL needs the PROCESS privilege to see open
     transactions. Set false only if the source never has concurrent writers."""
     max_future_seconds: int = Field(default=86_400, gt=0, le=TEN_YEARS_SECONDS)
-    """TIMESTAMP, DATETIME and DATE cursors: a row whose cursor lies more than this many seconds after the run
-    started (e.g. `9999-12-31`, PostgreSQL `infinity`) is invalid: it would move the watermark past every real
+    """TIMESTAMP, DATETIME and DATE cursors (and MongoDB ObjectId cursors, by their creation time): a row whose
+    cursor lies more than this many seconds after the run started (e.g. `9999-12-31`, PostgreSQL `infinity`) is invalid: it would move the watermark past every real
     row. Such rows never advance the watermark; they fail the run or are quarantined, per `on_invalid`."""
     soft_delete: SoftDelete | None = None
     """How hard deletes reach the warehouse: rows flagged by this column are deleted there."""
