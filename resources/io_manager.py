@@ -16,7 +16,7 @@ import pyarrow as pa
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
 
 from derive_assets.replication import fence, watermark
-from derive_assets.replication.extract import ExtractPlan, describe_query, read_batches
+from derive_assets.replication.extract import ExtractPlan, prepare, read_batches
 from derive_assets.replication.mongo import ExtractStats
 from derive_assets.replication.retry import load_with_retries, restarted
 from derive_assets.replication.row_guard import RowGuard
@@ -73,11 +73,12 @@ class WarehouseIOManager(ConfigurableIOManager):
             )
         started = time.perf_counter()
         plan, stats = obj.plan, ExtractStats()
-        guard = RowGuard(plan.source, plan.table)
+        guard, query = RowGuard(plan.source, plan.table), prepare(obj.url, plan)
         # One transaction per attempt: a retry after a dropped source connection reads every batch again.
         result = load_with_retries(
             lambda: self.warehouse.load(
-                obj.request, read_batches(obj.url, plan, stats=restarted(stats), guard=restarted(guard))
+                obj.request,
+                read_batches(obj.url, plan, stats=restarted(stats), guard=restarted(guard), query=query),
             ),
             what=f"source '{plan.source.name}' table {plan.table.name}",
             log=context.log,
@@ -87,7 +88,6 @@ class WarehouseIOManager(ConfigurableIOManager):
         token = fence.take(obj.url, plan.source, plan.table)
         fenced = fence.applies(plan.source, plan.table)
         state = plan.state.after_run(result.max_cursor, token, fenced, plan.fence_cleared)
-        sql = describe_query(plan, obj.url)
         quarantine = self._quarantine(obj, [*stats.quarantined, *guard.quarantined])
         context.add_output_metadata(
             {
@@ -100,7 +100,7 @@ class WarehouseIOManager(ConfigurableIOManager):
                 "derive/rows_invalid": sum(guard.counts.values()),
                 **({"derive/invalid_rows": dict(guard.counts)} if guard.counts else {}),
                 "derive/duration_seconds": round(time.perf_counter() - started, 3),
-                "derive/source_query": MetadataValue.md(f"```sql\n{sql}\n```"),
+                "derive/source_query": MetadataValue.md(f"```sql\n{query.text}\n```"),
                 "derive/source": f"{plan.source.name} ({plan.source.type}) table {plan.table.name}",
                 "dagster/row_count": self.warehouse.row_count(obj.request.target.ref),
                 **{f"derive/{k}": v for k, v in result.extra.items()},

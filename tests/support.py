@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -23,3 +24,45 @@ def run_job(
         }
         for e in result.get_asset_materialization_events()
     }
+
+
+def error_messages(error: Any) -> list[str]:
+    """The messages of the errors a Dagster step error wraps (`cause`, `context`); Dagster's own wrappers
+    ("Error occurred while handling output ... of step "<source>__<table>"") are left out."""
+    found: list[str] = []
+    while error is not None:
+        if not (error.cls_name or "").startswith("Dagster"):
+            found.append(error.message)
+        error = error.cause or error.context
+    return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A job run in process, with what its errors say."""
+
+    result: ExecuteInProcessResult
+    errors: str
+    """The messages of the run's errors and their causes, without stacks or Dagster's wrappers."""
+    logs: str
+    """Every log message and error with its stack: where a secret must not appear."""
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
+
+
+def execute(defs: Definitions, instance: DagsterInstance, job: str, partition: str | None = None) -> Outcome:
+    """Execute a job in process, succeed or fail, and collect its errors' messages and its whole log."""
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance, partition_key=partition, run_config=QUIET, raise_on_error=False
+    )
+    logs, messages = [], []
+    for record in instance.all_logs(result.run_id):
+        logs.append(record.user_message or "")
+        event = record.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        if error is not None:
+            logs.append(error.to_string())
+            messages.extend(error_messages(error))
+    return Outcome(result, "\n".join(messages), "\n".join(logs))

@@ -149,19 +149,22 @@ def _sqlite_unreadable(cursor: exp.Column, column_type: str) -> list[exp.Expr]:
     ]
 
 
-def source_sql(url: str | None, plan: ExtractPlan) -> tuple[str, list[Any]]:
-    """The query a read runs; for MySQL it looks up (with `url`) which columns are TIMESTAMPs at the source."""
-    timestamps = frozenset()
-    if plan.source.type == "mysql" and url is not None:
-        timestamps = _mysql_timestamp_columns(url, plan)
-    return build_query(plan, timestamps)
+@dataclass(frozen=True)
+class SourceQuery:
+    """The query a read runs: text (shown in the run's metadata; it holds no credentials) and, for SQLite,
+    its bound parameters. For MongoDB the text describes the `find`."""
+
+    text: str
+    params: list[Any] = field(default_factory=list)
 
 
-def describe_query(plan: ExtractPlan, url: str | None = None) -> str:
-    """The source query as text, for the run's metadata (it holds no credentials)."""
+def prepare(url: str, plan: ExtractPlan) -> SourceQuery:
+    """The read's query, built once per run; for MySQL it first looks up which columns are TIMESTAMPs at the
+    source (they are read converted to UTC)."""
     if plan.source.type == "mongodb":
-        return mongo.describe(plan.source, plan.table, plan.since)
-    return source_sql(url, plan)[0]
+        return SourceQuery(mongo.describe(plan.source, plan.table, plan.since))
+    timestamps = _mysql_timestamp_columns(url, plan) if plan.source.type == "mysql" else frozenset()
+    return SourceQuery(*build_query(plan, timestamps))
 
 
 def read_batches(
@@ -170,21 +173,23 @@ def read_batches(
     batch_rows: int = BATCH_ROWS,
     stats: mongo.ExtractStats | None = None,
     guard: RowGuard | None = None,
+    query: SourceQuery | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The changed rows, typed as declared where the source is untyped (SQLite, MongoDB); `stats` collects
     what a document source saw besides rows (drift, quarantined documents). Rows that are invalid (see
-    `row_guard`) are left out and handed to `guard` (a new one, which fails at the end, if not given)."""
+    `row_guard`) are left out and handed to `guard` (a new one, which fails at the end, if not given).
+    `query` is the one `prepare` built (built here if not given)."""
     guard = guard or RowGuard(plan.source, plan.table)
     if plan.source.type == "mongodb":
         raw = mongo.read_mongo_batches(
             url, plan.source, plan.table, plan.since, batch_rows, stats or mongo.ExtractStats()
         )
-    elif plan.source.type == "sqlite":
-        sql, params = source_sql(url, plan)
-        raw = _sqlite_batches(url, sql, params, plan.table, batch_rows, guard)
     else:
-        sql, _ = source_sql(url, plan)
-        raw = _connectorx_batches(url, sql, batch_rows, plan)
+        query = query or prepare(url, plan)
+        if plan.source.type == "sqlite":
+            raw = _sqlite_batches(url, query.text, query.params, plan.table, batch_rows, guard)
+        else:
+            raw = _connectorx_batches(url, query.text, batch_rows, plan)
     yield from guard.guarded(raw)
 
 

@@ -196,9 +196,8 @@ def _rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """Rows as plain values, time values as ISO text. Python's datetime stops at year 9999 (and Arrow's own text
     cast wraps around beyond it), while PostgreSQL's `infinity` arrives as year 262142: such values are shown as
     their count of units since 1970."""
-    rows = batch.to_pylist() if not any(pa.types.is_temporal(f.type) for f in batch.schema) else None
-    if rows is not None:
-        return rows
+    if not any(pa.types.is_temporal(f.type) for f in batch.schema):
+        return batch.to_pylist()
     columns: dict[str, list[Any]] = {}
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
         columns[name] = _temporal_text(column) if pa.types.is_temporal(column.type) else column.to_pylist()

@@ -24,6 +24,7 @@ import duckdb
 import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
+from support import execute
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.settings import DeriveSettings
@@ -31,7 +32,6 @@ from derive_assets.settings import DeriveSettings
 SOURCE = "edge"
 ENV = "DERIVE_EMBEDDED_EDGE_URL"
 BAD_KEY = 7001
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 LONG = ("ø😀" * 200_000) + "end"
@@ -125,17 +125,6 @@ def warehouse_expr(c: Col) -> str:
     return q
 
 
-def error_messages(error: Any) -> list[str]:
-    """The messages of the errors a Dagster step error wraps (`cause`, `context`); Dagster's own wrappers
-    ("Error occurred while handling output ... of step "<source>__<table>"") are left out."""
-    found: list[str] = []
-    while error is not None:
-        if not (error.cls_name or "").startswith("Dagster"):
-            found.append(error.message)
-        error = error.cause or error.context
-    return found
-
-
 class Project:
     """A SQLite source file, a one-table spec project on it, its DuckDB warehouse and a Dagster instance."""
 
@@ -194,20 +183,10 @@ class Project:
     def run(self) -> tuple[bool, str]:
         """Run the source's job: (success, the messages of its errors and their causes, without stacks or step
         names, so that what they name is what the error itself says)."""
-        result = self.defs.resolve_job_def(f"replicate_{SOURCE}").execute_in_process(
-            instance=self.instance, run_config=QUIET, raise_on_error=False
-        )
-        parts, messages = [], []
-        for record in self.instance.all_logs(result.run_id):
-            parts.append(record.user_message or "")
-            event = record.dagster_event
-            error = getattr(event.event_specific_data, "error", None) if event else None
-            if error is not None:
-                parts.append(error.to_string())
-                messages.extend(error_messages(error))
-        self.full_text = "\n".join(parts)
+        outcome = execute(self.defs, self.instance, f"replicate_{SOURCE}")
+        self.full_text = outcome.logs
         """Every log message and error with its stack: where a secret must not appear."""
-        return result.success, "\n".join(messages)
+        return outcome.success, outcome.errors
 
     def warehouse(self) -> list[tuple[Any, ...]] | None:
         if not self.settings.duckdb_path.exists():

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
-from support import QUIET
+from support import execute
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.settings import DeriveSettings
@@ -73,17 +73,11 @@ class Shop:
 
     def run(self, ok: bool = True) -> dict[str, Any]:
         """Replicate; the run's metadata (ok) or its failure message (not ok)."""
-        result = self.defs.resolve_job_def("replicate_shop").execute_in_process(
-            instance=self.instance, run_config=QUIET, raise_on_error=False
-        )
-        assert result.success is ok, [e.message for e in result.all_events if e.is_step_failure]
+        outcome = execute(self.defs, self.instance, "replicate_shop")
+        assert outcome.success is ok, outcome.errors
         if not ok:
-            [failure] = [e for e in result.all_events if e.is_step_failure]
-            error, messages = failure.step_failure_data.error, []
-            while error is not None:  # Dagster wraps IO-manager errors: the cause holds ours
-                messages.append(error.message)
-                error = error.cause
-            return {"error": "\n".join(messages)}
+            return {"error": outcome.errors}
+        result = outcome.result
         [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == KEY]
         meta = event.step_materialization_data.materialization.metadata
         return {k: v.value for k, v in meta.items()}

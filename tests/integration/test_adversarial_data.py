@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import duckdb
@@ -29,6 +29,7 @@ import pytest
 import yaml
 from bson import ObjectId
 from dagster import AssetKey, DagsterInstance
+from support import execute
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.settings import DeriveSettings
@@ -37,7 +38,6 @@ SOURCE = "edge"
 ENV = "DERIVE_IT_EDGE_URL"
 BAD_KEY = 7001
 """The key of the one bad row in each failing case: the error must name it."""
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 LONG = ("ø😀" * 200_000) + "end"  # 1 MB of UTF-8, 2- and 4-byte characters
 UNICODE = (
@@ -60,23 +60,20 @@ class Col:
 # ------------------------------------------------------------------------------------------- sources
 
 
-class Source:
+class Source(Protocol):
     """A source database: DDL, inserts with bound values, and each cell read back in canonical form."""
 
     type: str
     url: str
 
-    def create(self, table: str, cols: Sequence[Col], rows: Sequence[dict[str, Any]]) -> None:
-        raise NotImplementedError
+    def create(self, table: str, cols: Sequence[Col], rows: Sequence[dict[str, Any]]) -> None: ...
 
-    def create_rows(self, table: str, cols: Sequence[Col], rows: Sequence[dict[str, Any]]) -> None:
-        raise NotImplementedError
+    def create_rows(self, table: str, cols: Sequence[Col], rows: Sequence[dict[str, Any]]) -> None: ...
 
-    def canonical(self, table: str, cols: Sequence[Col]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+    def canonical(self, table: str, cols: Sequence[Col]) -> list[tuple[Any, ...]]: ...
 
 
-class Postgres(Source):
+class Postgres:
     type = "postgres"
 
     def __init__(self, url: str) -> None:
@@ -121,7 +118,7 @@ class Postgres(Source):
         return q
 
 
-class MariaDB(Source):
+class MariaDB:
     type = "mysql"
 
     def __init__(self, url: str, connect: Callable[[str], Any]) -> None:
@@ -210,17 +207,6 @@ def warehouse_expr(c: Col) -> str:
 # ------------------------------------------------------------------------------------------- project
 
 
-def error_messages(error: Any) -> list[str]:
-    """The messages of the errors a Dagster step error wraps (`cause`, `context`); Dagster's own wrappers
-    ("Error occurred while handling output ... of step "<source>__<table>"") are left out."""
-    found: list[str] = []
-    while error is not None:
-        if not (error.cls_name or "").startswith("Dagster"):
-            found.append(error.message)
-        error = error.cause or error.context
-    return found
-
-
 class Project:
     """A one-table spec project on the source, its DuckDB warehouse and a Dagster instance."""
 
@@ -251,20 +237,10 @@ class Project:
     def run(self) -> tuple[bool, str]:
         """Run the source's job: (success, the messages of its errors and their causes, without stacks or step
         names, so that what they name is what the error itself says)."""
-        result = self.defs.resolve_job_def(f"replicate_{SOURCE}").execute_in_process(
-            instance=self.instance, run_config=QUIET, raise_on_error=False
-        )
-        parts, messages = [], []
-        for record in self.instance.all_logs(result.run_id):
-            parts.append(record.user_message or "")
-            event = record.dagster_event
-            error = getattr(event.event_specific_data, "error", None) if event else None
-            if error is not None:
-                parts.append(error.to_string())
-                messages.extend(error_messages(error))
-        self.full_text = "\n".join(parts)
+        outcome = execute(self.defs, self.instance, f"replicate_{SOURCE}")
+        self.full_text = outcome.logs
         """Every log message and error with its stack: where a secret must not appear."""
-        return result.success, "\n".join(messages)
+        return outcome.success, outcome.errors
 
     def warehouse(self, cols: Sequence[Col]) -> list[tuple[Any, ...]] | None:
         """The replicated table's cells in canonical form; None when the table does not exist."""

@@ -15,9 +15,9 @@ import duckdb
 import psycopg
 import pymysql
 import pytest
+import support
 import yaml
 from dagster import AssetKey, DagsterInstance
-from support import QUIET
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.settings import DeriveSettings
@@ -47,17 +47,11 @@ class Shop:
         self.instance = DagsterInstance.ephemeral()
 
     def run(self, ok: bool = True) -> dict[str, Any]:
-        result = self.defs.resolve_job_def("replicate_shop").execute_in_process(
-            instance=self.instance, run_config=QUIET, raise_on_error=False
-        )
-        assert result.success is ok
+        outcome = support.execute(self.defs, self.instance, "replicate_shop")
+        assert outcome.success is ok, outcome.errors
         if not ok:
-            [failure] = [e for e in result.all_events if e.is_step_failure]
-            error, messages = failure.step_failure_data.error, []
-            while error is not None:
-                messages.append(error.message)
-                error = error.cause
-            return {"error": "\n".join(messages)}
+            return {"error": outcome.errors}
+        result = outcome.result
         [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == KEY]
         return {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
 
@@ -85,7 +79,7 @@ def connect(url: str, kind: str, mysql_connect: Callable[[str], Any]) -> Iterato
 
 def execute(con: Any, sql: str, params: tuple = ()) -> None:
     if isinstance(con, pymysql.connections.Connection):
-        con.cursor().execute(sql.replace("%s", "%s"), params)
+        con.cursor().execute(sql, params)
     else:
         con.execute(sql, params)
 
