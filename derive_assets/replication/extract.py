@@ -23,6 +23,7 @@ from derive_assets.replication import mongo, sqlite_values
 from derive_assets.replication.retry import is_transient
 from derive_assets.replication.row_guard import RowGuard
 from derive_assets.replication.urls import SourceConnectionError, scrub
+from derive_assets.replication.values import ARROW_TYPES
 from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.models import Column, SourceSpec, SourceTable
 
@@ -290,7 +291,7 @@ def _sqlite_batches(
     path = url.removeprefix("sqlite:///")
     if not Path(path).exists():
         raise SourceConnectionError(f"sqlite database {path} does not exist; run `derive generate` first")
-    schema = pa.schema([(c.name, sqlite_values.ARROW_TYPES[c.type]) for c in columns])
+    schema = pa.schema([(c.name, ARROW_TYPES[c.type]) for c in columns])
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     con.text_factory = sqlite_values.decode_text  # bad UTF-8 becomes a named cell error, not a fetch error
     try:

@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Context, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pyarrow as pa
@@ -39,24 +39,9 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidId
 
 from derive_assets.replication.mongo_client import open_mongo
+from derive_assets.replication.values import ARROW_TYPES, exact_numeric
 from derive_assets.specs.models import Column, SourceSpec, SourceTable
 
-ARROW_TYPES = {
-    "STRING": pa.string(),
-    "INT64": pa.int64(),
-    "FLOAT64": pa.float64(),
-    "NUMERIC": pa.decimal128(38, 9),
-    "BOOL": pa.bool_(),
-    "DATE": pa.date32(),
-    "DATETIME": pa.timestamp("us"),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-    "JSON": pa.string(),
-    "BYTES": pa.binary(),
-}
-NINE_PLACES = Decimal("0.000000001")
-NUMERIC_LIMIT = Decimal(10) ** 29
-"""NUMERIC is BigQuery's NUMERIC (DECIMAL(38, 9)): at most 29 digits before the point."""
-_WIDE = Context(prec=80)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_EXACT = 2**53
 """Integers beyond this are not all representable as FLOAT64."""
@@ -371,15 +356,7 @@ def _to_decimal(value: Any) -> Decimal:
         raise TypeError(f"a {type(value).__name__} is not a number")
     if hasattr(value, "to_decimal"):  # bson Decimal128
         value = value.to_decimal()
-    number = Decimal(_number_text(value, _NUMBER_TEXT) if isinstance(value, str) else str(value))
-    if not number.is_finite():
-        raise ValueError("not a finite number")
-    if number.copy_abs() >= NUMERIC_LIMIT:  # abs() would round to the context precision (28 digits)
-        raise ValueError("more than 29 digits before the point, which NUMERIC (38, 9) cannot hold")
-    exact = number.quantize(NINE_PLACES, context=_WIDE)
-    if exact != number:
-        raise ValueError("more than 9 digits after the point, which NUMERIC (38, 9) would round")
-    return exact
+    return exact_numeric(Decimal(_number_text(value, _NUMBER_TEXT) if isinstance(value, str) else str(value)))
 
 
 def _number_text(text: str, pattern: re.Pattern[str]) -> str:

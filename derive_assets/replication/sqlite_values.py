@@ -9,40 +9,22 @@ per `on_invalid`), never guessed.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import pyarrow as pa
-
+from derive_assets.replication.values import exact_numeric
 from derive_assets.specs.models import Column
 
-NUMERIC_SCALE = 9  # BigQuery NUMERIC: 29 digits before the point, 9 after
-NUMERIC_LIMIT = Decimal(10) ** 29
 # ASCII digits only, no spaces or underscores: int(), float() and Decimal() also accept '١٢٣', ' 1' and '1_000',
 # which would change a value without a word.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _FLOAT_WORDS = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
-_WIDE = decimal.Context(prec=80)  # NUMERIC(38, 9) and beyond, without the default 28-digit rounding
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
-
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "STRING": pa.string(),
-    "INT64": pa.int64(),
-    "FLOAT64": pa.float64(),
-    "NUMERIC": pa.string(),  # exact decimal text; the warehouse casts it to its NUMERIC type
-    "BOOL": pa.bool_(),
-    "DATE": pa.date32(),
-    "DATETIME": pa.timestamp("us"),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-    "JSON": pa.string(),
-    "BYTES": pa.binary(),
-}
 
 
 class CellError(ValueError):
@@ -115,18 +97,13 @@ def _float(value: Any) -> float:
     raise ValueError("not a number written with ASCII digits")
 
 
-def _numeric(value: Any) -> str:
+def _numeric(value: Any) -> Decimal:
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         raise ValueError("not a finite number")
     text = repr(value) if isinstance(value, float) else str(value)
     if not (isinstance(value, int | float) or (isinstance(value, str) and _DECIMAL.fullmatch(value))):
         raise ValueError("not a number written with ASCII digits")
-    number = Decimal(text)
-    if _WIDE.abs(number) >= NUMERIC_LIMIT:
-        raise ValueError("more than 29 digits before the decimal point")
-    if number != _WIDE.quantize(number, Decimal(1).scaleb(-NUMERIC_SCALE)):
-        raise ValueError(f"more than {NUMERIC_SCALE} decimal places; NUMERIC would round it")
-    return format(number, "f")  # plain digits: '1E+3' would be 1000 too, but not every reader takes it
+    return exact_numeric(Decimal(text))
 
 
 def _bool(value: Any) -> bool:
