@@ -114,7 +114,7 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
             if where is None:
                 return _nothing_changed(meta)
 
-        started = time.perf_counter()
+        started, write_started = time.perf_counter(), time.monotonic()
         batches = warehouse.iter_batches(spec.table, table.column_names, where, params, BATCH_ROWS)
         try:
             result = store.write(table, batches)
@@ -124,7 +124,9 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
         duration = time.perf_counter() - started
         expected = _count(warehouse, spec.table, where, params)
         try:
-            check = verify(warehouse, store, table, spec.table, where, params, result.rows_written, expected)
+            check = verify(
+                warehouse, store, table, spec.table, where, params, result.rows_written, expected, write_started
+            )
         except OnlineStoreError as exc:
             raise Failure(
                 description=f"export {spec.name} wrote {result.rows_written:,} rows to {store.kind} but could not "

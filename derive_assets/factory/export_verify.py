@@ -12,6 +12,9 @@ them, never looser:
 - BYTES: byte for byte; NULL equals only NULL.
 
 A difference finer than the store's precision cannot be seen online and is not reported; any other is.
+
+With a `ttl_seconds`, a key missing online is counted as expired, not missing, once the TTL has passed since the
+write began (rows written then may have expired by right); before that, a missing key fails the check as always.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -43,16 +47,25 @@ def verify(
     params: dict[str, Any],
     written: int,
     expected: int,
+    write_started: float | None = None,
 ) -> AssetCheckResult:
-    """Compare `written` with the slice's warehouse row count `expected`, and a sample read back by key."""
+    """Compare `written` with the slice's warehouse row count `expected`, and a sample read back by key.
+
+    `write_started` is the `time.monotonic()` at which the write began (for the TTL rule in the module docstring);
+    None means just now.
+    """
+    started = time.monotonic() if write_started is None else write_started
     sample = next(iter(warehouse.iter_batches(ref, table.column_names, where, params, SAMPLE_KEYS)), None)
     rows = sample.to_pylist() if sample is not None else []
     precision = store.timestamp_precision
     types = {c.name: c.type for c in table.columns}
-    missing, different, first = 0, 0, None
+    missing, expired, different, first = 0, 0, 0, None
     for row in rows:
         key = [row[k] for k in table.primary_key]
         found = store.lookup(table, key)
+        if not found and table.ttl_seconds is not None and time.monotonic() - started >= table.ttl_seconds:
+            expired += 1
+            continue
         if not found:
             missing += 1
             first = first or f"key {key} is missing online"
@@ -81,6 +94,7 @@ def verify(
             "rows_written": written,
             "sampled_keys": len(rows),
             "missing_online": missing,
+            "expired_online": expired,
             "different_online": different,
             "timestamp_precision_us": precision // dt.timedelta(microseconds=1),
         },

@@ -2,9 +2,11 @@
 every column type, fails when any one value differs online, blocks what depends on it, and `derive demo` reports it.
 """
 
+import dataclasses
 import datetime as dt
 import math
 import sqlite3
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -279,3 +281,18 @@ def test_fewer_rows_written_than_the_slice_holds_fails_the_check(tmp_path: Path)
     check = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS) - 1, len(ROWS))
     assert not check.passed
     assert (check.description or "").startswith(f"warehouse has {len(ROWS)} rows, {len(ROWS) - 1} written")
+
+
+def test_with_a_ttl_a_missing_key_counts_as_expired_only_once_the_ttl_has_passed(tmp_path: Path):
+    warehouse, table = typed_export(tmp_path)
+    table = dataclasses.replace(table, ttl_seconds=30)
+    store = SQLiteOnlineStore(path=str(tmp_path / "online.sqlite"))
+    store.ensure_table(table)
+    store.write(table, warehouse.iter_batches("core.typed", table.column_names, None, {}, 10))
+    with sqlite3.connect(tmp_path / "online.sqlite") as con:
+        con.execute(f'DELETE FROM "{table.keyspace}__{table.name}" WHERE id = 1')
+    fresh = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS), len(ROWS), time.monotonic())
+    assert not fresh.passed and fresh.metadata["missing_online"].value == 1
+    old = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS), len(ROWS), time.monotonic() - 31)
+    assert old.passed, old.description
+    assert old.metadata["expired_online"].value == 1 and old.metadata["missing_online"].value == 0
