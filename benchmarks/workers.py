@@ -180,10 +180,10 @@ def pg_copy_duckdb(a: dict[str, Any]) -> dict[str, Any]:
 
 def _merge_target() -> Any:
     from benchmarks.specs import ORDER_COLUMNS
-    from derive_assets.specs.models import Column
+    from resources.schema import ColumnDef
     from resources.warehouse import TargetTable
 
-    return TargetTable("bench", "orders_merged", tuple(Column(**c) for c in ORDER_COLUMNS))
+    return TargetTable("bench", "orders_merged", tuple(ColumnDef(**c) for c in ORDER_COLUMNS))
 
 
 MERGE_QUERY = (

@@ -22,12 +22,12 @@ BATCH_ROWS = 10_000  # what the export asset streams per batch (derive_assets/fa
 def export_setup(a: dict[str, Any]) -> dict[str, Any]:
     """The warehouse table to export: `<source>.orders` with `rows` generated rows and Derive's column types."""
     from benchmarks.specs import ORDER_COLUMNS
-    from derive_assets.specs.models import Column
+    from resources.schema import ColumnDef
     from resources.duckdb_warehouse import DuckDBWarehouse
     from resources.warehouse import TargetTable
 
     wh = DuckDBWarehouse(path=a["duckdb"])
-    target = TargetTable(a["source"], "orders", tuple(Column(**c) for c in ORDER_COLUMNS))
+    target = TargetTable(a["source"], "orders", tuple(ColumnDef(**c) for c in ORDER_COLUMNS))
     with wh.get_connection() as con:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{a["source"]}"')
         con.execute(wh.ddl_for(target))

@@ -12,10 +12,11 @@ from typing import Any
 
 from dagster import partition_loading_context
 
+from derive_assets.factory.targets import table_target
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.project import SpecProject, Table
 from derive_assets.specs.sql_analysis import transpile
-from resources.warehouse import EstimateUnavailable, TargetTable, TimeWindow
+from resources.warehouse import EstimateUnavailable, TimeWindow
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def plan(project: SpecProject, warehouse: Any, now: dt.datetime | None = None) -
                 window,
                 sql,
                 params,
-                warehouse.ddl_for(TargetTable.from_table_spec(table.spec)),
+                warehouse.ddl_for(table_target(table.spec)),
                 estimate,
                 note,
             )

@@ -8,18 +8,16 @@ Tables are created through the API, not with DDL statements: the emulator (and o
 
 from __future__ import annotations
 
-from typing import get_args
-
 from google.cloud import bigquery
 
-from derive_assets.specs.models import ColumnType
+from resources.schema import COLUMN_TYPES
 from resources.sql_text import quote, table_name
 from resources.warehouse import TargetTable, WarehouseError
 
 B = "bigquery"
 MAX_CLUSTER_KEYS = 4
 
-BIGQUERY_TYPES: dict[str, str] = {t: t for t in get_args(ColumnType)}
+BIGQUERY_TYPES: dict[str, str] = {t: t for t in COLUMN_TYPES}
 """Spec type -> BigQuery type: the spec already speaks BigQuery (NUMERIC is (38, 9), TIMESTAMP is UTC)."""
 
 CAST_TYPES: dict[str, str] = {**BIGQUERY_TYPES, "NUMERIC": "NUMERIC(38, 9)"}
@@ -49,7 +47,7 @@ def schema_for(target: TargetTable) -> list[bigquery.SchemaField]:
         bigquery.SchemaField(
             c.name,
             BIGQUERY_TYPES[c.type],
-            mode="REQUIRED" if c.constraints.not_null else "NULLABLE",
+            mode="REQUIRED" if c.not_null else "NULLABLE",
             description=c.description,
         )
         for c in target.columns
@@ -104,7 +102,7 @@ def ddl_for(target: TargetTable) -> str:
         ```
     """
     columns = ",\n".join(
-        f"  {quote(c.name, B)} {BIGQUERY_TYPES[c.type]}" + (" NOT NULL" if c.constraints.not_null else "")
+        f"  {quote(c.name, B)} {BIGQUERY_TYPES[c.type]}" + (" NOT NULL" if c.not_null else "")
         for c in target.columns
     )
     lines = [f"CREATE TABLE IF NOT EXISTS {table_name(target.ref, B)} (\n{columns}\n)"]

@@ -309,7 +309,7 @@ def _ensure_table(con: duckdb.DuckDBPyConnection, target: TargetTable) -> None:
 
 def _create_table_sql(target: TargetTable) -> str:
     cols = ",\n  ".join(
-        f"{quote(c.name, D)} {DUCKDB_TYPES[c.type]}" + (" NOT NULL" if c.constraints.not_null else "")
+        f"{quote(c.name, D)} {DUCKDB_TYPES[c.type]}" + (" NOT NULL" if c.not_null else "")
         for c in target.columns
     )
     return f"CREATE TABLE IF NOT EXISTS {table_name(target.ref, D)} (\n  {cols}\n)"

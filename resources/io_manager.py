@@ -20,16 +20,16 @@ from derive_assets.replication.extract import ExtractPlan, prepare, read_batches
 from derive_assets.replication.mongo import ExtractStats
 from derive_assets.replication.retry import load_with_retries, restarted
 from derive_assets.replication.row_guard import RowGuard
-from derive_assets.specs.models import Column, Constraints
+from resources.schema import ColumnDef
 from resources.sql_text import window_filter
 from resources.warehouse import LoadRequest, TargetTable, TimeWindow, Warehouse
 
 PARTITION_KEY_METADATA = "derive/partition_key"
 QUARANTINE_COLUMNS = (
-    Column(name="_id", type="STRING", constraints=Constraints(not_null=True)),
-    Column(name="error", type="STRING"),
-    Column(name="document", type="STRING"),
-    Column(name="quarantined_at", type="TIMESTAMP"),
+    ColumnDef("_id", "STRING", not_null=True),
+    ColumnDef("error", "STRING"),
+    ColumnDef("document", "STRING"),
+    ColumnDef("quarantined_at", "TIMESTAMP"),
 )
 QUARANTINE_SCHEMA = pa.schema(
     [

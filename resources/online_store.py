@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from derive_assets.specs.models import Column
+from resources.schema import ColumnDef
 
 CQL_TYPES = {
     "STRING": "text",
@@ -57,7 +57,7 @@ class OnlineTable:
     name: str
     partition_key: tuple[str, ...]
     clustering: tuple[str, ...]
-    columns: tuple[Column, ...]
+    columns: tuple[ColumnDef, ...]
     ttl_seconds: int | None = None
     consistency: str = "LOCAL_QUORUM"
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from sqlglot import exp
 
-from derive_assets.specs.models import Column
+from resources.schema import ColumnDef
 
 DUCKDB_TYPES = {
     "STRING": "VARCHAR",
@@ -40,7 +40,7 @@ def column_list(columns: Sequence[str], dialect: str, prefix: str = "") -> str:
     return ", ".join(prefix + quote(c, dialect) for c in columns)
 
 
-def cast_select(columns: tuple[Column, ...], types: dict[str, str], dialect: str) -> str:
+def cast_select(columns: tuple[ColumnDef, ...], types: dict[str, str], dialect: str) -> str:
     """`CAST("a" AS BIGINT) AS "a", ...`: declared types win over whatever the query or driver produced."""
     return ", ".join(
         f"CAST({quote(c.name, dialect)} AS {types[c.type]}) AS {quote(c.name, dialect)}" for c in columns

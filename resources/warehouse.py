@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
-from derive_assets.specs.models import Column, SourceTable, TableSpec
+from resources.schema import ColumnDef
 
 
 class WarehouseError(RuntimeError):
@@ -31,7 +31,7 @@ class TargetTable:
 
     dataset: str
     name: str
-    columns: tuple[Column, ...]
+    columns: tuple[ColumnDef, ...]
     cluster: tuple[str, ...] = ()
     partition_key: str | None = None
     partition_granularity: str = "day"
@@ -43,26 +43,8 @@ class TargetTable:
     def ref(self) -> str:
         return f"{self.dataset}.{self.name}"
 
-    def column(self, name: str) -> Column:
+    def column(self, name: str) -> ColumnDef:
         return next(c for c in self.columns if c.name == name)
-
-    @classmethod
-    def from_table_spec(cls, spec: TableSpec) -> TargetTable:
-        partition = spec.partition
-        return cls(
-            spec.dataset,
-            spec.name,
-            tuple(spec.columns),
-            tuple(spec.cluster),
-            partition.key if partition else None,
-            partition.granularity if partition else "day",
-            partition.expiration_days if partition else None,
-            partition.require_filter if partition else False,
-        )
-
-    @classmethod
-    def from_source_table(cls, dataset: str, table: SourceTable) -> TargetTable:
-        return cls(dataset, table.name, tuple(table.columns), tuple(table.primary_key))
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def any_null(columns: Sequence[str], dialect: str, prefix: str = "") -> str:
 
 
 def not_null_columns(target: TargetTable) -> list[str]:
-    return [c.name for c in target.columns if c.constraints.not_null]
+    return [c.name for c in target.columns if c.not_null]
 
 
 def profile_sql(

@@ -27,6 +27,7 @@ from dagster import (
 
 from derive_assets.factory.export_verify import CHECK_NAME, verify
 from derive_assets.factory.metadata import column_schema
+from derive_assets.factory.targets import column_defs
 from derive_assets.factory.windows import partitions_for
 from derive_assets.replication import watermark
 from derive_assets.specs.project import Export
@@ -48,7 +49,7 @@ def online_table(export: Export) -> OnlineTable:
         name=spec.target_table,
         partition_key=tuple(spec.partition_key),
         clustering=tuple(spec.clustering),
-        columns=tuple(export.columns),
+        columns=column_defs(export.columns),
         ttl_seconds=spec.ttl_seconds,
         consistency=spec.consistency,
     )
@@ -125,7 +126,15 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
         expected = _count(warehouse, spec.table, where, params)
         try:
             check = verify(
-                warehouse, store, table, spec.table, where, params, result.rows_written, expected, write_started
+                warehouse,
+                store,
+                table,
+                spec.table,
+                where,
+                params,
+                result.rows_written,
+                expected,
+                write_started,
             )
         except OnlineStoreError as exc:
             raise Failure(

@@ -15,12 +15,13 @@ from dagster import (
 
 from derive_assets.factory.checks import column_checks, run_checks
 from derive_assets.factory.metadata import column_schema
+from derive_assets.factory.targets import source_target
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.extract import ExtractPlan
 from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.project import ReplicatedTable
 from resources.io_manager import Extraction
-from resources.warehouse import LoadRequest, TargetTable
+from resources.warehouse import LoadRequest
 
 
 def replication_key(rt: ReplicatedTable) -> AssetKey:
@@ -30,7 +31,7 @@ def replication_key(rt: ReplicatedTable) -> AssetKey:
 def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsDefinition:
     source, table = rt.source, rt.table
     key = replication_key(rt)
-    target = TargetTable.from_source_table(source.target_dataset, table)
+    target = source_target(source.target_dataset, table)
     request = LoadRequest(
         target=target,
         primary_key=tuple(table.primary_key),

@@ -16,13 +16,14 @@ from dagster import (
 
 from derive_assets.factory.checks import column_checks, run_checks
 from derive_assets.factory.metadata import column_lineage, column_schema, sql_block
+from derive_assets.factory.targets import table_target
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.models import MergeStrategy
 from derive_assets.specs.project import Table
 from derive_assets.specs.sql_analysis import transpile
 from resources.io_manager import PARTITION_KEY_METADATA, PARTITION_KEY_TYPE_METADATA
 from resources.sql_text import window_filter
-from resources.warehouse import TargetTable, TimeWindow, WriteRequest
+from resources.warehouse import TimeWindow, WriteRequest
 
 
 def table_key(ref: str) -> AssetKey:
@@ -34,7 +35,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     key = table_key(spec.ref)
     partitions_def = partitions_for(spec.window)
     checks = column_checks(spec.columns)
-    target = TargetTable.from_table_spec(spec)
+    target = table_target(spec)
     unique_key = tuple(spec.strategy.unique_key) if isinstance(spec.strategy, MergeStrategy) else ()
     metadata = {
         "dagster/column_schema": column_schema(spec.columns),

@@ -15,6 +15,7 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from derive_assets.specs.errors import show
+from resources.schema import ColumnType
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 DEFAULT_TIME_OVERLAP_SECONDS = 600
@@ -25,10 +26,6 @@ timestamp."""
 MAX_CLUSTER_KEYS = 4  # BigQuery's limit; DuckDB has none, but a spec must run on both.
 MAX_SQL_CHARS = 100_000  # a long query is a few thousand; sqlglot takes ~8 s to parse a megabyte
 
-ColumnType = Literal[
-    "STRING", "INT64", "FLOAT64", "NUMERIC", "BOOL", "DATE", "DATETIME", "TIMESTAMP", "JSON", "BYTES"
-]
-"""Column types use BigQuery's names, the production dialect; each warehouse maps them (see docs)."""
 
 TIME_TYPES = ("DATE", "DATETIME", "TIMESTAMP")
 NOT_CLUSTERABLE = ("FLOAT64", "JSON", "BYTES")

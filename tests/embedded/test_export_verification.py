@@ -21,10 +21,10 @@ from derive_assets.factory.build import build_definitions, build_online_store
 from derive_assets.factory.export_assets import online_table
 from derive_assets.factory.export_verify import comparable, verify
 from derive_assets.settings import DeriveSettings
-from derive_assets.specs.models import Column
 from derive_assets.specs.project import load_project
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.online_store import OnlineTable
+from resources.schema import ColumnDef
 from resources.sqlite_online_store import SQLiteOnlineStore
 
 UTC = dt.UTC
@@ -81,7 +81,7 @@ def typed_export(tmp_path: Path) -> tuple[DuckDBWarehouse, OnlineTable]:
         name="typed",
         partition_key=("id",),
         clustering=(),
-        columns=tuple(Column(name=n, type=t) for n, (t, _) in COLUMNS.items()),
+        columns=tuple(ColumnDef(n, t) for n, (t, _) in COLUMNS.items()),
     )
     return warehouse, table
 

@@ -5,8 +5,8 @@ import datetime as dt
 import duckdb
 import pytest
 
-from derive_assets.specs.models import Column, Constraints
 from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.schema import ColumnDef
 from resources.warehouse import (
     NullsInRequiredColumns,
     TargetTable,
@@ -22,9 +22,9 @@ TARGET = TargetTable(
     "analytics",
     "daily",
     (
-        Column(name="day", type="DATE", constraints=Constraints(not_null=True)),
-        Column(name="region", type="STRING"),
-        Column(name="amount", type="NUMERIC"),
+        ColumnDef("day", "DATE", not_null=True),
+        ColumnDef("region", "STRING"),
+        ColumnDef("amount", "NUMERIC"),
     ),
     cluster=("region",),
     partition_key="day",

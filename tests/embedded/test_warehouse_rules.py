@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from derive_assets.specs.models import Column, Constraints
 from resources.duckdb_warehouse import DuckDBWarehouse, lock_holder
+from resources.schema import ColumnDef
 from resources.warehouse import (
     DuplicateKeys,
     LoadRequest,
@@ -34,9 +34,9 @@ DAILY = TargetTable(
     "analytics",
     "daily",
     (
-        Column(name="day", type="DATE", constraints=Constraints(not_null=True)),
-        Column(name="region", type="STRING"),
-        Column(name="amount", type="NUMERIC"),
+        ColumnDef("day", "DATE", not_null=True),
+        ColumnDef("region", "STRING"),
+        ColumnDef("amount", "NUMERIC"),
     ),
     partition_key="day",
 )
@@ -48,9 +48,9 @@ ORDERS = TargetTable(
     "raw",
     "orders",
     (
-        Column(name="order_id", type="INT64"),
-        Column(name="status", type="STRING"),
-        Column(name="updated_at", type="TIMESTAMP"),
+        ColumnDef("order_id", "INT64"),
+        ColumnDef("status", "STRING"),
+        ColumnDef("updated_at", "TIMESTAMP"),
     ),
 )
 LOAD = LoadRequest(ORDERS, ("order_id",), "updated_at")
@@ -111,7 +111,7 @@ def test_merge_refuses_rows_outside_its_window_and_writes_nothing(warehouse, uni
 
 
 def test_append_counts_a_null_partition_key_as_outside_the_window(warehouse):
-    nullable = TargetTable("analytics", "daily", (Column(name="day", type="DATE"),), partition_key="day")
+    nullable = TargetTable("analytics", "daily", (ColumnDef("day", "DATE"),), partition_key="day")
     sql = "SELECT DATE '2026-01-01' AS day UNION ALL SELECT NULL UNION ALL SELECT NULL"
     with pytest.raises(
         OutOfWindowRows, match=r"2 rows whose partition key 'day' is NULL or lies outside"
@@ -180,7 +180,7 @@ def test_a_later_load_merges_and_its_watermark_is_the_newest_loaded_row(warehous
 def test_load_refuses_a_null_primary_key(warehouse, first, not_null):
     """Declared `not_null` or not, a NULL key is a `NullKeys` error, never a bare constraint error."""
     columns = (
-        Column(name="order_id", type="INT64", constraints=Constraints(not_null=not_null)),
+        ColumnDef("order_id", "INT64", not_null=not_null),
         *ORDERS.columns[1:],
     )
     load = LoadRequest(TargetTable("raw", "orders", columns), ("order_id",), "updated_at")
@@ -200,7 +200,7 @@ def test_load_refuses_a_null_primary_key(warehouse, first, not_null):
 def test_load_refuses_nulls_in_not_null_columns(warehouse):
     columns = (
         *ORDERS.columns[:1],
-        Column(name="status", type="STRING", constraints=Constraints(not_null=True)),
+        ColumnDef("status", "STRING", not_null=True),
         ORDERS.columns[2],
     )
     load = LoadRequest(TargetTable("raw", "orders", columns), ("order_id",), "updated_at")

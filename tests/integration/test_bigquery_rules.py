@@ -19,10 +19,10 @@ import pyarrow as pa
 import pytest
 from google.cloud import bigquery
 
-from derive_assets.specs.models import Column, Constraints
 from resources.bigquery_sql import STAGING_PREFIX
 from resources.bigquery_warehouse import BigQueryWarehouse
 from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.schema import ColumnDef
 from resources.warehouse import (
     DuplicateKeys,
     LoadRequest,
@@ -68,18 +68,18 @@ def dataset(client: bigquery.Client) -> Iterator[str]:
 
 def daily(dataset: str) -> TargetTable:
     columns = (
-        Column(name="day", type="DATE", constraints=Constraints(not_null=True)),
-        Column(name="region", type="STRING"),
-        Column(name="amount", type="NUMERIC"),
+        ColumnDef("day", "DATE", not_null=True),
+        ColumnDef("region", "STRING"),
+        ColumnDef("amount", "NUMERIC"),
     )
     return TargetTable(dataset, "daily", columns, partition_key="day")
 
 
 def orders_target(dataset: str, not_null: tuple[str, ...] = ()) -> TargetTable:
     columns = (
-        Column(name="order_id", type="INT64", constraints=Constraints(not_null="order_id" in not_null)),
-        Column(name="status", type="STRING", constraints=Constraints(not_null="status" in not_null)),
-        Column(name="updated_at", type="TIMESTAMP"),
+        ColumnDef("order_id", "INT64", not_null="order_id" in not_null),
+        ColumnDef("status", "STRING", not_null="status" in not_null),
+        ColumnDef("updated_at", "TIMESTAMP"),
     )
     return TargetTable(dataset, "orders", columns)
 
@@ -120,7 +120,7 @@ def test_merge_refuses_rows_outside_its_window(warehouse, client, dataset, uniqu
 
 
 def test_append_counts_a_null_partition_key_as_outside_the_window(warehouse, dataset):
-    target = TargetTable(dataset, "daily", (Column(name="day", type="DATE"),), partition_key="day")
+    target = TargetTable(dataset, "daily", (ColumnDef("day", "DATE"),), partition_key="day")
     sql = "SELECT DATE '2026-01-01' AS day UNION ALL SELECT CAST(NULL AS DATE)"
     with pytest.raises(OutOfWindowRows, match=r"1 rows whose partition key 'day' is NULL or lies outside"):
         warehouse.write(WriteRequest(target, sql, {}, "append", (), DAY1))

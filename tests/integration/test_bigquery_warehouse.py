@@ -25,20 +25,20 @@ from dagster import asset, materialize
 from google.api_core.exceptions import BadRequest
 from google.cloud import bigquery
 
-from derive_assets.specs.models import Column, Constraints
 from resources.bigquery_ddl import ddl_for, table_for
 from resources.bigquery_sql import STAGING_PREFIX, merge_sql, replace_sql, source_select
 from resources.bigquery_warehouse import BigQueryWarehouse, query_parameters
 from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.schema import ColumnDef
 from resources.warehouse import LoadRequest, TargetTable, TimeWindow, WarehouseError, WriteRequest
 
 DAY1 = TimeWindow(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
 DAY2 = TimeWindow(dt.datetime(2026, 1, 2, tzinfo=dt.UTC), dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
 
 COLUMNS = (
-    Column(name="day", type="DATE", constraints=Constraints(not_null=True)),
-    Column(name="region", type="STRING"),
-    Column(name="amount", type="NUMERIC"),
+    ColumnDef("day", "DATE", not_null=True),
+    ColumnDef("region", "STRING"),
+    ColumnDef("amount", "NUMERIC"),
 )
 
 EVENTS = [
@@ -306,13 +306,13 @@ REPLICATED = TargetTable(
     "",
     "orders",
     (
-        Column(name="order_id", type="INT64", constraints=Constraints(not_null=True)),
-        Column(name="status", type="STRING"),
-        Column(name="amount", type="NUMERIC"),
-        Column(name="placed_local", type="DATETIME"),
-        Column(name="attrs", type="JSON"),
-        Column(name="updated_at", type="TIMESTAMP"),
-        Column(name="deleted_at", type="TIMESTAMP"),
+        ColumnDef("order_id", "INT64", not_null=True),
+        ColumnDef("status", "STRING"),
+        ColumnDef("amount", "NUMERIC"),
+        ColumnDef("placed_local", "DATETIME"),
+        ColumnDef("attrs", "JSON"),
+        ColumnDef("updated_at", "TIMESTAMP"),
+        ColumnDef("deleted_at", "TIMESTAMP"),
     ),
     cluster=("order_id",),
 )
@@ -460,9 +460,9 @@ SPEC_TARGET = TargetTable(
     "analytics",
     "events",
     (
-        Column(name="ts", type="TIMESTAMP", constraints=Constraints(not_null=True)),
-        Column(name="user_id", type="INT64"),
-        Column(name="amount", type="NUMERIC"),
+        ColumnDef("ts", "TIMESTAMP", not_null=True),
+        ColumnDef("user_id", "INT64"),
+        ColumnDef("amount", "NUMERIC"),
     ),
     cluster=("user_id",),
     partition_key="ts",

@@ -22,10 +22,10 @@ from derive_assets.factory.export_assets import online_table
 from derive_assets.factory.export_verify import verify
 from derive_assets.online import OnlineReader
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
-from derive_assets.specs.models import Column
 from derive_assets.specs.project import load_project
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.online_store import OnlineStoreError, OnlineTable
+from resources.schema import ColumnDef
 
 EXPORT = AssetKey(["online", "user_profile_online"])
 
@@ -278,7 +278,7 @@ def typed(tmp_path: Path, settings: DeriveSettings) -> Iterator[tuple[DuckDBWare
         name="typed",
         partition_key=("id",),
         clustering=(),
-        columns=tuple(Column(name=n, type=t) for n, (t, _) in COLUMNS.items()),
+        columns=tuple(ColumnDef(n, t) for n, (t, _) in COLUMNS.items()),
     )
     store = build_online_store(settings)
     store.ensure_table(table)
