@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from resources.warehouse import TargetTable, WarehouseError
+from resources.warehouse import TargetTable
+from resources.warehouse_rules import declared_columns
 
 WIRE_TYPES: dict[str, tuple[pa.DataType, str]] = {
     "STRING": (pa.string(), "STRING"),
@@ -31,7 +33,10 @@ without a zone, read as UTC like DuckDB does)."""
 
 
 def write_parquet(
-    batches: Iterable[pa.RecordBatch], target: TargetTable, path: Path
+    batches: Iterable[pa.RecordBatch],
+    target: TargetTable,
+    path: Path,
+    origin: Literal["source", "rows"] = "source",
 ) -> tuple[int, dict[str, str]]:
     """Stream batches into one Parquet file (one row group per batch, bounded memory).
 
@@ -44,7 +49,7 @@ def write_parquet(
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            columns = _declared_columns(batch, target)
+            columns = declared_columns(batch, target, origin)
             if writer is None:
                 wire = [_wire_type(col, c.type) for col, c in zip(columns, target.columns, strict=True)]
                 fields = [(c.name, arrow) for c, (arrow, _) in zip(target.columns, wire, strict=True)]
@@ -59,18 +64,6 @@ def write_parquet(
         if writer is not None:
             writer.close()
     return rows, {c.name: bq_type for c, (_, bq_type) in zip(target.columns, wire, strict=True)}
-
-
-def _declared_columns(batch: pa.RecordBatch, target: TargetTable) -> list[pa.Array]:
-    """The batch's arrays for the declared columns, in declared order (names matched case-insensitively)."""
-    names = {name.lower(): i for i, name in enumerate(batch.schema.names)}
-    missing = [c.name for c in target.columns if c.name.lower() not in names]
-    if missing:
-        raise WarehouseError(
-            f"{target.ref}: the source sent no column {missing} (it sent {batch.schema.names}); declare "
-            "only columns the source table has. Nothing was written."
-        )
-    return [batch.column(names[c.name.lower()]) for c in target.columns]
 
 
 def _wire_type(array: pa.Array, spec_type: str) -> tuple[pa.DataType, str]:

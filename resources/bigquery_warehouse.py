@@ -86,13 +86,14 @@ from resources.sql_text import key_join, quote, select_sql, table_name
 from resources.warehouse import (
     EstimateUnavailable,
     LoadRequest,
+    MissingColumns,
     TargetTable,
-    WarehouseError,
     WarehouseUnreachable,
     WriteRequest,
     WriteResult,
 )
 from resources.warehouse_rules import (
+    check_row_source,
     duplicate_keys_sql,
     load_counts,
     named,
@@ -260,17 +261,22 @@ class BigQueryWarehouse(BigQueryResource):
 
     # ------------------------------------------------------------------------------------------- writes
 
-    def write(self, request: WriteRequest) -> WriteResult:
+    def write(self, request: WriteRequest, batches: Iterable[pa.RecordBatch] | None = None) -> WriteResult:
         target = request.target
+        check_row_source(request, batches)
         stg_name = staging_name(target)
         with self.calls() as calls:
             stg_ref = f"{calls.project}.{target.dataset}.{stg_name}"
             exists = self._prepare(calls, target)
             try:
                 stg = table_name(f"{target.dataset}.{stg_name}", B)
-                create = f"CREATE TABLE {stg} {_STAGING_OPTIONS} AS SELECT * FROM (\n{request.sql}\n)"
-                _run(calls, create, request.params)
-                source = source_select(target, stg, _staged_types(calls, stg_ref, target))
+                if request.sql is None:
+                    staged = self._stage_batches(calls, target, stg_ref, stg_name, batches or ())
+                else:
+                    create = f"CREATE TABLE {stg} {_STAGING_OPTIONS} AS SELECT * FROM (\n{request.sql}\n)"
+                    _run(calls, create, request.params)
+                    staged = _staged_types(calls, stg_ref, target)
+                source = source_select(target, stg, staged)
                 result = self._checked(calls, request, source)
                 result.extra["staging_table"] = stg_name
                 if not exists:
@@ -348,12 +354,30 @@ class BigQueryWarehouse(BigQueryResource):
                 calls.delete_table(stg_ref)
         return result
 
-    def _load_file(self, calls: Calls, path: Path, stg_ref: str, staged: Mapping[str, str]) -> None:
-        """One load job of the Parquet file into a new staging table of the wire schema (expires in a day)."""
+    def _stage_batches(
+        self,
+        calls: Calls,
+        target: TargetTable,
+        stg_ref: str,
+        stg_name: str,
+        batches: Iterable[pa.RecordBatch],
+    ) -> dict[str, str]:
+        """A Python asset's rows into a staging table: one Parquet file, one load job (none when empty)."""
+        with tempfile.TemporaryDirectory(prefix="derive-write-") as tmp:
+            path = Path(tmp) / f"{stg_name}.parquet"
+            rows, staged = write_parquet(batches, target, path, "rows")
+            self._load_file(calls, path if rows else None, stg_ref, staged)
+        return staged
+
+    def _load_file(self, calls: Calls, path: Path | None, stg_ref: str, staged: Mapping[str, str]) -> None:
+        """One load job of the Parquet file into a new staging table of the wire schema (expires in a day);
+        without a file, the staging table stays empty."""
         schema = [bigquery.SchemaField(name, bq_type) for name, bq_type in staged.items()]
         staging = bigquery.Table(stg_ref, schema=schema)
         staging.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
         calls.create_table(staging)
+        if path is None:
+            return
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             schema=schema,
@@ -493,9 +517,5 @@ def _staged_types(calls: Calls, stg_ref: str, target: TargetTable) -> dict[str, 
     staged = {f.name.lower(): standard_type(f.field_type) for f in calls.get_table(stg_ref).schema}
     missing = [c.name for c in target.columns if c.name.lower() not in staged]
     if missing:
-        raise WarehouseError(
-            f"{target.ref}: the query returns no column {missing} (it returns {sorted(staged)}); every declared "
-            "column must be in the query's output. Add them to the SELECT or remove them from the spec's "
-            "columns. Nothing was written."
-        )
+        raise MissingColumns(target.ref, missing, sorted(staged), "query")
     return {c.name: staged[c.name.lower()] for c in target.columns}

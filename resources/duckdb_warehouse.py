@@ -23,6 +23,8 @@ from pydantic import Field
 from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, key_join, quote, select_sql, table_name
 from resources.warehouse import LoadRequest, TargetTable, WarehouseLocked, WriteRequest, WriteResult
 from resources.warehouse_rules import (
+    check_row_source,
+    declared_columns,
     duplicate_keys_sql,
     load_counts,
     named,
@@ -155,12 +157,18 @@ class DuckDBWarehouse(ConfigurableResource):
 
     # ------------------------------------------------------------------------------------------- writes
 
-    def write(self, request: WriteRequest) -> WriteResult:
+    def write(self, request: WriteRequest, batches: Iterable[pa.RecordBatch] | None = None) -> WriteResult:
         target = request.target
+        check_row_source(request, batches)
         stg = _staging_name()
         with self.get_connection() as con, _transaction(con):
             _ensure_table(con, target)
-            con.execute(f"CREATE TEMP TABLE {stg} AS SELECT * FROM (\n{request.sql}\n)", dict(request.params))
+            if request.sql is None:
+                _stage_batches(con, target, stg, batches or ())
+            else:
+                con.execute(
+                    f"CREATE TEMP TABLE {stg} AS SELECT * FROM (\n{request.sql}\n)", dict(request.params)
+                )
             result = WriteResult(rows_read=_checked(con, request, stg))
             tbl = table_name(target.ref, D)
             if request.strategy == "merge":
@@ -318,6 +326,22 @@ def _create_table_sql(target: TargetTable) -> str:
 def _empty_source(target: TargetTable) -> str:
     nulls = ", ".join(f"NULL AS {quote(c.name, D)}" for c in target.columns)
     return f"(SELECT {nulls})"
+
+
+def _stage_batches(
+    con: duckdb.DuckDBPyConnection, target: TargetTable, stg: str, batches: Iterable[pa.RecordBatch]
+) -> None:
+    """A temp staging table of the declared columns and types, filled batch by batch (cast on the way in)."""
+    casts = cast_select(target.columns, DUCKDB_TYPES, D)
+    names = column_list([c.name for c in target.columns], D)
+    con.execute(f"CREATE TEMP TABLE {stg} AS SELECT {casts} FROM {_empty_source(target)} WHERE FALSE")
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        declared_columns(batch, target, "rows")
+        con.register("derive_batch", batch)
+        con.execute(f"INSERT INTO {stg} ({names}) SELECT {casts} FROM derive_batch")
+        con.unregister("derive_batch")
 
 
 def _insert_from(con: duckdb.DuckDBPyConnection, target: TargetTable, stg: str) -> int:

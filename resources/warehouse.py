@@ -58,10 +58,11 @@ class TimeWindow:
 
 @dataclass(frozen=True)
 class WriteRequest:
-    """One run of a core/derived table: its query (already in the warehouse's dialect) over one window."""
+    """One run of a core/derived table over one window: its query (already in the warehouse's dialect), or, with
+    `sql=None`, the rows a Python asset returned, handed to `Warehouse.write` as Arrow batches."""
 
     target: TargetTable
-    sql: str
+    sql: str | None
     params: Mapping[str, Any]
     strategy: Literal["merge", "append", "replace"]
     unique_key: tuple[str, ...] = ()
@@ -118,8 +119,11 @@ class Warehouse(Protocol):
         """Bytes a query would process (a dry run), or None where the warehouse cannot tell."""
         ...
 
-    def write(self, request: WriteRequest) -> WriteResult:
-        """Run a core/derived table's query for one window with its strategy, in one transaction."""
+    def write(self, request: WriteRequest, batches: Iterable[pa.RecordBatch] | None = None) -> WriteResult:
+        """Run a core/derived table's query for one window with its strategy, in one transaction.
+
+        With `request.sql=None` the rows are `batches` (a Python asset's output): staged, cast to the declared
+        types, then written with the same strategy, rules and errors. With a query, `batches` must be None."""
         ...
 
     def load(self, request: LoadRequest, batches: Iterable[pa.RecordBatch]) -> WriteResult:
@@ -254,6 +258,37 @@ class NullsInRequiredColumns(WarehouseError):
             "REQUIRED. Fill or filter those rows, or drop `not_null` from the spec's constraints. Nothing was "
             "written."
         )
+
+
+class MissingColumns(WarehouseError):
+    """Staged rows (a source's batches, a Python asset's output, a query's result) lack declared columns."""
+
+    def __init__(
+        self,
+        ref: str,
+        missing: Sequence[str],
+        found: Sequence[str],
+        origin: Literal["source", "rows", "query"],
+    ) -> None:
+        self.ref, self.missing, self.found, self.origin = ref, list(missing), list(found), origin
+        if origin == "source":
+            message = (
+                f"{ref}: the source sent no column {self.missing} (it sent {self.found}); declare only columns "
+                "the source table has. Nothing was written."
+            )
+        elif origin == "rows":
+            message = (
+                f"{ref}: the asset's rows have no column {self.missing} (they have {self.found}); every declared "
+                "column must be in the returned table. Add them or remove them from the spec's columns. Nothing "
+                "was written."
+            )
+        else:
+            message = (
+                f"{ref}: the query returns no column {self.missing} (it returns {self.found}); every declared "
+                "column must be in the query's output. Add them to the SELECT or remove them from the spec's "
+                "columns. Nothing was written."
+            )
+        super().__init__(message)
 
 
 class WarehouseUnavailable(WarehouseError):

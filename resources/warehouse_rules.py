@@ -19,13 +19,16 @@ no NULL in a `not_null` column.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import pyarrow as pa
 
 from resources.sql_text import column_list, quote, window_filter
 from resources.warehouse import (
     DuplicateKeys,
+    MissingColumns,
     NullKeys,
     NullsInRequiredColumns,
     OutOfWindowRows,
@@ -45,6 +48,29 @@ class Count:
 
     name: str
     predicate: str
+
+
+# ----------------------------------------------------------------------------------------------- row sources
+
+
+def check_row_source(request: WriteRequest, batches: Iterable[pa.RecordBatch] | None) -> None:
+    """A write has its rows from a query or from batches, never both (a caller bug, not bad data)."""
+    if request.sql is not None and batches is not None:
+        raise ValueError(f"{request.target.ref}: a write takes a query or Arrow batches, not both")
+    if request.sql is None and batches is None:
+        raise ValueError(f"{request.target.ref}: a write without a query (sql=None) needs Arrow batches")
+
+
+def declared_columns(
+    batch: pa.RecordBatch, target: TargetTable, origin: Literal["source", "rows"]
+) -> list[pa.Array]:
+    """The batch's arrays for the declared columns, in declared order (names matched case-insensitively);
+    `MissingColumns` when one is absent."""
+    names = {name.lower(): i for i, name in enumerate(batch.schema.names)}
+    missing = [c.name for c in target.columns if c.name.lower() not in names]
+    if missing:
+        raise MissingColumns(target.ref, missing, batch.schema.names, origin)
+    return [batch.column(names[c.name.lower()]) for c in target.columns]
 
 
 # ----------------------------------------------------------------------------------------------- windows

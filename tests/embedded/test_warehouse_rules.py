@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from resources.schema import ColumnDef
 from resources.warehouse import (
     DuplicateKeys,
     LoadRequest,
+    MissingColumns,
     NullKeys,
     NullsInRequiredColumns,
     OutOfWindowRows,
@@ -289,3 +291,48 @@ def test_a_bad_timeout_setting_names_the_variable(monkeypatch, value):
         r"\(default 120\)$",
     ):
         DeriveSettings.from_env()
+
+
+# ----------------------------------------------------------------------------------------------- Arrow rows
+
+
+def daily_rows(*rows: tuple[str, str | None, int]) -> pa.RecordBatch:
+    """(day, region, amount) -> a Python asset's output batch; `amount` as int64, the table says NUMERIC."""
+    return pa.RecordBatch.from_pylist(
+        [{"Day": dt.date.fromisoformat(d), "region": r, "amount": a, "extra": 1} for d, r, a in rows]
+    )
+
+
+def test_arrow_rows_merge_by_key_with_the_declared_types(warehouse):
+    merge = WriteRequest(DAILY, None, {}, "merge", ("day", "region"), DAY1)
+    first = warehouse.write(merge, [daily_rows(("2026-01-01", "eu", 1)), daily_rows(("2026-01-01", "na", 2))])
+    assert (first.rows_read, first.rows_inserted, first.rows_updated) == (2, 2, 0)
+    again = warehouse.write(merge, iter([daily_rows(("2026-01-01", "eu", 5))]))
+    assert (again.rows_read, again.rows_inserted, again.rows_updated) == (1, 0, 1)
+    assert table(warehouse, "analytics.daily") == [
+        (dt.date(2026, 1, 1), "eu", Decimal("5.000000000")),
+        (dt.date(2026, 1, 1), "na", Decimal("2.000000000")),
+    ]
+
+
+def test_arrow_rows_follow_the_same_rules(warehouse):
+    leaking = [daily_rows(("2026-01-01", "eu", 1), ("2026-01-02", "eu", 5))]
+    with pytest.raises(
+        OutOfWindowRows, match=r"returned 1 rows whose partition key 'day' is NULL or lies outside"
+    ):
+        warehouse.write(WriteRequest(DAILY, None, {}, "append", (), DAY1), leaking)
+    no_region = pa.RecordBatch.from_pylist([{"day": dt.date(2026, 1, 1), "amount": 1}])
+    with pytest.raises(
+        MissingColumns, match=r"^analytics\.daily: the asset's rows have no column \['region'\] \(they have"
+    ):
+        warehouse.write(WriteRequest(DAILY, None, {}, "replace"), [no_region])
+    assert not warehouse.table_exists("analytics.daily")
+    empty = warehouse.write(WriteRequest(DAILY, None, {}, "replace"), [])
+    assert (empty.rows_read, table(warehouse, "analytics.daily")) == (0, [])
+
+
+def test_a_write_takes_a_query_or_batches(warehouse):
+    with pytest.raises(ValueError, match="a write takes a query or Arrow batches, not both"):
+        warehouse.write(WriteRequest(DAILY, IN_WINDOW, {}, "replace"), [daily_rows()])
+    with pytest.raises(ValueError, match=r"a write without a query \(sql=None\) needs Arrow batches"):
+        warehouse.write(WriteRequest(DAILY, None, {}, "replace"))

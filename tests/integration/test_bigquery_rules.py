@@ -12,6 +12,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from resources.schema import ColumnDef
 from resources.warehouse import (
     DuplicateKeys,
     LoadRequest,
+    MissingColumns,
     NullKeys,
     NullsInRequiredColumns,
     OutOfWindowRows,
@@ -299,3 +301,45 @@ def test_an_upload_to_a_refused_connection_fails_within_the_retry_deadline(tmp_p
 
     error = assert_fails_clearly(unreachable(f"http://127.0.0.1:{closed_port()}"), upload)
     assert error.cause == "[Errno 111] Connection refused"
+
+
+# ----------------------------------------------------------------------------------------------- Arrow rows
+
+
+def daily_rows(*rows: tuple[str, str | None, int]) -> pa.RecordBatch:
+    """(day, region, amount) -> a Python asset's output batch; `amount` as int64, the table says NUMERIC."""
+    return pa.RecordBatch.from_pylist(
+        [{"Day": dt.date.fromisoformat(d), "region": r, "amount": a, "extra": 1} for d, r, a in rows]
+    )
+
+
+def test_arrow_rows_merge_by_key_with_the_declared_types(warehouse, client, dataset):
+    target = daily(dataset)
+    merge = WriteRequest(target, None, {}, "merge", ("day", "region"), DAY1)
+    first = warehouse.write(merge, [daily_rows(("2026-01-01", "eu", 1)), daily_rows(("2026-01-01", "na", 2))])
+    assert (first.rows_read, first.rows_inserted, first.rows_updated) == (2, 2, 0)
+    again = warehouse.write(merge, iter([daily_rows(("2026-01-01", "eu", 5))]))
+    assert (again.rows_read, again.rows_inserted, again.rows_updated) == (1, 0, 1)
+    assert contents(client, target.ref) == [
+        (dt.date(2026, 1, 1), "eu", Decimal(5)),
+        (dt.date(2026, 1, 1), "na", Decimal(2)),
+    ]
+    assert leftovers(client, dataset) == []
+
+
+def test_arrow_rows_follow_the_same_rules(warehouse, client, dataset):
+    target = daily(dataset)
+    leaking = [daily_rows(("2026-01-01", "eu", 1), ("2026-01-02", "eu", 5))]
+    with pytest.raises(
+        OutOfWindowRows, match=r"returned 1 rows whose partition key 'day' is NULL or lies outside"
+    ):
+        warehouse.write(WriteRequest(target, None, {}, "append", (), DAY1), leaking)
+    no_region = pa.RecordBatch.from_pylist([{"day": dt.date(2026, 1, 1), "amount": 1}])
+    with pytest.raises(
+        MissingColumns, match=rf"^{dataset}\.daily: the asset's rows have no column \['region'\] \(they have"
+    ):
+        warehouse.write(WriteRequest(target, None, {}, "replace"), [no_region])
+    assert not warehouse.table_exists(target.ref)
+    empty = warehouse.write(WriteRequest(target, None, {}, "replace"), [])
+    assert (empty.rows_read, contents(client, target.ref)) == (0, [])
+    assert leftovers(client, dataset) == []
