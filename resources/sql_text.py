@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from sqlglot import exp
 
+from resources import dialects
 from resources.schema import ColumnDef
 
 DUCKDB_TYPES = {
@@ -53,7 +54,7 @@ def key_join(keys: tuple[str, ...], left: str, right: str, dialect: str) -> str:
 
 def param(name: str, dialect: str) -> str:
     """A named query parameter: `$name` in DuckDB, `@name` in BigQuery."""
-    return ("$" if dialect == "duckdb" else "@") + name
+    return dialects.param(name, dialect)
 
 
 def window_filter(
