@@ -1,0 +1,98 @@
+"""Every `derive/...` metadata and tag key the factory, replication and export write, in one place.
+
+The strings are an interface: the event log keeps them (watermarks are read back from old materializations), the
+UI shows them, and the IO manager reads a table's layout from its definition metadata. Never rename one.
+
+Plain constants (Dagster's `NamespacedMetadataSet` is not public API in dagster 1.13, and it drops keys whose value
+is None, which the window keys of an unpartitioned run are); `row_counts` gives the four counts every write reports.
+The keys the IO manager reads from an asset's definition are defined beside it (`resources.io_manager`, which may
+not import this package) and re-exported here.
+
+Example:
+    ```python
+    from derive_assets import metadata_keys as K
+
+    MaterializeResult(metadata={K.WINDOW_START: "2024-03-01T00:00:00+00:00", **K.row_counts(result)})
+    ```
+"""
+
+from __future__ import annotations
+
+from resources import io_manager
+from resources.warehouse import WriteResult
+
+NAMESPACE = "derive"
+
+# --- definition metadata the IO manager reads (defined in resources.io_manager)
+PARTITION_KEY: str = io_manager.PARTITION_KEY_METADATA
+PARTITION_KEY_TYPE: str = io_manager.PARTITION_KEY_TYPE_METADATA
+STRATEGY = "derive/strategy"
+CLUSTER = "derive/cluster"
+
+# --- tags
+LAYER = "derive/layer"
+"""Tag: the asset's layer (`source`, `core`, `derived`, `online`)."""
+
+# --- definition metadata
+SPEC_FILE = "derive/spec_file"
+SQL = "derive/sql"
+READS = "derive/reads"
+PRIMARY_KEY = "derive/primary_key"
+CURSOR = "derive/cursor"
+ONLINE_TABLE = "derive/online_table"
+"""Definition: `keyspace.table`; materialization: `<store kind>: keyspace.table`."""
+
+# --- materialization metadata: every write
+WINDOW_START = "derive/window_start"
+WINDOW_END = "derive/window_end"
+ROWS_READ = "derive/rows_read"
+ROWS_INSERTED = "derive/rows_inserted"
+ROWS_UPDATED = "derive/rows_updated"
+ROWS_DELETED = "derive/rows_deleted"
+DURATION_SECONDS = "derive/duration_seconds"
+
+# --- materialization metadata: core/derived tables
+RENDERED_SQL = "derive/rendered_sql"
+UPSTREAM_TABLES = "derive/upstream_tables"
+ESTIMATED_BYTES = "derive/estimated_bytes"
+
+# --- materialization metadata: replication
+WATERMARK = "derive/watermark"
+"""The largest cursor value replicated (or exported) so far; read back by the next run."""
+READ_FLOOR = "derive/read_floor"
+PENDING_FLOOR = "derive/pending_floor"
+FENCE = "derive/fence"
+WATERMARK_BEFORE = "derive/watermark_before"
+ROWS_INVALID = "derive/rows_invalid"
+INVALID_ROWS = "derive/invalid_rows"
+SOURCE = "derive/source"
+SOURCE_QUERY = "derive/source_query"
+QUARANTINE_TABLE = "derive/quarantine_table"
+DOCUMENTS_READ = "derive/documents_read"
+QUARANTINED_DOCUMENTS = "derive/quarantined_documents"
+UNDECLARED_FIELDS = "derive/undeclared_fields"
+UNDECLARED_FIELD_COUNT = "derive/undeclared_field_count"
+
+# --- materialization metadata: exports
+ROWS_WRITTEN = "derive/rows_written"
+ROWS_IN_SLICE = "derive/rows_in_slice"
+BATCHES = "derive/batches"
+WRITE_RETRIES = "derive/write_retries"
+ROWS_PER_SECOND = "derive/rows_per_second"
+WATERMARK_HELD = "derive/watermark_held"
+"""True when the export's verification failed and the old watermark was kept."""
+
+
+def extra(name: str) -> str:
+    """The key of an engine's extra result value (`WriteResult.extra`), e.g. `derive/soft_deleted_rows_read`."""
+    return f"{NAMESPACE}/{name}"
+
+
+def row_counts(result: WriteResult) -> dict[str, int]:
+    """The four row counts every write reports, under their keys."""
+    return {
+        ROWS_READ: result.rows_read,
+        ROWS_INSERTED: result.rows_inserted,
+        ROWS_UPDATED: result.rows_updated,
+        ROWS_DELETED: result.rows_deleted,
+    }
