@@ -174,8 +174,8 @@ def _demo(args: argparse.Namespace) -> int:
     from derive_assets.demo.run import run_demo
 
     settings = DeriveSettings.from_env()
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster_home").resolve()
-    os.environ["DAGSTER_HOME"] = str(home)
+    home = settings.dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)  # for the Dagster instance, which reads it
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():  # the project's instance: telemetry off, run monitoring on
         shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")

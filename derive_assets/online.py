@@ -20,13 +20,13 @@ from derive_assets.factory.build import build_online_store
 from derive_assets.factory.export_assets import online_table
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
-from resources.online_store import OnlineTable
+from resources.online_store import OnlineStore, OnlineTable
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 class OnlineReader:
-    def __init__(self, project: SpecProject, store: Any):
+    def __init__(self, project: SpecProject, store: OnlineStore):
         self._store = store
         self._tables = {e.spec.name: online_table(e) for e in project.exports}
         self._ready: set[str] = set()

@@ -1,16 +1,55 @@
-"""Where things are and which engines to use, read from the environment in one place, when definitions build."""
+"""Every setting Derive takes from the environment, read in this one module, never at import time.
+
+When each variable is read:
+
+- by `DeriveSettings.from_env()`, when definitions build: `DERIVE_SPECS_DIR`, `DERIVE_HOME`, `DERIVE_WAREHOUSE`,
+  `DERIVE_BIGQUERY_*` (checked whichever warehouse is chosen), `DERIVE_EXECUTOR`, `DERIVE_ONLINE_STORE`;
+- when a backend's config is made (`warehouse_config()` / `online_store_config()`, which `build_warehouse` and
+  `build_online_store` call): `DERIVE_DUCKDB_PATH` and the `DERIVE_CASSANDRA_*` variables, so settings made in code
+  (`DeriveSettings(specs_dir=..., home=...)`, as tests and tools do) follow them as well. Only the chosen backend's
+  variables are read and checked;
+- when a replication load starts: `DERIVE_SOURCE_RETRY_*` (`source_retry_policy()`);
+- `DAGSTER_HOME`, Dagster's own variable (`dagster_home()`): `derive demo` sets it to this value before it opens the
+  Dagster instance, which reads it.
+
+Not read here, by design:
+
+- each source's connection URL, from the variable its spec names (`connection_env`): read by
+  `derive_assets/replication/urls.py` when a run starts. URLs carry passwords, so they are never config (Dagster
+  shows resource config in its UI) and never part of these settings;
+- the value of `DERIVE_CASSANDRA_PASSWORD`: only whether it is set. The store is given an `EnvVar` naming it, which
+  Dagster resolves when the run starts.
+
+The variable names are the users' interface (README "How the pieces fit", docs/operations.md); they stay as they
+are. The backend configs and the registries that choose them by name are in `resources/backends.py`.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from resources.backends import (
+    ONLINE_STORES,
+    WAREHOUSES,
+    OnlineStoreConfig,
+    WarehouseConfig,
+    config_class,
+    configure,
+)
+
+if TYPE_CHECKING:
+    from derive_assets.replication.retry import RetryPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-WAREHOUSES = ("duckdb", "bigquery")
-ONLINE_STORES = ("sqlite", "cassandra")
 EXECUTORS = ("in_process", "multiprocess", "k8s")
+WarehouseType = Literal["duckdb", "bigquery"]
+"""The names `WAREHOUSES` registers (a unit test keeps the two equal)."""
+OnlineStoreType = Literal["sqlite", "cassandra"]
+"""The names `ONLINE_STORES` registers (a unit test keeps the two equal)."""
 
 
 @dataclass(frozen=True)
@@ -19,7 +58,7 @@ class DeriveSettings:
     """Spec YAML directory (`DERIVE_SPECS_DIR`, default `table_specs/` of the project)."""
     home: Path
     """Local state: warehouse file, embedded sources (`DERIVE_HOME`, default `.derive/` of the project)."""
-    warehouse: Literal["duckdb", "bigquery"] = "duckdb"
+    warehouse: WarehouseType = "duckdb"
     """Warehouse engine (`DERIVE_WAREHOUSE`): `duckdb` (embedded default) or `bigquery`."""
     bigquery_project: str | None = None
     """GCP project of the BigQuery warehouse (`DERIVE_BIGQUERY_PROJECT`); credentials come from the environment
@@ -36,9 +75,9 @@ class DeriveSettings:
     executor: Literal["in_process", "multiprocess", "k8s"] = "multiprocess"
     """How a run's steps execute (`DERIVE_EXECUTOR`): `k8s` runs each asset's step in its own Kubernetes pod
     (dagster-k8s `k8s_job_executor`; see deployments/k8s/)."""
-    online_store: Literal["sqlite", "cassandra"] = "sqlite"
+    online_store: OnlineStoreType = "sqlite"
     """Online store (`DERIVE_ONLINE_STORE`): `sqlite` (embedded default) or `cassandra` (ScyllaDB/Cassandra,
-    configured by the `DERIVE_CASSANDRA_*` variables, read by the resource at run time)."""
+    configured by the `DERIVE_CASSANDRA_*` variables, read when the store is built)."""
 
     @property
     def sqlite_online_path(self) -> Path:
@@ -52,11 +91,39 @@ class DeriveSettings:
     def embedded_sources_dir(self) -> Path:
         return self.home / "sources"
 
+    def dagster_home(self) -> Path:
+        """`DAGSTER_HOME` if set, else `dagster_home/` under the Derive home; absolute."""
+        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster_home").resolve()
+
+    def warehouse_config(self) -> WarehouseConfig:
+        """The chosen warehouse's typed config (reads `DERIVE_DUCKDB_PATH` now, for DuckDB)."""
+        return configure(
+            WAREHOUSES,
+            "DERIVE_WAREHOUSE",
+            self.warehouse,
+            {
+                "path": lambda: str(self.duckdb_path),
+                "project": lambda: self.bigquery_project,
+                "location": lambda: self.bigquery_location,
+                "api_endpoint": lambda: self.bigquery_endpoint,
+                "timeout_seconds": lambda: self.bigquery_timeout_seconds,
+                "retry_deadline_seconds": lambda: self.bigquery_retry_deadline_seconds,
+            },
+        )
+
+    def online_store_config(self) -> OnlineStoreConfig:
+        """The chosen online store's typed config (reads the `DERIVE_CASSANDRA_*` variables now, for Cassandra)."""
+        return configure(
+            ONLINE_STORES,
+            "DERIVE_ONLINE_STORE",
+            self.online_store,
+            {"path": lambda: str(self.sqlite_online_path), **CASSANDRA_VALUES},
+        )
+
     @classmethod
     def from_env(cls) -> DeriveSettings:
         warehouse = os.environ.get("DERIVE_WAREHOUSE", "duckdb")
-        if warehouse not in WAREHOUSES:
-            raise ValueError(f"DERIVE_WAREHOUSE={warehouse!r} is not supported; allowed: {list(WAREHOUSES)}")
+        config_class(WAREHOUSES, "DERIVE_WAREHOUSE", warehouse)
         project = os.environ.get("DERIVE_BIGQUERY_PROJECT")
         if warehouse == "bigquery" and not project:
             raise ValueError("DERIVE_WAREHOUSE=bigquery needs DERIVE_BIGQUERY_PROJECT (the GCP project id)")
@@ -64,22 +131,35 @@ class DeriveSettings:
         if executor not in EXECUTORS:
             raise ValueError(f"DERIVE_EXECUTOR={executor!r} is not supported; allowed: {list(EXECUTORS)}")
         online = os.environ.get("DERIVE_ONLINE_STORE", "sqlite")
-        if online not in ONLINE_STORES:
-            raise ValueError(
-                f"DERIVE_ONLINE_STORE={online!r} is not supported; allowed: {list(ONLINE_STORES)}"
-            )
+        config_class(ONLINE_STORES, "DERIVE_ONLINE_STORE", online)
         return cls(
             executor=cast(Literal["in_process", "multiprocess", "k8s"], executor),
-            online_store=cast(Literal["sqlite", "cassandra"], online),
-            specs_dir=Path(os.environ.get("DERIVE_SPECS_DIR", PROJECT_ROOT / "table_specs")),
+            online_store=cast(OnlineStoreType, online),
+            specs_dir=specs_dir_from_env(),
             home=Path(os.environ.get("DERIVE_HOME", PROJECT_ROOT / ".derive")),
-            warehouse=cast(Literal["duckdb", "bigquery"], warehouse),
+            warehouse=cast(WarehouseType, warehouse),
             bigquery_project=project,
             bigquery_location=os.environ.get("DERIVE_BIGQUERY_LOCATION"),
             bigquery_endpoint=os.environ.get("DERIVE_BIGQUERY_ENDPOINT"),
             bigquery_timeout_seconds=_seconds("DERIVE_BIGQUERY_TIMEOUT_SECONDS", 60.0),
             bigquery_retry_deadline_seconds=_seconds("DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS", 120.0),
         )
+
+
+def specs_dir_from_env() -> Path:
+    """`DERIVE_SPECS_DIR`, or the project's `table_specs/`."""
+    return Path(os.environ.get("DERIVE_SPECS_DIR", PROJECT_ROOT / "table_specs"))
+
+
+def source_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
+    """How replication retries a dropped source connection: the `DERIVE_SOURCE_RETRY_*` variables (defaults for
+    those unset; see `derive_assets/replication/retry.py`)."""
+    from derive_assets.replication.retry import RetryPolicy
+
+    return RetryPolicy.from_env(os.environ if environ is None else environ)
+
+
+# ----------------------------------------------------------------------------------------------- parsing
 
 
 def _seconds(variable: str, default: float) -> float:
@@ -96,3 +176,57 @@ def _seconds(variable: str, default: float) -> float:
             f"{variable}={text[:40]!r} is not a number of seconds greater than 0 (default {default:g})"
         )
     return value
+
+
+def _text(variable: str) -> str | None:
+    """The variable's value; None when it is unset or empty (the config's default applies)."""
+    return os.environ.get(variable) or None
+
+
+def _name_if_set(variable: str) -> str | None:
+    """The variable's *name* when it holds a value: for secrets, which Dagster resolves at run time."""
+    return variable if os.environ.get(variable) else None
+
+
+def _hosts(variable: str) -> tuple[str, ...] | None:
+    """Comma-separated host names; None when none are given (the config's default applies)."""
+    hosts = tuple(h.strip() for h in os.environ.get(variable, "").split(",") if h.strip())
+    return hosts or None
+
+
+def _number(variable: str, kind: type[int] | type[float]) -> int | float | None:
+    """A number of at least 0; None when the variable is unset or blank (the config's default applies)."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(
+            f"{variable}={text!r} is not {'an integer' if kind is int else 'a number'}; set a value of at least "
+            "0, or unset it for the default"
+        ) from None
+    if value != value:  # NaN: no setting means "not a number"
+        raise ValueError(
+            f"{variable}={text!r} is not a number; set a value of at least 0, or unset it for the default"
+        )
+    if value < 0:
+        raise ValueError(
+            f"{variable}={text!r} is negative; set a value of at least 0, or unset it for the default"
+        )
+    return value
+
+
+CASSANDRA_VALUES: Mapping[str, Callable[[], Any]] = {
+    "hosts": lambda: _hosts("DERIVE_CASSANDRA_HOSTS"),
+    "port": lambda: _number("DERIVE_CASSANDRA_PORT", int),
+    "local_datacenter": lambda: _text("DERIVE_CASSANDRA_LOCAL_DC"),
+    "username": lambda: _text("DERIVE_CASSANDRA_USERNAME"),
+    "password_env": lambda: _name_if_set("DERIVE_CASSANDRA_PASSWORD"),
+    "ssl_ca_file": lambda: _text("DERIVE_CASSANDRA_SSL_CA"),
+    "connect_timeout_seconds": lambda: _number("DERIVE_CASSANDRA_CONNECT_TIMEOUT", float),
+    "request_timeout_seconds": lambda: _number("DERIVE_CASSANDRA_REQUEST_TIMEOUT", float),
+    "write_retries": lambda: _number("DERIVE_CASSANDRA_WRITE_RETRIES", int),
+    "retry_backoff_seconds": lambda: _number("DERIVE_CASSANDRA_RETRY_BACKOFF", float),
+}
+"""Cassandra config field -> its `DERIVE_CASSANDRA_*` variable, read when the store's config is made."""

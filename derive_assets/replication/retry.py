@@ -13,7 +13,8 @@ missing database, table or column, SQL errors, warehouse errors, value errors, a
 "timed out waiting for connection" and pymongo's server selection timeout (the driver has already retried
 connecting for its own timeout, ~30 s).
 
-Settings, read when a load starts (documented in docs/operations.md):
+Settings, read when a load starts by `derive_assets.settings.source_retry_policy` (the one module that reads the
+environment; documented in docs/operations.md):
 
 - `DERIVE_SOURCE_RETRY_ATTEMPTS`: attempts in all, including the first (default 3; 1 turns retries off);
 - `DERIVE_SOURCE_RETRY_BACKOFF_SECONDS`: wait before the first retry (default 2), doubled after each failed
@@ -29,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from derive_assets.replication.urls import SourceConnectionError, redact
+from derive_assets.settings import source_retry_policy
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -101,9 +102,10 @@ class RetryPolicy:
         return min(self.backoff_seconds * 2 ** (failed_attempts - 1), self.max_backoff_seconds)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
-        """The policy the `DERIVE_SOURCE_RETRY_*` variables set (defaults for those unset)."""
-        env = os.environ if environ is None else environ
+    def from_env(cls, env: Mapping[str, str]) -> RetryPolicy:
+        """The policy the `DERIVE_SOURCE_RETRY_*` variables in `env` set (defaults for those unset).
+
+        `env` is given, never read here: `derive_assets.settings.source_retry_policy` passes the environment."""
         defaults = cls()
         return cls(
             attempts=_number(env, ATTEMPTS_ENV, defaults.attempts, int),
@@ -195,8 +197,10 @@ def load_with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run `load` (which must read its batches afresh on every call) until it succeeds, a non-transient error
-    occurs (raised unchanged), or the attempts run out (`SourceRetriesExhausted`, naming the settings)."""
-    policy = policy or RetryPolicy.from_env()
+    occurs (raised unchanged), or the attempts run out (`SourceRetriesExhausted`, naming the settings).
+
+    Without a `policy`, the settings' (`DERIVE_SOURCE_RETRY_*`, read now) apply."""
+    policy = policy or source_retry_policy()
     for attempt in range(1, policy.attempts + 1):
         try:
             return load()

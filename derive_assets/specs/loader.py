@@ -10,6 +10,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from derive_assets.settings import specs_dir_from_env
 from derive_assets.specs.errors import SHOWN_CHARS, SpecError, SpecValidationError, format_loc, show
 from derive_assets.specs.models import (
     MAX_CLUSTER_KEYS,
@@ -67,7 +68,8 @@ class RawSpecs:
 
 
 def default_specs_dir() -> Path:
-    return Path(os.environ.get(SPECS_DIR_ENV, "table_specs"))
+    """`DERIVE_SPECS_DIR` or the project's `table_specs/`, as the settings (the one reader of the environment) say."""
+    return specs_dir_from_env()
 
 
 def spec_files(root: Path) -> list[Path]:
