@@ -4,7 +4,8 @@ A CQL table becomes a SQLite table named `<keyspace>__<table>` with the same pri
 expiry time per row; expired rows are invisible to lookups and counts and are purged on the next write.
 
 Values keep the warehouse's precision: timestamps as ISO text with microseconds, NUMERIC as decimal text, and a
-NaN float as the text `'NaN'` (SQLite itself would store NaN as NULL).
+NaN float as the text `'NaN'` (SQLite itself would store NaN as NULL). A row with a NULL in its primary key is
+refused, as Cassandra refuses it (`OnlineWriteError`, not transient), instead of being kept under no key.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class SQLiteOnlineStore(ConfigurableResource):
             for batch in batches:
                 expires = time.time() + table.ttl_seconds if table.ttl_seconds else None
                 columns = [batch.column(n).to_pylist() for n in names]
+                _refuse_null_keys(table, columns, result.rows_written)
                 rows = [(*(_encode(v) for v in values), expires) for values in zip(*columns, strict=True)]
                 try:
                     with con:  # one transaction per batch
@@ -119,6 +121,23 @@ class SQLiteOnlineStore(ConfigurableResource):
         with self._connect() as con:
             sql = f'SELECT count(*) FROM "{_name(table)}" WHERE "{EXPIRES}" IS NULL OR "{EXPIRES}" >= ?'
             return int(con.execute(sql, [time.time()]).fetchone()[0])
+
+
+def _refuse_null_keys(table: OnlineTable, columns: list[list[Any]], rows_written: int) -> None:
+    """Refuse a batch with a NULL in a primary key column, as Cassandra does: SQLite itself would keep such a row
+    (a NULL never equals another, so each write would add it again) or, for one INTEGER key, invent a key."""
+    names = table.column_names
+    keys = [columns[names.index(k)] for k in table.primary_key]
+    refused = [i for i, values in enumerate(zip(*keys, strict=True)) if any(v is None for v in values)]
+    if refused:
+        first = {k: columns[names.index(k)][refused[0]] for k in table.primary_key}
+        raise OnlineWriteError(
+            f"{table.ref}: the SQLite online store refused {len(refused)} row(s) of a batch, first the row with key "
+            f"{first}: a primary key column is NULL; such an error is not retried: fix the row in the warehouse "
+            "table (or the export's columns) and rerun",
+            rows_written=rows_written,
+            transient=False,
+        )
 
 
 def _name(table: OnlineTable) -> str:

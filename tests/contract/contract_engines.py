@@ -20,9 +20,6 @@ from google.api_core.exceptions import BadRequest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from resources.bigquery_warehouse import BigQueryWarehouse
-from resources.duckdb_warehouse import DuckDBWarehouse
-
 DUCKDB_TYPES = {
     "STRING": "VARCHAR",
     "INT64": "BIGINT",
@@ -99,6 +96,10 @@ class DuckDBEngine(WarehouseEngine):
     cluster_order_observable = True
 
     def __init__(self, tmp_path: Path) -> None:
+        from resources.duckdb_warehouse import (
+            DuckDBWarehouse,  # imported per engine: a test of one needs only it
+        )
+
         self.path = str(tmp_path / "wh.duckdb")
         self.warehouse = DuckDBWarehouse(path=self.path)
         self.dataset = fresh_name()
@@ -149,6 +150,8 @@ class BigQueryEngine(WarehouseEngine):
     cluster_order_observable = False  # the emulator returns rows in no promised order
 
     def __init__(self, endpoint: str, project: str) -> None:
+        from resources.bigquery_warehouse import BigQueryWarehouse
+
         self.warehouse = BigQueryWarehouse(project=project, api_endpoint=endpoint)
         self.client = bigquery.Client(
             project=project,
