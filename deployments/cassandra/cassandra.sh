@@ -18,7 +18,10 @@
 # (AllowAllAuthenticator); never reuse this for anything that holds real data. Every subcommand is idempotent.
 set -euo pipefail
 
-SERVICES_DIR="${DERIVE_SERVICES_DIR:-/tmp/derive-services}"
+LOG_TAG=cassandra
+# shellcheck source-path=SCRIPTDIR source=../local/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../local/lib.sh" # SERVICES_DIR, REPO_ROOT, VENV_PYTHON, helpers
+
 CASSANDRA_VERSION="${DERIVE_CASSANDRA_VERSION:-5.0.9}"
 CQL_PORT="${DERIVE_CASSANDRA_PORT:-59042}"
 STORAGE_PORT="${DERIVE_CASSANDRA_STORAGE_PORT:-57000}"
@@ -28,9 +31,7 @@ START_TIMEOUT="${DERIVE_CASSANDRA_START_TIMEOUT:-180}" # seconds to wait for CQL
 HOST=127.0.0.1
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 CONFIG="${DERIVE_CASSANDRA_CONFIG:-$SCRIPT_DIR/cassandra.yaml}" # e.g. a copy with PasswordAuthenticator
-VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 
 CACHE_DIR="${DERIVE_CASSANDRA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/derive/cassandra-$CASSANDRA_VERSION}"
 LIB_DIR="$CACHE_DIR/lib"
@@ -41,14 +42,6 @@ CA_DATA="$CA_HOME/data" # -Dcassandra.storagedir: data/, commitlog/, saved_cache
 CA_LOG="$CA_HOME/cassandra.log"
 CA_PID="$CA_HOME/cassandra.pid"
 DAEMON_CLASS=org.apache.cassandra.service.CassandraDaemon
-
-log() { echo "[cassandra] $*"; }
-die() {
-    echo "[cassandra] ERROR: $*" >&2
-    exit 1
-}
-
-is_root() { [ "$(id -u)" -eq 0 ]; }
 
 # ----------------------------------------------------------------------------------------------- install
 
@@ -72,23 +65,6 @@ find_java() {
 }
 
 have_jars() { [ -f "$LIB_STAMP" ] && [ -f "$LIB_DIR/cassandra-all-$CASSANDRA_VERSION.jar" ]; }
-
-apt_install() {
-    local sudo=""
-    if ! is_root; then
-        command -v sudo >/dev/null || die "$* missing and not root (no sudo) to apt-get install them"
-        sudo="sudo"
-    fi
-    local apt_log
-    apt_log="$(mktemp /tmp/derive-cassandra-apt.XXXXXX.log)"
-    log "installing $* with apt-get (log: $apt_log)"
-    if ! { $sudo apt-get update -qq &&
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; } \
-        >"$apt_log" 2>&1; then
-        tail -n 40 "$apt_log" >&2
-        die "apt-get failed (full log: $apt_log)"
-    fi
-}
 
 fetch_jars() {
     if have_jars; then
@@ -126,22 +102,12 @@ cmd_install() {
 
 # ----------------------------------------------------------------------------------------------- server
 
-ca_pid() {
-    # PID of the CassandraDaemon this script started, if it is alive.
-    local pid
-    [ -f "$CA_PID" ] || return 1
-    pid="$(cat "$CA_PID" 2>/dev/null)" || return 1
-    # A stale pid file (crash, reboot) may name a reused pid: check that it is really our daemon.
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dcassandra.storagedir=$CA_DATA .*$DAEMON_CLASS" &&
-        echo "$pid"
-}
-
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+# PID of the CassandraDaemon this script started, if it is alive.
+ca_pid() { live_pid "$CA_PID" pid_cmdline_has "-Dcassandra.storagedir=$CA_DATA .*$DAEMON_CLASS"; }
 
 # A real CQL handshake + query through the Python driver the tests use; prints the server's release_version.
 cql_ready() {
-    port_open "$CQL_PORT" || return 1
+    port_open "$CQL_PORT" "$HOST" || return 1
     [ -x "$VENV_PYTHON" ] || die "$VENV_PYTHON not found: run 'make venv' (the CQL probe uses cassandra-driver)"
     # The login only matters with a DERIVE_CASSANDRA_CONFIG that sets PasswordAuthenticator (Cassandra's default
     # superuser is cassandra/cassandra); AllowAllAuthenticator ignores it.
@@ -251,7 +217,7 @@ cmd_start() {
     else
         java="$(find_java)" || die "no Java 17 found: run 'install'"
         have_jars || die "cassandra-all $CASSANDRA_VERSION jars not in $LIB_DIR: run 'install'"
-        port_open "$CQL_PORT" && die "something else listens on $HOST:$CQL_PORT (not CQL?)"
+        port_open "$CQL_PORT" "$HOST" && die "something else listens on $HOST:$CQL_PORT (not CQL?)"
         mkdir -p "$CA_DATA" "$CA_HOME/tmp" "$CA_HOME/triggers"
         local flags=()
         mapfile -t flags < <(jvm_flags "$java")
@@ -283,20 +249,13 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local pid i
+    local pid
     if ! pid="$(ca_pid)"; then
         log "Cassandra not running"
         return
     fi
-    log "stopping Cassandra (pid $pid)"
-    kill -TERM "$pid" # the shutdown hook drains: flushes memtables, closes the commit log
-    for ((i = 0; i < 120; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$CA_PID"
-            return 0
-        fi
-        sleep 0.5
-    done
+    # SIGTERM: the shutdown hook drains (flushes memtables, closes the commit log).
+    stop_pid Cassandra "$pid" 60 "$CA_PID" && return 0
     log "Cassandra (pid $pid) did not stop within 60s: killing it"
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$CA_PID"

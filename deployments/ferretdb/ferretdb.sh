@@ -12,15 +12,16 @@
 # only. Every subcommand is idempotent.
 set -euo pipefail
 
+LOG_TAG=ferretdb
+# shellcheck source-path=SCRIPTDIR source=../local/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../local/lib.sh" # SERVICES_DIR, REPO_ROOT, VENV_PYTHON, helpers
+
 FERRETDB_MODULE="github.com/FerretDB/FerretDB"
 FERRETDB_VERSION="${DERIVE_FERRETDB_VERSION:-v1.24.2}"
 GO_MIN="1.24" # the `go` line of FerretDB v1.24's go.mod
 
-SERVICES_DIR="${DERIVE_SERVICES_DIR:-/tmp/derive-services}"
 PORT="${DERIVE_FERRETDB_PORT:-57017}"
 START_TIMEOUT=60 # seconds to wait for the server to answer a ping
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 
 CACHE_DIR="${DERIVE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/derive}/ferretdb-$FERRETDB_VERSION"
 BIN="$CACHE_DIR/ferretdb"
@@ -30,12 +31,6 @@ DATA_DIR="$HOME_DIR/data" # one SQLite file per database
 PID_FILE="$HOME_DIR/ferretdb.pid"
 LOG_FILE="$HOME_DIR/ferretdb.log"
 URL="mongodb://127.0.0.1:$PORT/"
-
-log() { echo "[ferretdb] $*"; }
-die() {
-    echo "[ferretdb] ERROR: $*" >&2
-    exit 1
-}
 
 # ----------------------------------------------------------------------------------------------- install
 
@@ -55,10 +50,7 @@ ensure_go() {
         candidate="$(apt-cache policy golang-go 2>/dev/null | awk '/Candidate:/ {print $2}' | sed 's/^[0-9]*://; s/[~+-].*//')"
         if [ -n "$candidate" ] && [ "$candidate" != "(none)" ] && version_ge "$candidate" "$GO_MIN"; then
             log "Go not found: installing Debian's golang-go $candidate"
-            local sudo=""
-            [ "$(id -u)" -eq 0 ] || sudo="sudo"
-            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go \
-                >/dev/null || die "apt-get install golang-go failed"
+            apt_install golang-go
         else
             die "Go >= $GO_MIN is needed to build FerretDB $FERRETDB_VERSION, and Go is not installed; Debian's" \
                 "golang-go is ${candidate:-unavailable} here (too old). Install Go >= $GO_MIN (e.g. from a newer" \
@@ -116,15 +108,7 @@ cmd_install() {
 
 # ----------------------------------------------------------------------------------------------- server
 
-server_pid() {
-    # PID of the ferretdb this script started, if it is alive.
-    local pid
-    [ -f "$PID_FILE" ] || return 1
-    pid="$(cat "$PID_FILE" 2>/dev/null)" || return 1
-    # A stale pid file may name a reused pid: check that it is really our binary.
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$BIN" ] &&
-        echo "$pid"
-}
+server_pid() { live_pid "$PID_FILE" pid_exe_is "$BIN"; } # PID of the ferretdb this script started, if alive
 
 ping_server() {
     # The path the tests use: pymongo over TCP. Without the venv, fall back to FerretDB's own `ping`.
@@ -155,23 +139,15 @@ cmd_start() {
     else
         mkdir -p "$DATA_DIR"
         log "starting FerretDB $FERRETDB_VERSION (SQLite, $DATA_DIR) on 127.0.0.1:$PORT"
-        # setsid + nohup: the server must outlive this script and the make recipe that ran it.
         # --debug-addr=- : no metrics/pprof HTTP listener (its default port 8088 may be taken).
         # --state-dir    : FerretDB writes state.json there (default: the current directory).
-        setsid nohup "$BIN" \
+        detach "$LOG_FILE" "$BIN" \
             --handler=sqlite --sqlite-url="file:$DATA_DIR/" \
             --listen-addr="127.0.0.1:$PORT" --state-dir="$HOME_DIR" --debug-addr=- \
-            --telemetry=disable --log-level=error \
-            </dev/null >>"$LOG_FILE" 2>&1 &
+            --telemetry=disable --log-level=error
         echo $! >"$PID_FILE"
     fi
-    local i
-    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
-        ping_server && break
-        server_pid >/dev/null || break # it died: no point waiting
-        sleep 0.5
-    done
-    ping_server || {
+    wait_until "$START_TIMEOUT" ping_server server_pid || {
         tail -n 30 "$LOG_FILE" >&2 || true
         die "FerretDB does not answer on $URL (log: $LOG_FILE)"
     }
@@ -179,21 +155,12 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local pid i
+    local pid
     if ! pid="$(server_pid)"; then
         log "FerretDB not running"
         return
     fi
-    log "stopping FerretDB (pid $pid)"
-    kill -TERM "$pid"
-    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$PID_FILE"
-            return 0
-        fi
-        sleep 0.5
-    done
-    die "FerretDB (pid $pid) did not stop within ${START_TIMEOUT}s"
+    stop_pid FerretDB "$pid" "$START_TIMEOUT" "$PID_FILE" || die "FerretDB (pid $pid) did not stop within ${START_TIMEOUT}s"
 }
 
 cmd_status() {

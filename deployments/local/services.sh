@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL and MariaDB servers and a BigQuery emulator for the integration tests and local
-# development.
+# Every throwaway service the integration tests and local development use: PostgreSQL and MariaDB servers and
+# a BigQuery emulator (here), FerretDB (deployments/ferretdb/ferretdb.sh) and Cassandra
+# (deployments/cassandra/cassandra.sh), which this script runs with the same subcommand.
 #
-#   bash deployments/local/services.sh install start   # apt-install if needed, then start all three
-#   eval "$(bash deployments/local/services.sh env)"   # export DERIVE_TEST_POSTGRES_URL, _MYSQL_URL, _BIGQUERY_*
+#   bash deployments/local/services.sh install start   # install what is missing, then start all five
+#   eval "$(bash deployments/local/services.sh env)"   # export DERIVE_TEST_POSTGRES_URL, _MYSQL_URL,
+#                                                      # _BIGQUERY_*, _MONGODB_URL, _CASSANDRA_*
 #   bash deployments/local/services.sh status | stop
 #
-# Both servers listen on 127.0.0.1 only, on non-standard ports, with their own data directories under
-# ${DERIVE_SERVICES_DIR:-/tmp/derive-services}; they never touch the system clusters that the Debian packages
-# create. Durability is switched off (fsync=off etc.): this is test data. Every subcommand is idempotent.
+# The PostgreSQL and MariaDB servers listen on 127.0.0.1 only, on non-standard ports, with their own data
+# directories under ${DERIVE_SERVICES_DIR:-/tmp/derive-services}; they never touch the system clusters that the
+# Debian packages create. Durability is switched off (fsync=off etc.): this is test data. Every subcommand is
+# idempotent. The helpers the three service scripts share are in lib.sh, next to this script.
 #
 # The BigQuery emulator (`bqemulator`, in-memory) comes from the project venv (.venv, `make venv`); it needs
 # DuckDB's spatial extension, installed from the `duckdb-extension-spatial` wheel because DuckDB cannot
@@ -18,15 +21,16 @@
 # GRANT OPTION on MariaDB); never reuse this script for anything that holds real data.
 set -euo pipefail
 
-SERVICES_DIR="${DERIVE_SERVICES_DIR:-/tmp/derive-services}"
+LOG_TAG=services
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh" # SERVICES_DIR, REPO_ROOT, VENV_PYTHON, helpers
+
 PG_PORT="${DERIVE_PG_PORT:-55432}"
 MYSQL_PORT="${DERIVE_MYSQL_PORT:-53306}"
 BQ_REST_PORT="${DERIVE_BQ_REST_PORT:-9050}"
 BQ_GRPC_PORT="${DERIVE_BQ_GRPC_PORT:-9060}"
 BQ_PROJECT="derive-test"
 START_TIMEOUT=60 # seconds to wait for a server to accept connections
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 
 PG_HOME="$SERVICES_DIR/pg"
 PG_DATA="$PG_HOME/data"
@@ -43,14 +47,6 @@ BQ_HOME="$SERVICES_DIR/bigquery"
 BQ_PID="$BQ_HOME/bqemulator.pid"
 BQ_LOG="$BQ_HOME/bqemulator.log"
 BQ_URL="http://127.0.0.1:$BQ_REST_PORT"
-
-log() { echo "[services] $*"; }
-die() {
-    echo "[services] ERROR: $*" >&2
-    exit 1
-}
-
-is_root() { [ "$(id -u)" -eq 0 ]; }
 
 # ----------------------------------------------------------------------------------------------- binaries
 
@@ -86,22 +82,8 @@ cmd_install() {
         log "PostgreSQL ($(pg_bindir)) and MariaDB ($(mariadbd_bin)) already installed"
         return
     fi
-    local sudo=""
-    if ! is_root; then
-        command -v sudo >/dev/null || die "PostgreSQL/MariaDB missing and not root (no sudo) to apt-get install them"
-        sudo="sudo"
-    fi
-    local apt_log
-    apt_log="$(mktemp /tmp/derive-services-apt.XXXXXX.log)"
-    log "installing postgresql, mariadb-server, mariadb-client with apt-get (log: $apt_log)"
-    # policy-rc.d may keep apt from starting the packaged services; if it does start them (fresh VM), they sit
-    # on the default ports 5432/3306 and do not conflict with ours.
-    if ! { $sudo apt-get update -qq &&
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            postgresql mariadb-server mariadb-client; } >"$apt_log" 2>&1; then
-        tail -n 40 "$apt_log" >&2
-        die "apt-get failed (full log: $apt_log)"
-    fi
+    # If apt starts the packaged servers (fresh VM), they sit on the default ports 5432/3306, not ours.
+    apt_install postgresql mariadb-server mariadb-client
     have_binaries || die "apt-get succeeded but PostgreSQL/MariaDB binaries are still missing"
     log "installed PostgreSQL ($(pg_bindir)) and MariaDB ($(mariadbd_bin))"
 }
@@ -170,12 +152,7 @@ pg_start() {
                 die "PostgreSQL failed to start (log: $PG_LOG)"
             }
     fi
-    local i
-    for ((i = 0; i < START_TIMEOUT; i++)); do
-        pg_ready && break
-        sleep 1
-    done
-    pg_ready || die "PostgreSQL does not accept connections on 127.0.0.1:$PG_PORT (log: $PG_LOG)"
+    wait_until "$START_TIMEOUT" pg_ready || die "PostgreSQL does not accept connections on 127.0.0.1:$PG_PORT (log: $PG_LOG)"
     # Create or refresh the test login on every start, so a half-finished earlier run heals itself.
     as_pg "$bin/psql" -q -X -v ON_ERROR_STOP=1 -h "$PG_RUN" -p "$PG_PORT" -U postgres -d postgres >/dev/null <<'SQL'
 DO $$
@@ -202,15 +179,7 @@ pg_stop() {
 
 # ----------------------------------------------------------------------------------------------- MariaDB
 
-my_pid() {
-    # PID of our mariadbd, if it is alive.
-    local pid
-    [ -f "$MY_PID" ] || return 1
-    pid="$(cat "$MY_PID" 2>/dev/null)" || return 1
-    # A stale pid file (e.g. after a crash) may name a reused pid: check that it is really mariadbd.
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = mariadbd ] &&
-        echo "$pid"
-}
+my_pid() { live_pid "$MY_PID" pid_comm_is mariadbd; } # PID of our mariadbd, if it is alive
 
 # Admin access goes through the unix socket with unix_socket authentication: OS root is MariaDB root; as a
 # non-root user, mariadb-install-db --user=<me> created a <me>@localhost superuser.
@@ -251,22 +220,15 @@ my_start() {
         local user_opt=()
         if is_root; then user_opt=(--user=mysql); fi
         # --no-defaults: ignore /etc/mysql/*, which points at the system datadir, socket and port.
-        # setsid + nohup: the server must outlive this script and the make recipe that ran it.
-        setsid nohup "$bin" --no-defaults "${user_opt[@]}" \
+        detach "$MY_HOME/mysqld.stdout" "$bin" --no-defaults "${user_opt[@]}" \
             --datadir="$MY_DATA" --socket="$MY_SOCK" --pid-file="$MY_PID" --log-error="$MY_LOG" \
             --port="$MYSQL_PORT" --bind-address=127.0.0.1 --skip-networking=0 --skip-name-resolve \
             --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
             --default-time-zone=+00:00 --max-connections=200 \
             --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 --innodb-flush-method=nosync \
-            --sync-binlog=0 --skip-log-bin \
-            </dev/null >>"$MY_HOME/mysqld.stdout" 2>&1 &
+            --sync-binlog=0 --skip-log-bin
     fi
-    local i
-    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
-        my_ping && break
-        sleep 0.5
-    done
-    my_ping || {
+    wait_until "$START_TIMEOUT" my_ping || {
         tail -n 30 "$MY_LOG" >&2 || true
         die "MariaDB does not accept connections (log: $MY_LOG)"
     }
@@ -283,31 +245,19 @@ SQL
 }
 
 my_stop() {
-    local pid i
+    local pid
     if ! pid="$(my_pid)"; then
         log "MariaDB not running"
         return
     fi
-    log "stopping MariaDB (pid $pid)"
-    kill -TERM "$pid"
-    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.5
-    done
-    die "MariaDB (pid $pid) did not stop within ${START_TIMEOUT}s"
+    # mariadbd removes its pid file itself.
+    stop_pid MariaDB "$pid" "$START_TIMEOUT" || die "MariaDB (pid $pid) did not stop within ${START_TIMEOUT}s"
 }
 
 # ----------------------------------------------------------------------------------------------- BigQuery
 
-bq_pid() {
-    # PID of the emulator this script started, if it is alive.
-    local pid
-    [ -f "$BQ_PID" ] || return 1
-    pid="$(cat "$BQ_PID" 2>/dev/null)" || return 1
-    # A stale pid file may name a reused pid: check that it is really our emulator.
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "bqemulator start" && echo "$pid"
-}
+# PID of the emulator this script started, if it is alive.
+bq_pid() { live_pid "$BQ_PID" pid_cmdline_has "bqemulator start"; }
 
 # The REST API answers (whoever started the emulator).
 bq_ready() { curl -sf -o /dev/null --max-time 2 "$BQ_URL/bigquery/v2/projects/$BQ_PROJECT/datasets"; }
@@ -331,18 +281,10 @@ path = extensions / f"v{duckdb.__version__}" / "spatial.duckdb_extension"
 duckdb.connect().execute(f"INSTALL '{path}'")
 PY
     log "starting BigQuery emulator on 127.0.0.1:$BQ_REST_PORT (gRPC $BQ_GRPC_PORT, project $BQ_PROJECT)"
-    # setsid + nohup: the emulator must outlive this script and the make recipe that ran it.
-    setsid nohup "$VENV_PYTHON" -m bqemulator start --rest-host 127.0.0.1 --rest-port "$BQ_REST_PORT" \
-        --grpc-host 127.0.0.1 --grpc-port "$BQ_GRPC_PORT" --project "$BQ_PROJECT" --ephemeral \
-        </dev/null >>"$BQ_LOG" 2>&1 &
+    detach "$BQ_LOG" "$VENV_PYTHON" -m bqemulator start --rest-host 127.0.0.1 --rest-port "$BQ_REST_PORT" \
+        --grpc-host 127.0.0.1 --grpc-port "$BQ_GRPC_PORT" --project "$BQ_PROJECT" --ephemeral
     echo $! >"$BQ_PID"
-    local i
-    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
-        bq_ready && break
-        bq_pid >/dev/null || break # it died: no point waiting
-        sleep 0.5
-    done
-    bq_ready || {
+    wait_until "$START_TIMEOUT" bq_ready bq_pid || {
         tail -n 30 "$BQ_LOG" >&2 || true
         die "the BigQuery emulator does not answer on $BQ_URL (log: $BQ_LOG)"
     }
@@ -350,7 +292,7 @@ PY
 }
 
 bq_stop() {
-    local pid i
+    local pid
     if ! pid="$(bq_pid)"; then
         if bq_ready; then
             log "a BigQuery emulator answers on $BQ_URL but this script did not start it (no $BQ_PID): left running"
@@ -359,16 +301,7 @@ bq_stop() {
         fi
         return
     fi
-    log "stopping BigQuery emulator (pid $pid)"
-    kill -TERM "$pid"
-    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$BQ_PID"
-            return 0
-        fi
-        sleep 0.5
-    done
-    die "BigQuery emulator (pid $pid) did not stop within ${START_TIMEOUT}s"
+    stop_pid "BigQuery emulator" "$pid" "$START_TIMEOUT" "$BQ_PID" || die "BigQuery emulator (pid $pid) did not stop within ${START_TIMEOUT}s"
 }
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -428,12 +361,14 @@ cmd_env() {
 usage() {
     cat <<EOF
 usage: $0 COMMAND [COMMAND...]   (run in order, e.g. "install start")
-  install   apt-get install postgresql + mariadb-server if their binaries are missing (emulator: in .venv)
-  start     init (first time) and start both servers on 127.0.0.1:$PG_PORT / :$MYSQL_PORT and the BigQuery
-            emulator on 127.0.0.1:$BQ_REST_PORT; waits until ready
-  stop      stop the servers (data is kept under $SERVICES_DIR; the emulator's is in memory)
-  status    print whether each server runs; exit 3 if any is stopped
-  env       print export lines for DERIVE_TEST_POSTGRES_URL, DERIVE_TEST_MYSQL_URL, DERIVE_TEST_BIGQUERY_*
+  install   apt-get install postgresql + mariadb-server if their binaries are missing (emulator: in .venv),
+            build FerretDB and fetch Cassandra (their scripts' install)
+  start     init (first time) and start PostgreSQL on 127.0.0.1:$PG_PORT, MariaDB on :$MYSQL_PORT, the BigQuery
+            emulator on :$BQ_REST_PORT, FerretDB and Cassandra; waits until each is ready
+  stop      stop all five (data is kept under $SERVICES_DIR; the emulator's is in memory)
+  status    print whether each service runs; exit 3 if any is stopped
+  env       print export lines for DERIVE_TEST_POSTGRES_URL, DERIVE_TEST_MYSQL_URL, DERIVE_TEST_BIGQUERY_*,
+            DERIVE_TEST_MONGODB_URL, DERIVE_TEST_CASSANDRA_*
 EOF
 }
 
