@@ -1,59 +1,56 @@
-"""The IO manager: where rows really pass through Python.
+"""The IO manager of Python assets: warehouse tables in, warehouse tables out, through the warehouse's strategies.
 
-Two paths only. Going in, a replication asset returns an `Extraction` (a plan to stream a source table's changed
-rows); `handle_output` streams those Arrow batches into the warehouse, merges them by primary key in one
-transaction, and records the new watermark. Going out, a Python asset downstream of a warehouse table (an ML
-feature job, say) receives that table - or, when partitioned, just its window - as a pandas DataFrame or an Arrow
-table. Core/derived tables are built by SQL inside the warehouse and never come through here.
+Core/derived tables are built by SQL inside the warehouse, and replicated tables by the replication asset itself;
+neither passes a value through here (their assets return a `MaterializeResult`, or None). A Python asset - an ML
+feature job, say - is where rows really pass through Python, both ways:
+
+- going in, `load_input` reads an upstream warehouse table (or, when the upstream is partitioned, just this run's
+  window of it) as a pandas DataFrame or, when the input is annotated `pa.Table`, an Arrow table;
+- going out, `handle_output` takes the `pd.DataFrame` or `pa.Table` the asset returned and writes it with
+  `Warehouse.write` into the table the asset declares in its definition metadata (the `derive/...` keys below,
+  set by `derive_assets.python_assets.table_asset`): its columns and types, strategy, merge key, partition key
+  and cluster keys. It is the same write as a SQL table's: partitioned by day (or the declared unit), clustered,
+  a merge or append scoped to the run's window, with the same rules and error texts (duplicate or NULL keys, rows
+  outside the window, NULLs in not_null columns), in one transaction.
 """
 
+# No `from __future__ import annotations`: Dagster resolves the `ResourceDependency` annotation at class creation.
+
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
+from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency, TableSchema
 
-from derive_assets.replication import fence, watermark
-from derive_assets.replication.extract import ExtractPlan, prepare, read_batches
-from derive_assets.replication.mongo import ExtractStats
-from derive_assets.replication.retry import load_with_retries, restarted
-from derive_assets.replication.row_guard import RowGuard
-from resources.schema import ColumnDef
+from resources.schema import COLUMN_TYPES, ColumnDef, ColumnType
 from resources.sql_text import window_filter
-from resources.warehouse import LoadRequest, TargetTable, TimeWindow, Warehouse
+from resources.warehouse import TargetTable, TimeWindow, Warehouse, WriteRequest
 
 PARTITION_KEY_METADATA = "derive/partition_key"
-QUARANTINE_COLUMNS = (
-    ColumnDef("_id", "STRING", not_null=True),
-    ColumnDef("error", "STRING"),
-    ColumnDef("document", "STRING"),
-    ColumnDef("quarantined_at", "TIMESTAMP"),
-)
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("_id", pa.string()),
-        ("error", pa.string()),
-        ("document", pa.string()),
-        ("quarantined_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+"""Definition metadata: the column that holds a table's partition (a run's window lies on it)."""
 PARTITION_KEY_TYPE_METADATA = "derive/partition_key_type"
+"""Definition metadata: that column's declared type (DATE, TIMESTAMP, ...)."""
+COLUMN_SCHEMA_METADATA = "dagster/column_schema"
+"""Definition metadata (Dagster's standard key): the declared columns, their types and nullability."""
+STRATEGY_METADATA = "derive/strategy"
+"""Definition metadata: merge | append | replace."""
+UNIQUE_KEY_METADATA = "derive/unique_key"
+"""Definition metadata: a merge's key columns."""
+CLUSTER_METADATA = "derive/cluster"
+"""Definition metadata: cluster keys, in order."""
+PARTITION_GRANULARITY_METADATA = "derive/partition_granularity"
+"""Definition metadata: hour | day | month | year (BigQuery's time-partitioning unit)."""
+STRATEGIES = ("merge", "append", "replace")
 
 
-@dataclass(frozen=True)
-class Extraction:
-    """What a replication asset hands to the IO manager: which rows to read, from where, into which table."""
-
-    plan: ExtractPlan
-    request: LoadRequest
-    url: str = field(repr=False)
-    """Connection URL with its secrets; never logged, never put in metadata."""
+class PythonAssetError(ValueError):
+    """A Python asset's output or declaration cannot be written; nothing was written."""
 
 
 class WarehouseIOManager(ConfigurableIOManager):
-    """Streams replication batches into the warehouse and loads warehouse tables for Python assets.
+    """Loads warehouse tables into Python assets, and writes what they return into the warehouse.
 
     Example:
         ```python
@@ -65,73 +62,38 @@ class WarehouseIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         if obj is None:
-            return  # a SQL-built table: already written inside the warehouse
-        if not isinstance(obj, Extraction):
-            raise TypeError(
-                f"{context.asset_key.to_user_string()}: the warehouse IO manager stores replication extractions "
-                f"only, got {type(obj).__name__}; build tables with SQL specs instead"
+            return  # a SQL-built or replicated table: already written inside the warehouse
+        name = context.asset_key.to_user_string()
+        if isinstance(obj, pd.DataFrame):
+            table = pa.Table.from_pandas(obj, preserve_index=False)
+        elif isinstance(obj, pa.Table):
+            table = obj
+        else:
+            raise PythonAssetError(
+                f"{name}: a Python asset on the warehouse IO manager returns a pandas DataFrame or a pyarrow "
+                f"Table (or None when it wrote its table itself), got {type(obj).__name__}. Return the rows as "
+                "a DataFrame."
             )
+        target, strategy, unique_key = target_of(name, context.asset_key.path, context.definition_metadata)
+        window = None
+        if context.has_asset_partitions:
+            tw = context.asset_partitions_time_window
+            window = TimeWindow(tw.start, tw.end)
+        request = WriteRequest(target, None, {}, strategy, unique_key, window)
         started = time.perf_counter()
-        plan, stats = obj.plan, ExtractStats()
-        guard, query = RowGuard(plan.source, plan.table), prepare(obj.url, plan)
-        # One transaction per attempt: a retry after a dropped source connection reads every batch again.
-        result = load_with_retries(
-            lambda: self.warehouse.load(
-                obj.request,
-                read_batches(obj.url, plan, stats=restarted(stats), guard=restarted(guard), query=query),
-            ),
-            what=f"source '{plan.source.name}' table {plan.table.name}",
-            log=context.log,
-            secrets=(obj.url,),
-        )
-        # Taken after the read: the transactions still open then may commit rows behind this run's watermark.
-        token = fence.take(obj.url, plan.source, plan.table)
-        fenced = fence.applies(plan.source, plan.table)
-        state = plan.state.after_run(result.max_cursor, token, fenced, plan.fence_cleared)
-        quarantine = self._quarantine(obj, [*stats.quarantined, *guard.quarantined])
+        result = self.warehouse.write(request, table.to_batches())
         context.add_output_metadata(
             {
-                **state.as_metadata(),
-                "derive/watermark_before": watermark.to_text(plan.state.watermark),
+                "derive/window_start": window.start.isoformat() if window else None,
+                "derive/window_end": window.end.isoformat() if window else None,
                 "derive/rows_read": result.rows_read,
                 "derive/rows_inserted": result.rows_inserted,
                 "derive/rows_updated": result.rows_updated,
                 "derive/rows_deleted": result.rows_deleted,
-                "derive/rows_invalid": sum(guard.counts.values()),
-                **({"derive/invalid_rows": dict(guard.counts)} if guard.counts else {}),
                 "derive/duration_seconds": round(time.perf_counter() - started, 3),
-                "derive/source_query": MetadataValue.md(f"```sql\n{query.text}\n```"),
-                "derive/source": f"{plan.source.name} ({plan.source.type}) table {plan.table.name}",
-                "dagster/row_count": self.warehouse.row_count(obj.request.target.ref),
-                **{f"derive/{k}": v for k, v in result.extra.items()},
-                **self._document_metadata(obj, stats, quarantine),
-                **({"derive/quarantine_table": quarantine} if quarantine else {}),
+                "dagster/row_count": self.warehouse.row_count(target.ref),
             }
         )
-
-    def _quarantine(self, obj: Extraction, rows: list[dict[str, Any]]) -> str | None:
-        """Rows set aside (invalid rows, documents that failed coercion) go to `<dataset>.<table>__quarantine`,
-        merged by `_id` (the row's key, or a hash of a row without one)."""
-        if not rows:
-            return None
-        unique = list({row["_id"]: row for row in rows}.values())
-        target = obj.request.target
-        table = TargetTable(target.dataset, f"{target.name}__quarantine", QUARANTINE_COLUMNS, ("_id",))
-        request = LoadRequest(table, ("_id",), "quarantined_at")
-        self.warehouse.load(request, [pa.RecordBatch.from_pylist(unique, schema=QUARANTINE_SCHEMA)])
-        return table.ref
-
-    @staticmethod
-    def _document_metadata(obj: Extraction, stats: ExtractStats, quarantine: str | None) -> dict[str, Any]:
-        if obj.plan.source.type != "mongodb":
-            return {}
-        return {
-            "derive/documents_read": stats.documents_read,
-            "derive/undeclared_fields": dict(stats.undeclared.most_common(50)),
-            "derive/undeclared_field_count": len(stats.undeclared),
-            "derive/quarantined_documents": len(stats.quarantined),
-            **({"derive/quarantine_table": quarantine} if quarantine else {}),
-        }
 
     def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table:
         key = context.asset_key.path
@@ -149,3 +111,41 @@ class WarehouseIOManager(ConfigurableIOManager):
         if context.dagster_type.typing_type is pa.Table:
             return table
         return table.to_pandas()
+
+
+def target_of(
+    name: str, key: Sequence[str], metadata: Mapping[str, Any]
+) -> tuple[TargetTable, Any, tuple[str, ...]]:
+    """The table a Python asset declares in its definition metadata: (target, strategy, unique_key).
+
+    The table is `<dataset>.<name>` from the asset key's last two parts, like every warehouse asset."""
+    schema = metadata.get(COLUMN_SCHEMA_METADATA)
+    strategy = metadata.get(STRATEGY_METADATA)
+    if len(key) < 2 or not isinstance(schema, TableSchema) or strategy not in STRATEGIES:
+        raise PythonAssetError(
+            f"{name}: a Python asset that returns rows declares the table they go to: an asset key "
+            "[dataset, table], and definition metadata with its columns ('dagster/column_schema') and strategy "
+            f"('derive/strategy': one of {list(STRATEGIES)}, got {strategy!r}). Declare it with "
+            "derive_assets.python_assets.table_asset(...), or return None if the asset writes its table itself."
+        )
+    columns = []
+    for column in schema.columns:
+        if column.type not in COLUMN_TYPES:
+            raise PythonAssetError(
+                f"{name}: column '{column.name}' has the type {column.type!r}; declare one of "
+                f"{sorted(COLUMN_TYPES)}."
+            )
+        nullable = column.constraints.nullable if column.constraints else True
+        columns.append(
+            ColumnDef(column.name, cast(ColumnType, column.type), not nullable, column.description or "")
+        )
+    partition_key = metadata.get(PARTITION_KEY_METADATA)
+    target = TargetTable(
+        key[-2],
+        key[-1],
+        tuple(columns),
+        tuple(metadata.get(CLUSTER_METADATA) or ()),
+        str(partition_key) if partition_key else None,
+        str(metadata.get(PARTITION_GRANULARITY_METADATA) or "day"),
+    )
+    return target, strategy, tuple(metadata.get(UNIQUE_KEY_METADATA) or ())

@@ -29,11 +29,11 @@ from derive_assets.factory.schedules import (
 )
 from derive_assets.factory.table_assets import build_table_asset, table_key
 from derive_assets.factory.windows import partitions_for
+from derive_assets.replication.connections import SourceConnections
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.io_manager import WarehouseIOManager
-from resources.sources import SourceConnections
 from resources.sqlite_online_store import SQLiteOnlineStore
 
 

@@ -9,6 +9,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    MaterializeResult,
     asset,
     multi_asset_check,
 )
@@ -18,9 +19,10 @@ from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.targets import source_target
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.extract import ExtractPlan
+from derive_assets.replication.run import replicate
 from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.project import ReplicatedTable
-from resources.io_manager import Extraction
+from resources.reads import TableSlice
 from resources.warehouse import LoadRequest
 
 
@@ -54,12 +56,14 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
             "derive/primary_key": table.primary_key,
             "derive/cursor": table.cursor,
         },
+        # The load runs in the body below; the IO manager only loads this table into Python assets downstream.
         io_manager_key="warehouse_io_manager",
         required_resource_keys={"warehouse", "sources"},
     )
-    def _replicate(context: AssetExecutionContext) -> Extraction:
+    def _replicate(context: AssetExecutionContext) -> MaterializeResult:
+        warehouse = context.resources.warehouse
         state = CursorState()
-        if context.resources.warehouse.table_exists(target.ref):
+        if warehouse.table_exists(target.ref):
             # A missing table means a first (or rebuilt) warehouse: copy everything, whatever the event log says.
             state = _stored_state(context, key, cursor_type)
         url = context.resources.sources.checked_url(source)  # fails fast: wrong password, dead server
@@ -73,7 +77,8 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
         context.log.info(
             f"{target.ref}: reading {'all rows' if since is None else f'rows with {table.cursor} > {since}'}"
         )
-        return Extraction(ExtractPlan(source, table, since, state, cleared), request, url)
+        plan = ExtractPlan(source, table, since, state, cleared)
+        return MaterializeResult(metadata=replicate(warehouse, plan, request, url, context.log))
 
     return _replicate
 
@@ -99,7 +104,7 @@ def build_replication_checks(rt: ReplicatedTable) -> AssetChecksDefinition | Non
         required_resource_keys={"warehouse"},
     )
     def _checks(context) -> Any:
-        results: list[AssetCheckResult] = run_checks(checks, context.resources.warehouse, ref, "", {})
+        results: list[AssetCheckResult] = run_checks(checks, context.resources.warehouse, TableSlice(ref))
         yield from results
 
     return _checks

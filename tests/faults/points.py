@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
+import derive_assets.replication.run as replication_run
 import resources.duckdb_warehouse as duckdb_warehouse
-import resources.io_manager as io_manager
 import resources.sqlite_online_store as sqlite_online_store
 from derive_assets.factory import export_assets
 
@@ -74,7 +74,7 @@ def _extract(point: str) -> None:
 
         return read
 
-    _replace(io_manager, "read_batches", make, point)
+    _replace(replication_run, "read_batches", make, point)
 
 
 def _replication_stage(point: str) -> None:

@@ -41,10 +41,10 @@ from psycopg import sql
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.factory.schedules import source_job_name
+from derive_assets.replication.connections import SourceConnections
 from derive_assets.replication.urls import SourceConnectionError
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
-from resources.sources import SourceConnections
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ reached the warehouse. The load must then be retried from scratch, within bounde
 the source's rows; or, when every attempt is dropped, fail clearly with the table and the watermark untouched.
 
 The only thing the test changes in the process is the batch size of the read (small batches, so the first one
-arrives long before the last) and the moment of the drop: a wrapper around `read_batches` as the IO manager
+arrives long before the last) and the moment of the drop: a wrapper around `read_batches` as the replication run
 calls it, counting the attempts.
 """
 
@@ -24,13 +24,13 @@ import pytest
 from helpers import SECRET_IN_URL, Replication, materializations
 
 from derive_assets.replication import retry
+from derive_assets.replication import run as replication_run
 from derive_assets.replication.retry import (
     RetryPolicy,
     SourceRetriesExhausted,
     is_transient,
     load_with_retries,
 )
-from resources import io_manager
 
 ORDERS = "orders.orders"
 USERS = 400
@@ -100,7 +100,7 @@ class Dropper:
         self.dropped = 0
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real = io_manager.read_batches
+        real = replication_run.read_batches
 
         def read(url: str, plan: Any, **kwargs: Any) -> Iterator[Any]:
             attempt = len(self.delivered)
@@ -111,7 +111,7 @@ class Dropper:
                 if self.delivered[attempt] == 1 and attempt < self.times:
                     self.drop()
 
-        monkeypatch.setattr(io_manager, "read_batches", read)
+        monkeypatch.setattr(replication_run, "read_batches", read)
 
     def drop(self) -> None:
         """End every other connection of the test database that is reading `orders` (the extraction)."""

@@ -23,12 +23,12 @@ from helpers import free_port, with_port
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.factory.schedules import source_job_name
+from derive_assets.replication.connections import SourceConnections
 from derive_assets.replication.extract import ExtractPlan, read_batches
 from derive_assets.replication.preflight import SourceLoginError, SourceRefusedError, SourceUnreachableError
 from derive_assets.replication.urls import SourceConnectionError
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.models import SourceSpec
-from resources.sources import SourceConnections
 
 WRONG = "Wrong-Pw-5e1d"
 FAST = 10.0

@@ -10,6 +10,7 @@ from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 
+from derive_assets.replication.connections import SourceConnections
 from derive_assets.replication.mongo_client import open_mongo
 from derive_assets.replication.preflight import preflight
 from derive_assets.replication.urls import (
@@ -21,7 +22,6 @@ from derive_assets.replication.urls import (
     scrub,
 )
 from derive_assets.specs.models import SourceSpec
-from resources.sources import SourceConnections
 
 PLAIN = "Canary-7f3a"
 SPECIAL = "c@n:ary/%7f3b"

@@ -1,0 +1,111 @@
+"""One replication run of a source table: stream its changed rows into the warehouse and say what happened.
+
+The replication asset calls `replicate` from its body (the IO manager takes no part): the load is one warehouse
+transaction per attempt (`Warehouse.load`), retried from scratch when the source connection drops; rows the guard
+or the MongoDB coercion set aside go to a quarantine table; the fence token is taken after the read. What it
+returns is the materialization's metadata, whose cursor keys are the next run's watermark (see `watermark.py`).
+
+Example:
+    ```python
+    metadata = replicate(warehouse, ExtractPlan(source, table, since, state, cleared), request, url, context.log)
+    return MaterializeResult(metadata=metadata)
+    ```
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pyarrow as pa
+from dagster import MetadataValue
+
+from derive_assets.replication import fence, watermark
+from derive_assets.replication.extract import ExtractPlan, prepare, read_batches
+from derive_assets.replication.mongo import ExtractStats
+from derive_assets.replication.retry import Log, load_with_retries, restarted
+from derive_assets.replication.row_guard import RowGuard
+from resources.schema import ColumnDef
+from resources.warehouse import LoadRequest, TargetTable, Warehouse
+
+QUARANTINE_COLUMNS = (
+    ColumnDef("_id", "STRING", not_null=True),
+    ColumnDef("error", "STRING"),
+    ColumnDef("document", "STRING"),
+    ColumnDef("quarantined_at", "TIMESTAMP"),
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("_id", pa.string()),
+        ("error", pa.string()),
+        ("document", pa.string()),
+        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def replicate(
+    warehouse: Warehouse, plan: ExtractPlan, request: LoadRequest, url: str, log: Log
+) -> dict[str, Any]:
+    """Load `plan`'s rows into `request.target` (retrying dropped source connections); the run's metadata.
+
+    `url` carries the source's secrets: it is only connected with, and redacted from every retry message."""
+    started = time.perf_counter()
+    stats = ExtractStats()
+    guard, query = RowGuard(plan.source, plan.table), prepare(url, plan)
+    # One transaction per attempt: a retry after a dropped source connection reads every batch again.
+    result = load_with_retries(
+        lambda: warehouse.load(
+            request,
+            read_batches(url, plan, stats=restarted(stats), guard=restarted(guard), query=query),
+        ),
+        what=f"source '{plan.source.name}' table {plan.table.name}",
+        log=log,
+        secrets=(url,),
+    )
+    # Taken after the read: the transactions still open then may commit rows behind this run's watermark.
+    token = fence.take(url, plan.source, plan.table)
+    fenced = fence.applies(plan.source, plan.table)
+    state = plan.state.after_run(result.max_cursor, token, fenced, plan.fence_cleared)
+    quarantine = _quarantine(warehouse, request.target, [*stats.quarantined, *guard.quarantined])
+    return {
+        **state.as_metadata(),
+        "derive/watermark_before": watermark.to_text(plan.state.watermark),
+        "derive/rows_read": result.rows_read,
+        "derive/rows_inserted": result.rows_inserted,
+        "derive/rows_updated": result.rows_updated,
+        "derive/rows_deleted": result.rows_deleted,
+        "derive/rows_invalid": sum(guard.counts.values()),
+        **({"derive/invalid_rows": dict(guard.counts)} if guard.counts else {}),
+        "derive/duration_seconds": round(time.perf_counter() - started, 3),
+        "derive/source_query": MetadataValue.md(f"```sql\n{query.text}\n```"),
+        "derive/source": f"{plan.source.name} ({plan.source.type}) table {plan.table.name}",
+        "dagster/row_count": warehouse.row_count(request.target.ref),
+        **{f"derive/{k}": v for k, v in result.extra.items()},
+        **_document_metadata(plan, stats, quarantine),
+        **({"derive/quarantine_table": quarantine} if quarantine else {}),
+    }
+
+
+def _quarantine(warehouse: Warehouse, target: TargetTable, rows: list[dict[str, Any]]) -> str | None:
+    """Rows set aside (invalid rows, documents that failed coercion) go to `<dataset>.<table>__quarantine`,
+    merged by `_id` (the row's key, or a hash of a row without one)."""
+    if not rows:
+        return None
+    unique = list({row["_id"]: row for row in rows}.values())
+    table = TargetTable(target.dataset, f"{target.name}__quarantine", QUARANTINE_COLUMNS, ("_id",))
+    request = LoadRequest(table, ("_id",), "quarantined_at")
+    warehouse.load(request, [pa.RecordBatch.from_pylist(unique, schema=QUARANTINE_SCHEMA)])
+    return table.ref
+
+
+def _document_metadata(plan: ExtractPlan, stats: ExtractStats, quarantine: str | None) -> dict[str, Any]:
+    if plan.source.type != "mongodb":
+        return {}
+    return {
+        "derive/documents_read": stats.documents_read,
+        "derive/undeclared_fields": dict(stats.undeclared.most_common(50)),
+        "derive/undeclared_field_count": len(stats.undeclared),
+        "derive/quarantined_documents": len(stats.quarantined),
+        **({"derive/quarantine_table": quarantine} if quarantine else {}),
+    }
