@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
 
 from derive_assets.specs.models import Column
-from resources.sql_text import quote, table_name
+from resources.reads import CheckKind, CheckQuery, SliceReads, TableSlice
 
 
 @dataclass(frozen=True)
 class ColumnCheck:
     name: str
     column: Column
-    rule: str  # not_null | unique | accepted_values
+    rule: CheckKind
 
     def spec(self, key: AssetKey) -> AssetCheckSpec:
         return AssetCheckSpec(
@@ -27,26 +25,12 @@ class ColumnCheck:
             metadata={"column": self.column.name},
         )
 
-    def sql(self, ref: str, dialect: str, window_filter: str) -> tuple[str, dict[str, Any]]:
-        """A query returning the number of violating rows (bound parameters for accepted values)."""
-        col = quote(self.column.name, dialect)
-        tbl = table_name(ref, dialect)
-        where = f" AND {window_filter}" if window_filter else ""
-        if self.rule == "not_null":
-            return f"SELECT count(*) FROM {tbl} WHERE {col} IS NULL{where}", {}
-        if self.rule == "unique":
-            return (
-                f"SELECT count(*) FROM (SELECT {col} FROM {tbl} WHERE {col} IS NOT NULL "
-                f"GROUP BY {col} HAVING count(*) > 1)",
-                {},
-            )
-        values = self.column.constraints.accepted_values or []
-        params = {f"v{i}": v for i, v in enumerate(values)}
-        placeholders = ", ".join(("$" if dialect == "duckdb" else "@") + p for p in params)
-        return (
-            f"SELECT count(*) FROM {tbl} WHERE {col} IS NOT NULL AND {col} NOT IN ({placeholders}){where}",
-            params,
+    def query(self, scope: TableSlice) -> CheckQuery:
+        """The count of violating rows over `scope` (`unique` looks at the whole table; see `CheckQuery`)."""
+        values = (
+            tuple(self.column.constraints.accepted_values or ()) if self.rule == "accepted_values" else ()
         )
+        return CheckQuery(self.rule, self.column.name, scope, values)
 
     def result(self, violations: int) -> AssetCheckResult:
         return AssetCheckResult(
@@ -79,12 +63,6 @@ def _describe(check: ColumnCheck) -> str:
     return f"{check.column.name} is {check.rule.replace('_', ' ')}"
 
 
-def run_checks(
-    checks: list[ColumnCheck], warehouse: Any, ref: str, window_filter: str, window_params: Mapping[str, Any]
-) -> list[AssetCheckResult]:
-    results = []
-    for check in checks:
-        sql, params = check.sql(ref, warehouse.dialect, window_filter)
-        used = {**params, **(window_params if window_filter and check.rule != "unique" else {})}
-        results.append(check.result(warehouse.count_violations(sql, used)))
-    return results
+def run_checks(checks: list[ColumnCheck], warehouse: SliceReads, scope: TableSlice) -> list[AssetCheckResult]:
+    """Run each check over `scope`: the run's window of a partitioned table, else the whole table."""
+    return [check.result(warehouse.count_violations(check.query(scope))) for check in checks]

@@ -7,6 +7,7 @@ rows were written; nothing is recorded, so the watermark does not move either.
 """
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 
+import dataclasses
 import time
 import warnings
 from typing import Any
@@ -25,6 +26,7 @@ from dagster import (
     asset,
 )
 
+from derive_assets import metadata_keys as K
 from derive_assets.factory.export_verify import CHECK_NAME, verify
 from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.targets import column_defs
@@ -32,7 +34,8 @@ from derive_assets.factory.windows import partitions_for
 from derive_assets.replication import watermark
 from derive_assets.specs.project import Export
 from resources.online_store import OnlineStoreError, OnlineTable, OnlineWriteError
-from resources.sql_text import quote, table_name, window_filter
+from resources.reads import CursorRange, SliceReads, TableSlice, WindowBound
+from resources.schema import ColumnType
 from resources.warehouse import TimeWindow
 
 BATCH_ROWS = 10_000
@@ -70,12 +73,12 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
         description=spec.description or f"{spec.table} for reads by key, in {table.ref}",
         owners=[spec.owner],
         kinds={store_kind},
-        tags={"derive/layer": "online"},
+        tags={K.LAYER: "online"},
         metadata={
             "dagster/column_schema": column_schema(list(export.columns)),
-            "derive/spec_file": str(export.path),
-            "derive/online_table": table.ref,
-            "derive/primary_key": list(table.primary_key),
+            K.SPEC_FILE: str(export.path),
+            K.ONLINE_TABLE: table.ref,
+            K.PRIMARY_KEY: list(table.primary_key),
         },
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
@@ -97,65 +100,52 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
             store.ensure_table(table)
         except OnlineStoreError as exc:
             raise _failure(export, store, exc, 0, None) from None
-        where: str | None = None
-        params: dict[str, Any] = {}
+        columns = tuple(table.column_names)
+        rows = TableSlice(spec.table, columns)  # the whole table, unless a window or cursor narrows it
         meta: dict[str, Any] = {}
         if partitions_def is not None and export.partition_key:
             tw = context.partition_time_window
             window = TimeWindow(tw.start, tw.end)
-            key_type = next(c.type for c in export.columns if c.name == export.partition_key)
-            where = window_filter(export.partition_key, key_type, warehouse.types, warehouse.dialect)
-            params = window.as_params()
-            meta = {
-                "derive/window_start": window.start.isoformat(),
-                "derive/window_end": window.end.isoformat(),
-            }
+            key_type: ColumnType = next(c.type for c in export.columns if c.name == export.partition_key)
+            rows = TableSlice(spec.table, columns, window=WindowBound(export.partition_key, key_type, window))
+            meta = {K.WINDOW_START: window.start.isoformat(), K.WINDOW_END: window.end.isoformat()}
         elif spec.cursor and cursor_type:
-            where, params, meta = _cursor_slice(context, key, warehouse, spec.table, spec.cursor, cursor_type)
-            if where is None:
+            changed, meta = _cursor_slice(context, key, warehouse, rows, spec.cursor, cursor_type)
+            if changed is None:
                 return _nothing_changed(meta)
+            rows = changed
 
         started, write_started = time.perf_counter(), time.monotonic()
-        batches = warehouse.iter_batches(spec.table, table.column_names, where, params, BATCH_ROWS)
+        batches = warehouse.iter_slice(rows, BATCH_ROWS)
         try:
             result = store.write(table, batches)
         except OnlineWriteError as exc:
-            total = _count(warehouse, spec.table, where, params)
+            total = warehouse.count_slice(rows)
             raise _failure(export, store, exc, exc.rows_written, total) from None
         duration = time.perf_counter() - started
-        expected = _count(warehouse, spec.table, where, params)
+        expected = warehouse.count_slice(rows)
         try:
-            check = verify(
-                warehouse,
-                store,
-                table,
-                spec.table,
-                where,
-                params,
-                result.rows_written,
-                expected,
-                write_started,
-            )
+            check = verify(warehouse, store, table, rows, result.rows_written, expected, write_started)
         except OnlineStoreError as exc:
             raise Failure(
                 description=f"export {spec.name} wrote {result.rows_written:,} rows to {store.kind} but could not "
                 f"read them back to verify them: {exc}. No materialization was recorded, so the next run exports "
                 "and verifies the same rows again (upserts: harmless).",
-                metadata={"derive/rows_written": result.rows_written},
+                metadata={K.ROWS_WRITTEN: result.rows_written},
             ) from None
-        if not check.passed and watermark.WATERMARK_KEY in meta:
+        if not check.passed and K.WATERMARK in meta:
             # Keep the old watermark: the next run re-exports this slice and verifies it again.
-            meta[watermark.WATERMARK_KEY] = meta["derive/watermark_before"]
-            meta["derive/watermark_held"] = True
+            meta[K.WATERMARK] = meta[K.WATERMARK_BEFORE]
+            meta[K.WATERMARK_HELD] = True
         return MaterializeResult(
             metadata={
                 **meta,
-                "derive/rows_written": result.rows_written,
-                "derive/batches": result.batches,
-                "derive/write_retries": result.retries,
-                "derive/duration_seconds": round(duration, 3),
-                "derive/rows_per_second": round(result.rows_written / duration) if duration > 0 else None,
-                "derive/online_table": f"{store.kind}: {table.ref}",
+                K.ROWS_WRITTEN: result.rows_written,
+                K.BATCHES: result.batches,
+                K.WRITE_RETRIES: result.retries,
+                K.DURATION_SECONDS: round(duration, 3),
+                K.ROWS_PER_SECOND: round(result.rows_written / duration) if duration > 0 else None,
+                K.ONLINE_TABLE: f"{store.kind}: {table.ref}",
             },
             check_results=[check],
         )
@@ -164,40 +154,39 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
 
 
 def _cursor_slice(
-    context: AssetExecutionContext, key: AssetKey, warehouse: Any, ref: str, cursor: str, cursor_type: Any
-) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
-    """Rows with `before < cursor <= after`: `after` is fixed first, so rows landing during the export wait."""
+    context: AssetExecutionContext,
+    key: AssetKey,
+    warehouse: SliceReads,
+    rows: TableSlice,
+    cursor: str,
+    cursor_type: Any,
+) -> tuple[TableSlice | None, dict[str, Any]]:
+    """`rows` narrowed to `before < cursor <= after`, and the watermark metadata; None when nothing changed.
+
+    `after` (the largest cursor value past the stored watermark `before`) is fixed first, so rows landing during
+    the export wait for the next run.
+    """
     event = context.instance.get_latest_materialization_event(key)
     stored = None
     if event and event.asset_materialization:
-        value = event.asset_materialization.metadata.get(watermark.WATERMARK_KEY)
+        value = event.asset_materialization.metadata.get(K.WATERMARK)
         stored = value.value if isinstance(value, MetadataValue) else value
     before = watermark.from_text(stored if isinstance(stored, str) else None, cursor_type)
-    p = "$" if warehouse.dialect == "duckdb" else "@"
-    col = quote(cursor, warehouse.dialect)
-    lower = f"{col} > {p}after_watermark_before" if before is not None else "TRUE"
-    params: dict[str, Any] = {"after_watermark_before": before} if before is not None else {}
-    after = _max_value(warehouse, ref, cursor, lower, params)
+    after = warehouse.max_in_slice(
+        dataclasses.replace(rows, cursor=CursorRange(cursor, after=before)), cursor
+    )
     meta = {
-        watermark.WATERMARK_KEY: watermark.to_text(after if after is not None else before),
-        "derive/watermark_before": watermark.to_text(before),
+        K.WATERMARK: watermark.to_text(after if after is not None else before),
+        K.WATERMARK_BEFORE: watermark.to_text(before),
     }
     if after is None:
-        return None, {}, meta
-    params["after_watermark_after"] = after
-    return f"{lower} AND {col} <= {p}after_watermark_after", params, meta
-
-
-def _max_value(warehouse: Any, ref: str, column: str, where: str, params: dict[str, Any]) -> Any:
-    col = quote(column, warehouse.dialect)
-    return warehouse.scalar(
-        f"SELECT max({col}) FROM {table_name(ref, warehouse.dialect)} WHERE {where}", params
-    )
+        return None, meta
+    return dataclasses.replace(rows, cursor=CursorRange(cursor, after=before, upto=after)), meta
 
 
 def _nothing_changed(meta: dict[str, Any]) -> MaterializeResult:
     return MaterializeResult(
-        metadata={**meta, "derive/rows_written": 0},
+        metadata={**meta, K.ROWS_WRITTEN: 0},
         check_results=[
             AssetCheckResult(
                 check_name=CHECK_NAME,
@@ -207,11 +196,6 @@ def _nothing_changed(meta: dict[str, Any]) -> MaterializeResult:
             )
         ],
     )
-
-
-def _count(warehouse: Any, ref: str, where: str | None, params: dict[str, Any]) -> int:
-    sql = f"SELECT count(*) FROM {table_name(ref, warehouse.dialect)}" + (f" WHERE {where}" if where else "")
-    return warehouse.count_violations(sql, params)
 
 
 def _failure(export: Export, store: Any, exc: OnlineStoreError, written: int, total: int | None) -> Failure:
@@ -230,5 +214,5 @@ def _failure(export: Export, store: Any, exc: OnlineStoreError, written: int, to
     return Failure(
         description=f"export {export.spec.name} to {store.kind} stopped after {written:,}{of} rows were written "
         f"online: {exc}. No materialization was recorded, so {kept}; {rerun}.",
-        metadata={"derive/rows_written": written, "derive/rows_in_slice": total},
+        metadata={K.ROWS_WRITTEN: written, K.ROWS_IN_SLICE: total},
     )

@@ -19,6 +19,7 @@ write began (rows written then may have expired by right); before that, a missin
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -29,6 +30,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity
 
 from resources.online_store import OnlineTable
+from resources.reads import SliceReads, TableSlice
 
 CHECK_NAME = "online_matches_warehouse"
 SAMPLE_KEYS = 100
@@ -39,23 +41,23 @@ _NAN = ("float", "NaN")  # NaN != NaN in Python; this stands for it on both side
 
 
 def verify(
-    warehouse: Any,
+    warehouse: SliceReads,
     store: Any,
     table: OnlineTable,
-    ref: str,
-    where: str | None,
-    params: dict[str, Any],
+    exported: TableSlice,
     written: int,
     expected: int,
     write_started: float | None = None,
 ) -> AssetCheckResult:
-    """Compare `written` with the slice's warehouse row count `expected`, and a sample read back by key.
+    """Compare `written` with the warehouse row count `expected` of the slice `exported`, and a sample
+    of it read back by key (the online table's columns, whatever `exported.columns` says).
 
     `write_started` is the `time.monotonic()` at which the write began (for the TTL rule in the module docstring);
     None means just now.
     """
     started = time.monotonic() if write_started is None else write_started
-    sample = next(iter(warehouse.iter_batches(ref, table.column_names, where, params, SAMPLE_KEYS)), None)
+    sampled = dataclasses.replace(exported, columns=tuple(table.column_names))
+    sample = next(iter(warehouse.iter_slice(sampled, SAMPLE_KEYS)), None)
     rows = sample.to_pylist() if sample is not None else []
     precision = store.timestamp_precision
     types = {c.name: c.type for c in table.columns}

@@ -14,6 +14,7 @@ from dagster import (
     asset,
 )
 
+from derive_assets import metadata_keys as K
 from derive_assets.factory.checks import column_checks, run_checks
 from derive_assets.factory.metadata import column_lineage, column_schema, sql_block
 from derive_assets.factory.targets import table_target
@@ -21,8 +22,8 @@ from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.models import MergeStrategy
 from derive_assets.specs.project import Table
 from derive_assets.specs.sql_analysis import transpile
-from resources.io_manager import PARTITION_KEY_METADATA, PARTITION_KEY_TYPE_METADATA
-from resources.sql_text import window_filter
+from resources.reads import TableSlice, WindowBound
+from resources.schema import ColumnType
 from resources.warehouse import TimeWindow, WriteRequest
 
 
@@ -39,18 +40,16 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     unique_key = tuple(spec.strategy.unique_key) if isinstance(spec.strategy, MergeStrategy) else ()
     metadata = {
         "dagster/column_schema": column_schema(spec.columns),
-        "derive/spec_file": str(table.path),
-        "derive/strategy": spec.strategy.type,
-        "derive/sql": sql_block(spec.sql.strip()),
-        "derive/reads": analysis.reads,
+        K.SPEC_FILE: str(table.path),
+        K.STRATEGY: spec.strategy.type,
+        K.SQL: sql_block(spec.sql.strip()),
+        K.READS: analysis.reads,
     }
     if spec.partition:
-        metadata[PARTITION_KEY_METADATA] = spec.partition.key
-        metadata[PARTITION_KEY_TYPE_METADATA] = next(
-            c.type for c in spec.columns if c.name == spec.partition.key
-        )
+        metadata[K.PARTITION_KEY] = spec.partition.key
+        metadata[K.PARTITION_KEY_TYPE] = next(c.type for c in spec.columns if c.name == spec.partition.key)
     if spec.cluster:
-        metadata["derive/cluster"] = spec.cluster
+        metadata[K.CLUSTER] = spec.cluster
 
     # backfill_policy is marked beta; it is what lets a backfill of many windows run as one statement.
     warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
@@ -62,7 +61,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
         description=spec.description or None,
         owners=[spec.owner],
         kinds={"sql", warehouse_kind},
-        tags={"derive/layer": spec.layer},
+        tags={K.LAYER: spec.layer},
         metadata=metadata,
         partitions_def=partitions_def,
         # A backfill of many windows runs as one statement over their union, not one run per window.
@@ -83,29 +82,26 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
             for name, value in (window.as_params() if window else {}).items()
             if name in analysis.parameters
         }
-        estimate = warehouse.estimate_bytes(sql, params)  # a BigQuery dry run; None on DuckDB
+        estimate = warehouse.estimate_bytes(sql, params)  # a dry run where the engine has one, else None
         started = time.perf_counter()
         result = warehouse.write(WriteRequest(target, sql, params, spec.strategy.type, unique_key, window))
         duration = time.perf_counter() - started
-        scope = ""
+        scope = TableSlice(spec.ref)  # checks cover the run's window of a partitioned table, else all of it
         if window and spec.partition:
-            key_type = next(c.type for c in spec.columns if c.name == spec.partition.key)
-            scope = window_filter(spec.partition.key, key_type, warehouse.types, warehouse.dialect)
-        check_results = run_checks(checks, warehouse, spec.ref, scope, window.as_params() if window else {})
+            key_type: ColumnType = next(c.type for c in spec.columns if c.name == spec.partition.key)
+            scope = TableSlice(spec.ref, window=WindowBound(spec.partition.key, key_type, window))
+        check_results = run_checks(checks, warehouse, scope)
         return MaterializeResult(
             metadata={
-                "derive/window_start": window.start.isoformat() if window else None,
-                "derive/window_end": window.end.isoformat() if window else None,
-                "derive/rows_read": result.rows_read,
-                "derive/rows_inserted": result.rows_inserted,
-                "derive/rows_updated": result.rows_updated,
-                "derive/rows_deleted": result.rows_deleted,
-                "derive/duration_seconds": round(duration, 3),
-                "derive/rendered_sql": sql_block(sql),
-                "derive/upstream_tables": analysis.reads,
+                K.WINDOW_START: window.start.isoformat() if window else None,
+                K.WINDOW_END: window.end.isoformat() if window else None,
+                **K.row_counts(result),
+                K.DURATION_SECONDS: round(duration, 3),
+                K.RENDERED_SQL: sql_block(sql),
+                K.UPSTREAM_TABLES: analysis.reads,
                 "dagster/row_count": warehouse.row_count(spec.ref),
                 "dagster/column_lineage": column_lineage(analysis.lineage),
-                **({"derive/estimated_bytes": estimate} if estimate is not None else {}),
+                **({K.ESTIMATED_BYTES: estimate} if estimate is not None else {}),
             },
             check_results=check_results,
         )

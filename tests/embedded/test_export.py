@@ -14,6 +14,7 @@ from derive_assets.factory.export_verify import verify
 from derive_assets.online import OnlineReader, _coerce
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import load_project
+from resources.reads import TableSlice
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -125,7 +126,12 @@ def test_verification_fails_when_rows_are_missing_online(settings: DeriveSetting
     with sqlite3.connect(settings.sqlite_online_path) as con:
         con.execute(f'DELETE FROM "{table.keyspace}__{table.name}" WHERE user_id % 2 = 0')
     check = verify(
-        build_warehouse(settings), build_online_store(settings), table, "core.user_detail", None, {}, 500, 500
+        build_warehouse(settings),
+        build_online_store(settings),
+        table,
+        TableSlice("core.user_detail"),
+        500,
+        500,
     )
     assert not check.passed
     assert check.metadata["missing_online"].value > 0

@@ -24,10 +24,12 @@ from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import load_project
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.online_store import OnlineTable
+from resources.reads import TableSlice
 from resources.schema import ColumnDef
 from resources.sqlite_online_store import SQLiteOnlineStore
 
 UTC = dt.UTC
+TYPED = TableSlice("core.typed")
 COLUMNS = {
     "id": ("INT64", "BIGINT"),
     "ts": ("TIMESTAMP", "TIMESTAMPTZ"),
@@ -86,12 +88,17 @@ def typed_export(tmp_path: Path) -> tuple[DuckDBWarehouse, OnlineTable]:
     return warehouse, table
 
 
+def exported(table: OnlineTable) -> TableSlice:
+    """The rows an export of `table` reads: its columns of core.typed."""
+    return TableSlice("core.typed", tuple(table.column_names))
+
+
 def export_and_verify(warehouse: DuckDBWarehouse, store: Any, table: OnlineTable, tamper=None):
     store.ensure_table(table)
-    result = store.write(table, warehouse.iter_batches("core.typed", table.column_names, None, {}, 2))
+    result = store.write(table, warehouse.iter_slice(exported(table), 2))
     if tamper:
         tamper()
-    return verify(warehouse, store, table, "core.typed", None, {}, result.rows_written, len(ROWS))
+    return verify(warehouse, store, table, TYPED, result.rows_written, len(ROWS))
 
 
 def test_faithful_sqlite_export_of_every_type_passes(tmp_path: Path):
@@ -277,8 +284,8 @@ def test_fewer_rows_written_than_the_slice_holds_fails_the_check(tmp_path: Path)
     warehouse, table = typed_export(tmp_path)
     store = SQLiteOnlineStore(path=str(tmp_path / "online.sqlite"))
     store.ensure_table(table)
-    store.write(table, warehouse.iter_batches("core.typed", table.column_names, None, {}, 10))
-    check = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS) - 1, len(ROWS))
+    store.write(table, warehouse.iter_slice(exported(table), 10))
+    check = verify(warehouse, store, table, TYPED, len(ROWS) - 1, len(ROWS))
     assert not check.passed
     assert (check.description or "").startswith(f"warehouse has {len(ROWS)} rows, {len(ROWS) - 1} written")
 
@@ -288,11 +295,11 @@ def test_with_a_ttl_a_missing_key_counts_as_expired_only_once_the_ttl_has_passed
     table = dataclasses.replace(table, ttl_seconds=30)
     store = SQLiteOnlineStore(path=str(tmp_path / "online.sqlite"))
     store.ensure_table(table)
-    store.write(table, warehouse.iter_batches("core.typed", table.column_names, None, {}, 10))
+    store.write(table, warehouse.iter_slice(exported(table), 10))
     with sqlite3.connect(tmp_path / "online.sqlite") as con:
         con.execute(f'DELETE FROM "{table.keyspace}__{table.name}" WHERE id = 1')
-    fresh = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS), len(ROWS), time.monotonic())
+    fresh = verify(warehouse, store, table, TYPED, len(ROWS), len(ROWS), time.monotonic())
     assert not fresh.passed and fresh.metadata["missing_online"].value == 1
-    old = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS), len(ROWS), time.monotonic() - 31)
+    old = verify(warehouse, store, table, TYPED, len(ROWS), len(ROWS), time.monotonic() - 31)
     assert old.passed, old.description
     assert old.metadata["expired_online"].value == 1 and old.metadata["missing_online"].value == 0

@@ -25,6 +25,7 @@ from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.online_store import OnlineStoreError, OnlineTable
+from resources.reads import TableSlice
 from resources.schema import ColumnDef
 
 EXPORT = AssetKey(["online", "user_profile_online"])
@@ -191,7 +192,7 @@ def test_verification_fails_when_rows_are_missing(settings: DeriveSettings):
         store.session().execute(
             f'DELETE FROM "{table.keyspace}"."{table.name}" WHERE user_id = %s', (user_id,)
         )
-    check = verify(build_warehouse(settings), store, table, "core.user_detail", None, {}, 400, 400)
+    check = verify(build_warehouse(settings), store, table, TableSlice("core.user_detail"), 400, 400)
     assert not check.passed and check.metadata["missing_online"].value > 0
 
 
@@ -290,7 +291,7 @@ def typed(tmp_path: Path, settings: DeriveSettings) -> Iterator[tuple[DuckDBWare
 
 def test_every_type_exported_to_cassandra_passes_at_millisecond_precision(typed):
     warehouse, store, table = typed
-    check = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS), len(ROWS))
+    check = verify(warehouse, store, table, TableSlice("core.typed"), len(ROWS), len(ROWS))
     assert check.passed, check.description
     [row] = store.lookup(table, [2])
     assert row["ts"] == dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC)  # rounded down, pre-1970
@@ -317,7 +318,7 @@ def test_one_value_changed_in_cassandra_fails_the_check(typed, column: str, key:
     store.session().execute(
         f'UPDATE "{table.keyspace}"."{table.name}" SET "{column}" = %s WHERE id = %s', (online, key)
     )
-    check = verify(warehouse, store, table, "core.typed", None, {}, len(ROWS), len(ROWS))
+    check = verify(warehouse, store, table, TableSlice("core.typed"), len(ROWS), len(ROWS))
     assert not check.passed
     assert check.metadata["different_online"].value == 1
     assert f"key [{key}], column {column}:" in (check.description or "")
