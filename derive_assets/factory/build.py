@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from dagster import (
     AssetsDefinition,
     Definitions,
-    EnvVar,
     ExecutorDefinition,
     in_process_executor,
     multiprocess_executor,
@@ -32,79 +30,21 @@ from derive_assets.factory.windows import partitions_for
 from derive_assets.replication.connections import SourceConnections
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
-from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.io_manager import WarehouseIOManager
-from resources.sqlite_online_store import SQLiteOnlineStore
+from resources.online_store import OnlineStore
+from resources.warehouse import Warehouse
 
 
-def build_warehouse(settings: DeriveSettings) -> Any:
-    """The warehouse resource the settings choose; specs never change between warehouses."""
-    if settings.warehouse == "bigquery":
-        from resources.bigquery_warehouse import BigQueryWarehouse
-
-        return BigQueryWarehouse(
-            project=settings.bigquery_project,
-            location=settings.bigquery_location,
-            api_endpoint=settings.bigquery_endpoint,
-            timeout_seconds=settings.bigquery_timeout_seconds,
-            retry_deadline_seconds=settings.bigquery_retry_deadline_seconds,
-        )
-    return DuckDBWarehouse(path=str(settings.duckdb_path))
+def build_warehouse(settings: DeriveSettings) -> Warehouse:
+    """The warehouse resource the settings choose (by the registry in `resources/backends.py`); specs never change
+    between warehouses."""
+    return settings.warehouse_config().build()
 
 
-def build_online_store(settings: DeriveSettings) -> Any:
-    """The online store the settings choose. Cassandra is configured by `DERIVE_CASSANDRA_HOSTS` (comma-separated),
-    `_PORT`, `_LOCAL_DC`, `_USERNAME`, `_PASSWORD` (an EnvVar: never shown in the UI) and `_SSL_CA`; outage
-    handling by `_CONNECT_TIMEOUT`, `_REQUEST_TIMEOUT` (seconds), `_WRITE_RETRIES` and `_RETRY_BACKOFF` (seconds)."""
-    if settings.online_store == "cassandra":
-        from resources.cassandra_online_store import CassandraOnlineStore
-
-        env = os.environ
-        tuning = {
-            field: _env_number(name, kind)
-            for field, name, kind in CASSANDRA_TUNING
-            if env.get(name, "").strip()
-        }
-        return CassandraOnlineStore(
-            contact_points=[
-                h.strip() for h in env.get("DERIVE_CASSANDRA_HOSTS", "127.0.0.1").split(",") if h.strip()
-            ],
-            port=_env_number("DERIVE_CASSANDRA_PORT", int, 9042),
-            local_datacenter=env.get("DERIVE_CASSANDRA_LOCAL_DC"),
-            username=env.get("DERIVE_CASSANDRA_USERNAME"),
-            # An EnvVar: Dagster resolves it at run time and shows only its name in the UI.
-            password=EnvVar("DERIVE_CASSANDRA_PASSWORD") if env.get("DERIVE_CASSANDRA_PASSWORD") else None,
-            ssl_ca_file=env.get("DERIVE_CASSANDRA_SSL_CA"),
-            **tuning,
-        )
-    return SQLiteOnlineStore(path=str(settings.sqlite_online_path))
-
-
-CASSANDRA_TUNING: list[tuple[str, str, type[int] | type[float]]] = [
-    ("connect_timeout_seconds", "DERIVE_CASSANDRA_CONNECT_TIMEOUT", float),
-    ("request_timeout_seconds", "DERIVE_CASSANDRA_REQUEST_TIMEOUT", float),
-    ("write_retries", "DERIVE_CASSANDRA_WRITE_RETRIES", int),
-    ("retry_backoff_seconds", "DERIVE_CASSANDRA_RETRY_BACKOFF", float),
-]
-"""(store field, environment variable, type) of the Cassandra outage settings; unset means the store's default."""
-
-
-def _env_number(name: str, kind: type[int] | type[float], default: float | None = None) -> Any:
-    text = os.environ.get(name, "").strip()
-    if not text and default is not None:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ValueError(
-            f"{name}={text!r} is not {'an integer' if kind is int else 'a number'}; set a value of at least 0, "
-            "or unset it for the default"
-        ) from None
-    if value < 0:
-        raise ValueError(
-            f"{name}={text!r} is negative; set a value of at least 0, or unset it for the default"
-        )
-    return value
+def build_online_store(settings: DeriveSettings) -> OnlineStore:
+    """The online store the settings choose; Cassandra's `DERIVE_CASSANDRA_*` variables are read now (see
+    `derive_assets/settings.py`), its password as an `EnvVar`, which the UI shows by name only."""
+    return settings.online_store_config().build()
 
 
 def build_executor(settings: DeriveSettings) -> ExecutorDefinition:
