@@ -18,8 +18,8 @@ one row twice and then fails sorting its results (`TypeError: '<' not supported 
 Time bounds: connecting fails after `connect_timeout_seconds` per contact point (at once for a refused port); a
 write that cannot complete fails after at most `(write_retries + 1) * request_timeout_seconds` plus the backoff.
 
-Connection settings come from configuration (`DERIVE_CASSANDRA_*` environment variables, see
-`derive_assets/factory/build.py`); the password is a Dagster `EnvVar`, so the UI shows its name, never its value.
+Connection settings come from configuration (`resources/backends.py` `CassandraConfig`, which Derive fills from the
+`DERIVE_CASSANDRA_*` variables); the password is a Dagster `EnvVar`, so the UI shows its name, never its value.
 """
 
 from __future__ import annotations
