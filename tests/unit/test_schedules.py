@@ -30,12 +30,14 @@ def test_schedule_before_the_first_window_ends_skips():
         DeriveSettings(specs_dir=PROJECT_ROOT / "table_specs", home=PROJECT_ROOT / ".derive")
     )
     schedule = defs.resolve_schedule_def("analytics__order_facts_job_schedule")
-    data = schedule.evaluate_tick(
-        build_schedule_context(scheduled_execution_time=dt.datetime(2026, 1, 1, 0, 10, tzinfo=dt.UTC))
-    )
+    at = dt.datetime(2026, 1, 1, 0, 10, tzinfo=dt.UTC)
+    data = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=at))
     assert not data.run_requests
     assert "no complete window" in (data.skip_message or "")
-    assert SkipReason  # imported for readers: a skip is a SkipReason, not an error
+    # What the schedule function itself returns: a SkipReason (a skipped tick), not an error or an empty list.
+    result = schedule(build_schedule_context(scheduled_execution_time=at))
+    assert isinstance(result, SkipReason)
+    assert result.skip_message == "no complete window yet: the first window has not ended"
 
 
 def test_unpartitioned_schedule_runs_the_whole_table():
