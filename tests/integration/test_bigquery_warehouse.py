@@ -1,36 +1,32 @@
-"""BigQueryWarehouse against the BigQuery emulator, through the real `google-cloud-bigquery` client.
+"""What only BigQuery has, against the emulator and on the generated SQL: the table's partitioning and
+clustering, a mismatching existing table, per-run staging tables, the replace transaction, dry runs, and (where the
+emulator accepts but ignores or cannot run something, see "Emulator gaps" in `resources/bigquery_warehouse.py`) the
+generated statements and API objects.
 
-The same scenarios as `tests/embedded/test_strategies.py` (each strategy, idempotency per window,
-all-or-nothing failures, refused keys and windows), plus what only BigQuery has: the table's partitioning and
-clustering, a mismatching existing table, per-run staging tables, replication loads (checked against DuckDB's
-results) and dry runs. What the emulator cannot do (see "Emulator gaps" in `resources/bigquery_warehouse.py`)
-is checked on the generated SQL and API objects at the end of this file.
+Every scenario both warehouses share (strategies, loads, Python-asset rows, reads and checks, refusals) is in the
+contract suite, `tests/contract/`, which runs it on DuckDB and on this emulator.
 
 Start the emulator with `make services`, then `eval "$(bash deployments/local/services.sh env)"`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
-from dagster import asset, materialize
 from google.api_core.exceptions import BadRequest
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 from resources.bigquery_ddl import ddl_for, table_for
 from resources.bigquery_sql import STAGING_PREFIX, merge_sql, replace_sql, source_select
 from resources.bigquery_warehouse import BigQueryWarehouse, query_parameters
-from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.schema import ColumnDef
-from resources.warehouse import LoadRequest, TargetTable, TimeWindow, WarehouseError, WriteRequest
+from resources.warehouse import TargetTable, TimeWindow, WarehouseError, WriteRequest
 
 DAY1 = TimeWindow(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
 DAY2 = TimeWindow(dt.datetime(2026, 1, 2, tzinfo=dt.UTC), dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
@@ -56,9 +52,18 @@ def warehouse(bigquery_emulator: tuple[str, str]) -> BigQueryWarehouse:
 
 
 @pytest.fixture
-def client(warehouse: BigQueryWarehouse) -> Iterator[bigquery.Client]:
-    with warehouse.get_client() as client:
+def client(bigquery_emulator: tuple[str, str]) -> Iterator[bigquery.Client]:
+    """The test's own client (not the warehouse's), to set up and inspect what the warehouse did."""
+    endpoint, project = bigquery_emulator
+    client = bigquery.Client(
+        project=project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": endpoint},
+    )
+    try:
         yield client
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -114,44 +119,7 @@ def staging_tables(client: bigquery.Client, dataset: str) -> list[str]:
     return [t.table_id for t in client.list_tables(dataset) if t.table_id.startswith(STAGING_PREFIX)]
 
 
-# ----------------------------------------------------------------------------------------------- strategies
-
-
-@pytest.mark.parametrize("strategy", ["merge", "append"])
-def test_windowed_strategies_are_idempotent_per_window(warehouse, client, target, strategy):
-    first = warehouse.write(request(target, strategy, DAY1))
-    assert (first.rows_read, first.rows_inserted) == (2, 2)
-    warehouse.write(request(target, strategy, DAY2))
-    once = rows(client, target)
-    again = warehouse.write(request(target, strategy, DAY1))
-    assert rows(client, target) == once
-    assert len(once) == 3
-    if strategy == "merge":
-        assert (again.rows_inserted, again.rows_updated) == (0, 2)
-    else:
-        assert (again.rows_inserted, again.rows_deleted) == (2, 2)
-
-
-def test_merge_updates_changed_rows_and_keeps_other_windows(warehouse, client, target):
-    warehouse.write(request(target, "merge", DAY1))
-    warehouse.write(request(target, "merge", DAY2))
-    run(
-        client,
-        f"INSERT INTO `{target.dataset}`.events VALUES (TIMESTAMP '2026-01-01 13:00:00+00', 'eu', 100)",
-    )
-    result = warehouse.write(request(target, "merge", DAY1))
-    assert (result.rows_updated, result.rows_inserted) == (2, 0)
-    assert [r[2] for r in rows(client, target)] == [Decimal("112.5"), Decimal("7"), Decimal("1.25")]
-
-
-def test_replace_makes_table_exactly_the_query_output(warehouse, client, target):
-    sql = query(target.dataset, windowed=False)
-    warehouse.write(WriteRequest(target, sql, {}, "replace"))
-    assert len(rows(client, target)) == 3
-    run(client, f"DELETE FROM `{target.dataset}`.events WHERE region = 'na'")
-    result = warehouse.write(WriteRequest(target, sql, {}, "replace"))
-    assert (result.rows_deleted, result.rows_inserted) == (3, 1)
-    assert [r[1] for r in rows(client, target)] == ["eu"]
+# ----------------------------------------------------------------------------------------------- layout
 
 
 def test_table_is_created_with_the_spec_layout(warehouse, client, target):
@@ -173,12 +141,6 @@ def test_table_is_created_with_the_spec_layout(warehouse, client, target):
     assert partitions == [("20260101", 2)]
 
 
-def test_numeric_keeps_nine_decimal_places(warehouse, client, target):
-    sql = "SELECT DATE '2026-01-01' AS day, 'eu' AS region, '12345678901234567890.123456789' AS amount"
-    warehouse.write(WriteRequest(target, sql, {}, "replace"))
-    assert rows(client, target) == [(dt.date(2026, 1, 1), "eu", Decimal("12345678901234567890.123456789"))]
-
-
 def test_existing_table_with_other_layout_is_reported_not_altered(warehouse, client, target):
     plain = bigquery.Table(f"{client.project}.{target.ref}", schema=table_for(target, client.project).schema)
     plain.clustering_fields = ["amount"]
@@ -194,20 +156,6 @@ def test_existing_table_with_other_layout_is_reported_not_altered(warehouse, cli
     assert (table.time_partitioning, table.clustering_fields, table.num_rows) == (None, ["amount"], 0)
 
 
-def test_failing_statement_leaves_target_unchanged(warehouse, client, target):
-    warehouse.write(request(target, "merge", DAY1))
-    before = rows(client, target)
-    bad = (  # right keys and window; only the cast of `amount` to NUMERIC fails
-        f"SELECT CAST(ts AS DATE) AS day, region, MAX(region) AS amount FROM `{target.dataset}`.events "
-        "WHERE ts >= @window_start AND ts < @window_end GROUP BY 1, 2"
-    )
-    for strategy in ("replace", "append", "merge"):
-        with pytest.raises(BadRequest):
-            warehouse.write(request(target, strategy, DAY1, bad))
-        assert rows(client, target) == before, strategy
-    assert staging_tables(client, target.dataset) == []
-
-
 def test_replace_transaction_rolls_back_when_the_insert_fails(warehouse, client, target):
     """The DELETE has run when the INSERT fails: the transaction must undo it."""
     warehouse.write(request(target, "merge", DAY1))
@@ -217,42 +165,6 @@ def test_replace_transaction_rolls_back_when_the_insert_fails(warehouse, client,
     with pytest.raises(BadRequest):
         client.query(replace_sql(target, bad)).result()
     assert rows(client, target) == before
-
-
-def test_not_null_violation_is_refused(warehouse, client, target):
-    warehouse.write(request(target, "merge", DAY1))
-    before = rows(client, target)
-    bad = "SELECT CAST(NULL AS DATE) AS day, 'eu' AS region, 1.0 AS amount"
-    with pytest.raises(WarehouseError, match=r"NULL in not_null columns \(rows per column: \{'day': 1\}\)"):
-        warehouse.write(WriteRequest(target, bad, {}, "replace"))
-    assert rows(client, target) == before
-
-
-def test_merge_rejects_duplicate_keys_and_writes_nothing(warehouse, client, target):
-    warehouse.write(request(target, "merge", DAY1))
-    before = rows(client, target)
-    dupes = (
-        f"SELECT CAST(ts AS DATE) AS day, region, amount FROM `{target.dataset}`.events "
-        "WHERE ts >= @window_start AND ts < @window_end"
-    )
-    with pytest.raises(WarehouseError, match=r"several rows for 1 values of unique_key \['day', 'region'\]"):
-        warehouse.write(request(target, "merge", DAY1, dupes))
-    assert rows(client, target) == before
-
-
-def test_merge_rejects_null_keys(warehouse, target):
-    nulls = "SELECT DATE '2026-01-01' AS day, CAST(NULL AS STRING) AS region, 1 AS amount"
-    with pytest.raises(WarehouseError, match=r"1 rows with a NULL in unique_key \['day', 'region'\]"):
-        warehouse.write(request(target, "merge", DAY1, nulls))
-
-
-def test_append_rejects_rows_outside_the_window(warehouse, target):
-    everything = f"SELECT CAST(ts AS DATE) AS day, region, amount FROM `{target.dataset}`.events"
-    with pytest.raises(
-        WarehouseError, match="1 rows whose partition key 'day' is NULL or lies outside the window"
-    ):
-        warehouse.write(request(target, "append", DAY1, everything))
-    assert not warehouse.table_exists(target.ref)  # checks run before the table is created
 
 
 # ----------------------------------------------------------------------------------------------- staging
@@ -270,187 +182,14 @@ def test_each_run_has_its_own_staging_table_and_drops_it(warehouse, client, targ
     assert staging_tables(client, target.dataset) == []
 
 
-# ----------------------------------------------------------------------------------------------- reads
+# ----------------------------------------------------------------------------------------------- dry runs
 
 
-def test_reads_checks_and_dry_runs(warehouse, target):
+def test_dry_runs_estimate_the_bytes_a_query_scans(warehouse, target):
     warehouse.write(request(target, "append", DAY1))
-    warehouse.write(request(target, "append", DAY2))
-    assert warehouse.table_exists(target.ref)
-    assert not warehouse.table_exists(f"{target.dataset}.nope")
-    assert warehouse.row_count(target.ref) == 3
-    window = "day >= CAST(@window_start AS DATE) AND day < CAST(@window_end AS DATE)"
-    table = warehouse.read_arrow(target.ref, window, DAY2.as_params())
-    assert table.to_pylist() == [{"day": dt.date(2026, 1, 2), "region": "na", "amount": Decimal("1.25")}]
-    check = f"SELECT count(*) FROM `{target.dataset}`.daily WHERE region NOT IN (@v0, @v1)"
-    assert warehouse.count_violations(check, {"v0": "eu", "v1": "apac"}) == 2  # na, both days
     estimate = warehouse.estimate_bytes(query(target.dataset), DAY1.as_params())
     assert isinstance(estimate, int)  # the emulator says 0; BigQuery the bytes scanned
-
-
-def test_assets_get_the_warehouse_itself(warehouse):
-    """`BigQueryResource` hands ops a bare client; the factory needs the `Warehouse` methods."""
-    seen = []
-
-    @asset(required_resource_keys={"warehouse"})
-    def probe(context) -> None:  # no annotation: dagster cannot resolve postponed ones
-        seen.append(context.resources.warehouse)
-
-    assert materialize([probe], resources={"warehouse": warehouse}).success
-    assert isinstance(seen[0], BigQueryWarehouse)
-
-
-# ----------------------------------------------------------------------------------------------- replication
-
-REPLICATED = TargetTable(
-    "",
-    "orders",
-    (
-        ColumnDef("order_id", "INT64", not_null=True),
-        ColumnDef("status", "STRING"),
-        ColumnDef("amount", "NUMERIC"),
-        ColumnDef("placed_local", "DATETIME"),
-        ColumnDef("attrs", "JSON"),
-        ColumnDef("updated_at", "TIMESTAMP"),
-        ColumnDef("deleted_at", "TIMESTAMP"),
-    ),
-    cluster=("order_id",),
-)
-ARROW = pa.schema(
-    [
-        ("order_id", pa.int64()),
-        ("status", pa.string()),
-        ("amount", pa.decimal128(38, 10)),  # as connectorx sends numeric(12,2)
-        ("placed_local", pa.timestamp("us")),
-        ("attrs", pa.string()),
-        ("updated_at", pa.timestamp("us", tz="UTC")),
-        ("deleted_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
-
-def batch(*records: tuple[int, str, str, int, int | None]) -> pa.RecordBatch:
-    """(order_id, status, amount, updated minute, deleted minute) -> one source batch."""
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    columns: dict[str, list[Any]] = {name: [] for name in ARROW.names}
-    for order_id, status, amount, updated, deleted in records:
-        columns["order_id"].append(order_id)
-        columns["status"].append(status)
-        columns["amount"].append(Decimal(amount))
-        columns["placed_local"].append(dt.datetime(2026, 1, 1, 8, order_id))
-        columns["attrs"].append(f'{{"n": {order_id}}}')
-        columns["updated_at"].append(t0 + dt.timedelta(minutes=updated))
-        columns["deleted_at"].append(None if deleted is None else t0 + dt.timedelta(minutes=deleted))
-    return pa.RecordBatch.from_pydict(columns, schema=ARROW)
-
-
-FIRST = [
-    batch((1, "new", "10.50", 1, None), (2, "new", "20.0000000001", 2, None)),
-    batch((3, "new", "3", 3, None)),
-]
-SECOND = [
-    batch((1, "paid", "10.50", 10, None), (2, "new", "20", 11, 11)),  # 1 updated, 2 soft-deleted
-    batch((4, "new", "4", 12, None)),  # 4 is new
-    batch((5, "new", "5", 13, 13)),  # created and deleted between runs: never inserted
-]
-
-
-def replicated_rows(wh: BigQueryWarehouse | DuckDBWarehouse, target: TargetTable) -> list[tuple[Any, ...]]:
-    """(order_id, status, amount, placed_local, attrs) as plain values, comparable across warehouses."""
-    table = wh.read_arrow(target.ref, None, {}).sort_by("order_id")
-    return [
-        (r["order_id"], r["status"], r["amount"], r["placed_local"], str(r["attrs"]).replace(" ", ""))
-        for r in table.to_pylist()
-    ]
-
-
-def test_load_merges_newest_rows_and_soft_deletes_like_duckdb(warehouse, dataset, tmp_path: Path):
-    target = dataclasses.replace(REPLICATED, dataset=dataset)
-    load = LoadRequest(target, ("order_id",), "updated_at", "deleted_at")
-    duck = DuckDBWarehouse(path=str(tmp_path / "wh.duckdb"))
-    results = []
-    for wh in (warehouse, duck):
-        first = wh.load(load, iter(FIRST))
-        second = wh.load(load, iter(SECOND))
-        results.append((first, second, replicated_rows(wh, target)))
-    (bq_first, bq_second, bq_rows), (dk_first, dk_second, dk_rows) = results
-
-    counters = ("rows_read", "rows_inserted", "rows_updated", "rows_deleted")
-    assert [getattr(bq_first, c) for c in counters] == [3, 3, 0, 0]
-    assert [getattr(bq_second, c) for c in counters] == [4, 1, 1, 1]
-    for bq, dk in ((bq_first, dk_first), (bq_second, dk_second)):
-        assert [getattr(bq, c) for c in counters] == [getattr(dk, c) for c in counters]
-        assert bq.max_cursor == dk.max_cursor
-        assert bq.extra["soft_deleted_rows_read"] == dk.extra["soft_deleted_rows_read"]
-    assert bq_second.max_cursor == dt.datetime(2026, 1, 1, 0, 13, tzinfo=dt.UTC)
-    assert bq_second.extra["soft_deleted_rows_read"] == 2
-    assert bq_rows == dk_rows
-    assert bq_rows == [
-        (1, "paid", Decimal("10.5"), dt.datetime(2026, 1, 1, 8, 1), '{"n":1}'),
-        (3, "new", Decimal("3"), dt.datetime(2026, 1, 1, 8, 3), '{"n":3}'),
-        (4, "new", Decimal("4"), dt.datetime(2026, 1, 1, 8, 4), '{"n":4}'),
-    ]
-
-
-def test_load_parses_text_columns_like_duckdb(warehouse, dataset, tmp_path: Path):
-    """Sources such as SQLite send timestamps (without a zone), numbers and keys as text."""
-    target = dataclasses.replace(REPLICATED, dataset=dataset)
-    load = LoadRequest(target, ("order_id",), "updated_at", "deleted_at")
-    text = pa.RecordBatch.from_pylist(
-        [
-            {
-                "order_id": str(n),
-                "status": "new",
-                "amount": f"{n}.125",
-                "placed_local": f"2026-01-01 08:0{n}:00",
-                "attrs": "[1, 2]",
-                "updated_at": f"2026-01-01 00:0{n}:00.5",
-                "deleted_at": "2026-01-01 00:09:00" if n == 2 else None,
-            }
-            for n in (1, 2)
-        ],
-        pa.schema([(name, pa.string()) for name in ARROW.names]),
-    )
-    duck = DuckDBWarehouse(path=str(tmp_path / "wh.duckdb"))
-    bq, dk = warehouse.load(load, iter([text])), duck.load(load, iter([text]))
-    assert (bq.rows_read, bq.rows_inserted, bq.max_cursor) == (
-        2,
-        1,
-        dt.datetime(2026, 1, 1, 0, 2, 0, 500000, tzinfo=dt.UTC),
-    )
-    assert (bq.rows_inserted, bq.max_cursor) == (dk.rows_inserted, dk.max_cursor)
-    assert replicated_rows(warehouse, target) == replicated_rows(duck, target)
-    assert replicated_rows(warehouse, target) == [
-        (1, "new", Decimal("1.125"), dt.datetime(2026, 1, 1, 8, 1), "[1,2]")
-    ]
-
-
-def test_load_rounds_numeric_to_nine_places_and_creates_an_empty_table(warehouse, client, dataset):
-    target = dataclasses.replace(REPLICATED, dataset=dataset)
-    load = LoadRequest(target, ("order_id",), "updated_at")
-    empty = warehouse.load(load, iter([]))
-    assert (empty.rows_read, empty.rows_inserted, empty.max_cursor) == (0, 0, None)
-    assert warehouse.row_count(target.ref) == 0
-    assert client.get_table(f"{client.project}.{target.ref}").clustering_fields == ["order_id"]
-    warehouse.load(load, iter(FIRST))
-    amounts = run(client, f"SELECT amount FROM `{dataset}`.orders ORDER BY order_id")
-    assert amounts == [(Decimal("10.5"),), (Decimal("20.000000000"),), (Decimal("3"),)]
-    assert staging_tables(client, dataset) == []
-
-
-def test_load_refuses_a_null_primary_key(warehouse, client, dataset):
-    target = dataclasses.replace(REPLICATED, dataset=dataset)
-    load = LoadRequest(target, ("order_id",), "updated_at")
-    warehouse.load(load, iter(FIRST))
-    nulls = pa.RecordBatch.from_pylist(
-        [{**batch((9, "x", "1", 20, None)).to_pylist()[0], "order_id": None}], ARROW
-    )
-    with pytest.raises(
-        WarehouseError, match=r"the source sent 1 rows with a NULL in primary key \['order_id'\]"
-    ):
-        warehouse.load(load, iter([nulls]))
-    assert warehouse.row_count(target.ref) == 3
-    assert staging_tables(client, dataset) == []
+    assert estimate >= 0
 
 
 # --------------------------------------------------------------------------------------------- generated SQL
