@@ -18,9 +18,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlglot
 from google.api_core.exceptions import BadRequest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
+from sqlglot import exp
 
 from resources.bigquery_ddl import ddl_for, table_for
 from resources.bigquery_sql import STAGING_PREFIX, merge_sql, replace_sql, source_select
@@ -180,6 +182,36 @@ def test_each_run_has_its_own_staging_table_and_drops_it(warehouse, client, targ
     with pytest.raises(WarehouseError):
         warehouse.write(request(target, "merge", DAY1, "SELECT DATE '2026-01-01' AS day, 'eu' AS region"))
     assert staging_tables(client, target.dataset) == []
+
+
+# ----------------------------------------------------------------------------------------------- pruning
+
+
+def merges_into(client: bigquery.Client, target: TargetTable) -> list[exp.Merge]:
+    """The MERGE statements into `target` among the emulator's newest jobs (newest first), parsed."""
+    into = f"MERGE INTO `{target.dataset}`.`{target.name}`"
+    texts = [j.query for j in client.list_jobs(max_results=100) if isinstance(j, bigquery.QueryJob)]
+    found = [sqlglot.parse_one(t, read="bigquery") for t in texts if t.startswith(into)]
+    assert found, f"no {into} among the emulator's newest jobs"
+    return [m for m in found if isinstance(m, exp.Merge)]
+
+
+@pytest.mark.parametrize(("unique_key", "pruned"), [(("day", "region"), True), (("region",), False)])
+def test_a_windowed_merge_restricts_the_target_to_its_window_when_the_key_holds_the_partition_key(
+    warehouse, client, target, unique_key, pruned
+):
+    """BigQuery prunes partitions only by a filter on the partition column: the MERGE's ON clause carries the
+    window whenever that is safe (the key holds the partition key, so a key lives in one window only). With
+    `require_partition_filter`, BigQuery refuses a MERGE without it; the emulator enforces neither, so this
+    reads the statement the run sent (from the emulator's job list)."""
+    warehouse.write(request(target, "append", DAY1))
+    warehouse.write(WriteRequest(target, query(target.dataset), DAY1.as_params(), "merge", unique_key, DAY1))
+    merge = merges_into(client, target)[0]
+    on = merge.args["on"]
+    names = {p.name for p in on.find_all(exp.Parameter, exp.Placeholder)}
+    keys = {c.name for c in on.find_all(exp.Column) if c.table == "T"}
+    assert keys == ({"day", "region"} if pruned else {"region"})
+    assert names == ({"window_start", "window_end"} if pruned else set())
 
 
 # ----------------------------------------------------------------------------------------------- dry runs
