@@ -16,7 +16,7 @@ from derive_assets.factory.targets import table_target
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.project import SpecProject, Table
 from derive_assets.specs.sql_analysis import transpile
-from resources.warehouse import EstimateUnavailable, TimeWindow
+from resources.warehouse import EstimateUnavailable, TimeWindow, Warehouse
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def next_window(table: Table, now: dt.datetime) -> TimeWindow | None:
     return TimeWindow(window.start, window.end)
 
 
-def plan(project: SpecProject, warehouse: Any, now: dt.datetime | None = None) -> list[PlanEntry]:
+def plan(project: SpecProject, warehouse: Warehouse, now: dt.datetime | None = None) -> list[PlanEntry]:
     now = now or dt.datetime.now(dt.UTC)
     entries = []
     for table in project.tables:
