@@ -1,9 +1,16 @@
-"""Online export on embedded engines: DuckDB -> SQLite online store, incremental, idempotent, verified."""
+"""The export asset end to end on embedded engines (DuckDB -> SQLite): window and cursor slices, idempotent
+re-exports, the TTL, verification, a blocked export, and a refused row failing the run with the watermark kept.
+
+These are the Dagster-level export tests, once; what an online store itself must do (types, upserts, TTL, NULL
+keys) is the store contract in `tests/contract/test_online_store_contract.py`, run on SQLite and Cassandra.
+"""
 
 import datetime as dt
 import sqlite3
 import time
+from typing import Any
 
+import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
 
@@ -14,7 +21,7 @@ from derive_assets.factory.export_verify import verify
 from derive_assets.online import OnlineReader, _coerce
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import load_project
-from resources.reads import TableSlice
+from resources.reads import CursorRange, TableSlice
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -48,57 +55,78 @@ def build_upstream(defs: Definitions, instance: DagsterInstance, partition: str 
         run(defs, instance, "analytics__daily_payments_by_region_job", partition)
 
 
-def test_window_export_is_readable_by_key_and_idempotent(settings: DeriveSettings, instance):
+def warehouse_rows(settings: DeriveSettings, s: TableSlice) -> list[dict[str, Any]]:
+    return build_warehouse(settings).read_slice(s).to_pylist()
+
+
+def test_window_export_writes_its_window_only_readable_by_key_and_idempotent(
+    settings: DeriveSettings, instance
+):
     defs = build_definitions(settings)
     build_upstream(defs, instance, day())
+    run(defs, instance, "analytics__daily_payments_by_region_job", day(3))  # another window, not exported
     first = metadata(
         run(defs, instance, "export_region_payments_online", day()), "online/region_payments_online"
     )
-    with build_warehouse(settings).get_connection() as con:
-        expected = con.execute(
-            "SELECT region, day, payments, payers, revenue FROM analytics.daily_payments_by_region ORDER BY ALL"
-        ).fetchall()
-    assert first["derive/rows_written"] == len(expected) > 0
+    columns = ("region", "day", "payments", "payers", "revenue")
+    table_rows = warehouse_rows(settings, TableSlice("analytics.daily_payments_by_region", columns))
+    expected = [r for r in table_rows if r["day"].isoformat() == day()]
+    assert len(table_rows) > len(expected) > 0
+    assert first["derive/rows_written"] == len(expected)
 
     reader = OnlineReader(load_project(settings.specs_dir), build_online_store(settings))
-    region, when, payments, payers, revenue = expected[0]
-    [row] = reader.lookup("region_payments_online", region, when.isoformat())  # strings, as from the CLI
-    assert row == {"region": region, "day": when, "payments": payments, "payers": payers, "revenue": revenue}
-    assert (
-        len(reader.lookup("region_payments_online", region)) == 1
-    )  # partition key alone: the whole partition
+    row = expected[0]
+    assert reader.lookup("region_payments_online", row["region"], row["day"].isoformat()) == [row]  # strings
+    for region in {r["region"] for r in table_rows}:
+        online = reader.lookup("region_payments_online", region)  # partition key alone: the whole partition
+        assert {r["day"].isoformat() for r in online} <= {day()}, "a row of another window was exported"
 
     store, table = (
         build_online_store(settings),
         online_table(load_project(settings.specs_dir).export("region_payments_online")),
     )
-    before = store.count(table)
+    assert store.count(table) == len(expected)
     run(defs, instance, "export_region_payments_online", day())
-    assert store.count(table) == before  # upserts: a re-export changes nothing
+    assert store.count(table) == len(expected)  # upserts: a re-export changes nothing
 
 
-def test_cursor_export_writes_only_changed_rows(settings: DeriveSettings, instance):
+def test_cursor_export_writes_only_changed_rows_and_a_full_reexport_changes_nothing(
+    settings: DeriveSettings, instance
+):
     defs = build_definitions(settings)
     build_upstream(defs, instance)
+    store = build_online_store(settings)
+    table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
     first = metadata(run(defs, instance, "export_user_profile_online"), "online/user_profile_online")
-    assert first["derive/rows_written"] == 500 and first["derive/watermark_before"] is None
+    assert first["derive/rows_written"] == 500 == store.count(table)
+    assert first["derive/watermark_before"] is None
 
     changes = apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.04)
     run(defs, instance, "replicate_accounts")
     run(defs, instance, "replicate_profiles")
     run(defs, instance, "core__user_detail_job")
-    with build_warehouse(settings).get_connection() as con:
-        changed = con.execute(
-            "SELECT count(*) FROM core.user_detail WHERE updated_at > $w",
-            {"w": dt.datetime.fromisoformat(first["derive/watermark"])},
-        ).fetchone()[0]
+    mark = dt.datetime.fromisoformat(first["derive/watermark"])
+    changed = build_warehouse(settings).count_slice(
+        TableSlice("core.user_detail", cursor=CursorRange("updated_at", after=mark))
+    )
     second = metadata(run(defs, instance, "export_user_profile_online"), "online/user_profile_online")
     assert 0 < second["derive/rows_written"] == changed
     assert changed >= changes["accounts.auth.inserted"]
     assert second["derive/watermark_before"] == first["derive/watermark"]
+    newest = max(
+        warehouse_rows(settings, TableSlice("core.user_detail", ("user_id", "region", "updated_at"))),
+        key=lambda r: (r["updated_at"], -r["user_id"]),
+    )
+    assert store.lookup(table, [newest["user_id"]])[0]["region"] == newest["region"]
 
     third = metadata(run(defs, instance, "export_user_profile_online"), "online/user_profile_online")
     assert third["derive/rows_written"] == 0
+
+    count = store.count(table)
+    instance.wipe()  # forget the watermark: a full re-export must change nothing online
+    again = metadata(run(defs, instance, "export_user_profile_online"), "online/user_profile_online")
+    assert again["derive/rows_written"] > second["derive/rows_written"]
+    assert store.count(table) == count  # (rows deleted in the warehouse stay online: exports only upsert)
 
 
 def test_ttl_expires_online_rows(settings: DeriveSettings, specs_dir, instance):
@@ -164,3 +192,36 @@ def test_lookup_keys_from_the_command_line_are_coerced_strictly():
         _coerce("maybe", "BOOL")
     with pytest.raises(ValueError, match=r"key value 'x' is not a INT64"):
         _coerce("x", "INT64")
+
+
+def test_a_row_the_store_refuses_fails_at_once_naming_its_key_and_keeps_the_watermark(
+    settings: DeriveSettings, instance
+):
+    defs = build_definitions(settings)
+    build_upstream(defs, instance)
+    run(defs, instance, "export_user_profile_online")
+    export = AssetKey(["online", "user_profile_online"])
+    mark = instance.get_latest_materialization_event(export)
+
+    apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.05)
+    run(defs, instance, "replicate_accounts")
+    run(defs, instance, "replicate_profiles")
+    run(defs, instance, "core__user_detail_job")
+    # core.user_detail declares user_id NOT NULL; drop that to plant a row the online store must refuse.
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        con.execute("ALTER TABLE core.user_detail ALTER COLUMN user_id DROP NOT NULL")
+        con.execute(
+            "INSERT INTO core.user_detail (user_id, email, updated_at) VALUES (NULL, 'x@example.com', now())"
+        )
+    result = defs.resolve_job_def("export_user_profile_online").execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=False
+    )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    data = failure.step_failure_data.user_failure_data
+    assert data is not None and data.description is not None
+    assert "refused 1 row(s) of a batch, first the row with key {'user_id': None}" in data.description
+    assert "such an error is not retried" in data.description
+    assert "the export's watermark did not move" in data.description
+    after = instance.get_latest_materialization_event(export)
+    assert after is not None and mark is not None and after.run_id == mark.run_id
