@@ -8,7 +8,7 @@ feature job, say - is where rows really pass through Python, both ways:
   window of it) as a pandas DataFrame or, when the input is annotated `pa.Table`, an Arrow table;
 - going out, `handle_output` takes the `pd.DataFrame` or `pa.Table` the asset returned and writes it with
   `Warehouse.write` into the table the asset declares in its definition metadata (the `derive/...` keys below,
-  set by `derive_assets.python_assets.table_asset`): its columns and types, strategy, merge key, partition key
+  set by `derive_assets.factory.python_assets.python_table`): its columns and types, strategy, merge key, partition key
   and cluster keys. It is the same write as a SQL table's: partitioned by day (or the declared unit), clustered,
   a merge or append scoped to the run's window, with the same rules and error texts (duplicate or NULL keys, rows
   outside the window, NULLs in not_null columns), in one transaction.
@@ -42,6 +42,10 @@ CLUSTER_METADATA = "derive/cluster"
 """Definition metadata: cluster keys, in order."""
 PARTITION_GRANULARITY_METADATA = "derive/partition_granularity"
 """Definition metadata: hour | day | month | year (BigQuery's time-partitioning unit)."""
+PARTITION_EXPIRATION_METADATA = "derive/partition_expiration_days"
+"""Definition metadata: days after which BigQuery drops a partition (absent: never)."""
+REQUIRE_PARTITION_FILTER_METADATA = "derive/require_partition_filter"
+"""Definition metadata: whether BigQuery refuses queries of the table without a partition filter."""
 STRATEGIES = ("merge", "append", "replace")
 
 
@@ -126,7 +130,7 @@ def target_of(
             f"{name}: a Python asset that returns rows declares the table they go to: an asset key "
             "[dataset, table], and definition metadata with its columns ('dagster/column_schema') and strategy "
             f"('derive/strategy': one of {list(STRATEGIES)}, got {strategy!r}). Declare it with "
-            "derive_assets.python_assets.table_asset(...), or return None if the asset writes its table itself."
+            "derive_assets.factory.python_assets.python_table(...), or return None if the asset writes its table itself."
         )
     columns = []
     for column in schema.columns:
@@ -140,6 +144,7 @@ def target_of(
             ColumnDef(column.name, cast(ColumnType, column.type), not nullable, column.description or "")
         )
     partition_key = metadata.get(PARTITION_KEY_METADATA)
+    expiration = metadata.get(PARTITION_EXPIRATION_METADATA)
     target = TargetTable(
         key[-2],
         key[-1],
@@ -147,5 +152,7 @@ def target_of(
         tuple(metadata.get(CLUSTER_METADATA) or ()),
         str(partition_key) if partition_key else None,
         str(metadata.get(PARTITION_GRANULARITY_METADATA) or "day"),
+        int(expiration) if expiration is not None else None,
+        bool(metadata.get(REQUIRE_PARTITION_FILTER_METADATA, False)),
     )
     return target, strategy, tuple(metadata.get(UNIQUE_KEY_METADATA) or ())

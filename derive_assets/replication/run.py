@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 from dagster import MetadataValue
 
+from derive_assets import metadata_keys as K
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.extract import ExtractPlan, prepare, read_batches
 from derive_assets.replication.mongo import ExtractStats
@@ -70,20 +71,17 @@ def replicate(
     quarantine = _quarantine(warehouse, request.target, [*stats.quarantined, *guard.quarantined])
     return {
         **state.as_metadata(),
-        "derive/watermark_before": watermark.to_text(plan.state.watermark),
-        "derive/rows_read": result.rows_read,
-        "derive/rows_inserted": result.rows_inserted,
-        "derive/rows_updated": result.rows_updated,
-        "derive/rows_deleted": result.rows_deleted,
-        "derive/rows_invalid": sum(guard.counts.values()),
-        **({"derive/invalid_rows": dict(guard.counts)} if guard.counts else {}),
-        "derive/duration_seconds": round(time.perf_counter() - started, 3),
-        "derive/source_query": MetadataValue.md(f"```sql\n{query.text}\n```"),
-        "derive/source": f"{plan.source.name} ({plan.source.type}) table {plan.table.name}",
+        K.WATERMARK_BEFORE: watermark.to_text(plan.state.watermark),
+        **K.row_counts(result),
+        K.ROWS_INVALID: sum(guard.counts.values()),
+        **({K.INVALID_ROWS: dict(guard.counts)} if guard.counts else {}),
+        K.DURATION_SECONDS: round(time.perf_counter() - started, 3),
+        K.SOURCE_QUERY: MetadataValue.md(f"```sql\n{query.text}\n```"),
+        K.SOURCE: f"{plan.source.name} ({plan.source.type}) table {plan.table.name}",
         "dagster/row_count": warehouse.row_count(request.target.ref),
-        **{f"derive/{k}": v for k, v in result.extra.items()},
+        **{K.extra(k): v for k, v in result.extra.items()},
         **_document_metadata(plan, stats, quarantine),
-        **({"derive/quarantine_table": quarantine} if quarantine else {}),
+        **({K.QUARANTINE_TABLE: quarantine} if quarantine else {}),
     }
 
 
@@ -103,9 +101,9 @@ def _document_metadata(plan: ExtractPlan, stats: ExtractStats, quarantine: str |
     if plan.source.type != "mongodb":
         return {}
     return {
-        "derive/documents_read": stats.documents_read,
-        "derive/undeclared_fields": dict(stats.undeclared.most_common(50)),
-        "derive/undeclared_field_count": len(stats.undeclared),
-        "derive/quarantined_documents": len(stats.quarantined),
-        **({"derive/quarantine_table": quarantine} if quarantine else {}),
+        K.DOCUMENTS_READ: stats.documents_read,
+        K.UNDECLARED_FIELDS: dict(stats.undeclared.most_common(50)),
+        K.UNDECLARED_FIELD_COUNT: len(stats.undeclared),
+        K.QUARANTINED_DOCUMENTS: len(stats.quarantined),
+        **({K.QUARANTINE_TABLE: quarantine} if quarantine else {}),
     }
