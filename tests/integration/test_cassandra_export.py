@@ -1,11 +1,18 @@
-"""Online export to a real Cassandra server (the CQL protocol ScyllaDB speaks), through cassandra-driver."""
+"""What only Cassandra has, exported to a real server (the CQL protocol ScyllaDB speaks): timestamps kept at
+milliseconds, and an export's verification comparing at that precision (sub-millisecond warehouse values pass,
+a changed value of any type fails).
+
+The online-store behaviour shared with SQLite (types, upserts, clustering, TTL, counts, a refused NULL key, a
+mismatching table) is the store contract in `tests/contract/test_online_store_contract.py`, run on both; the
+export asset's own behaviour (window and cursor slices, re-exports, a failed run keeping the watermark) is tested
+once, on SQLite, in `tests/embedded/test_export.py`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -13,22 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import DagsterInstance, Definitions
 from support import QUIET, run_job
 
-from derive_assets.demo.generate import apply_activity, embedded_urls, generate
+from derive_assets.demo.generate import embedded_urls, generate
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
-from derive_assets.factory.export_assets import online_table
 from derive_assets.factory.export_verify import verify
-from derive_assets.online import OnlineReader
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
 from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.online_store import OnlineStoreError, OnlineTable
+from resources.online_store import OnlineTable
 from resources.reads import TableSlice
 from resources.schema import ColumnDef
-
-EXPORT = AssetKey(["online", "user_profile_online"])
 
 
 @pytest.fixture
@@ -66,143 +69,6 @@ def upstream(defs: Definitions, instance: DagsterInstance) -> None:
 def warehouse_rows(settings: DeriveSettings, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
     with build_warehouse(settings).get_connection() as con:
         return con.execute(sql, params or {}).fetchall()
-
-
-def test_export_is_readable_by_key_with_warehouse_values(settings: DeriveSettings):
-    defs = build_definitions(settings)
-    with DagsterInstance.ephemeral() as instance:
-        upstream(defs, instance)
-        day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).strftime("%Y-%m-%d")
-        run(defs, instance, "analytics__daily_payments_by_region_job", day)
-        meta = run(defs, instance, "export_region_payments_online", day)["online/region_payments_online"]
-    expected = warehouse_rows(settings, "SELECT * FROM analytics.daily_payments_by_region ORDER BY region")
-    assert meta["derive/rows_written"] == len(expected) > 0
-
-    reader = OnlineReader(load_project(settings.specs_dir), build_online_store(settings))
-    for when, region, payments, payers, revenue in expected:
-        [row] = reader.lookup("region_payments_online", region, when.isoformat())
-        assert row == {
-            "region": region,
-            "day": when,
-            "payments": payments,
-            "payers": payers,
-            "revenue": revenue,
-        }
-
-
-def test_incremental_export_writes_only_changes_and_reexport_is_idempotent(settings: DeriveSettings):
-    defs = build_definitions(settings)
-    table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
-    store = build_online_store(settings)
-    with DagsterInstance.ephemeral() as instance:
-        upstream(defs, instance)
-        first = run(defs, instance, "export_user_profile_online")["online/user_profile_online"]
-        assert first["derive/rows_written"] == 400 == store.count(table)
-
-        apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.05)
-        run(defs, instance, "replicate_accounts")
-        run(defs, instance, "replicate_profiles")
-        run(defs, instance, "core__user_detail_job")
-        [(changed,)] = warehouse_rows(
-            settings,
-            "SELECT count(*) FROM core.user_detail WHERE updated_at > $w",
-            {"w": dt.datetime.fromisoformat(first["derive/watermark"])},
-        )
-        second = run(defs, instance, "export_user_profile_online")["online/user_profile_online"]
-        assert 0 < second["derive/rows_written"] == changed
-
-        [(user_id, region)] = warehouse_rows(
-            settings, "SELECT user_id, region FROM core.user_detail ORDER BY updated_at DESC, user_id LIMIT 1"
-        )
-        assert store.lookup(table, [user_id])[0]["region"] == region
-
-        count = store.count(table)
-        instance.wipe()  # forget the watermark: a full re-export must change nothing online
-        again = run(defs, instance, "export_user_profile_online")["online/user_profile_online"]
-        assert again["derive/rows_written"] > second["derive/rows_written"]
-        assert store.count(table) == count
-
-
-def test_ttl_is_honoured(settings: DeriveSettings):
-    spec = settings.specs_dir / "exports" / "user_profile_online.yaml"
-    spec.write_text(spec.read_text() + "ttl_seconds: 2\n")
-    defs = build_definitions(settings)
-    table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
-    store = build_online_store(settings)
-    with DagsterInstance.ephemeral() as instance:
-        upstream(defs, instance)
-        run(defs, instance, "export_user_profile_online")
-    assert store.lookup(table, [1])
-    deadline = time.monotonic() + 15
-    while store.lookup(table, [1]) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert store.lookup(table, [1]) == []
-    ttl = store.session().execute(f'SELECT TTL(region) FROM "{table.keyspace}"."{table.name}" LIMIT 1').one()
-    assert ttl is None or ttl[0] is None or ttl[0] <= 2
-
-
-def test_a_row_cassandra_refuses_fails_at_once_naming_its_key_and_keeps_the_watermark(
-    settings: DeriveSettings,
-):
-    defs = build_definitions(settings)
-    with DagsterInstance.ephemeral() as instance:
-        upstream(defs, instance)
-        run(defs, instance, "export_user_profile_online")
-        mark = instance.get_latest_materialization_event(EXPORT)
-
-        apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.05)
-        run(defs, instance, "replicate_accounts")
-        run(defs, instance, "replicate_profiles")
-        run(defs, instance, "core__user_detail_job")
-        _break_primary_key(settings)  # a NULL primary key: not transient, so never retried
-        result = defs.resolve_job_def("export_user_profile_online").execute_in_process(
-            instance=instance, run_config=QUIET, raise_on_error=False
-        )
-        assert not result.success
-        [failure] = result.get_step_failure_events()
-        data = failure.step_failure_data.user_failure_data
-        assert data is not None and data.description is not None
-        assert (
-            "Cassandra refused 1 row(s) of a batch, first the row with key {'user_id': None}"
-            in data.description
-        )
-        assert "such an error is not retried" in data.description
-        assert "the export's watermark did not move" in data.description
-        after = instance.get_latest_materialization_event(EXPORT)
-        assert after is not None and mark is not None and after.run_id == mark.run_id
-
-
-def _break_primary_key(settings: DeriveSettings) -> None:
-    """core.user_detail declares user_id NOT NULL; drop that to plant a row the online store must refuse."""
-    with build_warehouse(settings).get_connection() as con:
-        con.execute("ALTER TABLE core.user_detail ALTER COLUMN user_id DROP NOT NULL")
-        con.execute(
-            "INSERT INTO core.user_detail (user_id, email, updated_at) VALUES (NULL, 'x@example.com', now())"
-        )
-
-
-def test_verification_fails_when_rows_are_missing(settings: DeriveSettings):
-    defs = build_definitions(settings)
-    table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
-    store = build_online_store(settings)
-    with DagsterInstance.ephemeral() as instance:
-        upstream(defs, instance)
-        run(defs, instance, "export_user_profile_online")
-    for user_id in range(1, 60):
-        store.session().execute(
-            f'DELETE FROM "{table.keyspace}"."{table.name}" WHERE user_id = %s', (user_id,)
-        )
-    check = verify(build_warehouse(settings), store, table, TableSlice("core.user_detail"), 400, 400)
-    assert not check.passed and check.metadata["missing_online"].value > 0
-
-
-def test_mismatching_existing_table_is_reported_not_altered(settings: DeriveSettings):
-    table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
-    store = build_online_store(settings)
-    store.ensure_table(table)
-    store.session().execute(f'ALTER TABLE "{table.keyspace}"."{table.name}" ADD extra text')
-    with pytest.raises(OnlineStoreError, match="differs from the export spec"):
-        store.ensure_table(table)
 
 
 def test_export_with_sub_millisecond_timestamps_passes_its_verification(settings: DeriveSettings):
@@ -283,7 +149,7 @@ def typed(tmp_path: Path, settings: DeriveSettings) -> Iterator[tuple[DuckDBWare
     )
     store = build_online_store(settings)
     store.ensure_table(table)
-    written = store.write(table, warehouse.iter_batches("core.typed", table.column_names, None, {}, 2))
+    written = store.write(table, warehouse.iter_slice(TableSlice("core.typed", tuple(table.column_names)), 2))
     assert written.rows_written == len(ROWS)
     yield warehouse, store, table
     store.close()
