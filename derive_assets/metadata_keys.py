@@ -26,8 +26,12 @@ NAMESPACE = "derive"
 # --- definition metadata the IO manager reads (defined in resources.io_manager)
 PARTITION_KEY: str = io_manager.PARTITION_KEY_METADATA
 PARTITION_KEY_TYPE: str = io_manager.PARTITION_KEY_TYPE_METADATA
-STRATEGY = "derive/strategy"
-CLUSTER = "derive/cluster"
+STRATEGY: str = io_manager.STRATEGY_METADATA
+UNIQUE_KEY: str = io_manager.UNIQUE_KEY_METADATA
+CLUSTER: str = io_manager.CLUSTER_METADATA
+PARTITION_GRANULARITY: str = io_manager.PARTITION_GRANULARITY_METADATA
+PARTITION_EXPIRATION_DAYS: str = io_manager.PARTITION_EXPIRATION_METADATA
+REQUIRE_PARTITION_FILTER: str = io_manager.REQUIRE_PARTITION_FILTER_METADATA
 
 # --- tags
 LAYER = "derive/layer"
