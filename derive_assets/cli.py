@@ -179,6 +179,7 @@ def _demo(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():  # the project's instance: telemetry off, run monitoring on
         shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    warehouse = settings.warehouse_config()
     with DagsterInstance.get() as instance:
         summary = run_demo(settings, instance, users=args.users, days=args.days, fresh=args.fresh)
     width = max(len(ref) for ref in summary)
@@ -187,7 +188,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"{ref:<{width}} {info['rows']:>9,}  {info.get('watermark') or info.get('strategy')}")
     print(
         "\nRead it online: .venv/bin/derive lookup user_profile_online 42\n"
-        f"Warehouse: {settings.duckdb_path if settings.warehouse == 'duckdb' else settings.warehouse}\nOpen the UI with `make dev` (dagster dev, DAGSTER_HOME={home}).\n"
+        f"Warehouse: {warehouse.local_file or warehouse.type}\nOpen the UI with `make dev` (dagster dev, DAGSTER_HOME={home}).\n"
         "Materialize one window: DAGSTER_HOME=" + str(home) + " .venv/bin/dagster asset materialize "
         "-m derive_assets.definitions --select analytics/daily_payments_by_region --partition <YYYY-MM-DD>"
     )

@@ -33,6 +33,11 @@ class BackendConfig(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
+    @property
+    def local_file(self) -> str | None:
+        """The database file of an embedded engine (None for a server): what a fresh start deletes."""
+        return None
+
     def given(self, *names: str) -> dict[str, Any]:
         """The named fields that are set (not None): the engine's defaults apply to the others."""
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
@@ -51,6 +56,10 @@ class DuckDBConfig(BackendConfig):
     """DuckDB memory limit, e.g. `2GB`; larger work spills to disk."""
     lock_timeout_seconds: float | None = Field(default=None, gt=0)
     """How long to wait for another process's write lock on the file."""
+
+    @property
+    def local_file(self) -> str:
+        return self.path
 
     def build(self) -> Warehouse:
         from resources.duckdb_warehouse import DuckDBWarehouse
@@ -94,6 +103,10 @@ class SQLiteStoreConfig(BackendConfig):
     type: Literal["sqlite"] = "sqlite"
     path: str = Field(min_length=1)
     """The database file (`$DERIVE_HOME/online.sqlite`)."""
+
+    @property
+    def local_file(self) -> str:
+        return self.path
 
     def build(self) -> OnlineStore:
         from resources.sqlite_online_store import SQLiteOnlineStore

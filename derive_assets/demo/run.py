@@ -14,6 +14,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -82,8 +83,8 @@ def run_demo(
         say(f"==> generating sample sources: {users:,} users, 14 days of history")
         counts = generate(urls, users=users)
         say("    " + ", ".join(f"{k}: {v:,}" for k, v in counts.items()))
-        if settings.warehouse == "duckdb" and settings.duckdb_path.exists():
-            settings.duckdb_path.unlink()  # a fresh source means a fresh warehouse (full reloads on BigQuery)
+        if (local := settings.warehouse_config().local_file) and Path(local).exists():
+            Path(local).unlink()  # a fresh source means a fresh warehouse (full reloads on BigQuery)
     else:
         say("==> applying a batch of new activity to the sample sources (inserts, updates, soft deletes)")
         changes = apply_activity(urls)

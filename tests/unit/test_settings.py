@@ -361,3 +361,9 @@ def test_only_the_settings_module_reads_the_environment():
             ):
                 found.append(f"{name}:{number}: {line.strip()}")
     assert found == [], "read the environment in derive_assets/settings.py instead:\n" + "\n".join(found)
+
+
+def test_only_embedded_backends_name_a_local_file_to_start_afresh(tmp_path):
+    assert DuckDBConfig(path=str(tmp_path / "w.duckdb")).local_file == str(tmp_path / "w.duckdb")
+    assert SQLiteStoreConfig(path=str(tmp_path / "o.sqlite")).local_file == str(tmp_path / "o.sqlite")
+    assert BigQueryConfig(project="p").local_file is None and CassandraConfig().local_file is None
