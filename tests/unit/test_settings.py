@@ -335,7 +335,10 @@ def test_dagster_home_and_the_specs_dir_default_to_the_project(tmp_path, monkeyp
     assert default_specs_dir() == DeriveSettings.from_env().specs_dir == tmp_path / "s"
 
 
-ENVIRONMENT_READ = re.compile(r"\bos\.environ\b(?!\[[^\]]+\]\s*=[^=])|\bgetenv\(|\bos\.getenv\b")
+ENVIRONMENT_READ = re.compile(
+    r"\bos\.environ\b(?!\[[^\]]+\]\s*=[^=])|\bgetenv\b|\bfrom os import\b.*\benviron\b|\bdotenv\b"
+)
+"""Reads of the process environment (an assignment such as `os.environ["DAGSTER_HOME"] = ...` is a write)."""
 READS_BY_DESIGN = {
     "derive_assets/settings.py": None,  # every line: this is the module that reads the environment
     "derive_assets/replication/urls.py": {
