@@ -1,6 +1,12 @@
 """BigQuery, the production warehouse: every write is SQL that BigQuery runs; rows never pass through Python.
 
-A run first materializes its query into a staging table named uniquely per run (`_derive_stg_<table>_<uuid12>`
+The strategies are `resources.strategy` (written once for every engine); this module is BigQuery's primitives
+(`BigQuerySession`) and quirks, and its `CAPABILITIES` say how it carries each strategy out: a `MERGE` for merge
+and load, `MERGE ... ON FALSE` for append, a transaction script for replace, counts by queries, and the target
+created through the API only after the checks passed.
+
+A run first materializes its query (or a Python asset's batches, or a load's batches: one Parquet file, one load
+job) into a staging table named uniquely per run (`_derive_stg_<table>_<uuid12>`
 in the target's dataset, expiring after a day in case a process dies, dropped in `finally`), checks it, and
 then changes the target with one atomic statement:
 
@@ -17,7 +23,7 @@ then changes the target with one atomic statement:
   REQUIRED modes on both.
 
 Before any of that, one profile query and one `GROUP BY` over the staged rows apply the rules of
-`resources.warehouse_rules` (the same SQL DuckDB runs): no NULL or duplicate keys, no row outside a windowed run's
+`resources.warehouse_rules` (the same statements DuckDB runs): no NULL or duplicate keys, no row outside a windowed run's
 window, no NULL in a `not_null` column. A load stages its Parquet file, refuses NULL or duplicate primary keys the
 same way, and creates a missing target only after the checks passed, so a refused run never touched the target.
 
@@ -58,31 +64,26 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
+from dagster import ConfigurableResource
 from dagster_gcp import BigQueryResource
 from google.api_core.exceptions import GoogleAPICallError, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from pydantic import Field
+from sqlglot import exp
 
-from resources import bigquery_ddl
+from resources import bigquery_ddl, strategy
 from resources.bigquery_calls import UNREACHABLE_ERRORS, CallPolicy, Calls, describe_cause, describe_endpoint
 from resources.bigquery_ddl import BIGQUERY_TYPES, CAST_TYPES, check_layout, standard_type, table_for
 from resources.bigquery_parquet import write_parquet
-from resources.bigquery_sql import (
-    B,
-    append_sql,
-    load_merge_sql,
-    merge_sql,
-    replace_sql,
-    soft_delete_condition,
-    source_select,
-    staging_name,
-    window_condition,
-)
-from resources.sql_text import key_join, quote, select_sql, table_name
+from resources.bigquery_sql import B, script, source_query, staging_name
+from resources.engine import BatchScreen, Capabilities, Origin, Staged
+from resources.engine_sql import table
+from resources.reads import SliceReads
+from resources.sql_text import select_sql, table_name
 from resources.warehouse import (
     EstimateUnavailable,
     LoadRequest,
@@ -92,27 +93,17 @@ from resources.warehouse import (
     WriteRequest,
     WriteResult,
 )
-from resources.warehouse_rules import (
-    check_row_source,
-    duplicate_keys_sql,
-    load_counts,
-    named,
-    profile_sql,
-    refuse_duplicates,
-    refuse_load,
-    refuse_write,
-    window_scoped,
-    write_counts,
-    write_params,
-)
 
 _STAGING_OPTIONS = "OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))"
 
 QueryParameter = bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter
 
 
-class BigQueryWarehouse(BigQueryResource):
+class BigQueryWarehouse(SliceReads, ConfigurableResource):
     """The production warehouse: BigQuery (or, with `api_endpoint`, the bqemulator used by the tests).
+
+    Clients come from dagster-gcp's `BigQueryResource` (project, location, credentials), composed rather than
+    subclassed: assets get this warehouse, and the resource only makes Google clients.
 
     Example:
         ```python
@@ -121,6 +112,15 @@ class BigQueryWarehouse(BigQueryResource):
         ```
     """
 
+    project: str | None = Field(
+        default=None,
+        description="Project the client acts for; defaults to the one inferred from the environment.",
+    )
+    location: str | None = Field(default=None, description="Default location for jobs, datasets and tables.")
+    gcp_credentials: str | None = Field(
+        default=None,
+        description="Base64 service-account JSON, as dagster-gcp's `BigQueryResource` takes it (optional).",
+    )
     api_endpoint: str | None = Field(
         default=None,
         description=(
@@ -146,6 +146,16 @@ class BigQueryWarehouse(BigQueryResource):
         ),
     )
 
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        transactional_session=False,
+        upsert="merge",
+        insert_overwrite="merge_on_false",  # the emulator passes no query parameters into scripts
+        replace="script",
+        dml_row_counts=False,  # scripts report none and the emulator has no `dml_stats`
+        cluster_by_insert_order=False,  # BigQuery clusters the table itself
+        direct_first_load=False,
+    )
+
     @property
     def dialect(self) -> str:
         return B
@@ -162,9 +172,11 @@ class BigQueryWarehouse(BigQueryResource):
     def policy(self) -> CallPolicy:
         return CallPolicy(self.timeout_seconds, self.retry_deadline_seconds)
 
-    def get_object_to_set_on_execution_context(self) -> Any:
-        """Assets get the warehouse itself (the parent class would hand them a bare client)."""
-        return self
+    def google(self) -> BigQueryResource:
+        """dagster-gcp's resource for Google's API: it makes the clients (and sets up `gcp_credentials`)."""
+        return BigQueryResource(
+            project=self.project, location=self.location, gcp_credentials=self.gcp_credentials
+        )
 
     @contextmanager
     def get_client(self) -> Iterator[bigquery.Client]:
@@ -172,7 +184,7 @@ class BigQueryWarehouse(BigQueryResource):
         inside the block (retries exhausted) becomes `WarehouseUnreachable`."""
         try:
             if self.api_endpoint is None:
-                with super().get_client() as client:
+                with self.google().get_client() as client:
                     yield client
                 return
             client = bigquery.Client(
@@ -209,21 +221,12 @@ class BigQueryWarehouse(BigQueryResource):
         with self.calls() as calls:
             return _scalar(calls, f"SELECT count(*) FROM {table_name(ref, B)}")
 
-    def count_violations(self, sql: str, params: Mapping[str, Any]) -> int:
-        with self.calls() as calls:
-            return _scalar(calls, sql, params)
-
     def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:
-        with self.calls() as calls:
-            rows = list(calls.rows(sql, _config(params)))
+        rows = self._query_rows(sql, params)
         return rows[0][0] if rows else None
 
     def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
-        sql = select_sql(ref, None, where_sql, B)
-        with self.calls() as calls:
-            rows = calls.rows(sql, _config(params))
-            # The Storage Read API is faster on BigQuery; the emulator's is not reachable through this client.
-            return rows.to_arrow(create_bqstorage_client=self.api_endpoint is None)
+        return self._query_arrow(select_sql(ref, None, where_sql, B), params)
 
     def iter_batches(
         self,
@@ -233,14 +236,28 @@ class BigQueryWarehouse(BigQueryResource):
         params: Mapping[str, Any],
         batch_rows: int,
     ) -> Iterator[pa.RecordBatch]:
+        return self._query_batches(select_sql(ref, columns, where_sql, B), params, batch_rows)
+
+    def _query_rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        with self.calls() as calls:
+            return _rows(calls, sql, params)
+
+    def _query_batches(
+        self, sql: str, params: Mapping[str, Any], batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
         """Pages of the result as Arrow record batches (the client fetches page by page)."""
-        sql = select_sql(ref, columns, where_sql, B)
         with self.calls() as calls:
             rows = calls.rows(sql, _config(params), page_size=batch_rows)
-            for table in rows.to_arrow_iterable():
+            for page in rows.to_arrow_iterable():
                 yield from (
-                    table.to_batches(max_chunksize=batch_rows) if isinstance(table, pa.Table) else [table]
+                    page.to_batches(max_chunksize=batch_rows) if isinstance(page, pa.Table) else [page]
                 )
+
+    def _query_arrow(self, sql: str, params: Mapping[str, Any]) -> pa.Table:
+        with self.calls() as calls:
+            rows = calls.rows(sql, _config(params))
+            # The Storage Read API is faster on BigQuery; the emulator's is not reachable through this client.
+            return rows.to_arrow(create_bqstorage_client=self.api_endpoint is None)
 
     def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int | None:
         """Bytes the query would scan, from a dry run (free; the emulator always says 0)."""
@@ -262,120 +279,91 @@ class BigQueryWarehouse(BigQueryResource):
     # ------------------------------------------------------------------------------------------- writes
 
     def write(self, request: WriteRequest, batches: Iterable[pa.RecordBatch] | None = None) -> WriteResult:
-        target = request.target
-        check_row_source(request, batches)
-        stg_name = staging_name(target)
-        with self.calls() as calls:
-            stg_ref = f"{calls.project}.{target.dataset}.{stg_name}"
-            exists = self._prepare(calls, target)
-            try:
-                stg = table_name(f"{target.dataset}.{stg_name}", B)
-                if request.sql is None:
-                    staged = self._stage_batches(calls, target, stg_ref, stg_name, batches or ())
-                else:
-                    create = f"CREATE TABLE {stg} {_STAGING_OPTIONS} AS SELECT * FROM (\n{request.sql}\n)"
-                    _run(calls, create, request.params)
-                    staged = _staged_types(calls, stg_ref, target)
-                source = source_select(target, stg, staged)
-                result = self._checked(calls, request, source)
-                result.extra["staging_table"] = stg_name
-                if not exists:
-                    self._create(calls, target)
-                self._apply(calls, request, source, result, exists)
-            finally:
-                calls.delete_table(stg_ref)
-        return result
-
-    def _checked(self, calls: Calls, request: WriteRequest, source: str) -> WriteResult:
-        """Profile the staged rows in one query, then look for duplicate keys (`warehouse_rules`)."""
-        counts = write_counts(request, CAST_TYPES, B)
-        row = _row(calls, profile_sql(f"({source})", counts, B), write_params(request))
-        refuse_write(request, named(counts, row[1:]))
-        if request.strategy == "merge":
-            keys = request.unique_key
-            duplicates = _rows(calls, duplicate_keys_sql(f"({source})", keys, B))
-            refuse_duplicates(request.target.ref, keys, duplicates, "unique_key")
-        return WriteResult(rows_read=int(row[0] or 0))
-
-    def _apply(
-        self, calls: Calls, request: WriteRequest, source: str, result: WriteResult, exists: bool
-    ) -> None:
-        target = request.target
-        tbl = table_name(target.ref, B)
-        scoped = window_scoped(request)
-        params = request.window.as_params() if scoped and request.window else {}
-        if request.strategy == "merge":
-            keys = request.unique_key
-            if exists:
-                on = key_join(keys, "T", "S", B) + (
-                    f" AND {window_condition(target, 'T.')}" if scoped else ""
-                )
-                result.rows_updated = _scalar(
-                    calls, f"SELECT count(*) FROM {tbl} AS T JOIN ({source}) AS S ON {on}", params
-                )
-            _run(calls, merge_sql(target, keys, source, scoped), params)
-        elif request.strategy == "append":
-            if exists:
-                where = window_condition(target, "") if scoped else "TRUE"
-                result.rows_deleted = _scalar(calls, f"SELECT count(*) FROM {tbl} WHERE {where}", params)
-            _run(calls, append_sql(target, source, scoped), params)
-        else:
-            if exists:
-                result.rows_deleted = _scalar(calls, f"SELECT count(*) FROM {tbl}")
-            _run(calls, replace_sql(target, source))
-        result.rows_inserted = result.rows_read - result.rows_updated
+        """Run a derived table's query (or stage a Python asset's batches) with its strategy."""
+        return strategy.write(self, request, batches)
 
     def load(self, request: LoadRequest, batches: Iterable[pa.RecordBatch]) -> WriteResult:
         """Stage the batches (one Parquet file, one load job), refuse NULL or duplicate primary keys and NULLs in
         `not_null` columns, then create the target if missing and `MERGE` into it: a refused load leaves the
         target as it was (and creates none)."""
-        target = request.target
-        stg_name = staging_name(target)
+        return strategy.load(self, request, batches)
+
+    @contextmanager
+    def session(self) -> Iterator[BigQuerySession]:
+        """A client with this resource's timeouts; every staging table of the run is deleted on the way out."""
         with self.calls() as calls:
-            stg_ref = f"{calls.project}.{target.dataset}.{stg_name}"
-            exists = self._prepare(calls, target)
+            session = BigQuerySession(calls, self.location)
             try:
-                with tempfile.TemporaryDirectory(prefix="derive-load-") as tmp:
-                    path = Path(tmp) / f"{stg_name}.parquet"
-                    rows_read, staged = write_parquet(batches, target, path)
-                    result = WriteResult(rows_read=rows_read, extra={"staging_table": stg_name})
-                    if not rows_read:
-                        if not exists:
-                            self._create(calls, target)
-                        return result
-                    self._load_file(calls, path, stg_ref, staged)
-                stg = table_name(f"{target.dataset}.{stg_name}", B)
-                source = source_select(target, stg, staged)
-                profile = self._check_load(calls, request, source)
-                if not exists:
-                    self._create(calls, target)
-                self._merge_staged(calls, request, source, profile, result)
+                yield session
             finally:
-                calls.delete_table(stg_ref)
-        return result
+                session.drop_staging()
 
-    def _stage_batches(
+
+class BigQuerySession:
+    """The strategy primitives over one BigQuery client. Each statement is atomic on its own (no session
+    transaction); staging tables live in the target's dataset and expire after a day in case a process dies."""
+
+    def __init__(self, calls: Calls, location: str | None) -> None:
+        self.calls, self.location = calls, location
+        self.dialect: str = B
+        self.cast_types: Mapping[str, str] = CAST_TYPES
+        self.staging: list[str] = []
+
+    def prepare(self, target: TargetTable) -> bool:
+        """Create the dataset if missing; True when the table exists (its layout checked against the spec)."""
+        dataset = bigquery.Dataset(f"{self.calls.project}.{target.dataset}")
+        if self.location:
+            dataset.location = self.location
+        self.calls.create_dataset(dataset)
+        try:
+            existing = self.calls.get_table(f"{self.calls.project}.{target.ref}")
+        except NotFound:
+            bigquery_ddl.time_partitioning(target)  # an impossible layout fails before any work
+            return False
+        check_layout(target, existing)
+        return True
+
+    def create(self, target: TargetTable) -> None:
+        created = self.calls.create_table(table_for(target, self.calls.project), exists_ok=True)
+        check_layout(target, created)  # another run may have created it first
+
+    def _new_staging(self, target: TargetTable) -> tuple[str, str, exp.Table]:
+        name = staging_name(target)
+        ref = f"{self.calls.project}.{target.dataset}.{name}"
+        self.staging.append(ref)
+        return name, ref, table(f"{target.dataset}.{name}")
+
+    def stage_query(self, target: TargetTable, sql: str, params: Mapping[str, Any]) -> Staged:
+        name, ref, stg = self._new_staging(target)
+        _run(self.calls, f"CREATE TABLE {stg.sql(B)} {_STAGING_OPTIONS} AS SELECT * FROM (\n{sql}\n)", params)
+        return Staged(source_query(target, stg, _staged_types(self.calls, ref, target)), name=name)
+
+    def stage_batches(
         self,
-        calls: Calls,
         target: TargetTable,
-        stg_ref: str,
-        stg_name: str,
         batches: Iterable[pa.RecordBatch],
-    ) -> dict[str, str]:
-        """A Python asset's rows into a staging table: one Parquet file, one load job (none when empty)."""
-        with tempfile.TemporaryDirectory(prefix="derive-write-") as tmp:
-            path = Path(tmp) / f"{stg_name}.parquet"
-            rows, staged = write_parquet(batches, target, path, "rows")
-            self._load_file(calls, path if rows else None, stg_ref, staged)
-        return staged
+        origin: Origin,
+        into_target: bool = False,
+        screen: BatchScreen | None = None,
+    ) -> Staged:
+        """One Parquet file (streamed, bounded memory), one load job into a staging table of its wire types
+        (none when there are no rows: the staging table stays empty)."""
+        if into_target:
+            raise NotImplementedError("BigQuery stages every load (CAPABILITIES.direct_first_load is False)")
+        del screen  # every batch goes into one file and one load job; the strategy profiles the staged rows
+        name, ref, stg = self._new_staging(target)
+        with tempfile.TemporaryDirectory(prefix="derive-stage-") as tmp:
+            path = Path(tmp) / f"{name}.parquet"
+            rows, staged = write_parquet(batches, target, path, origin)
+            self._load_file(path if rows else None, ref, staged)
+        return Staged(source_query(target, stg, staged), rows=rows, name=name)
 
-    def _load_file(self, calls: Calls, path: Path | None, stg_ref: str, staged: Mapping[str, str]) -> None:
-        """One load job of the Parquet file into a new staging table of the wire schema (expires in a day);
-        without a file, the staging table stays empty."""
+    def _load_file(self, path: Path | None, stg_ref: str, staged: Mapping[str, str]) -> None:
+        """A new staging table of the wire schema (expires in a day), filled by one load job of the file."""
         schema = [bigquery.SchemaField(name, bq_type) for name, bq_type in staged.items()]
         staging = bigquery.Table(stg_ref, schema=schema)
         staging.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-        calls.create_table(staging)
+        self.calls.create_table(staging)
         if path is None:
             return
         config = bigquery.LoadJobConfig(
@@ -383,70 +371,23 @@ class BigQueryWarehouse(BigQueryResource):
             schema=schema,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
         )
-        calls.load_parquet(path, stg_ref, config)
+        self.calls.load_parquet(path, stg_ref, config)
 
-    def _check_load(self, calls: Calls, request: LoadRequest, source: str) -> tuple[Any, int, int]:
-        """Profile the staged rows in one scan (refusing NULL primary keys and NULLs in `not_null` columns), then
-        refuse duplicate keys (`warehouse_rules`). Returns the largest cursor and the rows flagged and not flagged
-        as soft-deleted."""
-        target, keys = request.target, request.primary_key
-        flagged = soft_delete_condition(request, "S.") or "FALSE"
-        cursor = f"MAX(S.{quote(request.cursor, B)})"
-        first = [cursor, f"COUNTIF({flagged})", f"COUNTIF(NOT ({flagged}))"]
-        counts = load_counts(target, keys, B)
-        row = _row(calls, profile_sql(f"({source})", counts, B, first=first))
-        refuse_load(target, keys, named(counts, row[len(first) :]))
-        duplicates = _rows(calls, duplicate_keys_sql(f"({source})", keys, B))
-        refuse_duplicates(target.ref, keys, duplicates, "primary_key")
-        return row[0], int(row[1] or 0), int(row[2] or 0)
+    def execute(self, statement: exp.Expr, params: Mapping[str, Any] | None = None) -> int | None:
+        _run(self.calls, statement.sql(B), params)
+        return None  # no DML counts: `CAPABILITIES.dml_row_counts` is False
 
-    def _merge_staged(
-        self,
-        calls: Calls,
-        request: LoadRequest,
-        source: str,
-        profile: tuple[Any, int, int],
-        result: WriteResult,
-    ) -> None:
-        """Soft deletes and one MERGE of the staged rows (one per key: `_check_load` refused duplicates);
-        counts as DuckDB."""
-        target, keys = request.target, request.primary_key
-        flag = soft_delete_condition(request, "S.")
-        result.max_cursor, soft_deleted, kept = profile
-        existing, deleted = (
-            int(v or 0)
-            for v in _row(
-                calls,
-                f"SELECT count(*), COUNTIF({flag or 'FALSE'}) FROM ({source}) AS S "
-                f"JOIN {table_name(target.ref, B)} AS T ON {key_join(keys, 'T', 'S', B)}",
-            )
-        )
-        if flag:
-            result.extra["soft_deleted_rows_read"] = soft_deleted
-        _run(calls, load_merge_sql(target, keys, source, flag))
-        result.rows_deleted = deleted
-        result.rows_updated = existing - deleted
-        result.rows_inserted = kept - result.rows_updated
+    def rows(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return _rows(self.calls, query.sql(B), params)
 
-    # ------------------------------------------------------------------------------------------- tables
+    def script(self, statements: Sequence[exp.Expr]) -> None:
+        """`BEGIN TRANSACTION; ...; COMMIT TRANSACTION;` (the emulator binds no parameters in scripts)."""
+        _run(self.calls, script(statements))
 
-    def _prepare(self, calls: Calls, target: TargetTable) -> bool:
-        """Create the dataset if missing; True when the table exists (its layout checked against the spec)."""
-        dataset = bigquery.Dataset(f"{calls.project}.{target.dataset}")
-        if self.location:
-            dataset.location = self.location
-        calls.create_dataset(dataset)
-        try:
-            table = calls.get_table(f"{calls.project}.{target.ref}")
-        except NotFound:
-            bigquery_ddl.time_partitioning(target)  # an impossible layout fails before any work
-            return False
-        check_layout(target, table)
-        return True
-
-    def _create(self, calls: Calls, target: TargetTable) -> None:
-        table = calls.create_table(table_for(target, calls.project), exists_ok=True)
-        check_layout(target, table)  # another run may have created it first
+    def drop_staging(self) -> None:
+        for ref in self.staging:
+            self.calls.delete_table(ref)
+        self.staging.clear()
 
 
 def query_parameters(params: Mapping[str, Any]) -> list[QueryParameter]:

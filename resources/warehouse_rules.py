@@ -1,9 +1,9 @@
 """The rules a warehouse enforces before it changes a table, written once for DuckDB and BigQuery.
 
-Each rule is SQL over the run's staged rows, set-based so the warehouse does the work whatever the row count, plus
-a function that turns the counts into the error class of `resources.warehouse`. Both warehouses run the same
-text: identifiers quoted for the dialect, window bounds as the dialect's named parameters (`$window_start` in
-DuckDB, `@window_start` in BigQuery), and `COUNTIF`, which both engines have.
+Each rule is a predicate over the run's staged rows (a sqlglot expression from `resources.engine_sql`, counted
+set-based in one profile scan, so the warehouse does the work whatever the row count), plus a function that turns
+the counts into the error class of `resources.warehouse`. `resources.strategy` runs them on every engine; each
+engine renders them in its dialect (window bounds as its named parameters, `$window_start` / `@window_start`).
 
 Rules for a write (a derived table's query over one window):
 - merge: no NULL in `unique_key`, one row per key;
@@ -20,12 +20,11 @@ no NULL in a `not_null` column.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import pyarrow as pa
 
-from resources.sql_text import column_list, quote, window_filter
+from resources.engine_sql import Count, any_null, col, is_null, outside_window
 from resources.warehouse import (
     DuplicateKeys,
     MissingColumns,
@@ -35,20 +34,6 @@ from resources.warehouse import (
     TargetTable,
     WriteRequest,
 )
-
-SAMPLE_KEYS = 5
-"""How many duplicated keys an error shows."""
-
-GROUPS_COLUMN = "_derive_duplicated_keys"
-
-
-@dataclass(frozen=True)
-class Count:
-    """One `COUNTIF` of a profile query: what it counts (`name`) and the predicate."""
-
-    name: str
-    predicate: str
-
 
 # ----------------------------------------------------------------------------------------------- row sources
 
@@ -96,49 +81,21 @@ def window_scoped(request: WriteRequest) -> bool:
     return not (request.strategy == "merge" and request.target.partition_key not in request.unique_key)
 
 
-def window_condition(target: TargetTable, types: Mapping[str, str], dialect: str, prefix: str = "") -> str:
-    """`<prefix>key` within [window_start, window_end), the bounds cast to the key's type."""
-    key = target.partition_key
-    assert key is not None, "only partitioned tables have a window condition"
-    return window_filter(key, target.column(key).type, dict(types), dialect, prefix=prefix)
-
-
-def outside_window(target: TargetTable, types: Mapping[str, str], dialect: str) -> str:
-    """True for a row whose partition key is NULL or outside the window."""
-    assert target.partition_key is not None
-    col = quote(target.partition_key, dialect)
-    return f"{col} IS NULL OR NOT ({window_condition(target, types, dialect)})"
-
-
 # ----------------------------------------------------------------------------------------------- profiles
-
-
-def any_null(columns: Sequence[str], dialect: str, prefix: str = "") -> str:
-    """True for a row with a NULL in any of `columns`."""
-    return " OR ".join(f"{prefix}{quote(c, dialect)} IS NULL" for c in columns)
 
 
 def not_null_columns(target: TargetTable) -> list[str]:
     return [c.name for c in target.columns if c.not_null]
 
 
-def profile_sql(
-    relation: str, counts: Sequence[Count], dialect: str, first: Sequence[str] = ("count(*)",)
-) -> str:
-    """One scan: `SELECT <first...>, COUNTIF(<predicate>)... FROM <relation> AS S` (a table name or `(subquery)`)."""
-    del dialect  # the same text in DuckDB and BigQuery; kept so callers say which one they speak
-    items = [*first, *(f"COUNTIF({c.predicate})" for c in counts)]
-    return f"SELECT {', '.join(items)} FROM {relation} AS S"
-
-
 def write_counts(request: WriteRequest, types: Mapping[str, str], dialect: str) -> list[Count]:
     """What a write's profile counts, in the order `refuse_write` reports them."""
     counts = []
     if request.strategy == "merge":
-        counts.append(Count("null_keys", any_null(request.unique_key, dialect)))
+        counts.append(Count("null_keys", any_null(request.unique_key)))
     if must_stay_in_window(request):
         counts.append(Count("outside_window", outside_window(request.target, types, dialect)))
-    counts += [Count(f"null:{c}", f"{quote(c, dialect)} IS NULL") for c in not_null_columns(request.target)]
+    counts += [Count(f"null:{c}", is_null(col(c))) for c in not_null_columns(request.target)]
     return counts
 
 
@@ -166,8 +123,9 @@ def refuse_write(request: WriteRequest, counts: Mapping[str, int]) -> None:
 
 def load_counts(target: TargetTable, primary_key: Sequence[str], dialect: str) -> list[Count]:
     """What a load's profile counts: NULL primary keys, then NULLs per `not_null` column."""
-    counts = [Count("null_keys", any_null(primary_key, dialect))]
-    return counts + [Count(f"null:{c}", f"{quote(c, dialect)} IS NULL") for c in not_null_columns(target)]
+    del dialect  # the predicates are dialect-free expressions; kept so callers say which one they speak
+    counts = [Count("null_keys", any_null(primary_key))]
+    return counts + [Count(f"null:{c}", is_null(col(c))) for c in not_null_columns(target)]
 
 
 def refuse_load(target: TargetTable, primary_key: Sequence[str], counts: Mapping[str, int]) -> None:
@@ -194,20 +152,10 @@ def named(counts: Sequence[Count], values: Sequence[Any]) -> dict[str, int]:
 # ----------------------------------------------------------------------------------------------- duplicates
 
 
-def duplicate_keys_sql(relation: str, keys: Sequence[str], dialect: str) -> str:
-    """Up to `SAMPLE_KEYS` keys that occur more than once, smallest first, each row also carrying how many keys
-    occur more than once (a window over the groups, computed before the LIMIT)."""
-    cols = column_list(keys, dialect)
-    return (
-        f"SELECT {cols}, count(*) OVER () AS {quote(GROUPS_COLUMN, dialect)} FROM {relation} AS S "
-        f"GROUP BY {cols} HAVING count(*) > 1 ORDER BY {cols} LIMIT {SAMPLE_KEYS}"
-    )
-
-
 def refuse_duplicates(
     ref: str, keys: Sequence[str], rows: Sequence[Sequence[Any]], role: Literal["unique_key", "primary_key"]
 ) -> None:
-    """Raise `DuplicateKeys` when `duplicate_keys_sql` returned rows."""
+    """Raise `DuplicateKeys` when `engine_sql.duplicates` returned rows."""
     if not rows:
         return
     width = len(keys)

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import derive_assets.replication.run as replication_run
 import resources.duckdb_warehouse as duckdb_warehouse
 import resources.sqlite_online_store as sqlite_online_store
+import resources.strategy as strategy
 from derive_assets.factory import export_assets
 
 EXTRACT_BATCH_ROWS = 50
@@ -78,19 +79,19 @@ def _extract(point: str) -> None:
 
 
 def _replication_stage(point: str) -> None:
-    """Every row staged (or, on a first load, inserted into the table), nothing merged or committed yet."""
-    _replace(duckdb_warehouse.DuckDBWarehouse, "_merge_staged", _kill_on_call(point), point)
-    _replace(duckdb_warehouse.DuckDBWarehouse, "_finish_first_load", _kill_on_call(point), point)
+    """Every row staged (or, on a first load, inserted into the table) and checked, nothing merged or committed."""
+    _replace(strategy, "_merge_load", _kill_on_call(point), point)
 
 
 def _merge(point: str) -> None:
-    """Inside the merge: the old versions of the keys are deleted, the new rows are not yet inserted."""
-    _replace(duckdb_warehouse, "_insert_from", _kill_on_call(point), point)
+    """Inside the merge: the old versions of the keys are deleted, the new rows are not yet inserted (DuckDB's
+    delete + insert in one transaction)."""
+    _replace(strategy, "_insert", _kill_on_call(point), point)
 
 
 def _table_stage(point: str) -> None:
     """The query's rows are in the staging table, nothing of the target touched yet."""
-    _replace(duckdb_warehouse, "_checked", _kill_on_call(point), point)
+    _replace(strategy, "_check_write", _kill_on_call(point), point)
 
 
 def _export_write(point: str) -> None:

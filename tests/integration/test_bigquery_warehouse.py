@@ -275,8 +275,8 @@ def test_merge_prunes_the_target_to_the_window_only_when_the_key_holds_the_parti
     assert "CAST(`amount` AS NUMERIC(38, 9)) AS `amount`" in source
     scoped = merge_sql(target, ("day", "region"), source, window=True)
     assert (
-        "ON T.`day` = S.`day` AND T.`region` = S.`region`\n"
-        "  AND T.`day` >= CAST(@window_start AS DATE) AND T.`day` < CAST(@window_end AS DATE)\n"
+        "ON T.`day` = S.`day` AND T.`region` = S.`region` "
+        "AND T.`day` >= CAST(@window_start AS DATE) AND T.`day` < CAST(@window_end AS DATE) WHEN"
     ) in scoped
     assert (
         "WHEN NOT MATCHED THEN INSERT (`day`, `region`, `amount`) VALUES (S.`day`, S.`region`, S.`amount`)"

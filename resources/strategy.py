@@ -1,0 +1,272 @@
+"""merge, append, replace and replication load, written once over the primitives of `resources.engine`.
+
+A write (a derived table's query over one window, or a Python asset's Arrow batches):
+1. `prepare` the target (a transactional engine creates it here, inside the run's transaction);
+2. stage the rows (`stage_query` / `stage_batches`), cast to the declared types;
+3. profile the staged rows in one scan and refuse what breaks a rule (`warehouse_rules`): NULL or duplicate
+   merge keys, rows outside a windowed run's window, NULL in a `not_null` column;
+4. create a missing target (engines without a transactional session create it only now);
+5. change the target with the strategy, the way the engine's `Capabilities` say:
+   - merge: delete the target rows whose `unique_key` a staged row has (only inside the window when the
+     partition key is part of the key) and insert the staged rows, or one `MERGE`;
+   - append: delete the window's rows (every row without a window) and insert, or one `MERGE ... ON FALSE`;
+   - replace: delete every row and insert, or a transaction script.
+
+A load (one extraction of a replicated table): stage the batches (a transactional engine streams a first load
+straight into the empty target, screening each batch), refuse NULL and duplicate primary keys and NULLs in
+`not_null` columns, then merge by primary key; rows the source marked deleted delete their target row.
+
+Row accounting is the same on every engine: `rows_read` = rows staged; `rows_updated` = target rows whose key a
+staged (not soft-deleted) row had; `rows_deleted` = target rows removed by the window/replace delete or by a soft
+delete; `rows_inserted` = staged rows kept minus `rows_updated`. Counts come from the engine's DML counts where it
+reports them, otherwise from a count query just before the statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+from sqlglot import exp
+
+from resources import engine_sql as q
+from resources.engine import Capabilities, Engine, Session, Staged
+from resources.warehouse import LoadRequest, WriteRequest, WriteResult
+from resources.warehouse_rules import (
+    check_row_source,
+    load_counts,
+    named,
+    refuse_duplicates,
+    refuse_load,
+    refuse_write,
+    window_scoped,
+    write_counts,
+    write_params,
+)
+
+# ----------------------------------------------------------------------------------------------- writes
+
+
+def write(
+    engine: Engine, request: WriteRequest, batches: Iterable[pa.RecordBatch] | None = None
+) -> WriteResult:
+    """One run of a core/derived table with its strategy; a refusal or failure leaves the target unchanged."""
+    check_row_source(request, batches)
+    caps = engine.CAPABILITIES
+    target = request.target
+    with engine.session() as s:
+        exists = s.prepare(target)
+        if request.sql is None:
+            staged = s.stage_batches(target, batches or (), "rows")
+        else:
+            staged = s.stage_query(target, request.sql, request.params)
+        result = _check_write(s, request, staged)
+        if staged.name:
+            result.extra["staging_table"] = staged.name
+        if not exists:
+            s.create(target)
+        if request.strategy == "merge":
+            _merge(s, caps, request, staged, exists, result)
+        elif request.strategy == "append":
+            _append(s, caps, request, staged, exists, result)
+        else:
+            _replace(s, caps, request, staged, exists, result)
+        result.rows_inserted = result.rows_read - result.rows_updated
+    return result
+
+
+def _check_write(s: Session, request: WriteRequest, staged: Staged) -> WriteResult:
+    """Profile the staged rows in one scan and refuse what breaks a rule; then duplicate merge keys."""
+    counts = write_counts(request, s.cast_types, s.dialect)
+    row = s.rows(q.profile(staged.source, [q.count_all()], counts), write_params(request))
+    refuse_write(request, named(counts, row[0][1:]))
+    if request.strategy == "merge":
+        found = s.rows(q.duplicates(staged.source, request.unique_key))
+        refuse_duplicates(request.target.ref, request.unique_key, found, "unique_key")
+    return WriteResult(rows_read=int(row[0][0] or 0))
+
+
+def _window(s: Session, request: WriteRequest) -> tuple[exp.Expr | None, dict[str, Any]]:
+    """The window on the target (`T.`-qualified) when the run may restrict its change to it, and its params."""
+    if not window_scoped(request) or request.window is None:
+        return None, {}
+    return q.window_predicate(request.target, s.cast_types, s.dialect, q.TARGET), request.window.as_params()
+
+
+def _merge(
+    s: Session, caps: Capabilities, request: WriteRequest, staged: Staged, exists: bool, result: WriteResult
+) -> None:
+    target, source = request.target, staged.source
+    window, params = _window(s, request)
+    on = q.and_(q.key_match(request.unique_key), window)
+    if caps.upsert == "merge":
+        result.rows_updated = _count(s, exists, q.count_matches(target, source, on, [q.count_all()]), params)
+        s.execute(q.merge_upsert(target, source, on), params)
+    else:
+        result.rows_updated = _delete(
+            s,
+            caps,
+            exists,
+            q.delete_matching(target, source, on),
+            q.count_matches(target, source, on, [q.count_all()]),
+            params,
+        )
+        _insert(s, caps, request.target, source)
+
+
+def _append(
+    s: Session, caps: Capabilities, request: WriteRequest, staged: Staged, exists: bool, result: WriteResult
+) -> None:
+    target, source = request.target, staged.source
+    window, params = _window(s, request)
+    unqualified = q.window_predicate(target, s.cast_types, s.dialect) if window is not None else exp.true()
+    if caps.insert_overwrite == "merge_on_false":
+        result.rows_deleted = _count(s, exists, q.count_where(target, unqualified), params)
+        s.execute(q.merge_overwrite(target, source, window), params)
+    else:
+        result.rows_deleted = _delete(
+            s, caps, exists, q.delete_where(target, unqualified), q.count_where(target, unqualified), params
+        )
+        _insert(s, caps, target, source)
+
+
+def _replace(
+    s: Session, caps: Capabilities, request: WriteRequest, staged: Staged, exists: bool, result: WriteResult
+) -> None:
+    target, source = request.target, staged.source
+    everything = q.all_rows(target)
+    if caps.replace == "script":
+        result.rows_deleted = _count(s, exists, q.count_where(target, everything), {})
+        s.script([q.delete_where(target, everything), q.insert_select(target, source)])
+    else:
+        result.rows_deleted = _delete(
+            s, caps, exists, q.delete_where(target, everything), q.count_where(target, everything), {}
+        )
+        _insert(s, caps, target, source)
+
+
+# ----------------------------------------------------------------------------------------------- loads
+
+
+def load(engine: Engine, request: LoadRequest, batches: Iterable[pa.RecordBatch]) -> WriteResult:
+    """Stage one extraction, refuse NULL/duplicate primary keys and NULLs in `not_null` columns, then merge by
+    primary key with soft deletes; a refused load leaves the target as it was (and creates none)."""
+    caps = engine.CAPABILITIES
+    target = request.target
+    with engine.session() as s:
+        exists = s.prepare(target)
+        direct = caps.direct_first_load and exists and not s.rows(q.is_empty(target))[0][0]
+        staged = s.stage_batches(target, batches, "source", into_target=direct, screen=_screen(s, request))
+        result = WriteResult(rows_read=staged.rows or 0)
+        if staged.name:
+            result.extra["staging_table"] = staged.name
+        if not result.rows_read:
+            if not exists:
+                s.create(target)
+            return result
+        profile = _check_load(s, request, staged)
+        if not exists:
+            s.create(target)
+        _merge_load(s, caps, request, staged, profile, result)
+    return result
+
+
+def _screen(s: Session, request: LoadRequest) -> Any:
+    """The per-batch check of engines that insert batch by batch: the NULL rules of `_check_load`, run on each raw
+    batch before it is cast and inserted (a direct first load's NOT NULL columns would otherwise stop the insert
+    with a bare constraint error, a bad value in another column with a cast error), so a refusal counts the rows
+    of the first batch that had them. Engines that stage all batches at once (one load job) rely on
+    `_check_load`, which counts every staged row."""
+    counts = load_counts(request.target, request.primary_key, s.dialect)
+
+    def screen(batch: exp.Expr) -> None:
+        row = s.rows(q.profile(batch, [], counts))
+        refuse_load(request.target, request.primary_key, named(counts, row[0]))
+
+    return screen
+
+
+def _check_load(s: Session, request: LoadRequest, staged: Staged) -> tuple[Any, int, int]:
+    """One profile scan of the staged rows (refusing NULL primary keys and NULLs in `not_null` columns), then
+    duplicate primary keys. Returns the largest cursor and the rows flagged and not flagged as soft-deleted."""
+    target, keys = request.target, request.primary_key
+    flag = q.soft_delete_predicate(request) or exp.false()
+    first = [
+        exp.Max(this=q.col(request.cursor)),
+        exp.CountIf(this=flag),
+        exp.CountIf(this=exp.Not(this=exp.Paren(this=flag.copy()))),
+    ]
+    counts = load_counts(target, keys, s.dialect)
+    row = s.rows(q.profile(staged.source, first, counts))[0]
+    refuse_load(target, keys, named(counts, row[len(first) :]))
+    found = s.rows(q.duplicates(staged.source, keys))
+    refuse_duplicates(target.ref, keys, found, "primary_key")
+    return row[0], int(row[1] or 0), int(row[2] or 0)
+
+
+def _merge_load(
+    s: Session,
+    caps: Capabilities,
+    request: LoadRequest,
+    staged: Staged,
+    profile: tuple[Any, int, int],
+    result: WriteResult,
+) -> None:
+    """Apply a checked extraction: soft deletes, updates and inserts by primary key (one staged row per key)."""
+    target, keys, source = request.target, request.primary_key, staged.source
+    result.max_cursor, flagged, kept = profile
+    flag = q.soft_delete_predicate(request, q.STAGED)
+    if flag is not None:
+        result.extra["soft_deleted_rows_read"] = flagged
+    if staged.in_target:  # a direct first load: the rows are the table; drop the ones marked deleted
+        if flag is not None:
+            s.execute(q.delete_where(target, q.soft_delete_predicate(request) or exp.false()))
+        result.rows_inserted = result.rows_read - flagged
+        return
+    matches = q.count_matches(
+        target, source, q.key_match(keys), [q.count_all(), exp.CountIf(this=flag or exp.false())]
+    )
+    existing, deleted = (int(v or 0) for v in s.rows(matches)[0])
+    if caps.upsert == "merge":
+        s.execute(q.merge_load(target, source, keys, flag))
+    else:
+        s.execute(q.delete_matching(target, source, q.key_match(keys)))
+        kept_rows = exp.Not(this=exp.Paren(this=flag)) if flag is not None else None
+        _insert(s, caps, target, source, kept_rows)
+    result.rows_deleted = deleted
+    result.rows_updated = existing - deleted
+    result.rows_inserted = kept - result.rows_updated
+
+
+# ----------------------------------------------------------------------------------------------- statements
+
+
+def _insert(
+    s: Session, caps: Capabilities, target: Any, source: exp.Expr, where: exp.Expr | None = None
+) -> None:
+    """Insert the staged rows (those `where` holds for), in cluster-key order where the engine wants it."""
+    order = target.cluster if caps.cluster_by_insert_order else ()
+    s.execute(q.insert_select(target, source, where, order))
+
+
+def _delete(
+    s: Session,
+    caps: Capabilities,
+    exists: bool,
+    statement: exp.Delete,
+    counting: exp.Select,
+    params: Mapping[str, Any],
+) -> int:
+    """Run a DELETE; the rows it removed (from the engine, or counted just before)."""
+    before = None if caps.dml_row_counts else _count(s, exists, counting, params)
+    removed = s.execute(statement, params)
+    return before if before is not None else int(removed or 0)
+
+
+def _count(s: Session, exists: bool, query: exp.Select, params: Mapping[str, Any]) -> int:
+    """The first value of a count query; 0 without running it when the target did not exist before the run."""
+    if not exists:
+        return 0
+    rows = s.rows(query, params)
+    return int(rows[0][0] or 0) if rows else 0
