@@ -46,10 +46,6 @@ if TYPE_CHECKING:
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXECUTORS = ("in_process", "multiprocess", "k8s")
-WarehouseType = Literal["duckdb", "bigquery"]
-"""The names `WAREHOUSES` registers (a unit test keeps the two equal)."""
-OnlineStoreType = Literal["sqlite", "cassandra"]
-"""The names `ONLINE_STORES` registers (a unit test keeps the two equal)."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +54,9 @@ class DeriveSettings:
     """Spec YAML directory (`DERIVE_SPECS_DIR`, default `table_specs/` of the project)."""
     home: Path
     """Local state: warehouse file, embedded sources (`DERIVE_HOME`, default `.derive/` of the project)."""
-    warehouse: WarehouseType = "duckdb"
-    """Warehouse engine (`DERIVE_WAREHOUSE`): `duckdb` (embedded default) or `bigquery`."""
+    warehouse: str = "duckdb"
+    """Warehouse engine (`DERIVE_WAREHOUSE`), a name in `resources.backends.WAREHOUSES`: `duckdb` (embedded
+    default) or `bigquery`."""
     bigquery_project: str | None = None
     """GCP project of the BigQuery warehouse (`DERIVE_BIGQUERY_PROJECT`); credentials come from the environment
     (Application Default Credentials), never from settings."""
@@ -75,9 +72,15 @@ class DeriveSettings:
     executor: Literal["in_process", "multiprocess", "k8s"] = "multiprocess"
     """How a run's steps execute (`DERIVE_EXECUTOR`): `k8s` runs each asset's step in its own Kubernetes pod
     (dagster-k8s `k8s_job_executor`; see deployments/k8s/)."""
-    online_store: OnlineStoreType = "sqlite"
-    """Online store (`DERIVE_ONLINE_STORE`): `sqlite` (embedded default) or `cassandra` (ScyllaDB/Cassandra,
-    configured by the `DERIVE_CASSANDRA_*` variables, read when the store is built)."""
+    online_store: str = "sqlite"
+    """Online store (`DERIVE_ONLINE_STORE`), a name in `resources.backends.ONLINE_STORES`: `sqlite` (embedded
+    default) or `cassandra` (ScyllaDB/Cassandra, configured by the `DERIVE_CASSANDRA_*` variables, read when the
+    store is built)."""
+
+    def __post_init__(self) -> None:
+        """An engine name no registry has is refused here, with the registered choices."""
+        config_class(WAREHOUSES, "DERIVE_WAREHOUSE", self.warehouse)
+        config_class(ONLINE_STORES, "DERIVE_ONLINE_STORE", self.online_store)
 
     @property
     def sqlite_online_path(self) -> Path:
@@ -134,10 +137,10 @@ class DeriveSettings:
         config_class(ONLINE_STORES, "DERIVE_ONLINE_STORE", online)
         return cls(
             executor=cast(Literal["in_process", "multiprocess", "k8s"], executor),
-            online_store=cast(OnlineStoreType, online),
+            online_store=online,
             specs_dir=specs_dir_from_env(),
             home=Path(os.environ.get("DERIVE_HOME", PROJECT_ROOT / ".derive")),
-            warehouse=cast(WarehouseType, warehouse),
+            warehouse=warehouse,
             bigquery_project=project,
             bigquery_location=os.environ.get("DERIVE_BIGQUERY_LOCATION"),
             bigquery_endpoint=os.environ.get("DERIVE_BIGQUERY_ENDPOINT"),
