@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from pymongo import UpdateOne
 from sqlalchemy.engine import Connection, Row
 
 from derive_assets.demo.connections import (
@@ -24,6 +23,7 @@ from derive_assets.demo.connections import (
     truncate_ms,
     utc,
 )
+from derive_assets.demo.documents import IN_LIST, buyer_countries, find_profiles, profile_state, set_fields
 from derive_assets.demo.domain import (
     COUNTRIES,
     CURRENCY,
@@ -36,11 +36,6 @@ from derive_assets.demo.domain import (
 from derive_assets.demo.history import cents, display_name, profile_doc
 from derive_assets.demo.schema import source_tables
 from derive_assets.demo.writing import BATCH_ROWS, batched, insert_documents, write_rows
-
-UPDATES_PER_BULK = 50
-"""Updates per `bulk_write`: FerretDB 1.24 (SQLite) hangs, for good, on an update command of 100 or more."""
-IN_LIST = 500
-"""Ids per `IN (...)` lookup (and `$in` query); far below SQLite's bound-parameter limit."""
 
 
 @dataclass(frozen=True)
@@ -65,33 +60,10 @@ def _state(
             counts[table.name], max_ids[table.name] = count, max_id or 0
             if last is not None:
                 latest.append(utc(last))
-    counts["profile"], max_ids["profile"], last_profile = _profile_state(profiles, embedded)
+    counts["profile"], max_ids["profile"], last_profile = profile_state(profiles, embedded)
     if last_profile is not None:
         latest.append(utc(last_profile))  # montydb returns naive UTC datetimes
     return _State(counts, max_ids, max(latest, default=None))
-
-
-def _profile_state(profiles: Any, embedded: bool) -> tuple[int, int, datetime | None]:
-    """Document count, largest `user_id` and latest `updated_at` of the profile collection.
-
-    Three indexed queries on a server; on montydb, where each of them would scan the collection, one scan.
-    """
-    if embedded:
-        count, max_id, latest = 0, 0, None
-        for doc in profiles.find():  # a projection would make montydb slower, not faster
-            count += 1
-            max_id = max(max_id, doc.get("user_id") or 0)
-            if isinstance(stamp := doc.get("updated_at"), datetime) and (latest is None or stamp > latest):
-                latest = stamp
-        return count, max_id, latest
-    last_user = profiles.find_one({}, {"_id": 0, "user_id": 1}, sort=[("user_id", -1)])
-    last = profiles.find_one({}, {"_id": 0, "updated_at": 1}, sort=[("updated_at", -1)])
-    stamp = last.get("updated_at") if last else None
-    return (
-        profiles.count_documents({}),
-        last_user["user_id"] if last_user else 0,
-        stamp if isinstance(stamp, datetime) else None,
-    )
 
 
 def _pick(
@@ -161,59 +133,12 @@ def _refund_payments(
     )
 
 
-def _find_profiles(
-    profiles: Any, user_ids: Iterable[int], embedded: bool, projection: dict[str, int] | None = None
-) -> dict[int, dict[str, Any]]:
-    """The profile documents of `user_ids` (those that exist), by user id.
-
-    `$in` queries on a server (indexed on `user_id`). montydb has no indexes and matches `$in` by comparing
-    each document with every listed value, which makes a lookup cost documents x ids: there one plain scan,
-    filtered here, is far cheaper (and without `projection`, which montydb applies slowly, in Python).
-    """
-    wanted = set(user_ids)
-    if embedded:
-        return {doc["user_id"]: doc for doc in profiles.find() if doc.get("user_id") in wanted}
-    found: dict[int, dict[str, Any]] = {}
-    for ids in batched(sorted(wanted), IN_LIST):
-        found.update({doc["user_id"]: doc for doc in profiles.find({"user_id": {"$in": ids}}, projection)})
-    return found
-
-
-def _set_fields(
-    profiles: Any, changes: Sequence[tuple[dict[str, Any], dict[str, Any]]], embedded: bool
-) -> int:
-    """Apply `(document, {dotted.path: value})` changes, each to its document (found by `_id`).
-
-    A server takes them as bulk writes of UPDATES_PER_BULK. montydb has no bulk writes and scans its whole
-    collection for every update, so there the changed documents (complete, as read) are deleted by one `$in`
-    (documents x changes comparisons: ~2 s for 100 changes among 10k documents) and re-inserted with the same
-    `_id`s.
-    """
-    if not changes:
-        return 0
-    if not embedded:
-        for batch in batched(changes, UPDATES_PER_BULK):
-            profiles.bulk_write([UpdateOne({"_id": doc["_id"]}, {"$set": fields}) for doc, fields in batch])
-        return len(changes)
-    for doc, fields in changes:
-        for path, value in fields.items():
-            *parents, leaf = path.split(".")
-            target = doc
-            for part in parents:
-                target = target.setdefault(part, {})
-            target[leaf] = value
-    for batch in batched(changes, BATCH_ROWS):
-        profiles.delete_many({"_id": {"$in": [doc["_id"] for doc, _ in batch]}})
-        profiles.insert_many([doc for doc, _ in batch])
-    return len(changes)
-
-
 def _move_profiles(
     profiles: Any, embedded: bool, rng: random.Random, state: _State, k: int, now: datetime
 ) -> int:
     """Users move to another region (and a country and time zone in it); some switch theme."""
     candidates = _candidates(rng, state.max_ids["profile"], k, oversample=1)
-    found = _find_profiles(profiles, candidates, embedded)
+    found = find_profiles(profiles, candidates, embedded)
     changes = []
     for user_id in candidates:
         doc = found.get(user_id)
@@ -230,7 +155,7 @@ def _move_profiles(
         if rng.random() < 0.25:
             fields["settings.theme"] = "light" if doc.get("settings", {}).get("theme") == "dark" else "dark"
         changes.append((doc, fields))
-    return _set_fields(profiles, changes, embedded)
+    return set_fields(profiles, changes, embedded)
 
 
 def _soft_delete(
@@ -267,7 +192,7 @@ def _insert_activity(
 
     new_orders = max(1, round(state.counts["orders"] * fraction))
     buyers = [rng.randint(1, first_user + new_users - 1) for _ in range(new_orders)]
-    countries = _countries(profiles, embedded, buyers)
+    countries = buyer_countries(profiles, embedded, buyers)
     order_rows, payment_rows = [], []
     for offset, user_id in enumerate(buyers):
         order_id, payment_id = state.max_ids["orders"] + 1 + offset, state.max_ids["payments"] + 1 + offset
@@ -284,16 +209,6 @@ def _insert_activity(
         f"{PROFILES}.inserted": new_users,
         "orders.orders.inserted": new_orders,
         "payments.payments.inserted": new_orders,
-    }
-
-
-def _countries(profiles: Any, embedded: bool, user_ids: Iterable[int]) -> dict[int, str]:
-    projection = {"_id": 0, "user_id": 1, "address.country": 1}
-    docs = _find_profiles(profiles, user_ids, embedded, projection)
-    return {
-        user_id: country
-        for user_id, doc in docs.items()
-        if isinstance(country := doc.get("address", {}).get("country"), str)
     }
 
 

@@ -14,7 +14,8 @@ by chunk, so memory stays bounded at any scale.
 
 This module is the generator's entry point and public face; the parts live beside it: `connections` (where the
 sources are, how to open them, the UTC rules), `schema` (the SQL tables), `domain` (the value domains),
-`history` (the generated rows and documents), `writing` (bulk writes) and `activity` (`apply_activity`).
+`history` (the generated rows and documents), `writing` (bulk writes), `activity` (`apply_activity`) and
+`documents` (its profile-document side).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import random
 import time
 from datetime import datetime, timedelta
 
-from derive_assets.demo.activity import IN_LIST, UPDATES_PER_BULK, apply_activity
+from derive_assets.demo.activity import apply_activity
 from derive_assets.demo.connections import (
     PROFILE_COLLECTION,
     PROFILES,
@@ -36,6 +37,7 @@ from derive_assets.demo.connections import (
     sqlalchemy_url,
     utc,
 )
+from derive_assets.demo.documents import IN_LIST, UPDATES_PER_BULK
 from derive_assets.demo.domain import (
     COUNTRIES,
     CURRENCY,
