@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, overload
+from typing import Any, Literal, NamedTuple
 
 import pyarrow as pa
 from sqlglot import exp
@@ -251,20 +251,8 @@ class SliceReads:
         rows = self._query_rows(*max_query(s, column, self.dialect, self.types))
         return rows[0][0] if rows else None
 
-    @overload
-    def count_violations(self, check: CheckQuery) -> int: ...
-
-    @overload
-    def count_violations(self, check: str, params: Mapping[str, Any]) -> int: ...
-
-    def count_violations(self, check: CheckQuery | str, params: Mapping[str, Any] | None = None) -> int:
-        """How many rows (values, for `unique`) break `check`.
-
-        Passing SQL text and its parameters is the old text-based form, kept until its last callers move to
-        `CheckQuery` (then it goes).
-        """
-        if isinstance(check, str):
-            return _first_int(self._query_rows(check, params or {}))
+    def count_violations(self, check: CheckQuery) -> int:
+        """How many rows (values, for `unique`) break `check`."""
         return _first_int(self._query_rows(*violations_query(check, self.dialect, self.types)))
 
 

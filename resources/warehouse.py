@@ -10,11 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pyarrow as pa
 
 from resources.schema import ColumnDef
+
+if TYPE_CHECKING:  # resources.reads imports this module
+    from resources.reads import CheckQuery, TableSlice
 
 
 class WarehouseError(RuntimeError):
@@ -130,8 +133,24 @@ class Warehouse(Protocol):
         """Stream source batches into staging, then merge them by primary key, in one transaction."""
         ...
 
-    def count_violations(self, sql: str, params: Mapping[str, Any]) -> int:
-        """Run a check query (in the warehouse's dialect) that returns one row with one count."""
+    def count_violations(self, check: CheckQuery) -> int:
+        """How many rows (values, for `unique`) break one column check (`resources.reads.SliceReads`)."""
+        ...
+
+    def read_slice(self, s: TableSlice) -> pa.Table:
+        """A slice of a table (columns, window, cursor range) as one Arrow table."""
+        ...
+
+    def iter_slice(self, s: TableSlice, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """A slice as Arrow batches of at most `batch_rows` rows: bounded memory."""
+        ...
+
+    def count_slice(self, s: TableSlice) -> int:
+        """How many rows a slice holds."""
+        ...
+
+    def max_in_slice(self, s: TableSlice, column: str) -> Any:
+        """The largest value of `column` in a slice, or None."""
         ...
 
     def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:

@@ -1,48 +1,24 @@
-"""`SliceReads` on a real DuckDB file: windows are half-open on every time type, cursor ranges are (after, upto],
+"""`SliceReads` (`resources/reads.py`) on a real DuckDB file: windows are half-open on every time type, cursor ranges are (after, upto],
 column checks count what they say (and `unique` looks past the window), values are bound parameters."""
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
-from typing import Any, cast
 
 import pyarrow as pa
 import pytest
 
 from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.reads import CheckQuery, CursorRange, SliceReads, TableSlice, WindowBound
+from resources.reads import CheckQuery, CursorRange, TableSlice, WindowBound
 from resources.warehouse import TimeWindow
 
 UTC = dt.UTC
 DAY2 = TimeWindow(dt.datetime(2024, 3, 2, tzinfo=UTC), dt.datetime(2024, 3, 3, tzinfo=UTC))
 
 
-class LocalReads(DuckDBWarehouse, SliceReads):  # pyright: ignore[reportIncompatibleMethodOverride]
-    """DuckDB with the three read primitives, for as long as the engine does not provide them itself."""
-
-    # The engine's text-based count_violations(sql, params) would shadow the mixin's (it goes with the text reads).
-    count_violations = SliceReads.count_violations  # pyright: ignore[reportAssignmentType]
-
-    def _query_rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        with self.get_connection() as con:
-            return con.execute(sql, dict(params)).fetchall()
-
-    def _query_batches(
-        self, sql: str, params: Mapping[str, Any], batch_rows: int
-    ) -> Iterator[pa.RecordBatch]:
-        with self.get_connection() as con:
-            yield from con.execute(sql, dict(params)).fetch_record_batch(batch_rows)
-
-    def _query_arrow(self, sql: str, params: Mapping[str, Any]) -> pa.Table:
-        with self.get_connection() as con:
-            return con.execute(sql, dict(params)).fetch_arrow_table()
-
-
 @pytest.fixture
-def wh(tmp_path) -> SliceReads:
-    """The DuckDB warehouse once it inherits `SliceReads` (with its own primitives), else `LocalReads`."""
-    path = str(tmp_path / "w.duckdb")
-    warehouse = cast(SliceReads, DuckDBWarehouse(path=path)) if _wired() else LocalReads(path=path)
-    with LocalReads(path=path).get_connection() as con:
+def wh(tmp_path) -> DuckDBWarehouse:
+    """A DuckDB file with core.t: ids 1-4 around the window DAY2 on a DATE, a DATETIME and a TIMESTAMP column."""
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    with warehouse.get_connection() as con:
         con.execute("CREATE SCHEMA core")
         con.execute(
             'CREATE TABLE core.t (id BIGINT, day DATE, wall TIMESTAMP, ts TIMESTAMPTZ, region VARCHAR, "odd col" '
@@ -63,10 +39,6 @@ def wh(tmp_path) -> SliceReads:
             ],
         )  # fmt: skip
     return warehouse
-
-
-def _wired() -> bool:
-    return issubclass(DuckDBWarehouse, SliceReads) and "_query_rows" in vars(DuckDBWarehouse)
 
 
 def ids(table: pa.Table) -> list[int]:
@@ -152,8 +124,6 @@ def test_unique_counts_duplicated_values_across_windows(wh):
     assert wh.count_violations(CheckQuery("unique", "id", windowed)) == 0
     assert wh.count_violations(CheckQuery("unique", "day", TableSlice("core.t"))) == 1  # 2024-03-02, twice
     assert wh.count_violations(CheckQuery("unique", "region", TableSlice("core.t"))) == 0  # NULL is no value
-    with LocalReads(
-        path=wh.path
-    ).get_connection() as con:  # a value seen three times is still one duplicated value
+    with wh.get_connection() as con:  # a value seen three times is still one duplicated value
         con.execute('INSERT INTO core.t (id, "odd col") VALUES (5, 10)')
     assert wh.count_violations(CheckQuery("unique", "odd col", TableSlice("core.t"))) == 1
