@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
 
 from derive_assets.specs.models import Column
-from resources.reads import CheckKind, CheckQuery, SliceReads, TableSlice
+from resources.reads import CheckKind, CheckQuery, TableSlice
+from resources.warehouse import Warehouse
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,6 @@ def _describe(check: ColumnCheck) -> str:
     return f"{check.column.name} is {check.rule.replace('_', ' ')}"
 
 
-def run_checks(checks: list[ColumnCheck], warehouse: SliceReads, scope: TableSlice) -> list[AssetCheckResult]:
+def run_checks(checks: list[ColumnCheck], warehouse: Warehouse, scope: TableSlice) -> list[AssetCheckResult]:
     """Run each check over `scope`: the run's window of a partitioned table, else the whole table."""
     return [check.result(warehouse.count_violations(check.query(scope))) for check in checks]

@@ -34,9 +34,9 @@ from derive_assets.factory.windows import partitions_for
 from derive_assets.replication import watermark
 from derive_assets.specs.project import Export
 from resources.online_store import OnlineStoreError, OnlineTable, OnlineWriteError
-from resources.reads import CursorRange, SliceReads, TableSlice, WindowBound
+from resources.reads import CursorRange, TableSlice, WindowBound
 from resources.schema import ColumnType
-from resources.warehouse import TimeWindow
+from resources.warehouse import TimeWindow, Warehouse
 
 BATCH_ROWS = 10_000
 
@@ -156,7 +156,7 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
 def _cursor_slice(
     context: AssetExecutionContext,
     key: AssetKey,
-    warehouse: SliceReads,
+    warehouse: Warehouse,
     rows: TableSlice,
     cursor: str,
     cursor_type: Any,

@@ -30,7 +30,8 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity
 
 from resources.online_store import OnlineTable
-from resources.reads import SliceReads, TableSlice
+from resources.reads import TableSlice
+from resources.warehouse import Warehouse
 
 CHECK_NAME = "online_matches_warehouse"
 SAMPLE_KEYS = 100
@@ -41,7 +42,7 @@ _NAN = ("float", "NaN")  # NaN != NaN in Python; this stands for it on both side
 
 
 def verify(
-    warehouse: SliceReads,
+    warehouse: Warehouse,
     store: Any,
     table: OnlineTable,
     exported: TableSlice,
