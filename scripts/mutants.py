@@ -58,8 +58,8 @@ MUTANTS = [
         "merge-no-window",
         "a merge delete without the window filter",
         "resources/strategy.py",
-        "on = q.and_(q.key_match(request.unique_key), window)",
-        "on = q.key_match(request.unique_key)",
+        "    window, params = _window(s, request)\n    on = q.and_(q.key_match(request.unique_key), window)",
+        "    window, params = None, {}\n    on = q.and_(q.key_match(request.unique_key), window)",
         (
             WRITE,
             ROWS,
