@@ -24,8 +24,8 @@ Origin = Literal["source", "rows"]
 
 @dataclass(frozen=True)
 class Capabilities:
-    """How an engine carries out each strategy. Every combination the strategy layer supports is listed here;
-    `check` refuses the ones it does not."""
+    """How an engine carries out each strategy. Every combination the strategy layer supports can be declared;
+    one it does not support fails when the engine class is defined."""
 
     transactional_session: bool
     """All statements of a run are one transaction (DuckDB). Without it (BigQuery) each statement is atomic on
@@ -54,8 +54,8 @@ class Capabilities:
     """A first load streams batches straight into the empty target (no staging copy); needs a transactional
     session, so a refusal rolls the rows back."""
 
-    def check(self, engine: str) -> None:
-        """Raise when a combination cannot keep a failed run from changing the target."""
+    def __post_init__(self) -> None:
+        """Refuse a combination that could not keep a failed run from changing the target."""
         needs_transaction = [
             name
             for name, value in (
@@ -69,8 +69,9 @@ class Capabilities:
             needs_transaction.append("direct_first_load")
         if needs_transaction and not self.transactional_session:
             raise TypeError(
-                f"{engine}: {needs_transaction} run several statements, which is only safe in a transactional "
-                "session; set transactional_session=True or choose the single-statement strategies"
+                f"Capabilities: {needs_transaction} run several statements, which is only safe in a "
+                "transactional session; set transactional_session=True or choose the single-statement "
+                "strategies (merge, merge_on_false, script)"
             )
 
 

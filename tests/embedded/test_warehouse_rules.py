@@ -336,3 +336,24 @@ def test_a_write_takes_a_query_or_batches(warehouse):
         warehouse.write(WriteRequest(DAILY, IN_WINDOW, {}, "replace"), [daily_rows()])
     with pytest.raises(ValueError, match=r"a write without a query \(sql=None\) needs Arrow batches"):
         warehouse.write(WriteRequest(DAILY, None, {}, "replace"))
+
+
+# ----------------------------------------------------------------------------------------------- capabilities
+
+
+def test_a_multi_statement_strategy_needs_a_transactional_session():
+    from resources.bigquery_warehouse import BigQueryWarehouse
+    from resources.engine import Capabilities
+
+    assert DuckDBWarehouse.CAPABILITIES.transactional_session
+    assert BigQueryWarehouse.CAPABILITIES.upsert == "merge"
+    with pytest.raises(TypeError, match=r"\['insert_overwrite'\] run several statements, which is only safe"):
+        Capabilities(
+            transactional_session=False,
+            upsert="merge",
+            insert_overwrite="delete_insert",
+            replace="script",
+            dml_row_counts=False,
+            cluster_by_insert_order=False,
+            direct_first_load=False,
+        )
