@@ -80,18 +80,22 @@ def count_all() -> exp.Count:
 def window_predicate(
     target: TargetTable, types: Mapping[str, str], dialect: str, alias: str | None = None
 ) -> exp.Expr:
-    """The window: the partition key within [window_start, window_end), the bounds cast to the key's type.
+    """The run's window on a partitioned target: its partition key within [window_start, window_end).
 
-    The one definition of a run's window, used by the profile (rows outside it are refused) and by the
-    window-scoped delete/merge of the target."""
+    Used by the profile (rows outside it are refused) and by the window-scoped delete/merge of the target."""
     key = target.partition_key
     assert key is not None, "only partitioned tables have a window"
-    type_name = types[target.column(key).type]
+    return window_between(key, types[target.column(key).type], dialect, alias)
+
+
+def window_between(column: str, type_name: str, dialect: str, alias: str | None = None) -> exp.Expr:
+    """`column >= CAST(<window_start> AS <type>) AND column < CAST(<window_end> AS <type>)`: the one definition of
+    a window, its bounds bound parameters cast to the column's engine type."""
     start = cast(placeholder("window_start", dialect), type_name, dialect)
     end = cast(placeholder("window_end", dialect), type_name, dialect)
     return exp.and_(
-        exp.GTE(this=col(key, alias), expression=start),
-        exp.LT(this=col(key, alias), expression=end),
+        exp.GTE(this=col(column, alias), expression=start),
+        exp.LT(this=col(column, alias), expression=end),
     )
 
 

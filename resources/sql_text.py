@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sqlglot import exp
 
 from resources import dialects
+from resources.engine_sql import window_between
 from resources.schema import ColumnDef
 
 DUCKDB_TYPES = {
@@ -48,10 +49,6 @@ def cast_select(columns: tuple[ColumnDef, ...], types: dict[str, str], dialect: 
     )
 
 
-def key_join(keys: tuple[str, ...], left: str, right: str, dialect: str) -> str:
-    return " AND ".join(f"{left}.{quote(k, dialect)} = {right}.{quote(k, dialect)}" for k in keys)
-
-
 def param(name: str, dialect: str) -> str:
     """A named query parameter: `$name` in DuckDB, `@name` in BigQuery."""
     return dialects.param(name, dialect)
@@ -60,14 +57,10 @@ def param(name: str, dialect: str) -> str:
 def window_filter(
     column: str, column_type: str, types: dict[str, str], dialect: str, prefix: str = ""
 ) -> str:
-    """`column` within [window_start, window_end), the bounds cast to the column's type; `prefix` is a table alias
-    with its dot (e.g. `T.`)."""
-    col = prefix + quote(column, dialect)
-    t = types[column_type]
-    return (
-        f"{col} >= CAST({param('window_start', dialect)} AS {t}) "
-        f"AND {col} < CAST({param('window_end', dialect)} AS {t})"
-    )
+    """`column` within [window_start, window_end) as text, the bounds cast to the column's type; `prefix` is a
+    table alias with its dot (e.g. `T.`). The text of `engine_sql.window_between`, the one window rule."""
+    alias = prefix.rstrip(".") or None
+    return window_between(column, types[column_type], dialect, alias).sql(dialect)
 
 
 def select_sql(ref: str, columns: Sequence[str] | None, where_sql: str | None, dialect: str) -> str:
