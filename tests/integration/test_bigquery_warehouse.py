@@ -190,7 +190,7 @@ def test_each_run_has_its_own_staging_table_and_drops_it(warehouse, client, targ
 def merges_into(client: bigquery.Client, target: TargetTable) -> list[exp.Merge]:
     """The MERGE statements into `target` among the emulator's newest jobs (newest first), parsed."""
     into = f"MERGE INTO `{target.dataset}`.`{target.name}`"
-    texts = [j.query for j in client.list_jobs(max_results=100) if isinstance(j, bigquery.QueryJob)]
+    texts = [j.query or "" for j in client.list_jobs(max_results=100) if isinstance(j, bigquery.QueryJob)]
     found = [sqlglot.parse_one(t, read="bigquery") for t in texts if t.startswith(into)]
     assert found, f"no {into} among the emulator's newest jobs"
     return [m for m in found if isinstance(m, exp.Merge)]
