@@ -92,7 +92,7 @@ class WarehouseEngine:
 class DuckDBEngine(WarehouseEngine):
     name = "duckdb"
     param = "$"
-    query_error = duckdb.Error
+    query_error = duckdb.ConversionException
     cluster_order_observable = True
 
     def __init__(self, tmp_path: Path) -> None:

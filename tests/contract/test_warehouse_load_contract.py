@@ -226,6 +226,13 @@ def test_rows_merged_by_a_later_load_follow_the_cluster_keys(engine):
         assert engine.clustering(ref) == ["order_id"]
 
 
+def test_a_load_leaves_no_table_but_its_target(engine):
+    engine.warehouse.load(load_request(engine), iter(FIRST))
+    engine.warehouse.load(load_request(engine), iter(SECOND))
+    engine.warehouse.load(load_request(engine), iter([]))
+    assert engine.tables() == ["orders"]  # staging tables are dropped (or were temporary)
+
+
 # ----------------------------------------------------------------------------------------------- refusals
 
 

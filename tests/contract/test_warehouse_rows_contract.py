@@ -160,6 +160,19 @@ def test_nulls_in_not_null_columns_are_refused(engine):
     assert not engine.warehouse.table_exists(f"{engine.dataset}.scores")
 
 
+@pytest.mark.parametrize("strategy", ["merge", "append", "replace"])
+def test_a_value_that_cannot_be_cast_fails_the_write_and_changes_nothing(engine, strategy):
+    window = None if strategy == "replace" else DAY1
+    engine.warehouse.write(request(engine, strategy, window), [scores(("2026-01-01", "eu", 1))])
+    before, tables = rows(engine), engine.tables()
+    good = {"day": "2026-01-01", "region": "na", "amount": "2", "scored_at": T.isoformat()}
+    bad = pa.RecordBatch.from_pylist([good, {**good, "region": "xx", "amount": "not a number"}])
+    with pytest.raises(engine.query_error, match="not a number"):
+        engine.warehouse.write(request(engine, strategy, window), [bad])
+    assert rows(engine) == before
+    assert engine.tables() == tables
+
+
 def test_a_declared_column_missing_from_the_rows_is_refused_by_name(engine):
     no_region = pa.RecordBatch.from_pylist([{"day": dt.date(2026, 1, 1), "amount": 1.0, "scored_at": T}])
     with pytest.raises(

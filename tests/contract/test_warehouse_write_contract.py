@@ -231,6 +231,14 @@ def test_assets_get_the_warehouse_itself(engine):
     assert type(seen[0]) is type(engine.warehouse)
 
 
+@pytest.mark.parametrize("strategy", ["merge", "append", "replace"])
+def test_a_run_leaves_no_table_but_its_target(engine, strategy):
+    window = None if strategy == "replace" else DAY1
+    engine.warehouse.write(request(engine, strategy, window, query(engine, windowed=window is not None)))
+    engine.warehouse.write(request(engine, strategy, window, query(engine, windowed=window is not None)))
+    assert engine.tables() == ["daily", "events"]  # staging tables are dropped (or were temporary)
+
+
 # ----------------------------------------------------------------------------------------------- refusals
 
 
