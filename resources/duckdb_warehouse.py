@@ -3,6 +3,12 @@
 Datasets are schemas, partition keys scope each run's delete/merge to its window, and cluster keys become the order
 rows are written in (DuckDB's zone maps then skip row groups on those columns, the nearest thing it has to
 BigQuery clustering).
+
+The strategies are `resources.strategy`, written once for every engine; this module is DuckDB's primitives
+(`DuckDBSession`: one connection, one transaction per run, temp staging tables, batches registered as views) and
+its quirks (waiting for another process's file lock, `lock_holder`). Its `CAPABILITIES`: every strategy is a
+delete + insert inside the run's transaction, DELETE reports its row count, inserts follow the cluster keys, and a
+first load streams straight into the empty table.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ import pyarrow as pa
 from sqlglot import exp
 
 from resources import engine_sql as q
-from resources.engine import Capabilities, Engine, Session, Staged
-from resources.warehouse import LoadRequest, WriteRequest, WriteResult
+from resources.engine import BatchScreen, Capabilities, Engine, Session, Staged
+from resources.warehouse import LoadRequest, TargetTable, WriteRequest, WriteResult
 from resources.warehouse_rules import (
     check_row_source,
     load_counts,
@@ -172,7 +172,7 @@ def load(engine: Engine, request: LoadRequest, batches: Iterable[pa.RecordBatch]
     return result
 
 
-def _screen(s: Session, request: LoadRequest) -> Any:
+def _screen(s: Session, request: LoadRequest) -> BatchScreen:
     """The per-batch check of engines that insert batch by batch: the NULL rules of `_check_load`, run on each raw
     batch before it is cast and inserted (a direct first load's NOT NULL columns would otherwise stop the insert
     with a bare constraint error, a bad value in another column with a cast error), so a refusal counts the rows
@@ -220,8 +220,9 @@ def _merge_load(
     if flag is not None:
         result.extra["soft_deleted_rows_read"] = flagged
     if staged.in_target:  # a direct first load: the rows are the table; drop the ones marked deleted
-        if flag is not None:
-            s.execute(q.delete_where(target, q.soft_delete_predicate(request) or exp.false()))
+        marked = q.soft_delete_predicate(request)
+        if marked is not None:
+            s.execute(q.delete_where(target, marked))
         result.rows_inserted = result.rows_read - flagged
         return
     matches = q.count_matches(
@@ -243,7 +244,7 @@ def _merge_load(
 
 
 def _insert(
-    s: Session, caps: Capabilities, target: Any, source: exp.Expr, where: exp.Expr | None = None
+    s: Session, caps: Capabilities, target: TargetTable, source: exp.Expr, where: exp.Expr | None = None
 ) -> None:
     """Insert the staged rows (those `where` holds for), in cluster-key order where the engine wants it."""
     order = target.cluster if caps.cluster_by_insert_order else ()
