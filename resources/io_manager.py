@@ -24,8 +24,8 @@ import pandas as pd
 import pyarrow as pa
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency, TableSchema
 
+from resources.reads import TableSlice, WindowBound
 from resources.schema import COLUMN_TYPES, ColumnDef, ColumnType
-from resources.sql_text import window_filter
 from resources.warehouse import TargetTable, TimeWindow, Warehouse, WriteRequest
 
 PARTITION_KEY_METADATA = "derive/partition_key"
@@ -102,16 +102,14 @@ class WarehouseIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table:
         key = context.asset_key.path
         ref = f"{key[-2]}.{key[-1]}"
-        where, params = None, {}
+        window = None
         upstream_meta = context.upstream_output.definition_metadata if context.upstream_output else {}
         partition_key = upstream_meta.get(PARTITION_KEY_METADATA) if upstream_meta else None
         key_type = upstream_meta.get(PARTITION_KEY_TYPE_METADATA) if upstream_meta else None
-        if partition_key and key_type and context.has_asset_partitions:
-            window = context.asset_partitions_time_window
-            wh = self.warehouse
-            where = window_filter(str(partition_key), str(key_type), wh.types, wh.dialect)
-            params = TimeWindow(window.start, window.end).as_params()
-        table = self.warehouse.read_arrow(ref, where, params)
+        if partition_key and key_type in COLUMN_TYPES and context.has_asset_partitions:
+            tw = context.asset_partitions_time_window
+            window = WindowBound(str(partition_key), cast(ColumnType, key_type), TimeWindow(tw.start, tw.end))
+        table = self.warehouse.read_slice(TableSlice(ref, window=window))
         if context.dagster_type.typing_type is pa.Table:
             return table
         return table.to_pandas()

@@ -13,9 +13,10 @@ from decimal import Decimal
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
-from dagster import AssetKey, Definitions
-from support import execute, run_job
+from dagster import AssetIn, AssetKey, Definitions, asset
+from support import QUIET, execute, run_job
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.factory.python_assets import PythonTable, PythonTableError, python_table
@@ -226,3 +227,35 @@ def test_a_declaration_that_breaks_a_spec_rule_fails_when_it_is_made():
         PythonTableError, match=r"python table features\.bad: `sql` is not a field of a Python table"
     ):
         python_table(name="bad", sql="SELECT 1", **spec)
+
+
+def test_a_python_asset_downstream_reads_its_window_of_a_python_table_as_arrow(settings, instance, built):
+    day, other = day_ago(2), day_ago(3)
+    for partition in (day, other):
+        run_job(built, instance, SCORES_JOB, partition)
+    seen = {}
+
+    @asset(
+        key=["ml", "score_snapshot"],
+        ins={"scores": AssetIn(key=region_scores.key)},
+        partitions_def=region_scores.asset.partitions_def,
+        io_manager_key="warehouse_io_manager",
+    )
+    def score_snapshot(scores: pa.Table) -> None:
+        seen["table"] = scores
+
+    defs = Definitions.merge(built, Definitions(assets=[score_snapshot]))
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance,
+        partition_key=day,
+        asset_selection=[AssetKey(["ml", "score_snapshot"])],
+        run_config=QUIET,
+    )
+    assert result.success
+    table = seen["table"]
+    assert isinstance(table, pa.Table) and table.num_rows > 1
+    assert {d.isoformat() for d in table.column("day").to_pylist()} == {day}
+    assert (
+        table.num_rows
+        == rows(settings, "SELECT count(*) FROM features.region_scores WHERE day = ?", [day])[0][0]
+    )
