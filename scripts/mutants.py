@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(c == 1 for c in counts.values()) else 2
     env = services_env()
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
     if args.baseline:
         failing = baseline(chosen, env)
         if failing:
