@@ -17,7 +17,8 @@ import pytest
 from contract_engines import WarehouseEngine
 from dagster import asset, materialize
 
-from resources.schema import ColumnDef
+from resources.dialects import param_prefix
+from resources.schema import COLUMN_TYPES, ColumnDef
 from resources.warehouse import (
     DuplicateKeys,
     NullKeys,
@@ -217,6 +218,18 @@ def test_table_exists_and_row_count(engine):
     assert engine.warehouse.table_exists(ref)
     assert not engine.warehouse.table_exists(f"{engine.dataset}.nope")
     assert engine.warehouse.row_count(ref) == 3
+
+
+def test_the_warehouse_describes_itself(engine):
+    """What the factory reads off a warehouse: its dialect (with a registered parameter style, the one its SQL
+    binds), a Dagster kind, a type for every spec type, and the DDL it runs for a target."""
+    wh = engine.warehouse
+    assert param_prefix(wh.dialect) == engine.param
+    assert wh.kind == engine.name
+    assert set(wh.types) == set(COLUMN_TYPES)
+    ddl = wh.ddl_for(target(engine))
+    assert "CREATE TABLE" in ddl.upper()
+    assert all(c.name in ddl for c in COLUMNS)
 
 
 def test_assets_get_the_warehouse_itself(engine):
