@@ -259,3 +259,34 @@ def test_a_python_asset_downstream_reads_its_window_of_a_python_table_as_arrow(s
         table.num_rows
         == rows(settings, "SELECT count(*) FROM features.region_scores WHERE day = ?", [day])[0][0]
     )
+
+
+def test_a_python_asset_returning_rows_without_a_declared_table_fails_naming_the_fix(settings, instance):
+    @asset(key=["ml", "undeclared"], io_manager_key="warehouse_io_manager")
+    def undeclared() -> pd.DataFrame:
+        return pd.DataFrame({"user_id": [1, 2]})
+
+    defs = Definitions.merge(build_definitions(settings), Definitions(assets=[undeclared]))
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance,
+        asset_selection=[AssetKey(["ml", "undeclared"])],
+        run_config=QUIET,
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    messages = []
+    error = failure.step_failure_data.error
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    assert any(
+        re.match(
+            r"resources\.io_manager\.PythonAssetError: ml/undeclared: a Python asset that returns rows declares the "
+            r"table they go to: .*strategy \('derive/strategy': one of \['merge', 'append', 'replace'\], got None\)\. "
+            r"Declare it with derive_assets\.factory\.python_assets\.python_table\(\.\.\.\)",
+            m,
+        )
+        for m in messages
+    ), messages
+    assert not settings.duckdb_path.exists()  # the run wrote nothing: not even the warehouse file was created
