@@ -24,7 +24,7 @@ from dagster import DagsterInstance, Definitions
 from support import QUIET, run_job
 
 from derive_assets.demo.generate import embedded_urls, generate
-from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
+from derive_assets.factory.build import build_definitions, build_online_store
 from derive_assets.factory.export_verify import verify
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
@@ -66,9 +66,10 @@ def upstream(defs: Definitions, instance: DagsterInstance) -> None:
         run(defs, instance, job)
 
 
-def warehouse_rows(settings: DeriveSettings, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
-    with build_warehouse(settings).get_connection() as con:
-        return con.execute(sql, params or {}).fetchall()
+def warehouse_rows(settings: DeriveSettings, sql: str) -> list[tuple]:
+    """A DuckDB query on the embedded warehouse (the demo's tables are written there)."""
+    with DuckDBWarehouse(path=str(settings.duckdb_path)).get_connection() as con:
+        return con.execute(sql).fetchall()
 
 
 def test_export_with_sub_millisecond_timestamps_passes_its_verification(settings: DeriveSettings):
