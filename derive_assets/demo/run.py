@@ -33,6 +33,7 @@ from derive_assets.factory.replication_assets import replication_key
 from derive_assets.factory.schedules import export_job_name, source_job_name, table_job_name
 from derive_assets.factory.table_assets import table_key
 from derive_assets.factory.windows import partitions_for
+from derive_assets.python_tables import python_tables
 from derive_assets.replication.watermark import WATERMARK_KEY
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
@@ -98,6 +99,10 @@ def run_demo(
         partitions_def = partitions_for(table.spec.window)
         tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
         jobs.append((table_job_name(table.spec.ref), [table_key(table.spec.ref)], tags))
+    for python_table in python_tables(project):
+        partitions_def = partitions_for(python_table.spec.window)
+        tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
+        jobs.append((python_table.job.name, [python_table.key], tags))
     for export in project.exports:
         partitions_def = partitions_for(export.window)
         tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
@@ -211,6 +216,13 @@ def summarize(project: SpecProject, settings: DeriveSettings, instance: DagsterI
         summary[table.spec.ref] = {
             "rows": warehouse.row_count(table.spec.ref) if built else 0,
             "strategy": table.spec.strategy.type if built else "not built",
+        }
+    for python_table in python_tables(project):
+        ref = python_table.spec.ref
+        built = warehouse.table_exists(ref)
+        summary[ref] = {
+            "rows": warehouse.row_count(ref) if built else 0,
+            "strategy": python_table.spec.strategy.type if built else "not built",
         }
     store = build_online_store(settings)
     for export in project.exports:

@@ -27,6 +27,7 @@ from derive_assets.factory.schedules import (
 )
 from derive_assets.factory.table_assets import build_table_asset, table_key
 from derive_assets.factory.windows import partitions_for
+from derive_assets.python_tables import python_tables
 from derive_assets.replication.connections import SourceConnections
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
@@ -99,6 +100,12 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
         jobs.append(job)
         if spec.schedule:
             schedules.append(schedule_for(job, spec.schedule, partitions_def))
+
+    for python_table in python_tables(project):
+        assets.append(python_table.asset)
+        jobs.append(python_table.job)
+        if python_table.schedule is not None:
+            schedules.append(python_table.schedule)
 
     for export in project.exports:
         assets.append(build_export_asset(export, settings.online_store))
