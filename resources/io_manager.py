@@ -79,6 +79,14 @@ class WarehouseIOManager(ConfigurableIOManager):
                 "a DataFrame."
             )
         target, strategy, unique_key = target_of(name, context.asset_key.path, context.definition_metadata)
+        declared = {c.name.lower() for c in target.columns}
+        extra = [c for c in table.column_names if c.lower() not in declared]
+        if extra:
+            raise PythonAssetError(
+                f"{name}: the function returned columns its table does not declare: {extra} (declared: "
+                f"{[c.name for c in target.columns]}). Declare them in the python_table's columns, or drop them "
+                "before returning. Nothing was written."
+            )
         window = None
         if context.has_asset_partitions:
             tw = context.asset_partitions_time_window

@@ -169,6 +169,10 @@ def no_score(daily: pd.DataFrame) -> pd.DataFrame:
     return scores(daily).drop(columns=["score"])
 
 
+def extra_column(daily: pd.DataFrame) -> pd.DataFrame:
+    return scores(daily).assign(debug_note="left in by mistake")
+
+
 def not_a_table(daily: pd.DataFrame) -> list:
     return scores(daily).to_dict("records")
 
@@ -188,12 +192,17 @@ def not_a_table(daily: pd.DataFrame) -> list:
         ),
         (no_score, r"features\.checked_scores: the asset's rows have no column \['score'\]"),
         (
+            extra_column,
+            r"features/checked_scores: the function returned columns its table does not declare: "
+            r"\['debug_note'\] .* Nothing was written\.",
+        ),
+        (
             not_a_table,
             r"features/checked_scores: a Python asset on the warehouse IO manager returns a pandas DataFrame or a "
             r"pyarrow Table \(or None when it wrote its table itself\), got list\.",
         ),
     ],
-    ids=["duplicate_keys", "row_outside_window", "missing_column", "not_a_table"],
+    ids=["duplicate_keys", "row_outside_window", "missing_column", "extra_column", "not_a_table"],
 )
 def test_a_wrong_output_fails_clearly_and_changes_nothing(settings, instance, built, wrong, message):
     day = day_ago(2)
