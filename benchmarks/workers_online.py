@@ -22,8 +22,8 @@ BATCH_ROWS = 10_000  # what the export asset streams per batch (derive_assets/fa
 def export_setup(a: dict[str, Any]) -> dict[str, Any]:
     """The warehouse table to export: `<source>.orders` with `rows` generated rows and Derive's column types."""
     from benchmarks.specs import ORDER_COLUMNS
-    from resources.schema import ColumnDef
     from resources.duckdb_warehouse import DuckDBWarehouse
+    from resources.schema import ColumnDef
     from resources.warehouse import TargetTable
 
     wh = DuckDBWarehouse(path=a["duckdb"])

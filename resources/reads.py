@@ -24,6 +24,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from resources.dialects import placeholder
+from resources.engine_sql import window_between
 from resources.schema import ColumnType
 from resources.warehouse import TimeWindow
 
@@ -126,12 +127,9 @@ class _Where:
         self.conditions.append(condition)
 
     def window(self, bound: WindowBound) -> None:
-        col = _column(bound.column)
-        cast_to = exp.DataType.build(self.types[bound.type], dialect=self.dialect)
-        start = exp.Cast(this=self.bind("window_start", bound.window.start), to=cast_to)
-        end = exp.Cast(this=self.bind("window_end", bound.window.end), to=cast_to.copy())
-        self.add(exp.GTE(this=col, expression=start))
-        self.add(exp.LT(this=col.copy(), expression=end))
+        """The write path's window predicate (`engine_sql.window_between`): one definition of a window."""
+        self.params.update(bound.window.as_params())
+        self.conditions.extend(window_between(bound.column, self.types[bound.type], self.dialect).flatten())
 
     def cursor(self, cursor: CursorRange) -> None:
         if cursor.after is not None:
