@@ -83,7 +83,7 @@ from resources.bigquery_sql import B, script, source_query, staging_name
 from resources.engine import BatchScreen, Capabilities, Origin, Staged
 from resources.engine_sql import table
 from resources.reads import SliceReads
-from resources.sql_text import select_sql, table_name
+from resources.sql_text import table_name
 from resources.warehouse import (
     EstimateUnavailable,
     LoadRequest,
@@ -220,23 +220,6 @@ class BigQueryWarehouse(SliceReads, ConfigurableResource):
     def row_count(self, ref: str) -> int:
         with self.calls() as calls:
             return _scalar(calls, f"SELECT count(*) FROM {table_name(ref, B)}")
-
-    def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:
-        rows = self._query_rows(sql, params)
-        return rows[0][0] if rows else None
-
-    def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
-        return self._query_arrow(select_sql(ref, None, where_sql, B), params)
-
-    def iter_batches(
-        self,
-        ref: str,
-        columns: Sequence[str],
-        where_sql: str | None,
-        params: Mapping[str, Any],
-        batch_rows: int,
-    ) -> Iterator[pa.RecordBatch]:
-        return self._query_batches(select_sql(ref, columns, where_sql, B), params, batch_rows)
 
     def _query_rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self.calls() as calls:

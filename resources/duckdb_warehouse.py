@@ -31,7 +31,7 @@ from resources import strategy
 from resources.engine import BatchScreen, Capabilities, Origin, Staged
 from resources.engine_sql import ident
 from resources.reads import SliceReads
-from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, quote, select_sql, table_name
+from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, quote, table_name
 from resources.warehouse import LoadRequest, TargetTable, WarehouseLocked, WriteRequest, WriteResult
 from resources.warehouse_rules import declared_columns
 
@@ -136,23 +136,6 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
     def row_count(self, ref: str) -> int:
         with self.get_connection() as con:
             return _scalar(con, f"SELECT count(*) FROM {table_name(ref, D)}")
-
-    def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:
-        rows = self._query_rows(sql, params)
-        return rows[0][0] if rows else None
-
-    def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
-        return self._query_arrow(select_sql(ref, None, where_sql, D), params)
-
-    def iter_batches(
-        self,
-        ref: str,
-        columns: Sequence[str],
-        where_sql: str | None,
-        params: Mapping[str, Any],
-        batch_rows: int,
-    ) -> Iterator[pa.RecordBatch]:
-        return self._query_batches(select_sql(ref, columns, where_sql, D), params, batch_rows)
 
     def _query_rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self.get_connection() as con:

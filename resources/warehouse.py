@@ -153,26 +153,7 @@ class Warehouse(Protocol):
         """The largest value of `column` in a slice, or None."""
         ...
 
-    def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:
-        """The first column of the first row of a query (in the warehouse's dialect), or None."""
-        ...
-
-    def read_arrow(self, ref: str, where_sql: str | None, params: Mapping[str, Any]) -> pa.Table:
-        """Read a table (or a filtered slice) as Arrow, for Python assets downstream."""
-        ...
-
     def row_count(self, ref: str) -> int: ...
-
-    def iter_batches(
-        self,
-        ref: str,
-        columns: Sequence[str],
-        where_sql: str | None,
-        params: Mapping[str, Any],
-        batch_rows: int,
-    ) -> Iterator[pa.RecordBatch]:
-        """Stream a table (or a filtered slice) as Arrow batches of at most `batch_rows` rows: bounded memory."""
-        ...
 
 
 # ----------------------------------------------------------------------------------------------- errors

