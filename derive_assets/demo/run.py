@@ -11,6 +11,7 @@ the jobs downstream of it, as it would in one run, and `derive demo` exits non-z
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from dagster import (
     TimeWindowPartitionsDefinition,
 )
 
+from derive_assets.demo.connections import SOURCES
 from derive_assets.demo.generate import apply_activity, embedded_urls, generate
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
 from derive_assets.factory.export_assets import export_key, online_table
@@ -79,7 +81,12 @@ def run_demo(
     project = load_project(settings.specs_dir)
     defs = build_definitions(settings, project)
     urls = embedded_urls(settings.embedded_sources_dir)
-    first_run = fresh or not (settings.embedded_sources_dir / "accounts.db").exists()
+    missing = incomplete_sources(settings.embedded_sources_dir)
+    first_run = fresh or bool(missing)
+    if missing and len(missing) < len(SOURCES) + 1:
+        say(
+            f"==> the sample sources under {settings.embedded_sources_dir} are incomplete ({', '.join(missing)})"
+        )
     if first_run:
         say(f"==> generating sample sources: {users:,} users, 14 days of history")
         counts = generate(urls, users=users)
@@ -140,6 +147,24 @@ def _upstream(graph: Any, keys: Iterable[AssetKey]) -> set[AssetKey]:
             seen.add(key)
             todo.extend(graph.get(key).parent_keys)
     return seen
+
+
+def incomplete_sources(base: Path) -> list[str]:
+    """The embedded demo sources under `base` that are missing or hold no table (an interrupted generation, an
+    emptied file): any of them means the demo generates every source afresh."""
+    missing = []
+    for source in SOURCES:
+        path = base / f"{source}.db"
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+                tables = con.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+        except sqlite3.Error:
+            tables = None
+        if not tables or not tables[0]:
+            missing.append(f"{source}.db")
+    if not (base / "profiles").is_dir():
+        missing.append("profiles")
+    return missing
 
 
 def _recent_windows(partitions_def: TimeWindowPartitionsDefinition, days: int) -> dict[str, str]:
