@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 import pymysql
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
 from psycopg import sql
 
 _HERE = Path(__file__).parent
@@ -93,6 +95,21 @@ def mongodb_server_url() -> str:
 def bigquery_emulator() -> tuple[str, str]:
     """(REST endpoint, project) of the local BigQuery emulator."""
     return _server_url("DERIVE_TEST_BIGQUERY_ENDPOINT"), _server_url("DERIVE_TEST_BIGQUERY_PROJECT")
+
+
+@pytest.fixture
+def bigquery_client(bigquery_emulator: tuple[str, str]) -> Iterator[bigquery.Client]:
+    """A client of the emulator for a test to set up and inspect what the warehouse did (not the warehouse's own)."""
+    endpoint, project = bigquery_emulator
+    client = bigquery.Client(
+        project=project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": endpoint},
+    )
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from typing import Any
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, Definitions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from support import execute, run_job
 
@@ -32,20 +31,8 @@ SCORES_JOB = "features__region_scores_job"
 
 
 @pytest.fixture
-def client(bigquery_emulator: tuple[str, str]) -> Iterator[bigquery.Client]:
-    endpoint, project = bigquery_emulator
-    client = bigquery.Client(
-        project=project,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options={"api_endpoint": endpoint},
-    )
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def settings(
-    tmp_path: Path, bigquery_emulator: tuple[str, str], client: bigquery.Client, monkeypatch
+    tmp_path: Path, bigquery_emulator: tuple[str, str], bigquery_client: bigquery.Client, monkeypatch
 ) -> Iterator[DeriveSettings]:
     for name in ("DERIVE_ACCOUNTS_URL", "DERIVE_ORDERS_URL", "DERIVE_PAYMENTS_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -57,10 +44,10 @@ def settings(
         bigquery_project=project,
         bigquery_endpoint=endpoint,
     )
-    drop(client)
+    drop(bigquery_client)
     generate(embedded_urls(settings.embedded_sources_dir), users=300)
     yield settings
-    drop(client)
+    drop(bigquery_client)
 
 
 def drop(client: bigquery.Client) -> None:
@@ -120,7 +107,8 @@ def built(settings: DeriveSettings) -> Iterator[tuple[Definitions, DagsterInstan
         yield defs, instance
 
 
-def test_region_scores_on_bigquery_are_right_partitioned_and_idempotent(built, client):
+def test_region_scores_on_bigquery_are_right_partitioned_and_idempotent(built, bigquery_client):
+    client = bigquery_client
     defs, instance = built
     day = day_ago(2)
     first = run_job(defs, instance, SCORES_JOB, day.isoformat())["features/region_scores"]
@@ -187,7 +175,8 @@ def next_day(daily: pd.DataFrame) -> pd.DataFrame:
     ],
     ids=["duplicate_keys", "row_outside_window"],
 )
-def test_a_wrong_output_on_bigquery_fails_clearly_and_changes_nothing(built, client, wrong, message):
+def test_a_wrong_output_on_bigquery_fails_clearly_and_changes_nothing(built, bigquery_client, wrong, message):
+    client = bigquery_client
     defs, instance = built
     day = day_ago(2).isoformat()
     job = "features__checked_scores_job"
