@@ -50,12 +50,22 @@ apt_install() {
 
 # live_pid PIDFILE CHECK [ARG...]: print the pid in PIDFILE if that process is alive and `CHECK ARG... PID`
 # accepts it. A stale pid file (crash, reboot) may name a reused pid: CHECK makes sure it is really ours.
+# pid_alive PID: the process exists and is not a zombie (an exited process its parent has not reaped yet; where
+# PID 1 does not reap orphans, a stopped server stays one, and `kill -0` alone would still find it).
+pid_alive() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [ "${stat%% *}" != "Z" ]
+}
+
 live_pid() {
     local file="$1" pid
     shift
     [ -f "$file" ] || return 1
     pid="$(cat "$file" 2>/dev/null)" || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && "$@" "$pid" && echo "$pid"
+    [ -n "$pid" ] && pid_alive "$pid" && "$@" "$pid" && echo "$pid"
 }
 
 # CHECKs for live_pid: the process's name, executable, or command line (a grep pattern).
@@ -95,7 +105,7 @@ stop_pid() {
     log "stopping $name (pid $pid)"
     kill -TERM "$pid"
     for ((i = 0; i < timeout * 2; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! pid_alive "$pid"; then
             if [ -n "$pidfile" ]; then rm -f "$pidfile"; fi
             return 0
         fi

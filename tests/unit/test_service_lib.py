@@ -56,6 +56,15 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited: no /proc entry, or a zombie nobody reaped yet (where PID 1 reaps no orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def _poll(done: Callable[[], bool], what: str) -> None:
     for _ in range(400):
         if done():
@@ -171,7 +180,7 @@ def test_stop_pid_stops_the_process_and_removes_the_pid_file(sleeper: tuple[int,
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"[test] stopping Sleeper (pid {pid})\n"
     assert not pid_file.exists()
-    assert not Path(f"/proc/{pid}").exists()
+    assert _gone(pid)
 
 
 def test_stop_pid_reports_a_process_that_does_not_stop(tmp_path: Path) -> None:
