@@ -104,6 +104,7 @@ stop_pid() {
     local name="$1" pid="$2" timeout="$3" pidfile="${4:-}" i
     log "stopping $name (pid $pid)"
     kill -TERM "$pid"
+    kill -CONT "$pid" 2>/dev/null || true # a stopped process acts on SIGTERM only once continued (as systemd does)
     for ((i = 0; i < timeout * 2; i++)); do
         if ! pid_alive "$pid"; then
             if [ -n "$pidfile" ]; then rm -f "$pidfile"; fi

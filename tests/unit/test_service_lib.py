@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,17 +39,37 @@ def _bash(script: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+_RESET_AND_EXEC = (
+    "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+    "[signal.signal(n, signal.SIG_DFL) for n in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)]; "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
 def _orphan(*command: str) -> int:
     """Start `command` as the servers run: not a child of this process (an exited child of ours would linger as a
     zombie, which `kill -0` still finds). Returns its pid."""
-    quoted = " ".join(f"'{part}'" for part in command)
+    # Through a launcher that resets SIGTERM/SIGINT/SIGHUP to their defaults and unblocks every signal before it
+    # execs the command: a disposition ignored (or a mask blocked) by whatever runs the tests is inherited across
+    # exec, and a `sleep` that ignores SIGTERM would make every stop test fail for a reason that is not lib.sh's.
+    quoted = " ".join(f"'{part}'" for part in (sys.executable, "-c", _RESET_AND_EXEC, *command))
     result = subprocess.run(
         ["bash", "-c", f"{quoted} </dev/null >/dev/null 2>&1 & echo $!"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return int(result.stdout)
+    pid = int(result.stdout)
+    name = Path(command[0]).name[:15]  # the kernel's comm is at most 15 characters
+    _poll(lambda: _comm(pid) == name, f"process {pid} runs {name}")  # the launcher has exec'd the command
+    return pid
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return None
 
 
 def _kill(pid: int) -> None:
