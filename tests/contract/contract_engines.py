@@ -9,6 +9,7 @@ for every engine. Nothing here calls the resource's internals: helper code may c
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ def fresh_name(prefix: str = "t") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-class WarehouseEngine:
+class WarehouseEngine(ABC):
     """One warehouse under contract, with a dataset of its own for the test."""
 
     name: str
@@ -56,25 +57,28 @@ class WarehouseEngine:
         """`text` with `{p}` replaced by the parameter sigil and `{ds}` by the test's dataset."""
         return text.replace("{p}", self.param).replace("{ds}", self.dataset)
 
-    def execute(self, sql: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def execute(self, sql: str) -> None: ...
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+    @abstractmethod
+    def query(self, sql: str) -> list[tuple[Any, ...]]: ...
 
+    @abstractmethod
     def create_source(
         self, name: str, columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]
     ) -> str:
         """A source table `<dataset>.<name>` of spec-typed columns holding `rows`; returns its ref."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def tables(self) -> list[str]:
         """The tables in the test's dataset (staging tables a run left behind would show here)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def clustering(self, ref: str) -> list[str] | None:
         """The table's declared clustering columns, where the engine records them (None: it has no such DDL)."""
-        raise NotImplementedError
+        ...
 
     def rows(self, ref: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         cols = ", ".join(columns)
@@ -85,7 +89,7 @@ class WarehouseEngine:
         """One column in the order a plain scan returns it."""
         return [r[0] for r in self.query(f"SELECT {column} FROM {ref}")]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - nothing to drop by default (DuckDB: the test's tmp file)
         """Drop what the test created."""
 
 
