@@ -36,6 +36,9 @@ REQUIRE_PARTITION_FILTER: str = io_manager.REQUIRE_PARTITION_FILTER_METADATA
 # --- tags
 LAYER = "derive/layer"
 """Tag: the asset's layer (`source`, `core`, `derived`, `online`)."""
+FULL_REFRESH_TAG = "derive/full_refresh"
+"""Run tag: `true` on a run of a table asset rebuilds the table from scratch over the run's whole window (a new
+table swapped in atomically; `derive rebuild` sets it)."""
 
 # --- definition metadata
 SPEC_FILE = "derive/spec_file"
@@ -45,6 +48,10 @@ PRIMARY_KEY = "derive/primary_key"
 CURSOR = "derive/cursor"
 ONLINE_TABLE = "derive/online_table"
 """Definition: `keyspace.table`; materialization: `<store kind>: keyspace.table`."""
+
+# --- failure metadata
+ERROR = "derive/error"
+"""On a failed run: the class of the error (`DuplicateKeys`, `BreakingSchemaChange`, ...)."""
 
 # --- materialization metadata: every write
 WINDOW_START = "derive/window_start"
@@ -59,6 +66,23 @@ DURATION_SECONDS = "derive/duration_seconds"
 RENDERED_SQL = "derive/rendered_sql"
 UPSTREAM_TABLES = "derive/upstream_tables"
 ESTIMATED_BYTES = "derive/estimated_bytes"
+REBUILT = "derive/rebuilt"
+"""True when the run rebuilt the table from scratch (run tag `derive/full_refresh=true`)."""
+SCHEMA_CHANGES = "derive/schema_changes"
+"""The additive schema changes the run applied to the existing table, one line each."""
+PARTITION_ROW_COUNT = "dagster/partition_row_count"
+"""Rows of the table in this event's partition after the run (Dagster's own key)."""
+
+# --- materialization metadata: a run over several partitions (a single-run backfill). Each partition's event
+# carries its own WINDOW_START, WINDOW_END, ROWS_READ and PARTITION_ROW_COUNT; the run's totals, SQL and lineage
+# are recorded once, on the latest partition's event, under these keys and the ones above.
+RUN_PARTITIONS = "derive/run_partitions"
+RUN_WINDOW_START = "derive/run_window_start"
+RUN_WINDOW_END = "derive/run_window_end"
+RUN_ROWS_READ = "derive/run_rows_read"
+RUN_ROWS_INSERTED = "derive/run_rows_inserted"
+RUN_ROWS_UPDATED = "derive/run_rows_updated"
+RUN_ROWS_DELETED = "derive/run_rows_deleted"
 
 # --- materialization metadata: replication
 WATERMARK = "derive/watermark"
@@ -99,4 +123,14 @@ def row_counts(result: WriteResult) -> dict[str, int]:
         ROWS_INSERTED: result.rows_inserted,
         ROWS_UPDATED: result.rows_updated,
         ROWS_DELETED: result.rows_deleted,
+    }
+
+
+def run_row_counts(result: WriteResult) -> dict[str, int]:
+    """The four counts of a run over several partitions, under the `derive/run_...` keys."""
+    return {
+        RUN_ROWS_READ: result.rows_read,
+        RUN_ROWS_INSERTED: result.rows_inserted,
+        RUN_ROWS_UPDATED: result.rows_updated,
+        RUN_ROWS_DELETED: result.rows_deleted,
     }

@@ -17,6 +17,7 @@ from dagster import (
 from derive_assets.factory.checks import column_checks, run_checks
 from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.targets import source_target
+from derive_assets.factory.versions import source_version
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.extract import ExtractPlan
 from derive_assets.replication.run import replicate
@@ -33,7 +34,8 @@ def replication_key(rt: ReplicatedTable) -> AssetKey:
 def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsDefinition:
     source, table = rt.source, rt.table
     key = replication_key(rt)
-    target = source_target(source.target_dataset, table)
+    version = source_version(source, table)
+    target = source_target(source.target_dataset, table, code_version=version)
     request = LoadRequest(
         target=target,
         primary_key=tuple(table.primary_key),
@@ -56,6 +58,7 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
             "derive/primary_key": table.primary_key,
             "derive/cursor": table.cursor,
         },
+        code_version=version,
         # The load runs in the body below; the IO manager only loads this table into Python assets downstream.
         io_manager_key="warehouse_io_manager",
         required_resource_keys={"warehouse", "sources"},

@@ -1,8 +1,14 @@
-"""One asset per core/derived table spec: its SQL, run inside the warehouse over the run's window."""
+"""One asset per core/derived table spec: its SQL, run inside the warehouse over the run's window.
+
+A run over several partitions (a single-run backfill) is one statement over their union, and records one
+materialization per partition, each with that partition's own window and counts (see `run_events.py`).
+"""
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 
+import dataclasses
 import time
 import warnings
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -16,15 +22,18 @@ from dagster import (
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.checks import column_checks, run_checks
+from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.metadata import column_lineage, column_schema, sql_block
+from derive_assets.factory.run_events import RunScope, record_partitions, write_metadata
 from derive_assets.factory.targets import table_target
+from derive_assets.factory.versions import table_version
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.models import MergeStrategy
 from derive_assets.specs.project import Table
 from derive_assets.specs.sql_analysis import transpile
 from resources.reads import TableSlice, WindowBound
 from resources.schema import ColumnType
-from resources.warehouse import TimeWindow, WriteRequest
+from resources.warehouse import WarehouseError, WriteRequest
 
 
 def table_key(ref: str) -> AssetKey:
@@ -36,8 +45,10 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     key = table_key(spec.ref)
     partitions_def = partitions_for(spec.window)
     checks = column_checks(spec.columns)
-    target = table_target(spec)
+    version = table_version(spec)
+    target = table_target(spec, code_version=version)
     unique_key = tuple(spec.strategy.unique_key) if isinstance(spec.strategy, MergeStrategy) else ()
+    delete_missing = bool(getattr(spec.strategy, "delete_missing", False))
     metadata = {
         "dagster/column_schema": column_schema(spec.columns),
         K.SPEC_FILE: str(table.path),
@@ -63,6 +74,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
         kinds={"sql", warehouse_kind},
         tags={K.LAYER: spec.layer},
         metadata=metadata,
+        code_version=version,
         partitions_def=partitions_def,
         # A backfill of many windows runs as one statement over their union, not one run per window.
         backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
@@ -72,10 +84,8 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     )
     def _build(context: AssetExecutionContext) -> MaterializeResult:
         warehouse = context.resources.warehouse
-        window = None
-        if partitions_def is not None:
-            tw = context.partition_time_window
-            window = TimeWindow(tw.start, tw.end)
+        scope = RunScope.of(context, partitions_def, table.path)
+        window = scope.window
         sql = transpile(analysis.expression, warehouse.dialect)
         params = {
             name: value
@@ -83,27 +93,60 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
             if name in analysis.parameters
         }
         estimate = warehouse.estimate_bytes(sql, params)  # a dry run where the engine has one, else None
+        request = WriteRequest(target, sql, params, spec.strategy.type, unique_key, window)
+        request = _with_run_options(
+            request,
+            table.path,
+            rebuild=scope.rebuild,
+            delete_missing=delete_missing,
+            partitions=scope.windows,
+        )
         started = time.perf_counter()
-        result = warehouse.write(WriteRequest(target, sql, params, spec.strategy.type, unique_key, window))
+        try:
+            result = warehouse.write(request)
+        except (
+            WarehouseError
+        ) as exc:  # the data or the spec broke a rule: the message says which, and the fix
+            raise warehouse_failure(table.path, exc) from None
         duration = time.perf_counter() - started
-        scope = TableSlice(spec.ref)  # checks cover the run's window of a partitioned table, else all of it
+        rows = TableSlice(spec.ref)  # checks cover the run's window of a partitioned table, else all of it
         if window and spec.partition:
             key_type: ColumnType = next(c.type for c in spec.columns if c.name == spec.partition.key)
-            scope = TableSlice(spec.ref, window=WindowBound(spec.partition.key, key_type, window))
-        check_results = run_checks(checks, warehouse, scope)
+            rows = TableSlice(spec.ref, window=WindowBound(spec.partition.key, key_type, window))
+        check_results = run_checks(checks, warehouse, rows)
+        run_metadata: dict[str, Any] = {
+            K.DURATION_SECONDS: round(duration, 3),
+            K.RENDERED_SQL: sql_block(sql),
+            K.UPSTREAM_TABLES: analysis.reads,
+            "dagster/row_count": warehouse.row_count(spec.ref),
+            "dagster/column_lineage": column_lineage(analysis.lineage),
+            **({K.ESTIMATED_BYTES: estimate} if estimate is not None else {}),
+            **write_metadata(result),
+        }
+        if scope.keys:
+            record_partitions(context, scope, result, run_metadata)
+            return MaterializeResult(check_results=check_results)
         return MaterializeResult(
             metadata={
                 K.WINDOW_START: window.start.isoformat() if window else None,
                 K.WINDOW_END: window.end.isoformat() if window else None,
                 **K.row_counts(result),
-                K.DURATION_SECONDS: round(duration, 3),
-                K.RENDERED_SQL: sql_block(sql),
-                K.UPSTREAM_TABLES: analysis.reads,
-                "dagster/row_count": warehouse.row_count(spec.ref),
-                "dagster/column_lineage": column_lineage(analysis.lineage),
-                **({K.ESTIMATED_BYTES: estimate} if estimate is not None else {}),
+                **run_metadata,
             },
             check_results=check_results,
         )
 
     return _build
+
+
+def _with_run_options(request: WriteRequest, spec_file: Any, **options: Any) -> WriteRequest:
+    """`request` with the run's rebuild, delete_missing and per-partition windows.
+
+    Those fields arrive with the warehouse-side change (`WriteRequest.rebuild`, `.delete_missing`, `.partitions`);
+    a warehouse layer without them can still run a plain write, but never silently skips a rebuild or a delete.
+    """
+    names = {f.name for f in dataclasses.fields(WriteRequest)}
+    for name in ("rebuild", "delete_missing"):
+        if options[name] and name not in names:
+            raise warehouse_failure(spec_file, WarehouseError(f"this warehouse layer cannot {name} yet"))
+    return dataclasses.replace(request, **{k: v for k, v in options.items() if k in names})
