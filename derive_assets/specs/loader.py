@@ -62,6 +62,8 @@ class RawSpecs:
     failed_refs: set[str] = field(default_factory=set)
     """`dataset.name` of the tables that files which failed validation appear to define: a query or export that
     reads one of them is not reported again ("no spec defines it"); the file's own errors say what to fix."""
+    failed_files: dict[str, Path] = field(default_factory=dict)
+    """Each of `failed_refs` -> the (first) failed file that appears to define it."""
 
     def source_tables(self) -> dict[str, tuple[LoadedSource, SourceTable]]:
         return {source_table_ref(s.spec, t): (s, t) for s in self.sources for t in s.spec.tables}
@@ -124,6 +126,7 @@ def read_specs(root: Path) -> RawSpecs:
     exports: list[LoadedExport] = []
     errors: list[SpecError] = []
     failed_refs: set[str] = set()
+    failed_files: dict[str, Path] = {}
     for path in spec_files(root):
         shown = path.relative_to(root.parent) if root.parent in path.parents else path
         data, error = _read_yaml(path, shown)
@@ -143,7 +146,10 @@ def read_specs(root: Path) -> RawSpecs:
             spec = model.model_validate(data)
         except ValidationError as exc:
             errors.extend(_at_most(shown, _pydantic_errors(shown, model, exc)))
-            failed_refs |= _intended_refs(kind, data)
+            intended = _intended_refs(kind, data)
+            failed_refs |= intended
+            for ref in sorted(intended):
+                failed_files.setdefault(ref, shown)
             continue
         if isinstance(spec, SourceSpec):
             sources.append(LoadedSource(shown, spec))
@@ -153,7 +159,7 @@ def read_specs(root: Path) -> RawSpecs:
             tables.append(LoadedTable(shown, spec))
     if not sources and not tables and not errors:
         errors.append(SpecError(root, "", "no *.yaml spec files found"))
-    return RawSpecs(root, sources, tables, errors, exports, failed_refs)
+    return RawSpecs(root, sources, tables, errors, exports, failed_refs, failed_files)
 
 
 def _intended_refs(kind: str, data: dict[str, Any]) -> set[str]:

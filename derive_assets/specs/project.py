@@ -8,7 +8,14 @@ from pathlib import Path
 
 from derive_assets.specs.duckdb_check import duckdb_errors
 from derive_assets.specs.errors import SpecError, SpecValidationError
-from derive_assets.specs.loader import LoadedExport, LoadedSource, LoadedTable, default_specs_dir, read_specs
+from derive_assets.specs.loader import (
+    LoadedExport,
+    LoadedSource,
+    LoadedTable,
+    RawSpecs,
+    default_specs_dir,
+    read_specs,
+)
 from derive_assets.specs.models import Column, ExportSpec, SourceSpec, SourceTable, TableSpec, Window
 from derive_assets.specs.sql_analysis import (
     WINDOW_PARAMETERS,
@@ -63,6 +70,11 @@ class SpecProject:
     tables: list[Table]
     """Core and derived tables in dependency order (a table comes after everything it reads)."""
     exports: list[Export] = field(default_factory=list)
+    errors: list[SpecError] = field(default_factory=list)
+    """A lenient load's problems (`load_project(strict=False)`): each invalid file's errors, and one entry for each
+    spec left out because it reads or exports a table that is left out; empty after a strict load."""
+    left_out: list[LeftOut] = field(default_factory=list)
+    """What a lenient load left out, each with the spec file whose errors caused it."""
 
     def export(self, name: str) -> Export:
         found = next((e for e in self.exports if e.spec.name == name), None)
@@ -80,12 +92,54 @@ class SpecProject:
         return next(t for t in self.tables if t.spec.ref == ref)
 
 
-def load_project(root: Path | None = None) -> SpecProject:
-    """Load and validate a specs directory; raise `SpecValidationError` listing every problem found."""
+def load_project(root: Path | None = None, strict: bool = True) -> SpecProject:
+    """Load and validate a specs directory.
+
+    `strict` (`derive validate`, `derive plan`, CI): raise `SpecValidationError` listing every problem found.
+    Lenient (`strict=False`, the Dagster code location): never raise for a spec mistake; return the valid part,
+    with `SpecProject.errors` holding every problem plus one entry for each spec left out because it reads (or
+    exports) a table that is itself left out, and `SpecProject.left_out` saying which file caused each. A missing
+    or unreadable specs directory is raised in both modes: it is the deployment's mistake, not a spec's.
+    """
     raw = read_specs(root or default_specs_dir())
+    checked = _check(raw)
+    if not strict:
+        return _lenient(raw, checked)
+    errors = checked.errors
+    if not errors:
+        errors += _bind_errors(checked.schema, checked.tables)
+    defined = {r.ref for r in checked.replicated} | {t.spec.ref for t in raw.tables} | raw.failed_refs
+    exports = _exports(raw.exports, checked.replicated, checked.tables, defined, errors)
+    if errors:
+        raise SpecValidationError(errors)
+    return SpecProject(raw.root, checked.replicated, checked.tables, exports)
+
+
+def _bind_errors(schema: Schema, tables: list[Table]) -> list[SpecError]:
+    """Every check that binds the valid tables' queries against the declared schemas (one engine round trip for
+    all of them), in strict and lenient loading alike: add further such checks here."""
+    return duckdb_errors(schema, [(t.path, t.spec.ref, t.analysis) for t in tables])
+
+
+@dataclass
+class _Checked:
+    """The per-table checks' outcome, before the bind checks and the exports."""
+
+    errors: list[SpecError]
+    replicated: list[ReplicatedTable]
+    tables: list[Table]
+    """The tables that passed every check so far, in dependency order."""
+    schema: Schema
+    reads: list[tuple[LoadedTable, list[str]]]
+    """Every table spec whose SQL parses, with what it reads (lenient loading follows these to dependents)."""
+    duplicates: list[SpecError]
+
+
+def _check(raw: RawSpecs) -> _Checked:
     errors = list(raw.errors)
     replicated = [ReplicatedTable(s.path, s.spec, t) for s in raw.sources for t in s.spec.tables]
-    errors += _duplicate_refs(raw.sources, raw.tables)
+    duplicates = _duplicate_refs(raw.sources, raw.tables)
+    errors += duplicates
 
     schema: Schema = {}
     for r in replicated:
@@ -97,12 +151,14 @@ def load_project(root: Path | None = None) -> SpecProject:
     known = {r.ref for r in replicated} | {t.spec.ref for t in raw.tables}
 
     parsed: dict[str, tuple[LoadedTable, SqlAnalysis]] = {}
+    reads: list[tuple[LoadedTable, list[str]]] = []
     for loaded in raw.tables:
         try:
             analysis = analyse(loaded.spec.sql)
         except SqlProblem as exc:
             errors += [SpecError(loaded.path, "sql", line) for line in str(exc).splitlines()]
             continue
+        reads.append((loaded, analysis.reads))
         problems = _reference_errors(loaded, analysis, known, raw.failed_refs)
         errors += [p for p in problems if p is not _SKIP]
         if not problems:
@@ -129,13 +185,7 @@ def load_project(root: Path | None = None) -> SpecProject:
             )
             continue
         tables.append(Table(loaded.path, loaded.spec, resolved))
-    if not errors:
-        errors += duckdb_errors(schema, [(t.path, t.spec.ref, t.analysis) for t in tables])
-    defined = {r.ref for r in replicated} | {t.spec.ref for t in raw.tables} | raw.failed_refs
-    exports = _exports(raw.exports, replicated, tables, defined, errors)
-    if errors:
-        raise SpecValidationError(errors)
-    return SpecProject(raw.root, replicated, tables, exports)
+    return _Checked(errors, replicated, tables, schema, reads, duplicates)
 
 
 def _exports(
@@ -304,3 +354,148 @@ def _dependency_order(
                 for ref, deps in graph.items()
                 if ref not in members
             }
+
+
+# ------------------------------------------------------------------------------------------- lenient loading
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A definition a lenient load left out of the project."""
+
+    name: str
+    """`dataset.name` of a table (replicated or built by a spec), or `export <name>`."""
+    path: Path
+    """Its spec file."""
+    cause: Path
+    """The spec file whose errors left it out: `path` itself, or the file of a table it reads (transitively)."""
+
+
+def _lenient(raw: RawSpecs, checked: _Checked) -> SpecProject:
+    """The valid part of the project: each spec whose file has errors is left out, and so is everything that reads
+    or exports what is left out (each with one error entry naming its own file and the cause)."""
+    errors = checked.errors
+    out = _Leaving(errors)
+    duplicate_ids = {id(e) for e in checked.duplicates}
+    failed = {e.file for e in errors if id(e) not in duplicate_ids}
+
+    definitions: dict[str, list[Path]] = {}
+    for r in checked.replicated:
+        definitions.setdefault(r.ref, []).append(r.path)
+    for t in raw.tables:
+        definitions.setdefault(t.spec.ref, []).append(t.path)
+    for ref, paths in definitions.items():
+        if len(paths) > 1:
+            # Either definition may be the intended one: both are left out, and each file says so.
+            others = ", ".join(str(p) for p in paths[1:])
+            errors.append(
+                SpecError(
+                    paths[0],
+                    "name",
+                    f"table '{ref}' is also defined in {others}; every definition is left out until only one "
+                    "remains (rename or delete the others)",
+                    ref,
+                )
+            )
+            for path in paths:
+                out.leave(ref, path, path)
+    for r in checked.replicated:
+        if r.path in failed:
+            out.leave(r.ref, r.path, r.path)
+    for t in raw.tables:
+        if t.path in failed:
+            out.leave(t.spec.ref, t.path, t.path)
+    for ref, path in raw.failed_files.items():
+        if ref not in definitions:  # a failed file's table that no valid file defines instead
+            out.leave(ref, path, path)
+    out.follow(checked.reads)
+
+    valid = [t for t in checked.tables if t.spec.ref not in out.broken]
+    bind = _bind_errors(checked.schema, valid)
+    errors += bind
+    rejected = {e.file for e in bind}
+    for t in valid:
+        if t.path in rejected:
+            out.leave(t.spec.ref, t.path, t.path)
+    out.follow(checked.reads)
+    tables = [t for t in valid if t.spec.ref not in out.broken]
+    replicated = [r for r in checked.replicated if r.ref not in out.broken]
+
+    candidates = []
+    for e in raw.exports:
+        if e.spec.table in out.broken:
+            out.depend(f"export {e.spec.name}", e.path, "table", f"exports {e.spec.table}", e.spec.table)
+        else:
+            candidates.append(e)
+    export_errors: list[SpecError] = []
+    defined = set(definitions) | raw.failed_refs
+    exports = _exports(candidates, replicated, tables, defined, export_errors)
+    by_name: dict[str, list[Path]] = {}
+    for e in candidates:
+        by_name.setdefault(e.spec.name, []).append(e.path)
+    for name, paths in by_name.items():
+        if len(paths) > 1:
+            export_errors.append(
+                SpecError(
+                    paths[0],
+                    "name",
+                    f"export {', '.join(str(p) for p in paths[1:])} has this name too; every export of this name "
+                    "is left out until the names differ",
+                    name,
+                )
+            )
+    errors += export_errors
+    rejected = {e.file for e in export_errors}
+    for e in candidates:
+        if e.path in rejected:
+            out.leave(f"export {e.spec.name}", e.path, e.path)
+    exports = [x for x in exports if x.path not in rejected]
+    return SpecProject(raw.root, replicated, tables, exports, errors=errors, left_out=out.left_out)
+
+
+class _Leaving:
+    """What a lenient load leaves out so far, and why."""
+
+    def __init__(self, errors: list[SpecError]):
+        self.errors = errors
+        self.broken: dict[str, Path] = {}
+        """`dataset.name` -> the spec file whose errors leave that table out."""
+        self.own: set[str] = set()
+        """The tables left out for their own file's errors (not for one they read)."""
+        self.left_out: list[LeftOut] = []
+
+    def leave(self, ref: str, path: Path, cause: Path) -> None:
+        """`ref`, defined in `path`, is left out for the errors of `cause`."""
+        if not any(lo.name == ref and lo.path == path for lo in self.left_out):
+            self.left_out.append(LeftOut(ref, path, cause))
+        self.broken.setdefault(ref, cause)
+        if cause == path:
+            self.own.add(ref)
+
+    def depend(self, name: str, path: Path, field_: str, what: str, upstream: str) -> None:
+        """`name` (in `path`) uses the left-out table `upstream`: leave it out too, with an entry saying why."""
+        cause = self.broken[upstream]
+        why = (
+            f"whose spec has errors ({cause})"
+            if upstream in self.own
+            else f"which is left out because {cause} has errors"
+        )
+        self.errors.append(
+            SpecError(path, field_, f"{what}, {why}; this spec is left out until that is fixed")
+        )
+        self.left_out.append(LeftOut(name, path, cause))
+        if not name.startswith("export "):
+            self.broken[name] = cause
+
+    def follow(self, reads: list[tuple[LoadedTable, list[str]]]) -> None:
+        """Leave out every table that reads a left-out one, transitively."""
+        changed = True
+        while changed:
+            changed = False
+            for loaded, refs in reads:
+                if loaded.spec.ref in self.broken:
+                    continue
+                upstream = next((r for r in refs if r in self.broken), None)
+                if upstream is not None:
+                    self.depend(loaded.spec.ref, loaded.path, "sql", f"reads {upstream}", upstream)
+                    changed = True
