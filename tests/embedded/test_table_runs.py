@@ -1,0 +1,250 @@
+"""The Dagster side of a table run on the embedded engines (SQLite source -> DuckDB): per-partition events of a
+single-run backfill, the run tag that rebuilds, code versions, and run failures that name the spec file first.
+
+Each test writes a small project: a SQLite `shop.events` source and a daily merge table `bench.daily_events` (one
+row per event, keyed by `id`, partitioned by `day`), so each day's numbers differ and can be told apart.
+"""
+
+import datetime as dt
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
+
+from derive_assets import metadata_keys as K
+from derive_assets.factory.build import build_definitions
+from derive_assets.settings import DeriveSettings
+
+KEY = AssetKey(["bench", "daily_events"])
+JOB = "bench__daily_events_job"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+SOURCE = {
+    "kind": "source",
+    "name": "shop",
+    "type": "sqlite",
+    "connection_env": "DERIVE_TEST_SHOP_URL_UNSET",
+    "owner": "team:shop",
+    "tables": [
+        {
+            "name": "events",
+            "primary_key": ["id"],
+            "cursor": "updated_at",
+            "columns": [
+                {"name": "id", "type": "INT64"},
+                {"name": "kind", "type": "STRING"},
+                {"name": "updated_at", "type": "TIMESTAMP"},
+            ],
+        }
+    ],
+}
+TABLE: dict[str, Any] = {
+    "name": "daily_events",
+    "dataset": "bench",
+    "owner": "team:shop",
+    "strategy": {"type": "merge", "unique_key": ["id"]},
+    "window": {"size": "1d", "start": DAYS[0]},
+    "partition": {"key": "day"},
+    "columns": [
+        {"name": "id", "type": "INT64", "constraints": {"not_null": True}},
+        {"name": "day", "type": "DATE", "constraints": {"not_null": True}},
+        {"name": "kind", "type": "STRING", "constraints": {"accepted_values": ["click", "view"]}},
+    ],
+    "sql": "SELECT e.id, DATE(e.updated_at) AS day, e.kind FROM shop.events AS e\n"
+    "WHERE e.updated_at >= @window_start AND e.updated_at < @window_end\n",
+}
+
+
+class Project:
+    """The shop source (1, 2 and 3 events on the three days) and the daily table, replicated once."""
+
+    def __init__(self, tmp_path: Path, table: dict[str, Any] | None = None) -> None:
+        self.settings = DeriveSettings(specs_dir=tmp_path / "specs", home=tmp_path / "home")
+        self.spec_file = self.settings.specs_dir / "bench" / "daily_events.yaml"
+        self.shown = self.spec_file.relative_to(
+            tmp_path
+        )  # how runs name the file: from the specs dir's parent
+        self.spec_file.parent.mkdir(parents=True)
+        (self.settings.specs_dir / "sources").mkdir()
+        (self.settings.specs_dir / "sources" / "shop.yaml").write_text(yaml.safe_dump(SOURCE))
+        self.spec_file.write_text(yaml.safe_dump(table or TABLE, sort_keys=False))
+        self.settings.embedded_sources_dir.mkdir(parents=True)
+        self.db = self.settings.embedded_sources_dir / "shop.db"
+        with sqlite3.connect(self.db) as con:
+            con.execute("CREATE TABLE events (id INTEGER, kind TEXT, updated_at TEXT)")
+            rows = [
+                (n * 10 + i, "click", f"{day} 0{i}:00:00") for n, day in enumerate(DAYS, 1) for i in range(n)
+            ]
+            con.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
+        self.defs: Definitions = build_definitions(self.settings)
+        self.instance = DagsterInstance.ephemeral()
+        self.defs.resolve_job_def("replicate_shop").execute_in_process(
+            instance=self.instance, run_config=QUIET
+        )
+
+    def run(self, first: str, last: str, ok: bool = True, **tags: str) -> Any:
+        result = self.defs.resolve_job_def(JOB).execute_in_process(
+            instance=self.instance,
+            run_config=QUIET,
+            tags={RANGE_START: first, RANGE_END: last, **tags},
+            raise_on_error=False,
+        )
+        assert result.success is ok
+        return result
+
+    def duckdb(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with duckdb.connect(str(self.settings.duckdb_path)) as con:
+            return con.execute(sql, list(params)).fetchall()
+
+    def event_of(self, partition: str) -> dict[str, Any]:
+        """The stored metadata of the partition's latest materialization, read back from the instance."""
+        records = self.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=KEY, asset_partitions=[partition]), limit=1
+        ).records
+        assert records, f"no materialization of {partition}"
+        materialization = records[0].asset_materialization
+        assert materialization is not None and materialization.partition == partition
+        return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def iso(day: str, days: int = 0) -> str:
+    return (dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC) + dt.timedelta(days=days)).isoformat()
+
+
+def test_a_single_run_backfill_records_each_partitions_own_numbers_and_the_sql_once(tmp_path):
+    project = Project(tmp_path)
+    # A row no query outputs, in day 2: the merge keeps it, so day 2 holds one more row than the run read.
+    project.run(DAYS[1], DAYS[1])
+    project.duckdb("INSERT INTO bench.daily_events VALUES (99, CAST(? AS DATE), 'view')", DAYS[1])
+
+    result = project.run(DAYS[0], DAYS[2])
+
+    events = result.get_asset_materialization_events()
+    assert [e.step_materialization_data.materialization.partition for e in events] == DAYS
+    for n, day in enumerate(DAYS, 1):
+        meta = project.event_of(day)
+        assert (meta[K.WINDOW_START], meta[K.WINDOW_END]) == (iso(day), iso(day, 1))
+        assert meta[K.ROWS_READ] == n
+        assert meta[K.PARTITION_ROW_COUNT] == n + (day == DAYS[1])
+    with_sql = [
+        e.step_materialization_data.materialization.partition
+        for e in events
+        if K.RENDERED_SQL in e.step_materialization_data.materialization.metadata
+    ]
+    assert with_sql == [DAYS[2]], "the rendered SQL must be recorded once per run, on the latest partition"
+    for day in DAYS[:2]:
+        assert not {K.RENDERED_SQL, K.UPSTREAM_TABLES, "dagster/column_lineage", K.RUN_ROWS_READ} & set(
+            project.event_of(day)
+        )
+
+    latest = project.instance.get_latest_materialization_event(KEY)
+    assert latest is not None and latest.asset_materialization is not None
+    run_meta = {k: v.value for k, v in latest.asset_materialization.metadata.items()}
+    assert latest.asset_materialization.partition == DAYS[2]
+    assert (run_meta[K.RUN_WINDOW_START], run_meta[K.RUN_WINDOW_END]) == (iso(DAYS[0]), iso(DAYS[2], 1))
+    assert (run_meta[K.RUN_PARTITIONS], run_meta[K.RUN_ROWS_READ]) == (3, 6)
+    assert run_meta["dagster/row_count"] == 7
+    assert "$window_start" in run_meta[K.RENDERED_SQL]
+
+
+def test_a_one_partition_run_keeps_the_whole_runs_metadata(tmp_path):
+    project = Project(tmp_path)
+    project.run(DAYS[2], DAYS[2])
+    meta = project.event_of(DAYS[2])
+    assert (meta[K.WINDOW_START], meta[K.ROWS_READ], meta[K.ROWS_INSERTED]) == (iso(DAYS[2]), 3, 3)
+    assert K.RENDERED_SQL in meta and K.RUN_PARTITIONS not in meta
+
+
+def test_full_refresh_tag_rebuilds_the_table_over_the_runs_window(tmp_path):
+    project = Project(tmp_path)
+    project.run(DAYS[0], DAYS[2])
+    project.duckdb("INSERT INTO bench.daily_events VALUES (99, CAST(? AS DATE), 'view')", DAYS[1])
+
+    project.run(DAYS[0], DAYS[2], **{K.FULL_REFRESH_TAG: "true"})
+
+    assert project.duckdb("SELECT count(*) FROM bench.daily_events WHERE id = 99") == [(0,)]
+    assert project.duckdb("SELECT count(*) FROM bench.daily_events") == [(6,)]
+    assert project.event_of(DAYS[2])[K.REBUILT] is True
+    assert K.REBUILT not in project.event_of(DAYS[0])
+
+
+def test_an_unknown_full_refresh_value_fails_the_run_by_name(tmp_path):
+    project = Project(tmp_path)
+    result = project.run(DAYS[0], DAYS[0], ok=False, **{K.FULL_REFRESH_TAG: "ture"})
+    (failure,) = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    assert error is not None
+    assert error.message.startswith(f"dagster._core.definitions.events.Failure: {project.shown}: run tag")
+    assert "derive/full_refresh='ture' is neither true nor false" in error.message
+
+
+def test_table_assets_carry_the_specs_code_version(tmp_path):
+    project = Project(tmp_path)
+    graph = project.defs.resolve_asset_graph()
+    before = graph.get(KEY).code_version
+    replication = graph.get(AssetKey(["shop", "events"])).code_version
+    assert before and replication
+
+    changed = {**TABLE, "sql": TABLE["sql"].replace("e.kind", "UPPER(e.kind) AS kind")}
+    project.spec_file.write_text(yaml.safe_dump(changed, sort_keys=False))
+    graph = build_definitions(project.settings).resolve_asset_graph()
+    assert graph.get(KEY).code_version not in (None, before)
+    assert graph.get(AssetKey(["shop", "events"])).code_version == replication
+
+
+def materialize_cli(project: Project, partition: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DERIVE_DUCKDB_PATH"},
+        "DERIVE_SPECS_DIR": str(project.settings.specs_dir),
+        "DERIVE_HOME": str(project.settings.home),
+        "DAGSTER_HOME": str(project.settings.home / "dagster"),
+    }
+    (project.settings.home / "dagster").mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "derive_assets.definitions",
+            "--select",
+            "bench/daily_events",
+            "--partition",
+            partition,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+
+
+def first_error_line(output: str) -> str:
+    """The first line of the step's error as `dagster asset materialize` prints it."""
+    lines = [line for line in output.splitlines() if "Failure:" in line or "Error:" in line]
+    assert lines, output[-3000:]
+    return lines[0]
+
+
+def test_duplicate_merge_keys_fail_the_cli_run_with_the_spec_file_first(tmp_path):
+    # merged by day, but day 2 has two events: two rows for one key
+    project = Project(tmp_path, {**TABLE, "strategy": {"type": "merge", "unique_key": ["day"]}})
+
+    done = materialize_cli(project, DAYS[1])
+
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    line = first_error_line(output)
+    assert f"Failure: {project.shown}: bench.daily_events: the query returned several rows" in line, output
+    assert "Aggregate by the key or extend unique_key" in output
+    assert "Traceback" not in output
