@@ -1,4 +1,4 @@
-"""`derive`: validate specs, generate sample data, run the demo."""
+"""`derive`: validate specs, plan, rebuild and prune tables, look up online rows, generate sample data, run the demo."""
 
 from __future__ import annotations
 
@@ -24,10 +24,29 @@ def main(argv: list[str] | None = None) -> int:
         "dir", nargs="?", type=Path, help="specs directory (default: $DERIVE_SPECS_DIR or table_specs/)"
     )
 
-    sub.add_parser(
+    plan = sub.add_parser(
         "plan",
-        help="the next window of every table: rendered SQL, DDL and cost estimate, in the warehouse's dialect",
+        help="what the next run of each table, replication and export would do (schema changes, next window, "
+        "DDL, rendered SQL, estimate), and orphaned tables; writes nothing",
     )
+    plan.add_argument(
+        "selection",
+        nargs="*",
+        help="assets to plan, as Dagster selects them: analytics/*, +analytics/foo, analytics/foo+, "
+        "analytics.foo (default: all)",
+    )
+
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="rebuild one table from scratch over its whole partition range, in one run, and swap it in",
+    )
+    rebuild.add_argument("table", help="the table, as dataset.name or dataset/name")
+    rebuild.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    prune = sub.add_parser(
+        "prune", help="drop the tables Derive created that no spec owns any more (listed by `derive plan`)"
+    )
+    prune.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     look = sub.add_parser("lookup", help="read an exported row from the online store by key")
     look.add_argument("export", help="export name (table_specs/exports/*.yaml)")
@@ -54,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return {
             "validate": _validate,
             "plan": _plan,
+            "rebuild": _rebuild,
+            "prune": _prune,
             "lookup": _lookup,
             "generate": _generate,
             "activity": _activity,
@@ -65,6 +86,36 @@ def main(argv: list[str] | None = None) -> int:
     except SampleSourceError as exc:
         print(f"derive {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OperatorError as exc:
+        print(f"derive {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+class OperatorError(RuntimeError):
+    """A mistake or an unreachable service behind an operator's command, already worded as one clear message."""
+
+
+@contextmanager
+def _operator_errors() -> Iterator[None]:
+    """The errors an operator's command may meet, each as one message (never a traceback): an unknown selection,
+    table or export, a wrong key type, a warehouse or online store that cannot be reached, a failed rebuild."""
+    from derive_assets.lifecycle import LifecycleError
+    from derive_assets.online import BadKeyValue, UnknownExport
+    from derive_assets.selection import SelectionError
+    from resources.online_store import OnlineStoreError
+    from resources.warehouse import WarehouseError
+
+    try:
+        yield
+    except (
+        SelectionError,
+        LifecycleError,
+        UnknownExport,
+        BadKeyValue,
+        WarehouseError,
+        OnlineStoreError,
+    ) as exc:
+        raise OperatorError(str(exc)) from None
 
 
 def _url_args(parser: argparse.ArgumentParser) -> None:
@@ -102,12 +153,99 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from derive_assets.factory.build import build_warehouse
-    from derive_assets.plan import plan, render
+    from derive_assets.plan_report import full_plan, render_full
     from derive_assets.specs.project import load_project
 
     settings = DeriveSettings.from_env()
-    print(render(plan(load_project(settings.specs_dir), build_warehouse(settings))))
+    project = load_project(settings.specs_dir)
+    with _operator_errors(), _existing_instance(settings) as instance:
+        print(render_full(full_plan(settings, project, build_warehouse(settings), args.selection, instance)))
     return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from derive_assets.factory.build import build_warehouse
+    from derive_assets.lifecycle import execute_rebuild, rebuild_run, rebuild_table
+    from derive_assets.specs.project import load_project
+
+    settings = DeriveSettings.from_env()
+    project = load_project(settings.specs_dir)
+    with _operator_errors():
+        run = rebuild_run(rebuild_table(project, args.table))
+        if not _confirmed(f"{run.describe()}?", args.yes):
+            print("nothing done", file=sys.stderr)
+            return 1
+        warehouse = build_warehouse(settings)
+        with _instance(settings) as instance:
+            result = execute_rebuild(settings, project, run, instance, warehouse)
+    print(f"rebuilt {result.ref}: {result.rows:,} rows in {result.seconds:.1f}s (run {result.run_id})")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from derive_assets.factory.build import build_warehouse
+    from derive_assets.lifecycle import orphans, prune
+    from derive_assets.specs.project import load_project
+
+    settings = DeriveSettings.from_env()
+    project = load_project(settings.specs_dir)
+    with _operator_errors():
+        warehouse = build_warehouse(settings)
+        found = orphans(project, warehouse)
+        if not found:
+            print("no orphaned tables: every table Derive created belongs to a spec")
+            return 0
+        print("tables Derive created that no spec owns any more:")
+        for ref in found:
+            print(f"  {ref}")
+        if not _confirmed(f"drop these {len(found)} table(s)?", args.yes):
+            print("nothing dropped", file=sys.stderr)
+            return 1
+        prune(warehouse, found)
+    return 0
+
+
+def _confirmed(question: str, yes: bool) -> bool:
+    """`--yes`, or `y` typed on stdin (anything else, or no terminal input, is a no)."""
+    if yes:
+        return True
+    print(f"{question} [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def _use_dagster_home(settings: DeriveSettings) -> Path:
+    """Point Dagster at the project's instance (`DAGSTER_HOME`, else under the Derive home); returns its path."""
+    home = settings.dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)  # for the Dagster instance, which reads it
+    return home
+
+
+@contextmanager
+def _instance(settings: DeriveSettings) -> Iterator[Any]:
+    """The project's Dagster instance, created on first use (telemetry off, run monitoring on)."""
+    from dagster import DagsterInstance
+
+    home = _use_dagster_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    with DagsterInstance.get() as instance:
+        yield instance
+
+
+@contextmanager
+def _existing_instance(settings: DeriveSettings) -> Iterator[Any]:
+    """The project's Dagster instance if one exists (for watermarks and materialized partitions), else None;
+    never creates one."""
+    from dagster import DagsterInstance
+
+    home = _use_dagster_home(settings)
+    if not (home / "dagster.yaml").exists():
+        yield None
+        return
+    with DagsterInstance.get() as instance:
+        yield instance
 
 
 def _lookup(args: argparse.Namespace) -> int:
@@ -115,7 +253,8 @@ def _lookup(args: argparse.Namespace) -> int:
 
     from derive_assets.online import OnlineReader
 
-    rows = OnlineReader.from_env().lookup(args.export, *args.key)
+    with _operator_errors():
+        rows = OnlineReader.from_env().lookup(args.export, *args.key)
     for row in rows:
         print(json.dumps(row, default=str))
     if not rows:
@@ -169,18 +308,12 @@ def _sample_source_errors(urls: Any) -> Iterator[None]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dagster import DagsterInstance
-
     from derive_assets.demo.run import run_demo
 
     settings = DeriveSettings.from_env()
     home = settings.dagster_home()
-    os.environ["DAGSTER_HOME"] = str(home)  # for the Dagster instance, which reads it
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():  # the project's instance: telemetry off, run monitoring on
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     warehouse = settings.warehouse_config()
-    with DagsterInstance.get() as instance:
+    with _instance(settings) as instance:
         summary = run_demo(settings, instance, users=args.users, days=args.days, fresh=args.fresh)
     width = max(len(ref) for ref in summary)
     print(f"\n{'table':<{width}} {'rows':>9}  watermark / strategy")

@@ -22,6 +22,18 @@ from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
 from resources.online_store import OnlineStore, OnlineTable
 
+
+class UnknownExport(KeyError):
+    """`lookup` of an export no spec defines; the message lists the exports (a `KeyError`, printed plainly)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown export"
+
+
+class BadKeyValue(ValueError):
+    """A key value that is not its column's declared type (e.g. text for an INT64 key)."""
+
+
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -38,13 +50,21 @@ class OnlineReader:
 
     def table(self, export: str) -> OnlineTable:
         if export not in self._tables:
-            raise KeyError(f"no export named '{export}'; exports: {sorted(self._tables)}")
+            raise UnknownExport(f"no export named '{export}'; exports: {sorted(self._tables)}")
         return self._tables[export]
 
     def lookup(self, export: str, *key: Any) -> list[dict[str, Any]]:
         table = self.table(export)
         types = {c.name: c.type for c in table.columns}
-        values = [_coerce(v, types[name]) for name, v in zip(table.primary_key, key, strict=False)]
+        values = []
+        for name, value in zip(table.primary_key, key, strict=False):
+            try:
+                values.append(_coerce(value, types[name]))
+            except ValueError as exc:
+                raise BadKeyValue(
+                    f"export {export}: {exc}; give {name} as a {types[name]} value (the key is "
+                    f"{list(table.primary_key)}, partition key {list(table.partition_key)} first)"
+                ) from None
         return self._store.lookup(table, values)
 
 

@@ -1,22 +1,53 @@
-"""`derive plan`: what the next run of each table would do, in the configured warehouse's dialect.
+"""`derive plan`: what the next run of each table would do, in the configured warehouse's dialect. Never writes.
 
-For every core/derived spec: the window the schedule would build next, the rendered SQL with its bound
-parameters, the table's DDL, and the warehouse's estimate of bytes processed (a BigQuery dry run).
+For every core/derived spec: whether its spec changed since the table was last written (the code version on the
+table's Derive marker against the spec's), the schema diff against the existing table and what a run will do about
+it (nothing, add a column, widen a type, or refuse until `derive rebuild`), the window the schedule builds next,
+the number of partitions, the rendered SQL with its bound parameters, the table's DDL and the warehouse's estimate
+of bytes processed (a BigQuery dry run). Replications and exports are planned in `plan_feeds`; orphaned tables
+(marked by Derive, owned by no spec) are found by `lifecycle.orphans`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import partition_loading_context
+from dagster import AssetKey, DagsterInstance, TimeWindowPartitionsDefinition, partition_loading_context
 
+from derive_assets import _pending
 from derive_assets.factory.targets import table_target
 from derive_assets.factory.windows import partitions_for
+from derive_assets.specs.models import Window
 from derive_assets.specs.project import SpecProject, Table
 from derive_assets.specs.sql_analysis import transpile
-from resources.warehouse import EstimateUnavailable, TimeWindow, Warehouse
+from resources.warehouse import EstimateUnavailable, TargetTable, TimeWindow, Warehouse
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """The windows an added column leaves NULL: the table's first partition up to its last materialized one."""
+
+    first: str
+    last: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Evolution:
+    """How the existing table compares with the spec, and what the next run does about it."""
+
+    status: str
+    """`new` (no table yet), `changed` (code version differs), `unchanged`, or `unknown` (no recorded version)."""
+    action: str
+    """One line: `create the table`, `nothing`, `add column …`, `refuse: rebuild needed …`."""
+    changes: tuple[str, ...] = ()
+    """The schema diff, one line per change."""
+    breaking: bool = False
+    backfill: Backfill | None = None
+    recorded_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -29,65 +60,181 @@ class PlanEntry:
     ddl: str
     estimated_bytes: int | None
     estimate_note: str = ""
+    code_version: str = ""
+    evolution: Evolution | None = None
+    partitions: int | None = None
+    """How many partitions the table's window has up to now (None: not partitioned)."""
 
 
 def next_window(table: Table, now: dt.datetime) -> TimeWindow | None:
-    partitions_def = partitions_for(table.spec.window)
+    return window_before(table.spec.window, now)
+
+
+def window_before(window: Window | None, now: dt.datetime) -> TimeWindow | None:
+    """The last complete window of a spec's `window` at `now` (what the schedule builds next)."""
+    partitions_def = partitions_for(window)
     if partitions_def is None:
         return None
     with partition_loading_context(effective_dt=now):
         key = partitions_def.get_last_partition_key()
     if key is None:
         return None
-    window = partitions_def.time_window_for_partition_key(key)
-    return TimeWindow(window.start, window.end)
+    tw = partitions_def.time_window_for_partition_key(key)
+    return TimeWindow(tw.start, tw.end)
 
 
-def plan(project: SpecProject, warehouse: Warehouse, now: dt.datetime | None = None) -> list[PlanEntry]:
+def partition_keys(partitions_def: TimeWindowPartitionsDefinition, now: dt.datetime) -> list[str]:
+    """Every complete partition at `now`, oldest first."""
+    with partition_loading_context(effective_dt=now):
+        return list(partitions_def.get_partition_keys(current_time=now))
+
+
+def evolution(
+    warehouse: Warehouse,
+    target: TargetTable,
+    version: str | None,
+    backfill: Callable[[], Backfill | None] = lambda: None,
+) -> Evolution:
+    """Compare the spec (`target`, `version`) with the warehouse's table; `backfill` is asked only when a column
+    is added (it reads the event log). With `version=None` the code versions are not compared."""
+    existing = _pending.describe(warehouse, target.ref)
+    if existing is None:
+        exists = warehouse.table_exists(target.ref)
+        if not exists:
+            return Evolution("new", "create the table")
+    layout = getattr(existing, "layout", None)
+    recorded = getattr(layout, "code_version", None)
+    if version is None:
+        status = "exists"
+    else:
+        status = "unknown" if recorded is None else ("unchanged" if recorded == version else "changed")
+    diff = _pending.schema_diff(warehouse, target)
+    changes = tuple(c.describe() for c in diff.changes) if diff is not None else ()
+    breaking = tuple(c.describe() for c in diff.breaking) if diff is not None else ()
+    if breaking:
+        action = f"refuse: rebuild needed ({'; '.join(breaking)}); run `derive rebuild {target.ref}`"
+        return Evolution(status, action, changes, True, None, recorded)
+    if changes:
+        kinds = {c.kind for c in diff.additive} if diff is not None else set()
+        added = "add_column" in kinds
+        fill = backfill() if added else None
+        return Evolution(status, "; ".join(changes), changes, False, fill, recorded)
+    if status == "changed":
+        return Evolution(
+            status, "nothing to alter: later windows use the new spec", (), False, None, recorded
+        )
+    return Evolution(status, "nothing", (), False, None, recorded)
+
+
+def backfill_range(
+    partitions_def: TimeWindowPartitionsDefinition | None,
+    key: AssetKey,
+    instance: DagsterInstance | None,
+    now: dt.datetime,
+) -> Backfill | None:
+    """The windows that were written before a column was added: from the first partition to the last one the
+    event log has materialized (with no instance: to the last complete one)."""
+    if partitions_def is None:
+        return None
+    keys = partition_keys(partitions_def, now)
+    if not keys:
+        return None
+    last = keys[-1]
+    if instance is not None:
+        done = instance.get_materialized_partitions(key)
+        materialized = [k for k in keys if k in done]
+        if not materialized:
+            return None
+        last = materialized[-1]
+    return Backfill(keys[0], last, keys.index(last) + 1)
+
+
+def plan(
+    project: SpecProject,
+    warehouse: Warehouse,
+    now: dt.datetime | None = None,
+    instance: DagsterInstance | None = None,
+    selected: Iterable[str] | None = None,
+) -> list[PlanEntry]:
+    """One entry per core/derived table (those whose refs are in `selected`, when given), in dependency order."""
     now = now or dt.datetime.now(dt.UTC)
+    wanted = set(selected) if selected is not None else None
     entries = []
     for table in project.tables:
-        window = next_window(table, now)
-        sql = transpile(table.analysis.expression, warehouse.dialect)
-        params = {
-            k: v for k, v in (window.as_params() if window else {}).items() if k in table.analysis.parameters
-        }
-        estimate, note = None, ""
-        try:
-            estimate = warehouse.estimate_bytes(sql, params)
-        except EstimateUnavailable as exc:  # advisory: say why it is missing and go on
-            note = f"no estimate: {str(exc).splitlines()[0][:200]}"
-        if estimate is None and not note:
-            note = f"{warehouse.kind} gives no estimate"
-        entries.append(
-            PlanEntry(
-                table.spec.ref,
-                table.spec.strategy.type,
-                window,
-                sql,
-                params,
-                warehouse.ddl_for(table_target(table.spec)),
-                estimate,
-                note,
-            )
-        )
+        if wanted is not None and table.spec.ref not in wanted:
+            continue
+        entries.append(_entry(table, warehouse, now, instance))
     return entries
 
 
-def render(entries: list[PlanEntry]) -> str:
+def _entry(
+    table: Table, warehouse: Warehouse, now: dt.datetime, instance: DagsterInstance | None
+) -> PlanEntry:
+    spec = table.spec
+    window = next_window(table, now)
+    sql = transpile(table.analysis.expression, warehouse.dialect)
+    params = {
+        k: v for k, v in (window.as_params() if window else {}).items() if k in table.analysis.parameters
+    }
+    estimate, note = None, ""
+    try:
+        estimate = warehouse.estimate_bytes(sql, params)
+    except EstimateUnavailable as exc:  # advisory: say why it is missing and go on
+        note = f"no estimate: {str(exc).splitlines()[0][:200]}"
+    if estimate is None and not note:
+        note = f"{warehouse.kind} gives no estimate"
+    partitions_def = partitions_for(spec.window)
+    version = _pending.code_version(spec)
+    target = table_target(spec)
+    key = AssetKey(spec.ref.split("."))
+    change = evolution(warehouse, target, version, lambda: backfill_range(partitions_def, key, instance, now))
+    count = len(partition_keys(partitions_def, now)) if partitions_def else None
+    return PlanEntry(
+        spec.ref,
+        spec.strategy.type,
+        window,
+        sql,
+        params,
+        warehouse.ddl_for(target),
+        estimate,
+        note,
+        version,
+        change,
+        count,
+    )
+
+
+def window_text(window: TimeWindow | None) -> str:
+    return f"{window.start.isoformat()} .. {window.end.isoformat()}" if window else "whole table"
+
+
+def render(entries: list[PlanEntry], backfill_hint: Callable[[str, Backfill], str] | None = None) -> str:
+    """The tables' part of the plan; `backfill_hint(ref, backfill)` words the command that fills old windows."""
     out = []
     for e in entries:
-        window = f"{e.window.start.isoformat()} .. {e.window.end.isoformat()}" if e.window else "whole table"
         cost = f"{e.estimated_bytes:,} bytes" if e.estimated_bytes is not None else e.estimate_note
         params = ", ".join(
             f"{k}={v.isoformat() if hasattr(v, 'isoformat') else v}" for k, v in e.params.items()
         )
-        out += [
-            f"== {e.ref} ({e.strategy}) — next window: {window}",
-            f"-- estimate: {cost}",
-            f"-- parameters: {params or 'none'}",
-            e.ddl + ";",
-            e.sql + ";",
-            "",
-        ]
+        out.append(f"== {e.ref} ({e.strategy}) — next window: {window_text(e.window)}")
+        out += _evolution_lines(e, backfill_hint)
+        if e.partitions is not None:
+            out.append(f"-- partitions: {e.partitions:,}")
+        out += [f"-- estimate: {cost}", f"-- parameters: {params or 'none'}", e.ddl + ";", e.sql + ";", ""]
     return "\n".join(out)
+
+
+def _evolution_lines(e: PlanEntry, backfill_hint: Callable[[str, Backfill], str] | None) -> list[str]:
+    change = e.evolution
+    if change is None:
+        return []
+    was = f" (table written by {change.recorded_version})" if change.recorded_version else ""
+    lines = [f"-- spec: {change.status}, code version {e.code_version}{was}", f"-- will: {change.action}"]
+    if change.backfill is not None:
+        fill = change.backfill
+        hint = f": {backfill_hint(e.ref, fill)}" if backfill_hint else ""
+        lines.append(
+            f"-- backfill: {fill.count:,} window(s) {fill.first} .. {fill.last} hold NULL in the new column"
+            f"{hint}"
+        )
+    return lines

@@ -1,0 +1,213 @@
+"""The operator's side of a table's life: find orphaned tables, drop them, rebuild a table on purpose.
+
+- **Orphans** are warehouse tables in Derive's datasets (every dataset some spec names) that carry Derive's marker
+  and that no spec owns any more: a deleted or renamed spec's table. A table Derive did not create has no marker,
+  so it is never an orphan, and `Warehouse.drop_table` refuses it anyway.
+- **Rebuild** materializes one table's asset as ONE run over its whole partition range (every complete window,
+  `dagster/asset_partition_range_start/end`) with the `derive/full_refresh` tag: the asset then builds the table
+  from scratch into a new table and swaps it in, so a failed rebuild leaves the old table as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
+
+from derive_assets import _pending
+from derive_assets.factory.windows import partitions_for
+from derive_assets.plan import Backfill, partition_keys
+from derive_assets.python_tables import PYTHON_TABLES
+from derive_assets.selection import near
+from derive_assets.settings import DeriveSettings
+from derive_assets.specs.project import SpecProject, Table
+from resources.warehouse import Warehouse
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+CHECK_FAILED = "DagsterAssetCheckFailedError"
+QUARANTINE_SUFFIX = "__quarantine"
+
+
+class LifecycleError(ValueError):
+    """An operator's request that cannot be done as asked (unknown table, a source table, a failed rebuild);
+    the message says what to do instead."""
+
+
+# ------------------------------------------------------------------------------------------------ orphans
+
+
+def datasets(project: SpecProject) -> set[str]:
+    """Every dataset a spec names: the tables', the sources' targets and the Python tables'."""
+    found = {t.spec.dataset for t in project.tables} | {rt.source.target_dataset for rt in project.replicated}
+    return found | {t.spec.dataset for t in PYTHON_TABLES}
+
+
+def owned(project: SpecProject) -> set[str]:
+    """Every table some spec (or Python table) writes, with the replicated tables' quarantine companions."""
+    replicated = {rt.ref for rt in project.replicated}
+    return (
+        {t.spec.ref for t in project.tables}
+        | replicated
+        | {ref + QUARANTINE_SUFFIX for ref in replicated}
+        | {t.spec.ref for t in PYTHON_TABLES}
+    )
+
+
+def orphans(project: SpecProject, warehouse: Warehouse) -> list[str]:
+    """Marked tables in Derive's datasets that no spec owns, sorted."""
+    mine = owned(project)
+    return sorted(
+        ref for ref in _pending.managed_tables(warehouse, sorted(datasets(project))) if ref not in mine
+    )
+
+
+def prune(warehouse: Warehouse, refs: Iterable[str], say: Callable[[str], None] = print) -> list[str]:
+    """Drop `refs` (orphans found by `orphans`); the warehouse refuses any table without Derive's marker."""
+    dropped = []
+    for ref in refs:
+        _pending.drop_table(warehouse, ref)
+        say(f"dropped {ref}")
+        dropped.append(ref)
+    return dropped
+
+
+# ------------------------------------------------------------------------------------------------ rebuild
+
+
+def normalize_ref(text: str) -> str:
+    """`dataset/name` (an asset key) or `dataset.name` (a ref) as a ref."""
+    return text.strip().replace("/", ".", 1) if "/" in text else text.strip()
+
+
+def rebuild_table(project: SpecProject, text: str) -> Table:
+    """The core/derived table `text` names; a clear `LifecycleError` for anything else."""
+    ref = normalize_ref(text)
+    for table in project.tables:
+        if table.spec.ref == ref:
+            return table
+    replicated = next((rt for rt in project.replicated if rt.ref == ref), None)
+    if replicated is not None:
+        key = ref.replace(".", "/")
+        raise LifecycleError(
+            f"{ref} is a replicated source table ({replicated.path}); rebuilding a source table is not supported "
+            f"yet. A replicated table reloads every row when its warehouse table is missing: drop {ref} in the "
+            f"warehouse by hand, then materialize {key} again (its source job, or `dagster asset materialize -m "
+            f"derive_assets.definitions --select {key}`)."
+        )
+    if any(t.spec.ref == ref for t in PYTHON_TABLES):
+        raise LifecycleError(
+            f"{ref} is a Python table; `derive rebuild` rebuilds YAML-spec tables only for now. Materialize its "
+            "asset again over its partition range instead."
+        )
+    names = sorted({t.spec.ref for t in project.tables})
+    raise LifecycleError(f"no table spec under {project.root} defines '{text}'; {near(ref, names)}")
+
+
+def materialize_command(ref: str, fill: Backfill) -> str:
+    """The commands that re-run the windows an added column left NULL."""
+    key = ref.replace(".", "/")
+    return (
+        f"`derive rebuild {ref}`, or `dagster asset materialize -m derive_assets.definitions --select {key} "
+        f"--partition-range {fill.first}...{fill.last}`"
+    )
+
+
+@dataclass(frozen=True)
+class RebuildRun:
+    """What one rebuild run covers."""
+
+    table: Table
+    tags: dict[str, str]
+    windows: Backfill | None
+    """The partition range (None: an unpartitioned table, one run over the whole query)."""
+
+    def describe(self) -> str:
+        if self.windows is None:
+            return f"rebuild {self.table.spec.ref} from scratch (one run, unpartitioned)"
+        w = self.windows
+        return f"rebuild {self.table.spec.ref} from scratch: one run over {w.count:,} window(s) {w.first} .. {w.last}"
+
+
+def rebuild_run(table: Table, now: dt.datetime | None = None) -> RebuildRun:
+    """The run that rebuilds `table`: every complete window at `now`, as one single-run backfill."""
+    now = now or dt.datetime.now(dt.UTC)
+    tags = {_pending.full_refresh_tag(): "true"}
+    partitions_def = partitions_for(table.spec.window)
+    if partitions_def is None:
+        return RebuildRun(table, tags, None)
+    keys = partition_keys(partitions_def, now)
+    if not keys:
+        raise LifecycleError(
+            f"{table.spec.ref} ({table.path}): its window starts {table.spec.window.start if table.spec.window else ''}"
+            " and has no complete window yet, so there is nothing to rebuild; run it once a window has passed."
+        )
+    return RebuildRun(
+        table, {**tags, RANGE_START: keys[0], RANGE_END: keys[-1]}, Backfill(keys[0], keys[-1], len(keys))
+    )
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    ref: str
+    rows: int
+    seconds: float
+    run_id: str
+
+
+def execute_rebuild(
+    settings: DeriveSettings,
+    project: SpecProject,
+    run: RebuildRun,
+    instance: DagsterInstance,
+    warehouse: Warehouse,
+) -> RebuildResult:
+    """Run the rebuild on `instance` (in this process, as `derive demo` runs its jobs); raise `LifecycleError`
+    with the step's error when it fails."""
+    from derive_assets.factory.build import build_definitions
+    from derive_assets.factory.schedules import table_job_name
+
+    ref = run.table.spec.ref
+    defs = build_definitions(settings, project)
+    started = time.perf_counter()
+    result = defs.resolve_job_def(table_job_name(ref)).execute_in_process(
+        instance=instance, tags=run.tags, run_config=QUIET, raise_on_error=False
+    )
+    seconds = time.perf_counter() - started
+    if not result.success:
+        raise LifecycleError(_failure(ref, result))
+    return RebuildResult(ref, warehouse.row_count(ref), seconds, result.run_id)
+
+
+def _failure(ref: str, result: ExecuteInProcessResult) -> str:
+    """The first failed step's error chain, in one paragraph."""
+    events = result.get_step_failure_events()
+    checks = []
+    for event in events:
+        error = event.step_failure_data.error
+        if error is None:
+            continue
+        if error.cls_name == CHECK_FAILED:
+            checks.append(error.message.strip().splitlines()[0])
+            continue
+        messages = []
+        while error is not None:
+            messages.append(error.message.strip().splitlines()[0])
+            error = error.cause
+        return (
+            f"{ref}: the rebuild run {result.run_id} failed: {' <- '.join(messages)}. A failed "
+            "rebuild leaves the old table as it was; fix the cause and run `derive rebuild` again."
+        )
+    if checks:
+        return (
+            f"{ref}: the table was rebuilt, but a blocking check failed: {'; '.join(checks)}. Fix the data or the "
+            "spec, then run `derive rebuild` again."
+        )
+    return f"{ref}: the rebuild run {result.run_id} did not succeed; see it in the Dagster UI."
+
+
+def asset_key(ref: str) -> AssetKey:
+    return AssetKey(ref.split("."))
