@@ -3,7 +3,8 @@
 When each variable is read:
 
 - by `DeriveSettings.from_env()`, when definitions build: `DERIVE_SPECS_DIR`, `DERIVE_HOME`, `DERIVE_WAREHOUSE`,
-  `DERIVE_BIGQUERY_*` (checked whichever warehouse is chosen), `DERIVE_EXECUTOR`, `DERIVE_ONLINE_STORE`;
+  `DERIVE_BIGQUERY_*` (checked whichever warehouse is chosen), `DERIVE_EXECUTOR`, `DERIVE_ONLINE_STORE`,
+  `DERIVE_STRICT_SPECS`;
 - when a backend's config is made (`warehouse_config()` / `online_store_config()`, which `build_warehouse` and
   `build_online_store` call): `DERIVE_DUCKDB_PATH` and the `DERIVE_CASSANDRA_*` variables, so settings made in code
   (`DeriveSettings(specs_dir=..., home=...)`, as tests and tools do) follow them as well. Only the chosen backend's
@@ -76,6 +77,10 @@ class DeriveSettings:
     """Online store (`DERIVE_ONLINE_STORE`), a name in `resources.backends.ONLINE_STORES`: `sqlite` (embedded
     default) or `cassandra` (ScyllaDB/Cassandra, configured by the `DERIVE_CASSANDRA_*` variables, read when the
     store is built)."""
+    strict_specs: bool = False
+    """`DERIVE_STRICT_SPECS=1`: the code location fails to load when any spec is invalid. By default (`0`) it loads
+    the valid specs, and each invalid one (with what reads it) becomes a placeholder asset in the `derive_errors`
+    group plus a warning in the log. `derive validate` and `derive plan` are always strict."""
 
     def __post_init__(self) -> None:
         """An engine name no registry has is refused here, with the registered choices."""
@@ -146,6 +151,7 @@ class DeriveSettings:
             bigquery_endpoint=os.environ.get("DERIVE_BIGQUERY_ENDPOINT"),
             bigquery_timeout_seconds=_seconds("DERIVE_BIGQUERY_TIMEOUT_SECONDS", 60.0),
             bigquery_retry_deadline_seconds=_seconds("DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS", 120.0),
+            strict_specs=_flag("DERIVE_STRICT_SPECS"),
         )
 
 
@@ -179,6 +185,22 @@ def _seconds(variable: str, default: float) -> float:
             f"{variable}={text[:40]!r} is not a number of seconds greater than 0 (default {default:g})"
         )
     return value
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _flag(variable: str) -> bool:
+    """A yes/no setting: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off` (any case); unset or empty is no."""
+    text = os.environ.get(variable, "").strip()
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError(
+        f"{variable}={text[:40]!r} is not a yes/no value; set 1 (yes) or 0 (no), or unset it (no)"
+    )
 
 
 def _text(variable: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -12,6 +13,7 @@ from dagster import (
     multiprocess_executor,
 )
 
+from derive_assets.factory.error_assets import broken_specs, error_asset, warn
 from derive_assets.factory.export_assets import build_export_asset, export_key
 from derive_assets.factory.replication_assets import (
     build_replication_asset,
@@ -27,10 +29,10 @@ from derive_assets.factory.schedules import (
 )
 from derive_assets.factory.table_assets import build_table_asset, table_key
 from derive_assets.factory.windows import partitions_for
-from derive_assets.python_tables import python_tables
+from derive_assets.python_tables import PYTHON_TABLES, python_tables
 from derive_assets.replication.connections import SourceConnections
 from derive_assets.settings import DeriveSettings
-from derive_assets.specs.project import SpecProject, load_project
+from derive_assets.specs.project import LeftOut, SpecProject, load_project
 from resources.io_manager import WarehouseIOManager
 from resources.online_store import OnlineStore
 from resources.warehouse import Warehouse
@@ -70,12 +72,16 @@ def build_resources(settings: DeriveSettings) -> dict[str, Any]:
 def build_definitions(settings: DeriveSettings, project: SpecProject | None = None) -> Definitions:
     """Build everything from the specs directory named by `settings`.
 
+    Unless `settings.strict_specs`, the specs load leniently: an invalid spec (and what reads or exports it) is left
+    out, becomes a placeholder asset in the `derive_errors` group, and is logged as a warning (see
+    `derive_assets/factory/error_assets.py`); the valid specs load and run as usual.
+
     Example:
         ```python
         defs = build_definitions(DeriveSettings.from_env())
         ```
     """
-    project = project or load_project(settings.specs_dir)
+    project = project or load_project(settings.specs_dir, strict=settings.strict_specs)
     kind = settings.warehouse
     assets: list[AssetsDefinition] = []
     checks = []
@@ -115,6 +121,10 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
         if export.spec.schedule:
             schedules.append(schedule_for(job, export.spec.schedule, partitions_def))
 
+    broken = broken_specs(project, _python_tables_left_out(project))
+    warn(broken)
+    assets += [error_asset(b) for b in broken]
+
     return Definitions(
         executor=build_executor(settings),
         assets=assets,
@@ -123,3 +133,15 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
         schedules=schedules,
         resources=build_resources(settings),
     )
+
+
+def _python_tables_left_out(project: SpecProject) -> list[LeftOut]:
+    """The Python tables missing because a table they read is left out (each with the file that caused it)."""
+    cause = {lo.name: lo.cause for lo in project.left_out}
+    out = []
+    for table in PYTHON_TABLES:
+        missing = [ref for ref in table.inputs if ref in cause]
+        if missing:
+            name = f"{table.spec.dataset}.{table.spec.name} (Python table)"
+            out.append(LeftOut(name, Path("derive_assets/python_tables"), cause[missing[0]]))
+    return out
