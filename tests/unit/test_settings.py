@@ -85,6 +85,39 @@ def test_bigquery_needs_a_project(monkeypatch):
         DeriveSettings.from_env()
 
 
+@pytest.mark.parametrize(
+    ("value", "strict"),
+    [
+        (None, False),
+        ("", False),
+        ("0", False),
+        ("false", False),
+        ("1", True),
+        ("true", True),
+        (" YES ", True),
+    ],
+)
+def test_strict_specs_comes_from_derive_strict_specs(monkeypatch, value, strict):
+    if value is None:
+        monkeypatch.delenv("DERIVE_STRICT_SPECS", raising=False)
+    else:
+        monkeypatch.setenv("DERIVE_STRICT_SPECS", value)
+    assert DeriveSettings.from_env().strict_specs is strict
+
+
+def test_a_strict_specs_value_that_is_not_yes_or_no_is_refused(monkeypatch):
+    monkeypatch.setenv("DERIVE_STRICT_SPECS", "strict")
+    with pytest.raises(
+        ValueError,
+        match=re.escape("DERIVE_STRICT_SPECS='strict' is not a yes/no value; set 1 (yes) or 0 (no)"),
+    ):
+        DeriveSettings.from_env()
+
+
+def test_settings_made_in_code_load_specs_leniently(tmp_path):
+    assert DeriveSettings(specs_dir=tmp_path, home=tmp_path).strict_specs is False
+
+
 # ----------------------------------------------------------------------------------------------- registries
 
 
