@@ -117,6 +117,20 @@ class Calls:
     def delete_table(self, ref: str) -> None:
         self.client.delete_table(ref, not_found_ok=True, **self.policy.kwargs)
 
+    def copy_table(self, source: str, destination: str, write_disposition: str) -> None:
+        """One copy job (free on BigQuery: no bytes scanned), waited for; `write_disposition` WRITE_TRUNCATE
+        replaces an existing destination in one atomic step, WRITE_EMPTY creates it with the source's layout."""
+        config = bigquery.CopyJobConfig(write_disposition=write_disposition)
+
+        def start() -> None:
+            job = self.client.copy_table(source, destination, job_config=config, **self.policy.kwargs)
+            job.result(**self.policy.kwargs)
+
+        self._job(start)
+
+    def update_table(self, table: bigquery.Table, fields: list[str]) -> bigquery.Table:
+        return self.client.update_table(table, fields, **self.policy.kwargs)
+
     def create_dataset(self, dataset: bigquery.Dataset) -> None:
         self.client.create_dataset(dataset, exists_ok=True, **self.policy.kwargs)
 

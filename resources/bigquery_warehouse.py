@@ -75,7 +75,7 @@ from google.cloud import bigquery
 from pydantic import Field
 from sqlglot import exp
 
-from resources import bigquery_ddl, strategy
+from resources import bigquery_ddl, bigquery_schema, bigquery_swap, evolution, strategy
 from resources.bigquery_calls import UNREACHABLE_ERRORS, CallPolicy, Calls, describe_cause, describe_endpoint
 from resources.bigquery_ddl import BIGQUERY_TYPES, CAST_TYPES, check_layout, standard_type, table_for
 from resources.bigquery_parquet import write_parquet
@@ -83,6 +83,7 @@ from resources.bigquery_sql import B, script, source_query, staging_name
 from resources.engine import BatchScreen, Capabilities, Origin, Staged
 from resources.engine_sql import table
 from resources.reads import SliceReads
+from resources.schema_diff import ExistingTable, SchemaChange, SchemaDiff
 from resources.sql_text import table_name
 from resources.warehouse import (
     EstimateUnavailable,
@@ -220,6 +221,31 @@ class BigQueryWarehouse(SliceReads, ConfigurableResource):
     def row_count(self, ref: str) -> int:
         with self.calls() as calls:
             return _scalar(calls, f"SELECT count(*) FROM {table_name(ref, B)}")
+
+    # ------------------------------------------------------------------------------------------- tables
+
+    def describe(self, ref: str) -> ExistingTable | None:
+        """The table's columns (in spec types) and Derive's marker; None when it does not exist."""
+        with self.calls() as calls:
+            return bigquery_schema.describe(calls, ref)
+
+    def schema_diff(self, target: TargetTable) -> SchemaDiff | None:
+        """How the spec differs from the existing table (None: no table yet)."""
+        return evolution.schema_diff(self.describe(target.ref), target)
+
+    def managed_tables(self, datasets: Iterable[str]) -> list[str]:
+        """The tables in `datasets` that Derive created (they carry its marker); staging tables are skipped."""
+        with self.calls() as calls:
+            return bigquery_schema.managed_tables(calls, list(datasets))
+
+    def drop_table(self, ref: str) -> None:
+        """Drop a table Derive created; `WarehouseError` for one without its marker (nothing when missing)."""
+        with self.calls() as calls:
+            existing = bigquery_schema.describe(calls, ref)
+            if existing is None:
+                return
+            evolution.refuse_unmarked(ref, existing)
+            calls.delete_table(f"{calls.project}.{ref}")
 
     def _query_rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self.calls() as calls:
@@ -366,6 +392,33 @@ class BigQuerySession:
     def script(self, statements: Sequence[exp.Expr]) -> None:
         """`BEGIN TRANSACTION; ...; COMMIT TRANSACTION;` (the emulator binds no parameters in scripts)."""
         _run(self.calls, script(statements))
+
+    def exists(self, target: TargetTable) -> bool:
+        try:
+            self.calls.get_table(f"{self.calls.project}.{target.ref}")
+        except NotFound:
+            return False
+        return True
+
+    def swap(self, fresh: TargetTable, target: TargetTable) -> int:
+        """Copy jobs: atomic when only the rows changed, else through a backup (`resources.bigquery_swap`)."""
+        old_rows = bigquery_swap.swap(self.calls, fresh, target)
+        self.calls.delete_table(f"{self.calls.project}.{fresh.ref}")
+        return old_rows
+
+    def discard(self, fresh: TargetTable) -> None:
+        self.calls.delete_table(f"{self.calls.project}.{fresh.ref}")
+
+    def describe(self, ref: str) -> ExistingTable | None:
+        return bigquery_schema.describe(self.calls, ref)
+
+    def evolve(self, target: TargetTable, changes: Sequence[SchemaChange]) -> None:
+        """Through the API and `ALTER COLUMN SET DATA TYPE`, keeping partitioning and clustering
+        (`resources.bigquery_schema`)."""
+        bigquery_schema.evolve(self.calls, target, changes, lambda sql: _run(self.calls, sql))
+
+    def mark(self, target: TargetTable) -> None:
+        bigquery_schema.mark(self.calls, target)
 
     def drop_staging(self) -> None:
         for ref in self.staging:

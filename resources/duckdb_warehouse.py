@@ -27,10 +27,11 @@ from dagster import ConfigurableResource
 from pydantic import Field
 from sqlglot import exp
 
-from resources import strategy
+from resources import duckdb_schema, engine_sql, evolution, strategy
 from resources.engine import BatchScreen, Capabilities, Origin, Staged
 from resources.engine_sql import ident
 from resources.reads import SliceReads
+from resources.schema_diff import ExistingTable, SchemaChange, SchemaDiff
 from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, quote, table_name
 from resources.warehouse import LoadRequest, TargetTable, WarehouseLocked, WriteRequest, WriteResult
 from resources.warehouse_rules import declared_columns
@@ -137,6 +138,31 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
         with self.get_connection() as con:
             return _scalar(con, f"SELECT count(*) FROM {table_name(ref, D)}")
 
+    # ------------------------------------------------------------------------------------------- tables
+
+    def describe(self, ref: str) -> ExistingTable | None:
+        """The table's columns (in spec types) and Derive's marker; None when it does not exist."""
+        with self.get_connection() as con:
+            return duckdb_schema.describe(con, ref)
+
+    def schema_diff(self, target: TargetTable) -> SchemaDiff | None:
+        """How the spec differs from the existing table (None: no table yet)."""
+        return evolution.schema_diff(self.describe(target.ref), target)
+
+    def managed_tables(self, datasets: Iterable[str]) -> list[str]:
+        """The tables in `datasets` that Derive created (they carry its marker)."""
+        with self.get_connection() as con:
+            return duckdb_schema.managed_tables(con, datasets)
+
+    def drop_table(self, ref: str) -> None:
+        """Drop a table Derive created; `WarehouseError` for one without its marker (nothing when missing)."""
+        with self.get_connection() as con, _transaction(con):
+            existing = duckdb_schema.describe(con, ref)
+            if existing is None:
+                return
+            evolution.refuse_unmarked(ref, existing)
+            con.execute(f"DROP TABLE {table_name(ref, D)}")
+
     def _query_rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self.get_connection() as con:
             return [tuple(r) for r in con.execute(sql, dict(params)).fetchall()]
@@ -178,9 +204,22 @@ class DuckDBSession:
         self.cast_types: Mapping[str, str] = DUCKDB_TYPES
 
     def prepare(self, target: TargetTable) -> bool:
+        """Create the schema, and the table with Derive's marker when it does not exist yet."""
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(target.dataset, D)}")
-        self.con.execute(_create_table_sql(target))
+        if duckdb_schema.describe(self.con, target.ref) is None:
+            self.con.execute(_create_table_sql(target))
+            self.mark(target)
         return True  # created inside the run's transaction: a refused run rolls the CREATE back
+
+    def describe(self, ref: str) -> ExistingTable | None:
+        return duckdb_schema.describe(self.con, ref)
+
+    def evolve(self, target: TargetTable, changes: Sequence[SchemaChange]) -> None:
+        for statement in duckdb_schema.evolve_sql(target, changes):
+            self.con.execute(statement)
+
+    def mark(self, target: TargetTable) -> None:
+        self.con.execute(duckdb_schema.mark_sql(target))
 
     def create(self, target: TargetTable) -> None:
         raise AssertionError(f"{target.ref}: DuckDB creates the table in `prepare`")
@@ -237,6 +276,23 @@ class DuckDBSession:
     def script(self, statements: Sequence[exp.Expr]) -> None:
         for statement in statements:  # already inside the run's transaction
             self.execute(statement)
+
+    def exists(self, target: TargetTable) -> bool:
+        found = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $s AND table_name = $t",
+            {"s": target.dataset, "t": target.name},
+        ).fetchone()
+        return bool(found and found[0])
+
+    def swap(self, fresh: TargetTable, target: TargetTable) -> int:
+        """Drop the old table and rename `fresh`, inside the run's transaction: atomic for every reader."""
+        old_rows = _scalar(self.con, f"SELECT count(*) FROM {table_name(target.ref, D)}")
+        self.execute(engine_sql.drop_table(target.ref))
+        self.execute(engine_sql.rename_table(fresh.ref, target.name))
+        return old_rows
+
+    def discard(self, fresh: TargetTable) -> None:
+        del fresh  # created inside the run's transaction, which rolls back with the failure
 
 
 # ----------------------------------------------------------------------------------------------- helpers

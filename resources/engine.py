@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import pyarrow as pa
 from sqlglot import exp
 
+from resources.schema_diff import ExistingTable, SchemaChange
 from resources.warehouse import TargetTable
 
 Origin = Literal["source", "rows"]
@@ -141,6 +142,34 @@ class Session(Protocol):
 
     def script(self, statements: Sequence[exp.Expr]) -> None:
         """Run statements as one transaction (no parameters)."""
+        ...
+
+    def describe(self, ref: str) -> ExistingTable | None:
+        """The table as it stands (columns mapped to spec types, Derive's marker), None when it does not exist."""
+        ...
+
+    def evolve(self, target: TargetTable, changes: Sequence[SchemaChange]) -> None:
+        """Apply additive changes (`resources.schema_diff`: new nullable columns, widenings, dropped NOT NULL) to
+        the existing target, keeping its partitioning and clustering."""
+        ...
+
+    def mark(self, target: TargetTable) -> None:
+        """Write Derive's marker (the target's `TableLayout`) on the existing target."""
+        ...
+
+    def exists(self, target: TargetTable) -> bool:
+        """Whether the table exists (nothing checked, nothing created): a rebuild replaces whatever is there."""
+        ...
+
+    def swap(self, fresh: TargetTable, target: TargetTable) -> int:
+        """Put the table `fresh` (a rebuild filled it) in the place of `target`, and return how many rows the old
+        `target` held. A transactional engine drops the old table and renames `fresh` inside the run's
+        transaction; otherwise the engine does it as atomically as it can, never losing the old rows (see
+        `resources.rebuild`)."""
+        ...
+
+    def discard(self, fresh: TargetTable) -> None:
+        """Drop a table this run created, after the run failed (a transactional engine's rollback already did)."""
         ...
 
 

@@ -220,9 +220,16 @@ def insert_select(
     return exp.Insert(this=into, expression=select)
 
 
-def merge_upsert(target: TargetTable, source: exp.Expr, on: exp.Expr) -> exp.Merge:
-    """Update the target rows `on` matches, insert the other staged rows."""
-    return _merge(target, source, on, [_when_matched_update(target), _when_not_matched_insert(target)])
+def merge_upsert(
+    target: TargetTable, source: exp.Expr, on: exp.Expr, delete_missing: exp.Expr | None = None
+) -> exp.Merge:
+    """Update the target rows `on` matches, insert the other staged rows. With `delete_missing` (a predicate on
+    `T`, e.g. the window; TRUE for the whole table), also delete the target rows it holds for that no staged row
+    matches: `WHEN NOT MATCHED BY SOURCE AND <delete_missing> THEN DELETE`."""
+    whens = [_when_matched_update(target), _when_not_matched_insert(target)]
+    if delete_missing is not None:
+        whens.append(exp.When(matched=False, source=True, condition=delete_missing, then=exp.var("DELETE")))
+    return _merge(target, source, on, whens)
 
 
 def merge_overwrite(target: TargetTable, source: exp.Expr, scope: exp.Expr | None) -> exp.Merge:
@@ -244,6 +251,74 @@ def merge_load(
         _when_not_matched_insert(target, exp.Not(this=exp.Paren(this=flag.copy())) if flag else None)
     )
     return _merge(target, source, key_match(keys), whens)
+
+
+# ----------------------------------------------------------------------------------------------- delete_missing
+
+
+def unmatched(source: exp.Expr, keys: Sequence[str]) -> exp.Not:
+    """True for a target row (`T`) whose key no staged row has: `NOT EXISTS (SELECT 1 FROM S WHERE T.k = S.k)`."""
+    probe = exp.select(exp.Literal.number(1)).from_(relation(source)).where(key_match(keys))
+    return exp.Not(this=exp.Exists(this=probe))
+
+
+def delete_unmatched(
+    target: TargetTable, source: exp.Expr, keys: Sequence[str], scope: exp.Expr | None
+) -> exp.Delete:
+    """`DELETE FROM <target> AS T WHERE <scope> AND NOT EXISTS (<staged row with T's key>)`: a merge's
+    `delete_missing` on engines without MERGE (scope: the window on `T`, or None for the whole table)."""
+    where = and_(scope, unmatched(source, keys))
+    return exp.Delete(this=table(target.ref, TARGET), where=exp.Where(this=where))
+
+
+def count_unmatched(
+    target: TargetTable, source: exp.Expr, keys: Sequence[str], scope: exp.Expr | None
+) -> exp.Select:
+    """How many rows `delete_unmatched` (or the MERGE's `NOT MATCHED BY SOURCE` branch) removes."""
+    where = and_(scope, unmatched(source, keys))
+    return exp.select(count_all()).from_(table(target.ref, TARGET)).where(where)
+
+
+# ----------------------------------------------------------------------------------------------- partitions
+
+
+def bucket_counts(
+    relation_: exp.Expr, bucket: exp.Expr, where: exp.Expr | None = None, alias: str = STAGED
+) -> exp.Select:
+    """`SELECT <bucket>, COUNT(*) FROM <relation> AS <alias> [WHERE] GROUP BY <bucket>`: rows per truncated
+    partition key, summed into windows by the caller (one query for any number of partitions)."""
+    select = exp.select(bucket.copy(), count_all()).from_(relation(relation_, alias))
+    if where is not None:
+        select = select.where(where)
+    return select.group_by(bucket.copy())
+
+
+def hour_bucket(column: exp.Expr, spec_type: str) -> exp.Expr:
+    """A DATETIME or TIMESTAMP truncated to its hour (a DATE is its own day: callers bucket it by day)."""
+    if spec_type == "DATETIME":
+        return exp.DatetimeTrunc(this=column, unit=exp.var("HOUR"))
+    return exp.TimestampTrunc(this=column, unit=exp.var("HOUR"))
+
+
+def day_bucket(column: exp.Expr, spec_type: str, dialect: str) -> exp.Expr:
+    """A partition key as its (UTC) day: a DATE as it is, a DATETIME or TIMESTAMP cast to DATE (DuckDB runs in
+    UTC, BigQuery casts a TIMESTAMP in UTC)."""
+    if spec_type == "DATE":
+        return column
+    return cast(column, "DATE", dialect)
+
+
+# ----------------------------------------------------------------------------------------------- rebuild
+
+
+def drop_table(ref: str) -> exp.Drop:
+    """`DROP TABLE IF EXISTS <ref>`."""
+    return exp.Drop(this=table(ref), kind="TABLE", exists=True)
+
+
+def rename_table(ref: str, new_name: str) -> exp.Alter:
+    """`ALTER TABLE <ref> RENAME TO <new_name>` (same dataset)."""
+    return exp.Alter(this=table(ref), kind="TABLE", actions=[exp.AlterRename(this=exp.table_(ident(new_name)))])
 
 
 def _merge(target: TargetTable, source: exp.Expr, on: exp.Expr, whens: list[exp.When]) -> exp.Merge:

@@ -31,8 +31,10 @@ import pyarrow as pa
 from sqlglot import exp
 
 from resources import engine_sql as q
+from resources import evolution
 from resources.engine import BatchScreen, Capabilities, Engine, Session, Staged
-from resources.warehouse import LoadRequest, TargetTable, WriteRequest, WriteResult
+from resources.partition_counts import partition_counts
+from resources.warehouse import LoadRequest, TargetTable, WarehouseError, WriteRequest, WriteResult
 from resources.warehouse_rules import (
     check_row_source,
     load_counts,
@@ -52,11 +54,19 @@ def write(
     engine: Engine, request: WriteRequest, batches: Iterable[pa.RecordBatch] | None = None
 ) -> WriteResult:
     """One run of a core/derived table with its strategy; a refusal or failure leaves the target unchanged."""
+    if request.rebuild:
+        # resources.rebuild builds on this module's strategies: a module-level import would be a cycle
+        from resources import rebuild
+
+        return rebuild.rebuild(engine, request, batches)
     check_row_source(request, batches)
+    check_delete_missing(request)
     caps = engine.CAPABILITIES
-    target = request.target
+    target = evolution.spec_target(request.target, request.unique_key)
     with engine.session() as s:
+        evolving = evolution.compare(s, target, rebuild=request.rebuild)
         exists = s.prepare(target)
+        evolving.apply(s, caps, before_rows=True)
         if request.sql is None:
             staged = s.stage_batches(target, batches or (), "rows")
         else:
@@ -66,14 +76,24 @@ def write(
             result.extra["staging_table"] = staged.name
         if not exists:
             s.create(target)
-        if request.strategy == "merge":
-            _merge(s, caps, request, staged, exists, result)
-        elif request.strategy == "append":
-            _append(s, caps, request, staged, exists, result)
-        else:
-            _replace(s, caps, request, staged, exists, result)
-        result.rows_inserted = result.rows_read - result.rows_updated
+        evolving.apply(s, caps, before_rows=False)
+        run_strategy(s, caps, request, staged, exists, result)
+        result.by_partition = partition_counts(s, request, staged, target)
+        evolving.finish(s, result)
     return result
+
+
+def run_strategy(
+    s: Session, caps: Capabilities, request: WriteRequest, staged: Staged, exists: bool, result: WriteResult
+) -> None:
+    """Change `request.target` with the strategy, from checked staged rows (a write, or a rebuild's new table)."""
+    if request.strategy == "merge":
+        _merge(s, caps, request, staged, exists, result)
+    elif request.strategy == "append":
+        _append(s, caps, request, staged, exists, result)
+    else:
+        _replace(s, caps, request, staged, exists, result)
+    result.rows_inserted = result.rows_read - result.rows_updated
 
 
 def _check_write(s: Session, request: WriteRequest, staged: Staged) -> WriteResult:
@@ -100,9 +120,12 @@ def _merge(
     target, source = request.target, staged.source
     window, params = _window(s, request)
     on = q.and_(q.key_match(request.unique_key), window)
+    missing = _missing_scope(request, window)
+    if missing is not None:
+        result.rows_deleted = _delete_missing(s, caps, request, staged, exists, missing, params)
     if caps.upsert == "merge":
         result.rows_updated = _count(s, exists, q.count_matches(target, source, on, [q.count_all()]), params)
-        s.execute(q.merge_upsert(target, source, on), params)
+        s.execute(q.merge_upsert(target, source, on, missing), params)
     else:
         result.rows_updated = _delete(
             s,
@@ -113,6 +136,55 @@ def _merge(
             params,
         )
         _insert(s, caps, request.target, source)
+
+
+def check_delete_missing(request: WriteRequest) -> None:
+    """`delete_missing` is a merge's, and needs a scope it can trust: the run's window when the partition key is
+    part of `unique_key` (a key then lives only in its window), or, for a run without a window, the whole table
+    (the query then returns every row the table should hold). A windowed run that cannot be scoped to its window
+    is refused: deleting every key it did not output would delete the other windows' rows."""
+    if not request.delete_missing:
+        return
+    ref = request.target.ref
+    if request.strategy != "merge":
+        raise WarehouseError(
+            f"{ref}: delete_missing is an option of the merge strategy, not of {request.strategy} (append already "
+            "replaces its window, replace the whole table); drop delete_missing. Nothing was written."
+        )
+    if request.window is not None and not window_scoped(request):
+        key = request.target.partition_key
+        raise WarehouseError(
+            f"{ref}: delete_missing on a windowed merge needs a partitioned table whose partition key is part of "
+            f"unique_key {list(request.unique_key)} (partition key: {key or 'none'}), so that only the window's "
+            "keys can be deleted; add the partition key to unique_key, or drop delete_missing. Nothing was "
+            "written."
+        )
+
+
+def _missing_scope(request: WriteRequest, window: exp.Expr | None) -> exp.Expr | None:
+    """Where a merge deletes the target rows whose key the run no longer outputs: the window (on `T`), every row
+    (TRUE) for a run without a window, or nowhere (None) without `delete_missing`."""
+    if not request.delete_missing:
+        return None
+    return window if window is not None else exp.true()
+
+
+def _delete_missing(
+    s: Session,
+    caps: Capabilities,
+    request: WriteRequest,
+    staged: Staged,
+    exists: bool,
+    scope: exp.Expr,
+    params: Mapping[str, Any],
+) -> int:
+    """The target rows in `scope` whose key no staged row has: counted, and deleted here on engines without MERGE
+    (in the run's transaction; a MERGE deletes them itself, `WHEN NOT MATCHED BY SOURCE`)."""
+    target, keys, source = request.target, request.unique_key, staged.source
+    counting = q.count_unmatched(target, source, keys, scope)
+    if caps.upsert == "merge":
+        return _count(s, exists, counting, params)
+    return _delete(s, caps, exists, q.delete_unmatched(target, source, keys, scope), counting, params)
 
 
 def _append(
@@ -153,9 +225,11 @@ def load(engine: Engine, request: LoadRequest, batches: Iterable[pa.RecordBatch]
     """Stage one extraction, refuse NULL/duplicate primary keys and NULLs in `not_null` columns, then merge by
     primary key with soft deletes; a refused load leaves the target as it was (and creates none)."""
     caps = engine.CAPABILITIES
-    target = request.target
+    target = evolution.spec_target(request.target, request.primary_key)
     with engine.session() as s:
+        evolving = evolution.compare(s, target)
         exists = s.prepare(target)
+        evolving.apply(s, caps, before_rows=True)
         direct = caps.direct_first_load and exists and not s.rows(q.is_empty(target))[0][0]
         staged = s.stage_batches(target, batches, "source", into_target=direct, screen=_screen(s, request))
         result = WriteResult(rows_read=staged.rows or 0)
@@ -164,11 +238,15 @@ def load(engine: Engine, request: LoadRequest, batches: Iterable[pa.RecordBatch]
         if not result.rows_read:
             if not exists:
                 s.create(target)
+            evolving.apply(s, caps, before_rows=False)
+            evolving.finish(s, result)
             return result
         profile = _check_load(s, request, staged)
         if not exists:
             s.create(target)
+        evolving.apply(s, caps, before_rows=False)
         _merge_load(s, caps, request, staged, profile, result)
+        evolving.finish(s, result)
     return result
 
 

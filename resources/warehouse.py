@@ -16,8 +16,9 @@ import pyarrow as pa
 
 from resources.schema import ColumnDef
 
-if TYPE_CHECKING:  # resources.reads imports this module
+if TYPE_CHECKING:  # resources.reads and resources.schema_diff import this module
     from resources.reads import CheckQuery, TableSlice
+    from resources.schema_diff import ExistingTable, SchemaDiff
 
 
 class WarehouseError(RuntimeError):
@@ -41,6 +42,12 @@ class TargetTable:
     """hour | day | month | year: BigQuery's time-partitioning unit (DuckDB ignores it)."""
     partition_expiration_days: int | None = None
     require_partition_filter: bool = False
+    unique_key: tuple[str, ...] = ()
+    """The merge key (a replicated table's primary key); recorded in Derive's marker on the table, so a later
+    run can tell a changed key (`resources.schema_diff`). Empty: no key, or the caller did not say."""
+    code_version: str | None = None
+    """The spec version writing the table (Dagster's asset `code_version`); recorded in the marker on each
+    successful write."""
 
     @property
     def ref(self) -> str:
@@ -70,6 +77,15 @@ class WriteRequest:
     strategy: Literal["merge", "append", "replace"]
     unique_key: tuple[str, ...] = ()
     window: TimeWindow | None = None
+    rebuild: bool = False
+    """Build the table from scratch into a new table with the spec's layout, then swap it in (`resources.rebuild`);
+    a failed rebuild leaves the old table as it was. The result says `extra["rebuilt"] = True`."""
+    delete_missing: bool = False
+    """merge only: also delete the target rows inside the window (the whole table for a run without a window)
+    whose `unique_key` the run no longer outputs; counted in `rows_deleted`."""
+    partitions: tuple[TimeWindow, ...] = ()
+    """The per-partition windows of a multi-partition run (their union is `window`): the result then carries
+    `WriteResult.by_partition`, in this order."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,17 @@ class LoadRequest:
     soft_delete_column: str | None = None
 
 
+@dataclass(frozen=True)
+class PartitionCounts:
+    """One partition's numbers within a multi-partition run (`WriteRequest.partitions`)."""
+
+    window: TimeWindow
+    rows_read: int
+    """Staged rows whose partition key falls in this window."""
+    row_count: int
+    """Target rows in this window after the write (Dagster's `dagster/partition_row_count`)."""
+
+
 @dataclass
 class WriteResult:
     rows_inserted: int = 0
@@ -92,6 +119,9 @@ class WriteResult:
     max_cursor: Any = None
     """Replication only: the largest cursor value among the rows read."""
     extra: dict[str, Any] = field(default_factory=dict)
+    by_partition: list[PartitionCounts] = field(default_factory=list)
+    """Per-partition counts, in the order of `WriteRequest.partitions` (empty without partitions, or when the
+    target has no partition key)."""
 
 
 class Warehouse(Protocol):
@@ -154,6 +184,24 @@ class Warehouse(Protocol):
         ...
 
     def row_count(self, ref: str) -> int: ...
+
+    def describe(self, ref: str) -> ExistingTable | None:
+        """The table's columns (types in the spec vocabulary) and Derive's marker; None when it does not exist."""
+        ...
+
+    def schema_diff(self, target: TargetTable) -> SchemaDiff | None:
+        """How a spec differs from its existing table (`resources.schema_diff`); None when there is no table.
+        Every `write`/`load` makes the same comparison first: additive changes are applied and reported as
+        `WriteResult.extra["schema_changes"]`, breaking ones raise `BreakingSchemaChange` before any write."""
+        ...
+
+    def managed_tables(self, datasets: Iterable[str]) -> list[str]:
+        """`dataset.name` of every table in `datasets` that carries Derive's marker (staging tables excluded)."""
+        ...
+
+    def drop_table(self, ref: str) -> None:
+        """Drop a table Derive created; refuses (`WarehouseError`) one without Derive's marker."""
+        ...
 
 
 # ----------------------------------------------------------------------------------------------- errors

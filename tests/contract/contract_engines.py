@@ -80,6 +80,17 @@ class WarehouseEngine(ABC):
         """The table's declared clustering columns, where the engine records them (None: it has no such DDL)."""
         ...
 
+    @abstractmethod
+    def column_defs(self, ref: str) -> list[tuple[str, bool]]:
+        """The table's columns in order, each with whether it accepts NULL."""
+        ...
+
+    @abstractmethod
+    def partitioning(self, ref: str) -> str | None:
+        """`<UNIT>:<column>` of the table's time partitioning, where the engine records it (None: none, or no
+        such DDL)."""
+        ...
+
     def rows(self, ref: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         cols = ", ".join(columns)
         order = ", ".join(str(i + 1) for i in range(len(columns)))
@@ -146,6 +157,17 @@ class DuckDBEngine(WarehouseEngine):
     def clustering(self, ref: str) -> list[str] | None:
         return None
 
+    def column_defs(self, ref: str) -> list[tuple[str, bool]]:
+        schema, name = ref.split(".")
+        found = self.query(
+            "SELECT column_name, is_nullable FROM information_schema.columns "
+            f"WHERE table_schema = '{schema}' AND table_name = '{name}' ORDER BY ordinal_position"
+        )
+        return [(r[0], r[1] == "YES") for r in found]
+
+    def partitioning(self, ref: str) -> str | None:
+        return None
+
 
 class BigQueryEngine(WarehouseEngine):
     name = "bigquery"
@@ -190,6 +212,14 @@ class BigQueryEngine(WarehouseEngine):
 
     def clustering(self, ref: str) -> list[str] | None:
         return list(self.client.get_table(f"{self.client.project}.{ref}").clustering_fields or [])
+
+    def column_defs(self, ref: str) -> list[tuple[str, bool]]:
+        schema = self.client.get_table(f"{self.client.project}.{ref}").schema
+        return [(f.name, f.mode != "REQUIRED") for f in schema]
+
+    def partitioning(self, ref: str) -> str | None:
+        p = self.client.get_table(f"{self.client.project}.{ref}").time_partitioning
+        return None if p is None else f"{p.type_}:{p.field}"
 
     def close(self) -> None:
         self.client.delete_dataset(self.dataset, delete_contents=True, not_found_ok=True)
