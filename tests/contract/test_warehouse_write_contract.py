@@ -271,11 +271,12 @@ def test_failing_statement_leaves_target_unchanged(engine, strategy):
 
 @pytest.mark.parametrize("strategy", ["replace", "append", "merge"])
 def test_nulls_in_not_null_columns_are_refused_and_nothing_is_written(engine, strategy):
-    engine.warehouse.write(request(engine, "merge", DAY1))
-    before, tables = rows(engine), engine.tables()
     required = dataclasses.replace(
         target(engine), columns=(*COLUMNS[:2], ColumnDef("amount", "NUMERIC", True))
     )
+    # created with the NOT NULL column (adding NOT NULL to an existing column is a breaking schema change)
+    engine.warehouse.write(dataclasses.replace(request(engine, "merge", DAY1), target=required))
+    before, tables = rows(engine), engine.tables()
     bad = (
         "SELECT DATE '2026-01-01' AS day, 'eu' AS region, 2.0 AS amount UNION ALL "
         "SELECT DATE '2026-01-01', 'na', NULL"
@@ -372,3 +373,82 @@ def test_a_refusal_is_a_warehouse_error(engine):
     """Callers catch `WarehouseError` for every broken rule."""
     with pytest.raises(WarehouseError):
         engine.warehouse.write(request(engine, "merge", DAY1, query(engine, PER_EVENT)))
+
+
+# ----------------------------------------------------------------------------------------------- per partition
+
+DAY3 = TimeWindow(dt.datetime(2026, 1, 3, tzinfo=dt.UTC), dt.datetime(2026, 1, 4, tzinfo=dt.UTC))
+THREE_DAYS = TimeWindow(DAY1.start, DAY3.end)
+
+
+def count_in(engine: WarehouseEngine, sql: str, column: str, window: TimeWindow) -> int:
+    """Rows of a relation whose `column` lies in one window, counted on their own (one query per window)."""
+    start, end = (b.strftime("%Y-%m-%d %H:%M:%S") for b in (window.start, window.end))
+    found = engine.query(
+        f"SELECT COUNT(*) FROM ({sql}) AS r WHERE {column} >= TIMESTAMP '{start}+00' "
+        f"AND {column} < TIMESTAMP '{end}+00'"
+    )
+    return int(found[0][0])
+
+
+@pytest.mark.parametrize("strategy", ["merge", "append"])
+def test_per_partition_counts_of_a_three_window_run_match_each_window_counted_alone(engine, strategy):
+    """rows_read: the query's rows per window; row_count: the target's rows per window after the write, old rows
+    of the window (kept by a merge) included."""
+    engine.execute(
+        engine.sql(
+            "INSERT INTO {ds}.events VALUES (TIMESTAMP '2026-01-03 05:00:00+00', 'eu', 2), "
+            "(TIMESTAMP '2026-01-03 06:00:00+00', 'na', 3), (TIMESTAMP '2026-01-03 23:59:59+00', 'apac', 4)"
+        )
+    )
+    kept = literal_rows(("'2026-01-02'", "'kept'", "1.0"))  # a key the 3-day run does not output
+    engine.warehouse.write(request(engine, "merge", DAY2, kept))
+    windows = (DAY1, DAY2, DAY3)
+    run = dataclasses.replace(request(engine, strategy, THREE_DAYS), partitions=windows)
+    result = engine.warehouse.write(run)
+    assert [p.window for p in result.by_partition] == list(windows)
+    staged = engine.sql(
+        AGGREGATE.replace("{where}", "WHERE ts >= TIMESTAMP '2026-01-01' AND ts < TIMESTAMP '2026-01-04'")
+    )
+    day_as_ts = "CAST(day AS TIMESTAMP)"
+    expected_read = [count_in(engine, staged, day_as_ts, w) for w in windows]
+    stored = engine.sql("SELECT day FROM {ds}.daily")
+    expected_rows = [count_in(engine, stored, day_as_ts, w) for w in windows]
+    assert [p.rows_read for p in result.by_partition] == expected_read == [2, 1, 3]
+    assert [p.row_count for p in result.by_partition] == expected_rows
+    assert expected_rows == ([2, 2, 3] if strategy == "merge" else [2, 1, 3])
+    assert sum(p.rows_read for p in result.by_partition) == result.rows_read
+
+
+@pytest.mark.parametrize("key_type", ["TIMESTAMP", "DATETIME"])
+def test_per_partition_counts_of_hourly_windows_bucket_by_the_hour(engine, key_type):
+    hourly = TargetTable(
+        engine.dataset,
+        "hourly",
+        (ColumnDef("hour", key_type, not_null=True), ColumnDef("region", "STRING")),
+        partition_key="hour",
+        partition_granularity="hour",
+    )
+    hours = [
+        TimeWindow(dt.datetime(2026, 1, 1, h, tzinfo=dt.UTC), dt.datetime(2026, 1, 1, h + 1, tzinfo=dt.UTC))
+        for h in (10, 11, 12)
+    ]
+    whole = TimeWindow(hours[0].start, hours[-1].end)
+    sql = engine.sql(
+        f"SELECT CAST(ts AS {key_type}) AS hour, region FROM {{ds}}.events "
+        f"WHERE ts >= {{p}}window_start AND ts < {{p}}window_end"
+    )
+    result = engine.warehouse.write(
+        WriteRequest(hourly, sql, whole.as_params(), "append", (), whole, partitions=tuple(hours))
+    )
+    assert [(p.rows_read, p.row_count) for p in result.by_partition] == [(1, 1), (1, 1), (1, 1)]
+
+
+def test_no_per_partition_counts_without_partitions_or_a_partition_key(engine):
+    assert engine.warehouse.write(request(engine, "append", DAY1)).by_partition == []
+    unpartitioned = dataclasses.replace(
+        request(engine, "replace", None, query(engine, windowed=False)),
+        target=dataclasses.replace(target(engine), name="flat", partition_key=None),
+        partitions=(DAY1, DAY2),
+    )
+    assert engine.warehouse.write(unpartitioned).by_partition == []
