@@ -3,7 +3,8 @@
 sqlglot translates what it knows and passes the rest through unchanged (`FARM_FINGERPRINT`, `NET.HOST`, UDFs),
 so a translation that "succeeds" can still name a function DuckDB does not have. Each query is bound, not run,
 against empty tables of the declared schemas in an in-memory DuckDB: a missing function or a type clash is then
-a load-time error naming the spec, instead of a failed run.
+a load-time error naming the spec, instead of a failed run. The bind (`DESCRIBE`) also gives each output column's
+type, which is checked against the declared one in the same pass.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import duckdb
 
 from derive_assets.specs.errors import SpecError
 from derive_assets.specs.sql_analysis import TOO_DEEP, Schema, SqlAnalysis, SqlProblem, transpile
+from derive_assets.specs.type_check import type_errors
 from resources.sql_text import DUCKDB_TYPES, quote
 
 _PROBE_WINDOW = {
@@ -25,7 +27,9 @@ _PROBE_WINDOW = {
 
 
 def duckdb_errors(schema: Schema, tables: list[tuple[Path, str, SqlAnalysis]]) -> list[SpecError]:
-    """Bind every (path, ref, analysis) query on DuckDB; return one error per query that does not bind."""
+    """Bind every (path, ref, analysis) query on DuckDB; return one error per query that does not bind, and one
+    per output column whose bound type its declared type (`schema[dataset][name]`) cannot take losslessly
+    (`derive_assets.specs.type_check`)."""
     errors: list[SpecError] = []
     # No extension downloads: a function that needs one counts as missing (the warehouse cannot fetch it either).
     config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
@@ -39,7 +43,7 @@ def duckdb_errors(schema: Schema, tables: list[tuple[Path, str, SqlAnalysis]]) -
                     continue  # only the tables some query reads need to exist
                 cols = ", ".join(f"{quote(c, 'duckdb')} {DUCKDB_TYPES[t]}" for c, t in columns.items())
                 con.execute(f"CREATE TABLE {quote(dataset, 'duckdb')}.{quote(name, 'duckdb')} ({cols})")
-        for path, _ref, analysis in tables:
+        for path, ref, analysis in tables:
             try:
                 sql = transpile(analysis.expression, "duckdb")
             except SqlProblem as exc:
@@ -48,9 +52,13 @@ def duckdb_errors(schema: Schema, tables: list[tuple[Path, str, SqlAnalysis]]) -
                 continue
             params = {k: v for k, v in _PROBE_WINDOW.items() if k in analysis.parameters}
             try:
-                con.execute(f"EXPLAIN {sql}", params)
+                described = con.execute(f"DESCRIBE {sql}", params).fetchall()
             except duckdb.Error as exc:
                 errors.append(SpecError(path, "sql", _explain(exc)))
+                continue
+            dataset, _, name = ref.partition(".")
+            declared = list(schema.get(dataset, {}).get(name, {}).items())
+            errors += type_errors(path, analysis, declared, [str(row[1]) for row in described])
     return errors
 
 

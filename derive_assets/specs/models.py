@@ -12,7 +12,17 @@ import re
 from typing import Annotated, Any, Literal
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from derive_assets.specs.errors import show
 from resources.schema import ColumnType
@@ -92,6 +102,11 @@ class MergeStrategy(StrictModel):
     """`merge`: upsert the run's rows by `unique_key`."""
     unique_key: list[Identifier] = Field(min_length=1)
     """Columns that identify a row. Rows of the run whose key exists are replaced, the others are inserted."""
+    delete_missing: bool = False
+    """Also delete the table's rows inside the run's window whose key the run no longer outputs (a group that
+    disappeared from a per-window aggregate). Needs a `window` and a `partition` whose key is in `unique_key`, so
+    that every key belongs to one window and rows outside the window are never touched. Without it, a key missing
+    from a re-run stays in the table with its old values; `append` replaces the window's rows wholesale instead."""
 
 
 class AppendStrategy(StrictModel):
@@ -111,12 +126,68 @@ Strategy = Annotated[MergeStrategy | AppendStrategy | ReplaceStrategy, Field(dis
 
 WindowSize = Literal["1h", "1d", "1w", "1mo"]
 
+EARLIEST_DATE = dt.date(1800, 1, 1)
+LATEST_DATE = dt.date(2999, 12, 31)
+"""Window dates outside these are typos (a year 9999 window overflows Dagster's partition arithmetic)."""
+DATE_FORMAT_HINT = "write a real date as YYYY-MM-DD (a day that exists), e.g. 2026-01-01"
+
+
+def _spec_date(value: Any, handler: ValidatorFunctionWrapHandler) -> dt.date:
+    """A calendar date, written `YYYY-MM-DD` (YAML gives text or a date); every refusal says the format.
+
+    pydantic alone reads a number as seconds since 1970 (`start: 0` was 1970-01-01) and reports an impossible
+    date without the format; its reason is kept, the format added.
+    """
+    if isinstance(value, bool | int | float):
+        raise ValueError(f"a number is not a date; {DATE_FORMAT_HINT}")
+    try:
+        date = handler(value)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"] if exc.errors() else "not a date"
+        raise ValueError(f"{reason}; {DATE_FORMAT_HINT}") from None
+    if not EARLIEST_DATE <= date <= LATEST_DATE:
+        raise ValueError(f"a date between {EARLIEST_DATE} and {LATEST_DATE} is expected; {DATE_FORMAT_HINT}")
+    return date
+
+
+SpecDate = Annotated[dt.date, WrapValidator(_spec_date)]
+"""A date in a spec: `YYYY-MM-DD`, a day that exists, between 1800-01-01 and 2999-12-31."""
+
 
 class Window(StrictModel):
     size: WindowSize
     """The time range one run processes: 1h, 1d, 1w or 1mo. Each window is one Dagster partition."""
-    start: dt.date
+    start: SpecDate
     """The first window starts here (YYYY-MM-DD, UTC). Windows before it cannot be materialized."""
+    end: SpecDate | None = None
+    """Optional: no window reaches past this day (YYYY-MM-DD, UTC midnight, exclusive; after `start`). Without
+    it, windows run up to now: a daily table whose data starts in 1992 carries 12,000+ partitions, so a table that
+    only needs a bounded range can say so. Windows that would end after it are not created."""
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Window:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(
+                f"end: {self.end} is not after start {self.start}; `end` is exclusive (the day after the last "
+                "window), so it must be later than `start`: move it later, or remove it to run up to now"
+            )
+        if self.end is not None and _first_window_end(self.size, self.start) > self.end:
+            raise ValueError(
+                f"end: no whole {self.size} window fits between start {self.start} and end {self.end} (weekly "
+                "windows start on Sundays, monthly ones on the 1st); move `end` later"
+            )
+        return self
+
+
+def _first_window_end(size: WindowSize, start: dt.date) -> dt.date:
+    """The day the first window ends: Dagster aligns weekly windows to Sundays and monthly ones to the 1st."""
+    if size in ("1h", "1d"):
+        return start + dt.timedelta(days=1)
+    if size == "1w":
+        sunday = start + dt.timedelta(days=(6 - start.weekday()) % 7)
+        return sunday + dt.timedelta(days=7)
+    first = start if start.day == 1 else (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
 
 
 Granularity = Literal["hour", "day", "month", "year"]
@@ -242,6 +313,7 @@ class TableSpec(StrictModel):
             )
         if self.partition is not None:
             problems += self._partition_problems(names)
+        problems += self._delete_missing_problems()
         unknown_cluster = [k for k in self.cluster if k not in declared]
         if unknown_cluster:
             problems.append(f"cluster: {unknown_cluster} not declared in columns; allowed: {names}")
@@ -283,6 +355,27 @@ class TableSpec(StrictModel):
                 "by a DATETIME or TIMESTAMP column"
             )
         return problems
+
+    def _delete_missing_problems(self) -> list[str]:
+        """`delete_missing` deletes the window's keys the run no longer outputs: only safe when each key lies
+        in one window (the partition key is part of the key), else a key that moved to another window, or rows
+        outside the window, would be deleted."""
+        if not (isinstance(self.strategy, MergeStrategy) and self.strategy.delete_missing):
+            return []
+        field = "strategy.delete_missing"
+        if self.window is None or self.partition is None:
+            return [
+                f"{field}: deletes the keys a run no longer outputs inside its window, so it needs a `window` "
+                "and a `partition` (whose key is in `unique_key`); add both, or remove delete_missing (a table "
+                "without a window that must lose vanished keys is `replace`)"
+            ]
+        if self.partition.key not in self.strategy.unique_key:
+            return [
+                f"{field}: the partition key '{self.partition.key}' must be in strategy.unique_key "
+                f"{self.strategy.unique_key}, so that each key belongs to one window and only the run's window "
+                f"loses its vanished keys; add '{self.partition.key}' to unique_key, or remove delete_missing"
+            ]
+        return []
 
     @property
     def column_names(self) -> list[str]:

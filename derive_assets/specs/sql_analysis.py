@@ -7,6 +7,7 @@ lineage.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -134,6 +135,43 @@ def forbidden_sources(expression: exp.Expr) -> list[str]:
     return list(dict.fromkeys(problems))  # the same function used twice is one problem
 
 
+_QUOTED_PARAMETER = re.compile(r"@(window_start|window_end)\b")
+
+
+def quoted_parameters(expression: exp.Expr) -> list[str]:
+    """Window parameters written inside a string (`'@window_end'`, `TIMESTAMP '@window_start'`).
+
+    BigQuery never substitutes a parameter inside a string: `ts < '@window_end'` compares with the text
+    `@window_end` (an error, or on DuckDB an implicit cast that fails at run time), so the filter the author meant
+    is not there.
+    """
+    problems = []
+    for literal in expression.find_all(exp.Literal, exp.RawString):
+        if isinstance(literal, exp.Literal) and not literal.is_string:
+            continue
+        text = str(literal.this)
+        for name in dict.fromkeys(m[1] for m in _QUOTED_PARAMETER.finditer(text)):
+            written = f"'{text}'" if len(text) <= 60 else f"'{text[:57]}...'"
+            parent = literal.parent
+            if isinstance(parent, exp.Cast) and parent.this is literal and parent.to.is_type(*_TIME_TYPES):
+                kind = parent.to.sql(SPEC_DIALECT)
+                written = f"{kind} {written}"
+                fix = (
+                    f"write @{name} without quotes (it is already a TIMESTAMP)"
+                    if kind == "TIMESTAMP"
+                    else f"write @{name} without quotes, as {kind}(@{name})"
+                )
+            else:
+                fix = f"write @{name} without quotes"
+            problems.append(
+                f"{written} is a string, not the parameter (parameters are never replaced inside quotes); {fix}"
+            )
+    return list(dict.fromkeys(problems))
+
+
+_TIME_TYPES = (exp.DType.DATE, exp.DType.DATETIME, exp.DType.TIMESTAMP, exp.DType.TIMESTAMPTZ)
+
+
 def _function_name(node: exp.Expr) -> str:
     if isinstance(node, exp.Anonymous):
         return str(node.name).upper()
@@ -178,7 +216,7 @@ def analyse(sql: str) -> SqlAnalysis:
     depth = _depth(expression)
     if depth > MAX_SQL_DEPTH:
         raise SqlProblem(_too_deep(f" ({depth:,} levels; at most {MAX_SQL_DEPTH})"))
-    problems = forbidden_sources(expression)
+    problems = forbidden_sources(expression) + quoted_parameters(expression)
     if problems:
         raise SqlProblem("\n".join(problems))  # one problem per line
     return SqlAnalysis(expression, referenced_tables(expression), parameters(expression))

@@ -177,7 +177,7 @@ CASES = [
         None,
         TABLE_FILE,
         "strategy.unique_keys",
-        ["unknown field; allowed: ['type', 'unique_key']", "(got ['day'])"],
+        ["unknown field; allowed: ['delete_missing', 'type', 'unique_key']", "(got ['day'])"],
         id="unknown-strategy-key",
     ),
     pytest.param(
@@ -185,7 +185,7 @@ CASES = [
         None,
         TABLE_FILE,
         "window.length",
-        ["unknown field; allowed: ['size', 'start']", "(got '1d')"],
+        ["unknown field; allowed: ['size', 'start', 'end']", "(got '1d')"],
         id="unknown-window-key",
     ),
     pytest.param(
