@@ -1,5 +1,5 @@
-"""BigQuery table layout from a spec: the API `Table` that creates it, the DDL text that would, and the check
-that an existing table still has the spec's partitioning and clustering.
+"""BigQuery table layout from a spec: the API `Table` that creates it (with Derive's marker), the DDL text that
+would, and the check that an existing table still has the spec's partitioning and clustering.
 
 Tables are created through the API, not with DDL statements: the emulator (and older tooling) does not record
 `PARTITION BY`/`CLUSTER BY` given in DDL, while `TimePartitioning` and `clustering_fields` work everywhere.
@@ -11,11 +11,14 @@ from __future__ import annotations
 from google.cloud import bigquery
 
 from resources.schema import COLUMN_TYPES
+from resources.schema_diff import TableLayout
 from resources.sql_text import quote, table_name
 from resources.warehouse import TargetTable, WarehouseError
 
 B = "bigquery"
 MAX_CLUSTER_KEYS = 4
+MANAGED_LABEL = "derive-managed"
+"""The label on every table Derive creates (its marker is the description: `set_marker`)."""
 
 BIGQUERY_TYPES: dict[str, str] = {t: t for t in COLUMN_TYPES}
 """Spec type -> BigQuery type: the spec already speaks BigQuery (NUMERIC is (38, 9), TIMESTAMP is UTC)."""
@@ -84,7 +87,15 @@ def table_for(target: TargetTable, project: str) -> bigquery.Table:
     table.clustering_fields = cluster_fields(target)
     if target.partition_key is not None and target.require_partition_filter:
         table.require_partition_filter = True
+    set_marker(table, target)
     return table
+
+
+def set_marker(table: bigquery.Table, target: TargetTable) -> None:
+    """Put Derive's marker on an API table object (before `create_table` or `update_table`): the description
+    is the target's `TableLayout` as JSON, and the label `derive-managed` says so to people and filters."""
+    table.description = TableLayout.of(target).to_marker()
+    table.labels = {**(table.labels or {}), MANAGED_LABEL: "true"}
 
 
 def ddl_for(target: TargetTable) -> str:

@@ -119,6 +119,8 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
     # ------------------------------------------------------------------------------------------- reads
 
     def table_exists(self, ref: str) -> bool:
+        if not Path(self.path).exists():
+            return False  # not created by asking (planning writes nothing)
         dataset, name = ref.split(".")
         with self.get_connection() as con:
             row = con.execute(
@@ -141,7 +143,10 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
     # ------------------------------------------------------------------------------------------- tables
 
     def describe(self, ref: str) -> ExistingTable | None:
-        """The table's columns (in spec types) and Derive's marker; None when it does not exist."""
+        """The table's columns (in spec types) and Derive's marker; None when it does not exist (a missing
+        database file is not created: planning writes nothing)."""
+        if not Path(self.path).exists():
+            return None
         with self.get_connection() as con:
             return duckdb_schema.describe(con, ref)
 
@@ -151,11 +156,15 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
 
     def managed_tables(self, datasets: Iterable[str]) -> list[str]:
         """The tables in `datasets` that Derive created (they carry its marker)."""
+        if not Path(self.path).exists():
+            return []
         with self.get_connection() as con:
             return duckdb_schema.managed_tables(con, datasets)
 
     def drop_table(self, ref: str) -> None:
         """Drop a table Derive created; `WarehouseError` for one without its marker (nothing when missing)."""
+        if not Path(self.path).exists():
+            return
         with self.get_connection() as con, _transaction(con):
             existing = duckdb_schema.describe(con, ref)
             if existing is None:

@@ -452,3 +452,29 @@ def test_no_per_partition_counts_without_partitions_or_a_partition_key(engine):
         partitions=(DAY1, DAY2),
     )
     assert engine.warehouse.write(unpartitioned).by_partition == []
+
+
+def test_per_partition_counts_take_one_grouped_query_per_side_whatever_the_partition_count(
+    engine, monkeypatch
+):
+    """30 daily windows: two grouped queries (staged rows, target rows), not one per partition."""
+    from resources import engine_sql
+
+    built: list[object] = []
+    original = engine_sql.bucket_counts
+
+    def counted(*args, **kwargs):
+        built.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine_sql, "bucket_counts", counted)
+    days = tuple(
+        TimeWindow(DAY1.start + dt.timedelta(days=n), DAY1.start + dt.timedelta(days=n + 1))
+        for n in range(30)
+    )
+    whole = TimeWindow(days[0].start, days[-1].end)
+    run = dataclasses.replace(request(engine, "append", whole), partitions=days)
+    result = engine.warehouse.write(run)
+    assert len(built) == 2
+    assert [p.rows_read for p in result.by_partition[:3]] == [2, 1, 0]
+    assert sum(p.row_count for p in result.by_partition) == 3
