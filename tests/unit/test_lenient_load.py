@@ -159,6 +159,23 @@ def test_what_reads_a_table_the_duckdb_bind_check_rejects_is_left_out_too(root: 
     ]
 
 
+def test_the_tables_reading_a_table_the_bind_check_rejects_are_left_out_transitively(root: Path) -> None:
+    edit(
+        root,
+        "core/user_detail.yaml",
+        "    p.region,",
+        "    CAST(FARM_FINGERPRINT(p.region) AS STRING) AS region,",
+    )
+    project = load_project(root, strict=False)
+    assert names(project) == (set(), ALL_REPLICATED, set())
+    [own] = messages(project, USER_DETAIL)
+    assert "function FARM_FINGERPRINT has no DuckDB equivalent" in own
+    assert messages(project, ORDER_FACTS) == [
+        f"{ORDER_FACTS}: sql: reads core.user_detail, whose spec has errors ({USER_DETAIL}); "
+        "this spec is left out until that is fixed"
+    ]
+
+
 def test_duplicate_definitions_are_both_left_out_with_what_reads_them(root: Path) -> None:
     shutil.copy(
         root / "analytics" / "daily_payments_by_region.yaml",
