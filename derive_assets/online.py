@@ -34,6 +34,17 @@ class BadKeyValue(ValueError):
     """A key value that is not its column's declared type (e.g. text for an INT64 key)."""
 
 
+_WORDS = {
+    "INT64": "an integer (INT64), e.g. 42",
+    "FLOAT64": "a number (FLOAT64), e.g. 1.5",
+    "NUMERIC": "a decimal number (NUMERIC), e.g. 12.34",
+    "BOOL": "true or false (BOOL)",
+    "DATE": "a date (DATE), e.g. 2026-11-20",
+    "TIMESTAMP": "an ISO timestamp (TIMESTAMP), e.g. 2026-11-20T10:00:00+00:00",
+    "DATETIME": "an ISO date and time (DATETIME), e.g. 2026-11-20T10:00:00",
+}
+"""How to write a key value of each type on the command line."""
+
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -62,8 +73,8 @@ class OnlineReader:
                 values.append(_coerce(value, types[name]))
             except ValueError as exc:
                 raise BadKeyValue(
-                    f"export {export}: {exc}; give {name} as a {types[name]} value (the key is "
-                    f"{list(table.primary_key)}, partition key {list(table.partition_key)} first)"
+                    f"export {export}: {exc}; give {name} as {_WORDS.get(types[name], types[name])} (the key is "
+                    f"{list(table.primary_key)}: the partition key {list(table.partition_key)} first)"
                 ) from None
         return self._store.lookup(table, values)
 

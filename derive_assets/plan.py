@@ -112,7 +112,7 @@ def evolution(
     changes = tuple(c.describe() for c in diff.changes) if diff is not None else ()
     breaking = tuple(c.describe() for c in diff.breaking) if diff is not None else ()
     if breaking:
-        action = f"refuse: rebuild needed ({'; '.join(breaking)}); run `derive rebuild {target.ref}`"
+        action = f"refuse before writing: rebuild needed ({'; '.join(breaking)}); run `derive rebuild {target.ref}`"
         return Evolution(status, action, changes, True, None, recorded)
     if changes:
         kinds = {c.kind for c in diff.additive} if diff is not None else set()
@@ -229,7 +229,10 @@ def _evolution_lines(e: PlanEntry, backfill_hint: Callable[[str, Backfill], str]
     if change is None:
         return []
     was = f" (table written by {change.recorded_version})" if change.recorded_version else ""
-    lines = [f"-- spec: {change.status}, code version {e.code_version}{was}", f"-- will: {change.action}"]
+    lines = [f"-- spec: {change.status}, code version {e.code_version}{was}"]
+    if change.breaking and len(change.changes) > 1:
+        lines.append(f"-- schema diff: {'; '.join(change.changes)}")
+    lines.append(f"-- will: {change.action}")
     if change.backfill is not None:
         fill = change.backfill
         hint = f": {backfill_hint(e.ref, fill)}" if backfill_hint else ""

@@ -45,7 +45,7 @@ class ReplicationPlan:
         params = f"\n-- parameters: {self.params}" if self.params else ""
         return (
             f"== {self.ref} (replication) — {self.reads}\n-- will: {self.evolution.action}\n"
-            f"{self.ddl};\n-- source query:{params}\n{self.query};\n"
+            f"{self.ddl};\n-- source query:{params}\n{self.query}\n"
         )
 
 
@@ -94,6 +94,7 @@ def replication_plan(
         query, params = mongo.describe(rt.source, rt.table, since), []
     else:
         query, params = build_query(ExtractPlan(rt.source, rt.table, since, state))
+        query += ";"
     return ReplicationPlan(rt.ref, why, query, params, warehouse.ddl_for(target), change)
 
 
