@@ -241,3 +241,27 @@ def test_dagster_asset_materialize_of_an_unrelated_asset_works_while_a_spec_is_b
         "also left out: export region_payments_online (table_specs/exports/region_payments_online.yaml)"
         in (output)
     )
+
+
+def test_a_password_in_a_broken_spec_is_never_shown(
+    specs_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = specs_dir / "sources" / "orders.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "connection_env: DERIVE_ORDERS_URL", "connection_env: postgresql://shop:canary-Pa55@db:5432/shop"
+        )
+    )
+    with caplog.at_level(logging.WARNING, logger="derive_assets"):
+        defs = build_definitions(DeriveSettings(specs_dir=specs_dir, home=tmp_path / "home"))
+    placeholders = errors_group(defs)
+    assert list(placeholders) == ["derive_errors/sources__orders"]
+    assert "postgresql://shop:***@db:5432/shop" in placeholders["derive_errors/sources__orders"]
+    assert (
+        "analytics.order_facts (table_specs/analytics/order_facts.yaml)"
+        in placeholders["derive_errors/sources__orders"]
+    )
+    node = defs.resolve_asset_graph().get(AssetKey([ERRORS_GROUP, "sources__orders"]))
+    shown = [node.description or "", caplog.text, *(str(v) for v in node.metadata.values())]
+    assert all("canary-Pa55" not in text for text in shown)
+    assert {"orders/orders", "analytics/order_facts"}.isdisjoint(asset_keys(defs))
