@@ -179,7 +179,7 @@ class BreakingSchemaChange(WarehouseError):
         lines = "\n".join(f"  - {c.describe()}" for c in diff.breaking)
         additive = diff.additive
         also = (
-            "\nAlso changed (applied automatically once the above is resolved):\n"
+            "\nAlso different (additive: a run applies these by itself):\n"
             + "\n".join(f"  - {c.describe()}" for c in additive)
             if additive
             else ""

@@ -91,6 +91,12 @@ class WarehouseEngine(ABC):
         such DDL)."""
         ...
 
+    @abstractmethod
+    def column_types(self, ref: str) -> list[tuple[str, str]]:
+        """The table's columns in order with their types in the spec's names (`INT64`, `NUMERIC`, ...), read
+        from the engine's catalog (the emulator: its API metadata)."""
+        ...
+
     def rows(self, ref: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         cols = ", ".join(columns)
         order = ", ".join(str(i + 1) for i in range(len(columns)))
@@ -168,6 +174,16 @@ class DuckDBEngine(WarehouseEngine):
     def partitioning(self, ref: str) -> str | None:
         return None
 
+    def column_types(self, ref: str) -> list[tuple[str, str]]:
+        schema, name = ref.split(".")
+        found = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = '{schema}' AND table_name = '{name}' ORDER BY ordinal_position"
+        )
+        spec_names = {v.replace(" ", ""): k for k, v in DUCKDB_TYPES.items() if k != "TIMESTAMP"}
+        spec_names["TIMESTAMPWITHTIMEZONE"] = "TIMESTAMP"
+        return [(n, spec_names.get(t.replace(" ", ""), t)) for n, t in found]
+
 
 class BigQueryEngine(WarehouseEngine):
     name = "bigquery"
@@ -220,6 +236,11 @@ class BigQueryEngine(WarehouseEngine):
     def partitioning(self, ref: str) -> str | None:
         p = self.client.get_table(f"{self.client.project}.{ref}").time_partitioning
         return None if p is None else f"{p.type_}:{p.field}"
+
+    def column_types(self, ref: str) -> list[tuple[str, str]]:
+        legacy = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+        schema = self.client.get_table(f"{self.client.project}.{ref}").schema
+        return [(f.name, legacy.get(f.field_type, f.field_type)) for f in schema]
 
     def close(self) -> None:
         self.client.delete_dataset(self.dataset, delete_contents=True, not_found_ok=True)

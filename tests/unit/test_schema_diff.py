@@ -236,7 +236,7 @@ def test_the_breaking_error_names_the_table_each_change_and_the_fix():
         "analytics.daily: the spec no longer matches the existing table:",
         "  - change column orders INT64 -> STRING (a narrowing or incompatible type change)",
         "  - cluster keys [region] -> [day]",
-        "Also changed (applied automatically once the above is resolved):",
+        "Also different (additive: a run applies these by itself):",
         "  - add column avg NUMERIC (old rows hold NULL)",
         "Run `derive rebuild analytics.daily` to rebuild it from the spec (the old table stays until the new one "
         "is complete), or change the spec back. Nothing was written.",
