@@ -42,6 +42,7 @@ from derive_assets.specs.models import (
     Window,
     WindowSize,
 )
+from derive_assets.specs.type_check import conversion
 from resources.sql_text import DUCKDB_TYPES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +170,7 @@ def render_reference() -> str:
         if literal == ColumnType:
             out += ["| Type | DuckDB type |", "| --- | --- |"]
             out += [f"| `{t}` | `{DUCKDB_TYPES[t]}` |" for t in get_args(ColumnType)]
-            out += [""]
+            out += ["", *_type_check_section()]
         else:
             out += [", ".join(f"`{v}`" for v in get_args(literal)), ""]
     out += _rules_section()
@@ -187,6 +188,30 @@ def _model_section(model: type[BaseModel], where: str, about: str) -> list[str]:
     return [*lines, ""]
 
 
+def _type_check_section() -> list[str]:
+    """How declared types are checked against the SQL's (`derive_assets.specs.type_check`)."""
+    declared = [t for t in get_args(ColumnType) if t not in ("JSON", "BYTES")]
+    lines = [
+        "### Declared types against the SQL",
+        "",
+        "Each run casts the query's output to the declared types, so `derive validate` checks that the cast "
+        "keeps the values: the type the SQL computes (DuckDB's bind of the translated query, and sqlglot's "
+        "BigQuery types where they differ) must be the declared type or widen to it. A lossy conversion "
+        "(values would change) or an impossible one is an error naming the column, both types and the fix; "
+        "an explicit `CAST(… AS <declared>)` in the SQL is your decision and passes. A bare `NULL` takes any "
+        "type. `TIMESTAMP` ↔ `DATETIME` passes because Derive runs in UTC (a TIMESTAMP stored as DATETIME is its "
+        "UTC wall-clock time). JSON, BYTES, ARRAY and STRUCT results must be declared as what they are.",
+        "",
+        "| SQL computes ↓ / declared → | " + " | ".join(f"`{t}`" for t in declared) + " |",
+        "| --- | " + " | ".join("---" for _ in declared) + " |",
+    ]
+    marks = {"same": "=", "widening": "ok", "lossy": "lossy", "impossible": "—"}
+    for computed in declared:
+        row = [marks[conversion(computed, want)] for want in declared]
+        lines.append(f"| `{computed}` | " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
 def _rules_section() -> list[str]:
     return [
         "## Rules across fields and files",
@@ -198,13 +223,18 @@ def _rules_section() -> list[str]:
         "declared columns.",
         "- `append` needs both `window` and `partition`; a `partition` needs a `window`.",
         "- `partition.key` is a DATE, DATETIME or TIMESTAMP column; a DATE key cannot have a `1h` window.",
+        "- `window.start` and `window.end` are real dates (`YYYY-MM-DD`); `end` is after `start` and leaves room "
+        "for at least one whole window.",
+        "- `strategy.delete_missing` needs a `window` and a `partition` whose key is in `strategy.unique_key`.",
         "- At most four `cluster` columns (BigQuery's limit).",
         "- `owner` is an e-mail address or `team:<name>` (what Dagster accepts as an asset owner).",
         "- `sql` is exactly one SELECT (`WITH … SELECT` is fine) in BigQuery Standard SQL; it reads tables "
         "as `dataset.name`, only tables that a spec or a source defines, and never itself; the only "
         "parameters are `@window_start` and `@window_end`, and only when the table has a `window`.",
         "- The tables a query reads are the table's dependencies; they must not form a cycle.",
-        "- The query's output columns are exactly `columns`, in the same order.",
+        "- The query's output columns are exactly `columns`, in the same order, and each column's computed "
+        "type fits its declared type (see [Declared types against the SQL](#declared-types-against-the-sql)).",
+        "- `@window_start`/`@window_end` are never written inside quotes (`'@window_end'` is a string).",
         "- `dataset.name` is unique across all specs, replicated source tables included.",
         "- A source table's `primary_key`, `cursor` and `soft_delete.column` are declared columns; the "
         "cursor is INT64, TIMESTAMP, DATETIME or DATE.",

@@ -146,7 +146,7 @@ def quoted_parameters(expression: exp.Expr) -> list[str]:
     is not there.
     """
     problems = []
-    for literal in expression.find_all(exp.Literal, exp.RawString):
+    for literal in expression.find_all(exp.Literal, exp.RawString, bfs=False):  # in the order written
         if isinstance(literal, exp.Literal) and not literal.is_string:
             continue
         text = str(literal.this)

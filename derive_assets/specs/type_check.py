@@ -274,7 +274,7 @@ def mismatches(
     out = []
     for i, name, want, duck in refused:
         projection = projections[i] if i < len(projections) else None
-        if isinstance(projection, exp.Null):
+        if isinstance(projection, exp.Null) and _is_single_select(analysis):
             continue  # a bare NULL takes any type (DuckDB binds it as INTEGER)
         computed = bigquery[i] if i < len(bigquery) else None
         if computed is not None and allowed(computed, want):
@@ -322,4 +322,14 @@ def _bigquery_types(analysis: SqlAnalysis) -> list[str | None]:
     # it does not model. The annotation is only a second opinion: without it the DuckDB type stands alone.
     except (SqlglotError, RecursionError, KeyError, ValueError, TypeError, AttributeError):
         return []
-    return [from_sqlglot(s.type) for s in annotated.selects] if isinstance(annotated, exp.Query) else []
+    branches = [[from_sqlglot(s.type) for s in query.selects] for query in _branches(annotated)]
+    # A UNION's column type is its branches' common supertype, which sqlglot does not compute: known only
+    # when every branch agrees.
+    return [t[0] if len(set(t)) == 1 else None for t in zip(*branches, strict=False)] if branches else []
+
+
+def _branches(expression: exp.Expr) -> list[exp.Query]:
+    """The SELECTs of a query: itself, or each side of a UNION/INTERSECT/EXCEPT, recursively."""
+    if isinstance(expression, exp.SetOperation):
+        return _branches(expression.this) + _branches(expression.expression)
+    return [expression] if isinstance(expression, exp.Query) else []
