@@ -54,6 +54,9 @@ Emulator gaps (bqemulator 1.4.0; where real BigQuery differs, tests check the ge
   OPTIONS, `Table.expires`) is accepted but not kept; dry runs report 0 bytes; `PARSE_JSON(...)` columns of a
   CTAS are reported as STRING; `MERGE ... INSERT ROW` does not parse (column lists are written out);
   `load_table_from_dataframe` and other small multipart uploads fail (`size=None` makes the upload resumable).
+- A copy job with WRITE_TRUNCATE onto an existing table keeps the destination's schema and layout (it copies the
+  rows by position), and copies neither description nor labels: a rebuild's swap copies with WRITE_TRUNCATE only
+  when the two tables have the same shape, and sets them again (`resources.bigquery_swap`).
 """
 
 from __future__ import annotations
