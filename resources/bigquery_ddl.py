@@ -185,7 +185,8 @@ def check_layout(target: TargetTable, table: bigquery.Table) -> None:
         f"{target.ref}: the existing BigQuery table does not have the layout its spec declares:\n{listed}\n"
         "Derive does not change an existing table's partitioning or clustering. Recreate or migrate the table "
         "(e.g. `CREATE TABLE <new> PARTITION BY ... CLUSTER BY ... AS SELECT * FROM <old>`, then swap the "
-        "names; `derive plan` prints the DDL), or change the spec to match the table. Nothing was written."
+        f"names; `derive plan` prints the DDL; `derive rebuild {target.ref}` does it from the spec), or change "
+        "the spec to match the table. Nothing was written."
     )
 
 

@@ -1,6 +1,11 @@
 """merge, append, replace and replication load, written once over the primitives of `resources.engine`.
 
 A write (a derived table's query over one window, or a Python asset's Arrow batches):
+0. compare the spec with the existing table (`resources.evolution`): a breaking difference raises
+   `BreakingSchemaChange` before anything happens; additive ones are applied with `ALTER TABLE` (a transactional
+   engine now, inside the run's transaction; otherwise after step 3, right before step 5) and reported as
+   `extra["schema_changes"]`; after step 5 Derive's marker on the table is refreshed (`code_version`). A load does
+   the same;
 1. `prepare` the target (a transactional engine creates it here, inside the run's transaction);
 2. stage the rows (`stage_query` / `stage_batches`), cast to the declared types;
 3. profile the staged rows in one scan and refuse what breaks a rule (`warehouse_rules`): NULL or duplicate
