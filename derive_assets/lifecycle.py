@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
-from derive_assets import _pending
 from derive_assets.factory.windows import partitions_for
+from derive_assets.metadata_keys import FULL_REFRESH_TAG
 from derive_assets.plan import Backfill, partition_keys
 from derive_assets.python_tables import PYTHON_TABLES
 from derive_assets.selection import near
@@ -60,16 +60,14 @@ def owned(project: SpecProject) -> set[str]:
 def orphans(project: SpecProject, warehouse: Warehouse) -> list[str]:
     """Marked tables in Derive's datasets that no spec owns, sorted."""
     mine = owned(project)
-    return sorted(
-        ref for ref in _pending.managed_tables(warehouse, sorted(datasets(project))) if ref not in mine
-    )
+    return sorted(ref for ref in warehouse.managed_tables(sorted(datasets(project))) if ref not in mine)
 
 
 def prune(warehouse: Warehouse, refs: Iterable[str], say: Callable[[str], None] = print) -> list[str]:
     """Drop `refs` (orphans found by `orphans`); the warehouse refuses any table without Derive's marker."""
     dropped = []
     for ref in refs:
-        _pending.drop_table(warehouse, ref)
+        warehouse.drop_table(ref)
         say(f"dropped {ref}")
         dropped.append(ref)
     return dropped
@@ -135,7 +133,7 @@ class RebuildRun:
 def rebuild_run(table: Table, now: dt.datetime | None = None) -> RebuildRun:
     """The run that rebuilds `table`: every complete window at `now`, as one single-run backfill."""
     now = now or dt.datetime.now(dt.UTC)
-    tags = {_pending.full_refresh_tag(): "true"}
+    tags = {FULL_REFRESH_TAG: "true"}
     partitions_def = partitions_for(table.spec.window)
     if partitions_def is None:
         return RebuildRun(table, tags, None)

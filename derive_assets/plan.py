@@ -17,12 +17,12 @@ from typing import Any
 
 from dagster import AssetKey, DagsterInstance, TimeWindowPartitionsDefinition, partition_loading_context
 
-from derive_assets import _pending
 from derive_assets.factory.targets import table_target
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.models import Window
 from derive_assets.specs.project import SpecProject, Table
 from derive_assets.specs.sql_analysis import transpile
+from resources.schema_diff import diff
 from resources.warehouse import EstimateUnavailable, TargetTable, TimeWindow, Warehouse
 
 
@@ -40,7 +40,8 @@ class Evolution:
     """How the existing table compares with the spec, and what the next run does about it."""
 
     status: str
-    """`new` (no table yet), `changed` (code version differs), `unchanged`, or `unknown` (no recorded version)."""
+    """`new` (no table yet), `changed` (code version differs), `unchanged`, or `unknown` (the table carries no
+    recorded version)."""
     action: str
     """One line: `create the table`, `nothing`, `add column …`, `refuse: rebuild needed …`."""
     changes: tuple[str, ...] = ()
@@ -90,35 +91,28 @@ def partition_keys(partitions_def: TimeWindowPartitionsDefinition, now: dt.datet
 
 
 def evolution(
-    warehouse: Warehouse,
-    target: TargetTable,
-    version: str | None,
-    backfill: Callable[[], Backfill | None] = lambda: None,
+    warehouse: Warehouse, target: TargetTable, backfill: Callable[[], Backfill | None] = lambda: None
 ) -> Evolution:
-    """Compare the spec (`target`, `version`) with the warehouse's table; `backfill` is asked only when a column
-    is added (it reads the event log). With `version=None` the code versions are not compared."""
-    existing = _pending.describe(warehouse, target.ref)
+    """Compare the spec (`target`, with its `code_version`) with the warehouse's table; `backfill` is asked only
+    when a column is added (it reads the event log)."""
+    existing = warehouse.describe(target.ref)
     if existing is None:
-        exists = warehouse.table_exists(target.ref)
-        if not exists:
-            return Evolution("new", "create the table")
-    layout = getattr(existing, "layout", None)
-    recorded = getattr(layout, "code_version", None)
-    if version is None:
-        status = "exists"
+        return Evolution("new", "create the table")
+    recorded = existing.layout.code_version if existing.layout else None
+    version = target.code_version
+    if recorded is None or version is None:
+        status = "unknown"  # no marker (a table Derive did not create, or an older one), or no version given
     else:
-        status = "unknown" if recorded is None else ("unchanged" if recorded == version else "changed")
-    diff = _pending.schema_diff(warehouse, target)
-    changes = tuple(c.describe() for c in diff.changes) if diff is not None else ()
-    breaking = tuple(c.describe() for c in diff.breaking) if diff is not None else ()
+        status = "unchanged" if recorded == version else "changed"
+    found = diff(target, existing)
+    changes = tuple(c.describe() for c in found.changes)
+    breaking = tuple(c.describe() for c in found.breaking)
     if breaking:
         action = f"refuse before writing: rebuild needed ({'; '.join(breaking)}); run `derive rebuild {target.ref}`"
         return Evolution(status, action, changes, True, None, recorded)
     if changes:
-        kinds = {c.kind for c in diff.additive} if diff is not None else set()
-        added = "add_column" in kinds
-        fill = backfill() if added else None
-        return Evolution(status, "; ".join(changes), changes, False, fill, recorded)
+        added = "add_column" in {c.kind for c in found.additive}
+        return Evolution(status, "; ".join(changes), changes, False, backfill() if added else None, recorded)
     if status == "changed":
         return Evolution(
             status, "nothing to alter: later windows use the new spec", (), False, None, recorded
@@ -184,10 +178,9 @@ def _entry(
     if estimate is None and not note:
         note = f"{warehouse.kind} gives no estimate"
     partitions_def = partitions_for(spec.window)
-    version = _pending.code_version(spec)
     target = table_target(spec)
     key = AssetKey(spec.ref.split("."))
-    change = evolution(warehouse, target, version, lambda: backfill_range(partitions_def, key, instance, now))
+    change = evolution(warehouse, target, lambda: backfill_range(partitions_def, key, instance, now))
     count = len(partition_keys(partitions_def, now)) if partitions_def else None
     return PlanEntry(
         spec.ref,
@@ -198,7 +191,7 @@ def _entry(
         warehouse.ddl_for(target),
         estimate,
         note,
-        version,
+        target.code_version or "",
         change,
         count,
     )

@@ -17,7 +17,6 @@ from typing import Any
 
 from dagster import DagsterInstance, MetadataValue
 
-from derive_assets import _pending
 from derive_assets import metadata_keys as K
 from derive_assets.factory.export_assets import export_key, online_table
 from derive_assets.factory.replication_assets import replication_key
@@ -70,8 +69,8 @@ def _metadata(instance: DagsterInstance | None, key: Any) -> dict[str, Any] | No
 def replication_plan(
     rt: ReplicatedTable, warehouse: Warehouse, instance: DagsterInstance | None
 ) -> ReplicationPlan:
-    target = source_target(rt.source.target_dataset, rt.table)
-    change = evolution(warehouse, target, _pending.source_code_version(rt.source, rt.table))
+    target = source_target(rt.source.target_dataset, rt.table, rt.source)
+    change = evolution(warehouse, target)
     meta = _metadata(instance, replication_key(rt))
     state, why = CursorState(), ""
     if change.status == "new":
