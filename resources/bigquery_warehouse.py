@@ -28,8 +28,9 @@ window, no NULL in a `not_null` column. A load stages its Parquet file, refuses 
 same way, and creates a missing target only after the checks passed, so a refused run never touched the target.
 
 Every statement casts to the declared types. The target is created through the API (see `bigquery_ddl`) after
-the checks passed; an existing table whose partitioning or clustering differs from the spec is reported, never
-altered. A failed run leaves the target's rows unchanged (a table created by that run stays, empty).
+the checks passed, with Derive's marker; an existing table is compared with the spec first (`resources.evolution`):
+additive changes are applied after the checks passed (`resources.bigquery_schema`), breaking ones and a
+partitioning or clustering that differs from the spec are reported, never altered. A failed run leaves the target's rows unchanged (a table created by that run stays, empty).
 
 Counting: row counts come from queries run just before the statement (`rows_updated` of a merge is the number
 of target rows whose key the staging table holds, like DuckDB's delete + insert), not from DML statistics,
@@ -57,6 +58,9 @@ Emulator gaps (bqemulator 1.4.0; where real BigQuery differs, tests check the ge
 - A copy job with WRITE_TRUNCATE onto an existing table keeps the destination's schema and layout (it copies the
   rows by position), and copies neither description nor labels: a rebuild's swap copies with WRITE_TRUNCATE only
   when the two tables have the same shape, and sets them again (`resources.bigquery_swap`).
+- Schema changes: an API schema update (`update_table`) reaches the metadata but not the query engine, and
+  `ALTER COLUMN SET DATA TYPE` the stored values but not the metadata; `resources.bigquery_schema` sends both,
+  the extra one a no-op on BigQuery. `list_tables` returns no labels: Derive's marker is read from the description.
 """
 
 from __future__ import annotations
