@@ -270,6 +270,9 @@ def mismatches(
     if not refused:
         return []
     projections = _projections(analysis.expression)
+    if len(projections) != len(declared) or any(isinstance(p, exp.Star) for p in projections):
+        # `SELECT *, …`: only the qualified query (stars expanded) lines up with the columns.
+        projections = _projections(analysis.qualified) if analysis.qualified is not None else []
     bigquery = _bigquery_types(analysis)
     out = []
     for i, name, want, duck in refused:

@@ -291,3 +291,22 @@ def test_union_is_checked_on_the_unified_type(tmp_path: Path) -> None:
 
 def test_the_project_specs_validate() -> None:
     load_project(Path(__file__).resolve().parents[2] / "table_specs")
+
+
+def test_a_star_is_expanded_before_the_column_is_named(tmp_path: Path) -> None:
+    root = specs(tmp_path, "SUM(amount)", "INT64")
+    path = root / "analytics" / "daily_orders.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["sql"] = (
+        "WITH t AS (SELECT DATE(created_at) AS day, status FROM shop.orders "
+        "WHERE created_at >= @window_start AND created_at < @window_end)\n"
+        "SELECT *, NULL AS v FROM t"
+    )
+    spec["columns"][2]["type"] = "TIMESTAMP"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    load_project(root)  # the NULL is found at its expanded position
+    spec["sql"] = spec["sql"].replace("NULL AS v", "COUNT(*) OVER () AS v")
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(SpecValidationError, match=r"columns\[2\]\.type: column 'v' is declared TIMESTAMP but the "
+                       r"SQL computes INT64 \(COUNT\(\*\) OVER \(\)\)"):  # fmt: skip
+        load_project(root)
