@@ -6,7 +6,11 @@ table exactly as it was (rows, columns, layout) and no new table behind.
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -265,3 +269,80 @@ def test_a_rebuild_failing_inside_the_swap_leaves_the_old_table(engine, monkeypa
     with pytest.raises(RuntimeError, match="injected in the swap"):
         engine.warehouse.write(per_region(engine))
     assert state(engine) == before
+
+
+# ----------------------------------------------------------------------------------------------- kills
+
+CHILD = """
+import os, signal, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import test_warehouse_rebuild_contract as t
+from resources import strategy
+from resources.duckdb_warehouse import DuckDBSession
+
+
+class Engine:  # what `per_region` reads off a contract engine
+    dataset = sys.argv[5]
+    param = sys.argv[6]
+    sql = t.WarehouseEngine.sql
+
+
+def kill_after(owner, name):
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        original(*args, **kwargs)
+        sys.stderr.write("KILLED\\n")
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    setattr(owner, name, wrapper)
+
+
+kind, point = sys.argv[3], sys.argv[4]
+if kind == "duckdb":
+    from resources.duckdb_warehouse import DuckDBWarehouse
+    warehouse = DuckDBWarehouse(path=sys.argv[7])
+else:
+    from resources.bigquery_warehouse import BigQueryWarehouse
+    warehouse = BigQueryWarehouse(project=sys.argv[8], api_endpoint=sys.argv[7])
+if point == "after-fill":
+    kill_after(strategy, "run_strategy")
+elif kind == "duckdb":  # the old table dropped and the new one renamed, the transaction not committed
+    kill_after(DuckDBSession, "swap")
+else:  # BigQuery's swap of a changed layout: the old table copied to its backup, not yet deleted
+    from resources.bigquery_calls import Calls
+    kill_after(Calls, "copy_table")
+warehouse.write(t.per_region(Engine()))
+"""
+
+
+@pytest.mark.parametrize("point", ["after-fill", "in-swap"])
+def test_a_rebuild_killed_mid_way_leaves_the_old_table(engine, point):
+    """SIGKILL (no `finally`, no rollback, like a lost pod) after the new table is filled, or inside the swap
+    (DuckDB: dropped and renamed, not committed; BigQuery: the old table copied to its backup): the old table is
+    intact. A killed BigQuery rebuild leaves its new table behind (`<name>__derive_rebuild_<hex>`, with Derive's
+    marker), its staging table (expires in a day) and, in the swap, the backup (`<name>__derive_old_<hex>`)."""
+    seed(engine)
+    before = state(engine)
+    here = Path(__file__).resolve().parent
+    if engine.name == "duckdb":
+        where = [engine.path, ""]
+    else:
+        where = [engine.warehouse.api_endpoint, engine.warehouse.project]
+    args = [str(here), str(here.parents[1]), engine.name, point, engine.dataset, engine.param, *where]
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert "KILLED" in child.stderr
+    after = state(engine)
+    assert after[:4] == before[:4]
+    left = sorted(set(after[4]) - set(before[4]))
+    if engine.name == "duckdb":
+        assert left == []  # the transaction never committed
+    else:
+        assert [t.split("__derive_rebuild_")[0] for t in left if "__derive_rebuild_" in t] == ["daily"]
+        backups = [t for t in left if t.startswith("daily__derive_old_")]
+        assert len(backups) == (1 if point == "in-swap" else 0)
+        assert all(t.startswith(("daily__derive_", "_derive_stg_daily_")) for t in left)
