@@ -30,10 +30,10 @@ from derive_assets import metadata_keys as K
 from derive_assets.factory.export_verify import CHECK_NAME, verify
 from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.targets import column_defs
-from derive_assets.factory.versions import export_version
 from derive_assets.factory.windows import partitions_for
 from derive_assets.replication import watermark
 from derive_assets.specs.project import Export
+from derive_assets.specs.version import export_code_version
 from resources.online_store import OnlineStoreError, OnlineTable, OnlineWriteError
 from resources.reads import CursorRange, TableSlice, WindowBound
 from resources.schema import ColumnType
@@ -81,7 +81,7 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
             K.ONLINE_TABLE: table.ref,
             K.PRIMARY_KEY: list(table.primary_key),
         },
-        code_version=export_version(spec),
+        code_version=export_code_version(spec),
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
         check_specs=[

@@ -17,12 +17,12 @@ from dagster import (
 from derive_assets.factory.checks import column_checks, run_checks
 from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.targets import source_target
-from derive_assets.factory.versions import source_version
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.extract import ExtractPlan
 from derive_assets.replication.run import replicate
 from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.project import ReplicatedTable
+from derive_assets.specs.version import source_code_version
 from resources.reads import TableSlice
 from resources.warehouse import LoadRequest
 
@@ -34,7 +34,7 @@ def replication_key(rt: ReplicatedTable) -> AssetKey:
 def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsDefinition:
     source, table = rt.source, rt.table
     key = replication_key(rt)
-    version = source_version(source, table)
+    version = source_code_version(source, table)
     target = source_target(source.target_dataset, table, code_version=version)
     request = LoadRequest(
         target=target,

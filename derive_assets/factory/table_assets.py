@@ -5,7 +5,6 @@ materialization per partition, each with that partition's own window and counts 
 """
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 
-import dataclasses
 import time
 import warnings
 from typing import Any
@@ -26,11 +25,11 @@ from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.metadata import column_lineage, column_schema, sql_block
 from derive_assets.factory.run_events import RunScope, record_partitions, write_metadata
 from derive_assets.factory.targets import table_target
-from derive_assets.factory.versions import table_version
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.models import MergeStrategy
 from derive_assets.specs.project import Table
 from derive_assets.specs.sql_analysis import transpile
+from derive_assets.specs.version import code_version
 from resources.reads import TableSlice, WindowBound
 from resources.schema import ColumnType
 from resources.warehouse import WarehouseError, WriteRequest
@@ -45,10 +44,10 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     key = table_key(spec.ref)
     partitions_def = partitions_for(spec.window)
     checks = column_checks(spec.columns)
-    version = table_version(spec)
+    version = code_version(spec)
     target = table_target(spec, code_version=version)
     unique_key = tuple(spec.strategy.unique_key) if isinstance(spec.strategy, MergeStrategy) else ()
-    delete_missing = bool(getattr(spec.strategy, "delete_missing", False))
+    delete_missing = isinstance(spec.strategy, MergeStrategy) and spec.strategy.delete_missing
     metadata = {
         "dagster/column_schema": column_schema(spec.columns),
         K.SPEC_FILE: str(table.path),
@@ -93,10 +92,13 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
             if name in analysis.parameters
         }
         estimate = warehouse.estimate_bytes(sql, params)  # a dry run where the engine has one, else None
-        request = WriteRequest(target, sql, params, spec.strategy.type, unique_key, window)
-        request = _with_run_options(
-            request,
-            table.path,
+        request = WriteRequest(
+            target,
+            sql,
+            params,
+            spec.strategy.type,
+            unique_key,
+            window,
             rebuild=scope.rebuild,
             delete_missing=delete_missing,
             partitions=scope.windows,
@@ -104,9 +106,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
         started = time.perf_counter()
         try:
             result = warehouse.write(request)
-        except (
-            WarehouseError
-        ) as exc:  # the data or the spec broke a rule: the message says which, and the fix
+        except WarehouseError as exc:  # the data or the spec broke a rule: the message names it and the fix
             raise warehouse_failure(table.path, exc) from None
         duration = time.perf_counter() - started
         rows = TableSlice(spec.ref)  # checks cover the run's window of a partitioned table, else all of it
@@ -137,16 +137,3 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
         )
 
     return _build
-
-
-def _with_run_options(request: WriteRequest, spec_file: Any, **options: Any) -> WriteRequest:
-    """`request` with the run's rebuild, delete_missing and per-partition windows.
-
-    Those fields arrive with the warehouse-side change (`WriteRequest.rebuild`, `.delete_missing`, `.partitions`);
-    a warehouse layer without them can still run a plain write, but never silently skips a rebuild or a delete.
-    """
-    names = {f.name for f in dataclasses.fields(WriteRequest)}
-    for name in ("rebuild", "delete_missing"):
-        if options[name] and name not in names:
-            raise warehouse_failure(spec_file, WarehouseError(f"this warehouse layer cannot {name} yet"))
-    return dataclasses.replace(request, **{k: v for k, v in options.items() if k in names})

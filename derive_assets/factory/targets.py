@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
-from typing import Any
 
-from derive_assets.factory import versions
 from derive_assets.specs.models import Column, MergeStrategy, SourceSpec, SourceTable, TableSpec
+from derive_assets.specs.version import code_version as spec_version
+from derive_assets.specs.version import source_code_version
 from resources.schema import ColumnDef
 from resources.warehouse import TargetTable
 
@@ -30,10 +29,8 @@ def table_target(spec: TableSpec, code_version: str | None = None) -> TargetTabl
         partition.granularity if partition else "day",
         partition.expiration_days if partition else None,
         partition.require_filter if partition else False,
-        **_known_fields(
-            unique_key=unique_key,
-            code_version=code_version if code_version is not None else versions.table_version(spec),
-        ),
+        unique_key=unique_key,
+        code_version=code_version if code_version is not None else spec_version(spec),
     )
 
 
@@ -43,18 +40,11 @@ def source_target(
     """A replicated table's target: clustered by its primary key, never partitioned; its spec version is
     `code_version`, else the source table's own (`specs.version.source_code_version`) when `source` is given."""
     if code_version is None and source is not None:
-        code_version = versions.source_version(source, table)
+        code_version = source_code_version(source, table)
     return TargetTable(
         dataset,
         table.name,
         column_defs(table.columns),
         tuple(table.primary_key),
-        **_known_fields(code_version=code_version),
+        code_version=code_version,
     )
-
-
-def _known_fields(**fields: Any) -> dict[str, Any]:
-    """The fields `TargetTable` has: `unique_key` and `code_version` arrive with the schema-diff change (W1);
-    until then they are left out rather than breaking every target."""
-    names = {f.name for f in dataclasses.fields(TargetTable)}
-    return {name: value for name, value in fields.items() if name in names}
