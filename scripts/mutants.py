@@ -40,6 +40,7 @@ ROWS = C + "test_warehouse_rows_contract.py"
 READS = C + "test_warehouse_reads_contract.py"
 ONLINE = C + "test_online_store_contract.py"
 BQ = "tests/integration/test_bigquery_warehouse.py"
+EVOLUTION = C + "test_warehouse_evolution_contract.py"
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,39 @@ MUTANTS = [
         "                _refuse_null_keys(table, columns, result.rows_written)\n",
         "",
         (ONLINE,),
+    ),
+    # ---------------------------------------------------------------------------------- schema evolution
+    Mutant(
+        "breaking-change-written",
+        "a run that goes on writing despite a breaking schema change",
+        "resources/evolution.py",
+        "    if found.breaking:\n",
+        "    if False:\n",
+        (EVOLUTION,),
+    ),
+    Mutant(
+        "evolve-before-checks",
+        "BigQuery altering the table before the row checks passed (a refused run would leave it altered)",
+        "resources/evolution.py",
+        "caps.transactional_session != before_rows",
+        "caps.transactional_session == before_rows",
+        (EVOLUTION,),
+    ),
+    Mutant(
+        "narrowing-is-widening",
+        "NUMERIC -> INT64 treated as a safe widening",
+        "resources/schema_diff.py",
+        '{("INT64", "NUMERIC"), ',
+        '{("NUMERIC", "INT64"), ("INT64", "NUMERIC"), ',
+        (EVOLUTION, "tests/unit/test_schema_diff.py"),
+    ),
+    Mutant(
+        "drop-unmarked-table",
+        "drop_table dropping a table Derive did not create",
+        "resources/evolution.py",
+        "    if existing.layout is None:\n        raise WarehouseError(",
+        "    if False:\n        raise WarehouseError(",
+        (EVOLUTION,),
     ),
 ]
 
