@@ -40,6 +40,7 @@ from typing import Literal
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.optimizer.scope import Scope, build_scope
 
 from derive_assets.specs.errors import SpecError
 from derive_assets.specs.sql_analysis import SPEC_DIALECT, SqlAnalysis
@@ -274,11 +275,12 @@ def mismatches(
         # `SELECT *, …`: only the qualified query (stars expanded) lines up with the columns.
         projections = _projections(analysis.qualified) if analysis.qualified is not None else []
     bigquery = _bigquery_types(analysis)
+    nulls = _null_columns(analysis)
     out = []
     for i, name, want, duck in refused:
         projection = projections[i] if i < len(projections) else None
-        if isinstance(projection, exp.Null) and _is_single_select(analysis):
-            continue  # a bare NULL takes any type (DuckDB binds it as INTEGER)
+        if i in nulls:
+            continue  # a bare NULL takes any type (DuckDB binds it as INTEGER, BigQuery as INT64)
         computed = bigquery[i] if i < len(bigquery) else None
         if computed is not None and allowed(computed, want):
             continue  # BigQuery's type fits; only the DuckDB translation differs
@@ -293,6 +295,37 @@ def type_errors(
 ) -> list[SpecError]:
     """One `columns[i].type` error per declared column the query's output cannot take."""
     return [m.error(path) for m in mismatches(analysis, declared, duckdb_types)]
+
+
+def _null_columns(analysis: SqlAnalysis) -> set[int]:
+    """Output columns that are a bare NULL, also through CTEs and subqueries (`WITH t AS (SELECT NULL AS v …)
+    SELECT v FROM t`)."""
+    query = analysis.qualified
+    if not isinstance(query, exp.Select):
+        return set()  # a UNION's column is NULL only if every branch's is; DuckDB's unified type says it
+    try:
+        scope = build_scope(query)
+    except (SqlglotError, RecursionError):
+        return set()
+    return {i for i, s in enumerate(query.selects) if _is_null(s.unalias(), scope, 0)}
+
+
+def _is_null(expression: exp.Expr, scope: Scope | None, depth: int) -> bool:
+    if isinstance(expression, exp.Null):
+        return True
+    if depth > MAX_NULL_DEPTH or scope is None or not isinstance(expression, exp.Column):
+        return False
+    source = scope.sources.get(expression.table)
+    if not isinstance(source, Scope) or not isinstance(source.expression, exp.Select):
+        return False
+    for select in source.expression.selects:
+        if select.alias_or_name == expression.name:
+            return _is_null(select.unalias(), source, depth + 1)
+    return False
+
+
+MAX_NULL_DEPTH = 32
+"""How many CTEs and subqueries deep a NULL is followed (a query nests a few)."""
 
 
 def _is_single_select(analysis: SqlAnalysis) -> bool:

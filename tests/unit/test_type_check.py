@@ -310,3 +310,30 @@ def test_a_star_is_expanded_before_the_column_is_named(tmp_path: Path) -> None:
     with pytest.raises(SpecValidationError, match=r"columns\[2\]\.type: column 'v' is declared TIMESTAMP but the "
                        r"SQL computes INT64 \(COUNT\(\*\) OVER \(\)\)"):  # fmt: skip
         load_project(root)
+
+
+@pytest.mark.parametrize(
+    "select",
+    [
+        "WITH t AS ({inner}) SELECT day, status, v FROM t",
+        "WITH t AS ({inner}), u AS (SELECT * FROM t) SELECT u.day, u.status, u.v AS v FROM u",
+        "SELECT s.day, s.status, s.v FROM ({inner}) AS s",
+    ],
+)
+def test_a_null_through_ctes_and_subqueries_takes_any_type(tmp_path: Path, select: str) -> None:
+    root = specs(tmp_path, "NULL", "TIMESTAMP")
+    path = root / "analytics" / "daily_orders.yaml"
+    spec = yaml.safe_load(path.read_text())
+    inner = (
+        "SELECT DATE(created_at) AS day, status, NULL AS v FROM shop.orders "
+        "WHERE created_at >= @window_start AND created_at < @window_end"
+    )
+    spec["sql"] = select.format(inner=inner)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    load_project(root)
+    spec["sql"] = spec["sql"].replace("NULL AS v", "order_id AS v")
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(
+        SpecValidationError, match=r"columns\[2\]\.type: .* declared TIMESTAMP but the SQL computes INT64"
+    ):
+        load_project(root)
