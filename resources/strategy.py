@@ -13,7 +13,8 @@ A write (a derived table's query over one window, or a Python asset's Arrow batc
 4. create a missing target (engines without a transactional session create it only now);
 5. change the target with the strategy, the way the engine's `Capabilities` say:
    - merge: delete the target rows whose `unique_key` a staged row has (only inside the window when the
-     partition key is part of the key) and insert the staged rows, or one `MERGE`;
+     partition key is part of the key) and insert the staged rows, or one `MERGE`; with `delete_missing`, also
+     the window's rows (every row, without a window) whose key no staged row has (`check_delete_missing`);
    - append: delete the window's rows (every row without a window) and insert, or one `MERGE ... ON FALSE`;
    - replace: delete every row and insert, or a transaction script.
 
@@ -24,7 +25,9 @@ straight into the empty target, screening each batch), refuse NULL and duplicate
 Row accounting is the same on every engine: `rows_read` = rows staged; `rows_updated` = target rows whose key a
 staged (not soft-deleted) row had; `rows_deleted` = target rows removed by the window/replace delete or by a soft
 delete; `rows_inserted` = staged rows kept minus `rows_updated`. Counts come from the engine's DML counts where it
-reports them, otherwise from a count query just before the statement.
+reports them, otherwise from a count query just before the statement. A merge with `delete_missing` counts the rows
+it deleted in `rows_deleted`. With `WriteRequest.partitions`, `WriteResult.by_partition` holds each partition's
+rows (`resources.partition_counts`). A rebuild (`WriteRequest.rebuild`) is `resources.rebuild`.
 """
 
 from __future__ import annotations
