@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
+from dagster_shared.error import (
+    SerializableErrorInfo,  # a step error's type (dagster re-exports it privately)
+)
 
 from derive_assets.factory.windows import partitions_for
 from derive_assets.metadata_keys import FULL_REFRESH_TAG
@@ -27,7 +30,9 @@ from derive_assets.specs.project import SpecProject, Table
 from resources.warehouse import Warehouse
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+"""The run's console log stays silent: a failure is reported once, as `LifecycleError`'s message (the run's whole
+log, with stacks, is in the Dagster instance)."""
 CHECK_FAILED = "DagsterAssetCheckFailedError"
 QUARANTINE_SUFFIX = "__quarantine"
 
@@ -181,23 +186,23 @@ def execute_rebuild(
 
 
 def _failure(ref: str, result: ExecuteInProcessResult) -> str:
-    """The first failed step's error chain, in one paragraph."""
-    events = result.get_step_failure_events()
+    """The first failed step's errors (without Dagster's own wrappers), in one paragraph."""
     checks = []
-    for event in events:
+    for event in result.get_step_failure_events():
         error = event.step_failure_data.error
         if error is None:
             continue
         if error.cls_name == CHECK_FAILED:
-            checks.append(error.message.strip().splitlines()[0])
+            checks.append(_text(error))
             continue
         messages = []
         while error is not None:
-            messages.append(error.message.strip().splitlines()[0])
-            error = error.cause
+            if not (error.cls_name or "").startswith("Dagster"):
+                messages.append(_text(error))
+            error = error.cause or error.context
         return (
-            f"{ref}: the rebuild run {result.run_id} failed: {' <- '.join(messages)}. A failed "
-            "rebuild leaves the old table as it was; fix the cause and run `derive rebuild` again."
+            f"{ref}: the rebuild run {result.run_id} failed: {' <- '.join(messages) or 'see the run in the UI'}. "
+            "A failed rebuild leaves the old table as it was; fix the cause and run `derive rebuild` again."
         )
     if checks:
         return (
@@ -205,6 +210,15 @@ def _failure(ref: str, result: ExecuteInProcessResult) -> str:
             "spec, then run `derive rebuild` again."
         )
     return f"{ref}: the rebuild run {result.run_id} did not succeed; see it in the Dagster UI."
+
+
+def _text(error: SerializableErrorInfo) -> str:
+    """An error's message without its `module.Class: ` prefix or trailing period."""
+    text = error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name or "error"
+    head, _, rest = text.partition(": ")
+    if rest and error.cls_name and head.endswith(error.cls_name):
+        text = rest
+    return text.rstrip(".")
 
 
 def asset_key(ref: str) -> AssetKey:
