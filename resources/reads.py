@@ -196,6 +196,27 @@ def violations_query(check: CheckQuery, dialect: str, types: Mapping[str, str]) 
     return where.render(exp.select(_count_all()).from_(table))
 
 
+def violation_samples_query(check: CheckQuery, dialect: str, types: Mapping[str, str], limit: int) -> Query:
+    """Up to `limit` distinct values breaking `check`, smallest first: values outside `accepted_values`, or
+    values held by several rows (`unique`). A `not_null` check has no value to show: the query returns none."""
+    where = _Where(dialect, types)
+    col = _column(check.column)
+    table = _table(check.slice.ref)
+    select = exp.select(col).from_(table).where(exp.Not(this=exp.Is(this=col.copy(), expression=exp.Null())))
+    if check.kind == "unique":
+        select = select.group_by(col.copy()).having(
+            exp.GT(this=_count_all(), expression=exp.Literal.number(1))
+        )
+    elif check.kind == "accepted_values":
+        values = [where.bind(f"v{i}", v) for i, v in enumerate(check.accepted_values)]
+        where.add(exp.Not(this=exp.In(this=col.copy(), expressions=values)))
+        where.slice(check.slice)
+        select = select.distinct()
+    else:
+        where.add(exp.false())
+    return where.render(select.order_by(col.copy()).limit(limit))
+
+
 # ----------------------------------------------------------------------------------------------- the mixin
 
 
@@ -252,6 +273,13 @@ class SliceReads:
     def count_violations(self, check: CheckQuery) -> int:
         """How many rows (values, for `unique`) break `check`."""
         return _first_int(self._query_rows(*violations_query(check, self.dialect, self.types)))
+
+    def violation_samples(self, check: CheckQuery, limit: int = 5) -> list[Any]:
+        """Up to `limit` of the values breaking `check` (see `violation_samples_query`), to show in its result."""
+        return [
+            row[0]
+            for row in self._query_rows(*violation_samples_query(check, self.dialect, self.types, limit))
+        ]
 
 
 def _first_int(rows: list[tuple[Any, ...]]) -> int:

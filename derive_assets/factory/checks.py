@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 
 from derive_assets.specs.models import Column
-from resources.reads import CheckKind, CheckQuery, TableSlice
+from resources.reads import CheckKind, CheckQuery, SliceReads, TableSlice
 from resources.warehouse import Warehouse
+
+SAMPLES = 5
+"""How many of the values breaking a failed check its result shows."""
 
 
 @dataclass(frozen=True)
@@ -33,12 +39,15 @@ class ColumnCheck:
         )
         return CheckQuery(self.rule, self.column.name, scope, values)
 
-    def result(self, violations: int) -> AssetCheckResult:
+    def result(self, violations: int, samples: Sequence[Any] = ()) -> AssetCheckResult:
+        metadata: dict[str, Any] = {"violations": violations, "column": self.column.name}
+        if samples:
+            metadata["examples"] = [_shown(v) for v in samples]
         return AssetCheckResult(
             check_name=self.name,
             passed=violations == 0,
             severity=AssetCheckSeverity.ERROR,
-            metadata={"violations": violations, "column": self.column.name},
+            metadata=metadata,
             description=None
             if violations == 0
             else f"{violations} rows break `{self.rule}` on {self.column.name}",
@@ -65,5 +74,39 @@ def _describe(check: ColumnCheck) -> str:
 
 
 def run_checks(checks: list[ColumnCheck], warehouse: Warehouse, scope: TableSlice) -> list[AssetCheckResult]:
-    """Run each check over `scope`: the run's window of a partitioned table, else the whole table."""
-    return [check.result(warehouse.count_violations(check.query(scope))) for check in checks]
+    """Run each check over `scope`: the run's window of a partitioned table, else the whole table. A failed
+    `accepted_values` or `unique` check also reads a few of the values breaking it (`examples`)."""
+    results = []
+    for check in checks:
+        query = check.query(scope)
+        violations = warehouse.count_violations(query)
+        samples: list[Any] = []
+        if violations and check.rule != "not_null" and isinstance(warehouse, SliceReads):
+            samples = warehouse.violation_samples(query, SAMPLES)
+        results.append(check.result(violations, samples))
+    return results
+
+
+def failed_checks_message(spec_file: Path | str, ref: str, results: Sequence[AssetCheckResult]) -> str | None:
+    """One paragraph for the run's log when blocking checks failed: the spec file first, each failed check with
+    a few offending values, and what to do; None when every check passed."""
+    failed = [r for r in results if not r.passed]
+    if not failed:
+        return None
+    parts = []
+    for result in failed:
+        examples = result.metadata.get("examples")
+        value = examples.value if isinstance(examples, MetadataValue) else None
+        shown = [str(v) for v in value] if isinstance(value, list) else []
+        parts.append(
+            f"{result.check_name}: {result.description}" + (f" (e.g. {', '.join(shown)})" if shown else "")
+        )
+    return (
+        f"{spec_file}: {ref}: {len(failed)} blocking check{'s' if len(failed) > 1 else ''} failed: "
+        f"{'; '.join(parts)}. The rows were written; tables downstream wait. Fix the query (or the data it "
+        "reads) or the column's constraints in the spec, then run this table again."
+    )
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)

@@ -20,7 +20,7 @@ from dagster import (
 )
 
 from derive_assets import metadata_keys as K
-from derive_assets.factory.checks import column_checks, run_checks
+from derive_assets.factory.checks import column_checks, failed_checks_message, run_checks
 from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.metadata import column_lineage, column_schema, sql_block
 from derive_assets.factory.run_events import RunScope, record_partitions, write_metadata
@@ -114,6 +114,11 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
             key_type: ColumnType = next(c.type for c in spec.columns if c.name == spec.partition.key)
             rows = TableSlice(spec.ref, window=WindowBound(spec.partition.key, key_type, window))
         check_results = run_checks(checks, warehouse, rows)
+        if failed := failed_checks_message(table.path, spec.ref, check_results):
+            # Dagster fails the step itself for a failed blocking check (downstream assets wait; `derive demo` and
+            # `derive rebuild` tell it apart from other failures), and its error names only the checks: this
+            # line, logged first, names the spec file, the offending values and what to do.
+            context.log.error(failed)
         run_metadata: dict[str, Any] = {
             K.DURATION_SECONDS: round(duration, 3),
             K.RENDERED_SQL: sql_block(sql),

@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 import yaml
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
+from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.build import build_definitions
@@ -154,6 +154,19 @@ def test_a_single_run_backfill_records_each_partitions_own_numbers_and_the_sql_o
     assert "$window_start" in run_meta[K.RENDERED_SQL]
 
 
+def test_a_backfill_adds_its_partition_metadata_in_one_step(tmp_path, monkeypatch):
+    """The public `add_asset_metadata(partition_key=...)` checks each key against all the run's keys (20 s for a
+    2,500-day backfill): the factory must not call it once per partition, and the metadata must still land."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("add_asset_metadata called once per partition")
+
+    monkeypatch.setattr(AssetExecutionContext, "add_asset_metadata", refuse)
+    project = Project(tmp_path)
+    project.run(DAYS[0], DAYS[2])
+    assert [project.event_of(day)[K.ROWS_READ] for day in DAYS] == [1, 2, 3]
+
+
 def test_a_one_partition_run_keeps_the_whole_runs_metadata(tmp_path):
     project = Project(tmp_path)
     project.run(DAYS[2], DAYS[2])
@@ -229,11 +242,17 @@ def materialize_cli(project: Project, partition: str) -> subprocess.CompletedPro
     )
 
 
-def first_error_line(output: str) -> str:
-    """The first line of the step's error as `dagster asset materialize` prints it."""
-    lines = [line for line in output.splitlines() if "Failure:" in line or "Error:" in line]
-    assert lines, output[-3000:]
-    return lines[0]
+def first_error(output: str) -> str:
+    """The first error `dagster asset materialize` prints: an ERROR log line's message, or, for a step or run
+    failure, the error line that follows it."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if " - ERROR - " not in line:
+            continue
+        if "STEP_FAILURE" in line or "RUN_FAILURE" in line:
+            return next(rest for rest in lines[i + 1 :] if rest.strip())
+        return line.rsplit(" - bench__daily_events - ", 1)[-1]
+    raise AssertionError(f"no error in the output:\n{output[-3000:]}")
 
 
 def test_duplicate_merge_keys_fail_the_cli_run_with_the_spec_file_first(tmp_path):
@@ -244,7 +263,33 @@ def test_duplicate_merge_keys_fail_the_cli_run_with_the_spec_file_first(tmp_path
 
     assert done.returncode != 0
     output = done.stdout + done.stderr
-    line = first_error_line(output)
-    assert f"Failure: {project.shown}: bench.daily_events: the query returned several rows" in line, output
+    assert first_error(output).startswith(
+        f"dagster._core.definitions.events.Failure: {project.shown}: bench.daily_events: the query returned "
+        "several rows for 1 values of unique_key ['day'] (e.g. 2026-03-02)"
+    ), output
     assert "Aggregate by the key or extend unique_key" in output
     assert "Traceback" not in output
+
+
+def test_a_failed_blocking_check_is_logged_first_with_the_spec_file_and_the_offending_values(tmp_path):
+    columns = [
+        {**c, "constraints": {"accepted_values": ["view"]}} if c["name"] == "kind" else c
+        for c in TABLE["columns"]
+    ]
+    project = Project(tmp_path, {**TABLE, "columns": columns})
+    with sqlite3.connect(project.db) as con:  # day 3 holds 'click' x3 and one 'share'
+        con.execute("INSERT INTO events VALUES (40, 'share', '2026-03-03 05:00:00')")
+    project.defs.resolve_job_def("replicate_shop").execute_in_process(
+        instance=project.instance, run_config=QUIET
+    )
+
+    done = materialize_cli(project, DAYS[2])
+
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert first_error(output) == (
+        f"{project.shown}: bench.daily_events: 1 blocking check failed: kind_accepted_values: 4 rows break "
+        "`accepted_values` on kind (e.g. 'click', 'share'). The rows were written; tables downstream wait. Fix "
+        "the query (or the data it reads) or the column's constraints in the spec, then run this table again."
+    ), output
+    assert "DagsterAssetCheckFailedError" in output  # Dagster still fails the step: downstream assets wait
