@@ -39,6 +39,8 @@ LOAD = C + "test_warehouse_load_contract.py"
 ROWS = C + "test_warehouse_rows_contract.py"
 READS = C + "test_warehouse_reads_contract.py"
 ONLINE = C + "test_online_store_contract.py"
+REBUILD = C + "test_warehouse_rebuild_contract.py"
+DELETE_MISSING = C + "test_warehouse_delete_missing_contract.py"
 BQ = "tests/integration/test_bigquery_warehouse.py"
 EVOLUTION = C + "test_warehouse_evolution_contract.py"
 
@@ -123,6 +125,46 @@ MUTANTS = [
         "result.rows_inserted = result.rows_read - flagged",
         "result.rows_inserted = result.rows_read",
         (LOAD,),
+    ),
+    Mutant(
+        "delete-missing-whole-table",
+        "delete_missing deleting missing keys outside the run's window too",
+        "resources/strategy.py",
+        "    return window if window is not None else exp.true()\n",
+        "    return exp.true()\n",
+        (DELETE_MISSING,),
+    ),
+    Mutant(
+        "delete-missing-first-key",
+        "delete_missing matching only the first unique_key column",
+        "resources/engine_sql.py",
+        ".where(key_match(keys))\n    return exp.Not(this=exp.Exists",
+        ".where(key_match(keys[:1]))\n    return exp.Not(this=exp.Exists",
+        (DELETE_MISSING,),
+    ),
+    Mutant(
+        "rebuild-keeps-new-table",
+        "a failed rebuild leaving its new table behind",
+        "resources/rebuild.py",
+        "            s.discard(fresh)\n            raise\n",
+        "            raise\n",
+        (REBUILD,),
+    ),
+    Mutant(
+        "rebuild-without-swap",
+        "a rebuild that fills the new table but never swaps it in",
+        "resources/rebuild.py",
+        "            result.rows_deleted = s.swap(fresh, target)\n",
+        "            result.rows_deleted = 0\n",
+        (REBUILD,),
+    ),
+    Mutant(
+        "partition-boundary-off-by-one",
+        "a bucket on a window's first instant counted in the window before",
+        "resources/partition_counts.py",
+        "bisect.bisect_right(starts, at) - 1",
+        "bisect.bisect_left(starts, at) - 1",
+        (WRITE,),
     ),
     # ---------------------------------------------------------------------------------- reads, checks, exports
     Mutant(
