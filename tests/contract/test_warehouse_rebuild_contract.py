@@ -5,6 +5,7 @@ table exactly as it was (rows, columns, layout) and no new table behind.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import signal
 import subprocess
@@ -13,12 +14,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
-from contract_engines import WarehouseEngine
+from contract_engines import WarehouseEngine, record_batches
 
 from resources import engine_sql, strategy
 from resources.bigquery_calls import Calls
 from resources.schema import ColumnDef
+from resources.schema_diff import TableLayout
 from resources.warehouse import (
     DuplicateKeys,
     NullsInRequiredColumns,
@@ -131,7 +134,10 @@ def test_a_rebuild_swaps_in_the_new_columns_layout_and_rows(engine):
 def test_after_a_rebuild_ordinary_runs_of_the_new_spec_go_on(engine):
     """The swapped-in table carries the new spec's layout (and Derive's marker): a normal run finds no change."""
     seed(engine)
-    engine.warehouse.write(per_region(engine))
+    versioned = dataclasses.replace(new_target(engine), code_version="v2")
+    engine.warehouse.write(dataclasses.replace(per_region(engine), target=versioned))
+    marker = engine.warehouse.describe(ref(engine)).layout
+    assert marker == TableLayout("first_ts", "day", ("total",), (), "v2")
     engine.execute(engine.sql("DELETE FROM {ds}.events WHERE region = 'na'"))
     result = engine.warehouse.write(WriteRequest(new_target(engine), engine.sql(PER_REGION), {}, "replace"))
     assert "rebuilt" not in result.extra
@@ -152,6 +158,33 @@ def test_a_rebuild_with_the_same_layout_replaces_every_row_over_the_whole_range(
         (dt.date(2026, 1, 3), "eu", Decimal("4")),
     ]
     assert (engine.partitioning(ref(engine)), engine.clustering(ref(engine))) == before_layout
+    assert engine.tables() == ["daily", "events"]
+
+
+def test_a_rebuild_from_a_python_assets_rows(engine):
+    """`sql=None`: the rows come as Arrow batches, staged and checked like a query's."""
+    seed(engine)
+    schema = pa.schema(
+        [("region", pa.string()), ("first_ts", pa.timestamp("us", "UTC")), ("total", pa.float64())]
+    )
+    rows = [
+        {"region": "eu", "first_ts": dt.datetime(2026, 1, 5, tzinfo=UTC), "total": 1.5},
+        {"region": "na", "first_ts": dt.datetime(2026, 1, 6, tzinfo=UTC), "total": 2.5},
+        {"region": "ap", "first_ts": dt.datetime(2026, 1, 7, tzinfo=UTC), "total": 3.5},
+    ]
+    request = WriteRequest(new_target(engine), None, {}, "replace", rebuild=True)
+    result = engine.warehouse.write(request, record_batches(rows, schema))
+    assert (result.extra["rebuilt"], result.rows_read, result.rows_inserted, result.rows_deleted) == (
+        True,
+        3,
+        3,
+        3,
+    )
+    assert engine.rows(ref(engine), ["region", "total"]) == [
+        ("ap", Decimal("3.5")),
+        ("eu", Decimal("1.5")),
+        ("na", Decimal("2.5")),
+    ]
     assert engine.tables() == ["daily", "events"]
 
 
