@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import replication, report
+from benchmarks import bench_partition_events, replication, report
 from benchmarks import warehouse_and_online as other
 from benchmarks.core import Context, log, remove
 from benchmarks.data import check_local
@@ -35,10 +35,11 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "cli": other.cli,
     "cql_export": other.cql_export,
     "online_reads": other.online_reads,
+    "partition_events": bench_partition_events.partition_events,
 }
 RATIO_ORDER = [
     "pg_full", "mysql_full", "memory", "incremental", "noop", "merge", "definitions", "cli", "cql_export",
-    "reads_sqlite", "reads_cassandra", "dlt",
+    "reads_sqlite", "reads_cassandra", "dlt", "partition_events_sqlite", "partition_events_postgres",
 ]  # fmt: skip
 NEEDS = {"pg_full": "postgres", "dlt": "postgres", "incremental": "postgres", "mysql_full": "mysql"}
 

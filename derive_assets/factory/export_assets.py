@@ -28,6 +28,7 @@ from dagster import (
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.export_verify import CHECK_NAME, verify
+from derive_assets.factory.failures import run_failure
 from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.targets import column_defs
 from derive_assets.factory.windows import partitions_for
@@ -129,11 +130,12 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
         try:
             check = verify(warehouse, store, table, rows, result.rows_written, expected, write_started)
         except OnlineStoreError as exc:
-            raise Failure(
-                description=f"export {spec.name} wrote {result.rows_written:,} rows to {store.kind} but could not "
-                f"read them back to verify them: {exc}. No materialization was recorded, so the next run exports "
-                "and verifies the same rows again (upserts: harmless).",
-                metadata={K.ROWS_WRITTEN: result.rows_written},
+            raise run_failure(
+                export.path,
+                f"export {spec.name} wrote {result.rows_written:,} rows to {store.kind} but could not read them "
+                f"back to verify them: {exc}. No materialization was recorded, so the next run exports and "
+                "verifies the same rows again (upserts: harmless).",
+                {K.ROWS_WRITTEN: result.rows_written},
             ) from None
         if not check.passed and K.WATERMARK in meta:
             # Keep the old watermark: the next run re-exports this slice and verifies it again.
@@ -201,7 +203,7 @@ def _nothing_changed(meta: dict[str, Any]) -> MaterializeResult:
 
 
 def _failure(export: Export, store: Any, exc: OnlineStoreError, written: int, total: int | None) -> Failure:
-    """The run fails with what happened, what is online, and why a rerun is safe."""
+    """The run fails with the spec file, what happened, what is online, and why a rerun is safe."""
     of = f" of {total:,}" if total is not None else ""
     kept = (
         "the export's watermark did not move"
@@ -213,8 +215,9 @@ def _failure(export: Export, store: Any, exc: OnlineStoreError, written: int, to
         if getattr(exc, "transient", True)
         else "fix the cause above, then rerun: rows already written are simply overwritten (upserts)"
     )
-    return Failure(
-        description=f"export {export.spec.name} to {store.kind} stopped after {written:,}{of} rows were written "
-        f"online: {exc}. No materialization was recorded, so {kept}; {rerun}.",
-        metadata={K.ROWS_WRITTEN: written, K.ROWS_IN_SLICE: total},
+    return run_failure(
+        export.path,
+        f"export {export.spec.name} to {store.kind} stopped after {written:,}{of} rows were written online: "
+        f"{exc}. No materialization was recorded, so {kept}; {rerun}.",
+        {K.ROWS_WRITTEN: written, K.ROWS_IN_SLICE: total},
     )
