@@ -38,6 +38,8 @@ def days_ago(n: int) -> str:
 @dataclass(frozen=True)
 class World:
     root: Path
+    bigquery: tuple[str, str] | None = None
+    """(endpoint, project) of a BigQuery emulator to use as the warehouse; None: DuckDB under the home."""
 
     @property
     def specs(self) -> Path:
@@ -57,7 +59,16 @@ class World:
 
     @property
     def settings(self) -> DeriveSettings:
-        return DeriveSettings(specs_dir=self.specs, home=self.home)
+        if self.bigquery is None:
+            return DeriveSettings(specs_dir=self.specs, home=self.home)
+        endpoint, project = self.bigquery
+        return DeriveSettings(
+            specs_dir=self.specs,
+            home=self.home,
+            warehouse="bigquery",
+            bigquery_project=project,
+            bigquery_endpoint=endpoint,
+        )
 
     def env(self) -> dict[str, str]:
         env = {
@@ -66,13 +77,20 @@ class World:
             if k
             not in ("DERIVE_ACCOUNTS_URL", "DERIVE_ORDERS_URL", "DERIVE_PAYMENTS_URL", "DERIVE_DUCKDB_PATH")
         }
-        return {
-            **env,
+        env |= {
             "DERIVE_HOME": str(self.home),
             "DAGSTER_HOME": str(self.dagster_home),
             "DERIVE_SPECS_DIR": str(self.specs),
             "DERIVE_WAREHOUSE": "duckdb",
         }
+        if self.bigquery is not None:
+            endpoint, project = self.bigquery
+            env |= {
+                "DERIVE_WAREHOUSE": "bigquery",
+                "DERIVE_BIGQUERY_PROJECT": project,
+                "DERIVE_BIGQUERY_ENDPOINT": endpoint,
+            }
+        return env
 
     def derive(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """`derive ARGS` in this process (the CLI's `main`, with the world's environment and `stdin`): the
@@ -167,10 +185,9 @@ class World:
         self.edit(Path("exports") / "region_payments_online.yaml", "payers", "distinct_payers")
 
 
-def build_world(root: Path) -> World:
+def build_world(world: World) -> World:
     """Sources, the replicated tables, core.user_detail, analytics.top_spenders and the daily table's last two
     windows, on a persistent instance."""
-    world = World(root)
     shutil.copytree(PROJECT_ROOT / "table_specs", world.specs)
     spec = world.specs / DAILY_SPEC
     spec.write_text(re.sub(r"start: \d{4}-\d{2}-\d{2}", f"start: {days_ago(3)}", spec.read_text()))

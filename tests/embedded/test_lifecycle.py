@@ -16,7 +16,7 @@ JOB = "analytics__daily_payments_by_region_job"
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> World:
-    return build_world(tmp_path_factory.mktemp("lifecycle") / "world")
+    return build_world(World(tmp_path_factory.mktemp("lifecycle") / "world"))
 
 
 @pytest.fixture

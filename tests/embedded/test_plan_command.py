@@ -10,7 +10,7 @@ from lifecycle_world import DAILY, DAILY_SPEC, World, build_world, copy_world, d
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> World:
-    return build_world(tmp_path_factory.mktemp("plan") / "world")
+    return build_world(World(tmp_path_factory.mktemp("plan") / "world"))
 
 
 @pytest.fixture
