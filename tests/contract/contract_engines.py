@@ -182,7 +182,7 @@ class DuckDBEngine(WarehouseEngine):
         )
         spec_names = {v.replace(" ", ""): k for k, v in DUCKDB_TYPES.items() if k != "TIMESTAMP"}
         spec_names["TIMESTAMPWITHTIMEZONE"] = "TIMESTAMP"
-        return [(n, spec_names.get(t.replace(" ", ""), t)) for n, t in found]
+        return [(str(n), spec_names.get(str(t).replace(" ", ""), str(t))) for n, t in found]
 
 
 class BigQueryEngine(WarehouseEngine):
