@@ -318,7 +318,9 @@ def drop_table(ref: str) -> exp.Drop:
 
 def rename_table(ref: str, new_name: str) -> exp.Alter:
     """`ALTER TABLE <ref> RENAME TO <new_name>` (same dataset)."""
-    return exp.Alter(this=table(ref), kind="TABLE", actions=[exp.AlterRename(this=exp.table_(ident(new_name)))])
+    return exp.Alter(
+        this=table(ref), kind="TABLE", actions=[exp.AlterRename(this=exp.table_(ident(new_name)))]
+    )
 
 
 def _merge(target: TargetTable, source: exp.Expr, on: exp.Expr, whens: list[exp.When]) -> exp.Merge:
