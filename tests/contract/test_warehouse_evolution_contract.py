@@ -334,3 +334,20 @@ def test_a_table_from_before_markers_is_compared_by_columns_and_marked_on_the_ne
     assert engine.warehouse.managed_tables([engine.dataset]) == [old]
     with pytest.raises(BreakingSchemaChange, match="column orders INT64 is in the table but not in the spec"):
         write(engine, dataclasses.replace(plain, columns=COLUMNS[:3]), DAY1)
+
+
+def test_an_empty_table_gets_its_new_column_before_a_first_load_streams_into_it(engine):
+    v1 = TargetTable(engine.dataset, "orders", ORDERS, cluster=("order_id",))
+    engine.warehouse.load(LoadRequest(v1, ("order_id",), "updated_at"), [])  # creates the empty table
+    assert engine.warehouse.row_count(f"{engine.dataset}.orders") == 0
+    v2 = dataclasses.replace(v1, columns=(*ORDERS, ColumnDef("amount", "NUMERIC")))
+    rows = [{"order_id": 1, "status": "new", "updated_at": T0, "amount": Decimal("2.25")}]
+    result = engine.warehouse.load(LoadRequest(v2, ("order_id",), "updated_at"), [orders_batch(rows, True)])
+    assert result.extra["schema_changes"] == ["add column amount NUMERIC (old rows hold NULL)"]
+    assert engine.rows(f"{engine.dataset}.orders", ["order_id", "amount"]) == [(1, Decimal("2.25"))]
+
+
+def test_a_missing_table_has_no_description_and_no_diff(engine):
+    assert engine.warehouse.describe(ref(engine)) is None
+    assert engine.warehouse.schema_diff(spec(engine)) is None
+    assert engine.warehouse.describe("no_such_dataset.daily") is None
