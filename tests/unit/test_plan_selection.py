@@ -1,0 +1,89 @@
+"""`derive plan` selections resolved by Dagster over a small graph, and what Derive counts as owning a table."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import AssetKey, Definitions, asset
+
+from derive_assets.lifecycle import datasets, normalize_ref, owned
+from derive_assets.selection import SelectionError, select
+from derive_assets.settings import PROJECT_ROOT
+from derive_assets.specs.project import load_project
+
+
+@asset(key=["core", "users"])
+def users() -> None: ...
+
+
+@asset(key=["analytics", "daily"], deps=[AssetKey(["core", "users"])])
+def daily() -> None: ...
+
+
+@asset(key=["analytics", "weekly"], deps=[AssetKey(["analytics", "daily"])])
+def weekly() -> None: ...
+
+
+@asset(key=["online", "daily_online"], deps=[AssetKey(["analytics", "weekly"])])
+def daily_online() -> None: ...
+
+
+GRAPH = Definitions(assets=[users, daily, weekly, daily_online]).resolve_asset_graph()
+
+
+def chosen(*texts: str) -> list[str]:
+    return sorted(k.to_user_string() for k in select(texts, GRAPH, GRAPH.get_all_asset_keys()))
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [
+        ((), ["analytics/daily", "analytics/weekly", "core/users", "online/daily_online"]),
+        (("analytics/*",), ["analytics/daily", "analytics/weekly"]),
+        (("analytics.daily",), ["analytics/daily"]),
+        (("analytics/daily",), ["analytics/daily"]),
+        (("+analytics/daily",), ["analytics/daily", "core/users"]),
+        (("analytics/daily+",), ["analytics/daily", "analytics/weekly"]),
+        (("analytics/daily++",), ["analytics/daily", "analytics/weekly", "online/daily_online"]),
+        (("++analytics.weekly",), ["analytics/daily", "analytics/weekly", "core/users"]),
+        (("*/daily*",), ["analytics/daily", "online/daily_online"]),
+        (("core/users", "online/*"), ["core/users", "online/daily_online"]),
+        (('key:"analytics/*" and not key:"analytics/weekly"',), ["analytics/daily"]),
+    ],
+)
+def test_selections_select_what_dagster_selects(texts: tuple[str, ...], expected: list[str]):
+    assert chosen(*texts) == expected
+
+
+def test_a_selection_of_nothing_names_the_nearest_keys():
+    with pytest.raises(
+        SelectionError, match=r"^'analytics\.dialy' selects no asset; did you mean analytics/daily[,?]"
+    ):
+        chosen("analytics.dialy")
+
+
+def test_a_selection_that_is_not_valid_syntax_says_what_to_write():
+    with pytest.raises(
+        SelectionError, match=r"^'key:\(' is not an asset selection \(.*\); use a key such as "
+    ):
+        chosen("key:(")
+
+
+def test_refs_are_accepted_as_keys_or_refs():
+    assert normalize_ref("analytics/daily") == normalize_ref(" analytics.daily ") == "analytics.daily"
+
+
+def test_a_project_owns_its_tables_replicated_tables_their_quarantines_and_python_tables():
+    project = load_project(PROJECT_ROOT / "table_specs")
+    mine = owned(project)
+    assert {"analytics.daily_payments_by_region", "accounts.auth", "features.region_scores"} <= mine
+    assert "profiles.profile__quarantine" in mine
+    assert "analytics.hand_made" not in mine
+    assert datasets(project) == {
+        "accounts",
+        "orders",
+        "payments",
+        "profiles",
+        "core",
+        "analytics",
+        "features",
+    }
