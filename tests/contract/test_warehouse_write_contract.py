@@ -478,3 +478,22 @@ def test_per_partition_counts_take_one_grouped_query_per_side_whatever_the_parti
     assert len(built) == 2
     assert [p.rows_read for p in result.by_partition[:3]] == [2, 1, 0]
     assert sum(p.row_count for p in result.by_partition) == 3
+
+
+@pytest.mark.parametrize("key_type", ["TIMESTAMP", "DATETIME"])
+def test_per_partition_counts_of_daily_windows_on_a_time_key_bucket_by_the_utc_day(engine, key_type):
+    engine.execute(engine.sql("INSERT INTO {ds}.events VALUES (TIMESTAMP '2026-01-02 23:59:59+00', 'eu', 1)"))
+    timed = TargetTable(
+        engine.dataset,
+        "timed",
+        (ColumnDef("at", key_type, not_null=True), ColumnDef("region", "STRING")),
+        partition_key="at",
+    )
+    sql = engine.sql(
+        f"SELECT CAST(ts AS {key_type}) AS at, region FROM {{ds}}.events "
+        f"WHERE ts >= {{p}}window_start AND ts < {{p}}window_end"
+    )
+    windows = (DAY1, DAY2, DAY3)
+    run = WriteRequest(timed, sql, THREE_DAYS.as_params(), "append", (), THREE_DAYS, partitions=windows)
+    result = engine.warehouse.write(run)
+    assert [(p.rows_read, p.row_count) for p in result.by_partition] == [(3, 3), (2, 2), (0, 0)]
