@@ -42,6 +42,7 @@ def chosen(*texts: str) -> list[str]:
         (("analytics.daily",), ["analytics/daily"]),
         (("analytics/daily",), ["analytics/daily"]),
         (("+analytics/daily",), ["analytics/daily", "core/users"]),
+        (("+online/daily_online",), ["analytics/weekly", "online/daily_online"]),
         (("analytics/daily+",), ["analytics/daily", "analytics/weekly"]),
         (("analytics/daily++",), ["analytics/daily", "analytics/weekly", "online/daily_online"]),
         (("++analytics.weekly",), ["analytics/daily", "analytics/weekly", "core/users"]),
@@ -87,3 +88,23 @@ def test_a_project_owns_its_tables_replicated_tables_their_quarantines_and_pytho
         "analytics",
         "features",
     }
+
+
+def test_the_backfill_of_an_added_column_runs_to_the_last_materialized_window():
+    import datetime as dt
+
+    from dagster import AssetMaterialization, DagsterInstance, DailyPartitionsDefinition
+
+    from derive_assets.plan import backfill_range
+
+    partitions = DailyPartitionsDefinition(start_date="2026-03-01", timezone="UTC")
+    now = dt.datetime(2026, 3, 11, 1, tzinfo=dt.UTC)  # ten complete windows, 03-01 .. 03-10
+    key = AssetKey(["analytics", "daily"])
+    with DagsterInstance.ephemeral() as instance:
+        assert backfill_range(partitions, key, instance, now) is None  # nothing written yet: nothing to fill
+        for day in ("2026-03-04", "2026-03-06"):
+            instance.report_runless_asset_event(AssetMaterialization(key, partition=day))
+        fill = backfill_range(partitions, key, instance, now)
+    assert fill is not None and (fill.first, fill.last, fill.count) == ("2026-03-01", "2026-03-06", 6)
+    no_instance = backfill_range(partitions, key, None, now)  # no event log: up to the last complete window
+    assert no_instance is not None and (no_instance.last, no_instance.count) == ("2026-03-10", 10)
