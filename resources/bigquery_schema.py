@@ -90,16 +90,16 @@ def evolved_schema(
     fields: list[bigquery.SchemaField], target: TargetTable, changes: Sequence[SchemaChange]
 ) -> tuple[list[bigquery.SchemaField], bool]:
     """The table's schema with the changes made (new fields last); False when it already has them."""
-    by_name = {c.column.lower(): c for c in changes if c.column and c.kind in ("widen_type", "not_null")}
+    widen = {c.column.lower(): c.after for c in changes if c.kind == "widen_type" and c.column}
+    relax = {c.column.lower() for c in changes if c.kind == "not_null" and c.column}
     result, changed = [], False
     for field in fields:
-        change = by_name.get(field.name.lower())
         api = field.to_api_repr()
-        widened = change is not None and change.kind == "widen_type"
-        if change is not None and widened and standard_type(field.field_type or "") != change.after:
-            api["type"] = change.after
+        wider = widen.get(field.name.lower())
+        if wider is not None and standard_type(field.field_type or "") != wider:
+            api["type"] = wider
             changed = True
-        if change is not None and change.kind == "not_null" and field.mode == "REQUIRED":
+        if field.name.lower() in relax and field.mode == "REQUIRED":
             api["mode"] = "NULLABLE"
             changed = True
         result.append(bigquery.SchemaField.from_api_repr(api))

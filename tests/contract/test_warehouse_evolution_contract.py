@@ -351,3 +351,22 @@ def test_a_missing_table_has_no_description_and_no_diff(engine):
     assert engine.warehouse.describe(ref(engine)) is None
     assert engine.warehouse.schema_diff(spec(engine)) is None
     assert engine.warehouse.describe("no_such_dataset.daily") is None
+
+
+def test_one_column_widened_and_made_nullable_in_one_run(engine):
+    required = spec(engine, *COLUMNS[:3], ColumnDef("orders", "INT64", not_null=True))
+    write(engine, required, DAY1)
+    result = write(engine, spec(engine, *COLUMNS[:3], ColumnDef("orders", "FLOAT64")), DAY2)
+    assert result.extra["schema_changes"] == [
+        "widen column orders INT64 -> FLOAT64 (values kept)",
+        "column orders becomes nullable (drop NOT NULL)",
+    ]
+    assert (engine.column_types(ref(engine))[3], engine.column_defs(ref(engine))[3]) == (
+        ("orders", "FLOAT64"),
+        ("orders", True),
+    )
+    assert [r[0] for r in engine.query(f"SELECT orders FROM {ref(engine)} ORDER BY day, region")] == [
+        2.0,
+        1.0,
+        3.0,
+    ]
