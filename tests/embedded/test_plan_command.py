@@ -4,6 +4,9 @@ Dagster reads them, replications from their watermark, exports, and orphaned tab
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import pytest
 from lifecycle_world import DAILY, DAILY_SPEC, World, build_world, copy_world, days_ago
 
@@ -98,7 +101,11 @@ def test_replications_plan_the_source_query_from_the_watermark_and_exports_their
     result = world.derive("plan", "payments/payments", "online/*")
     assert result.returncode == 0, result.stderr
     payments = section(result.stdout, "payments.payments (replication)")
-    assert "rows with updated_at > " in payments and "less cursor_overlap 600" in payments
+    found = re.search(r"rows with updated_at > (\S+) \(read floor (\S+) less cursor_overlap 600\)", payments)
+    assert found, payments
+    since, floor = (dt.datetime.fromisoformat(v) for v in found.groups())
+    assert floor - since == dt.timedelta(seconds=600)  # the query reads from the floor less the overlap
+    assert f"-- parameters: ['{since.isoformat(sep=' ')[:19]}" in payments  # the bound value of the `?`
     assert 'CREATE TABLE IF NOT EXISTS "payments"."payments"' in payments
     assert 'FROM "payments" WHERE JULIANDAY("updated_at") > JULIANDAY(?)' in payments
     online = section(result.stdout, "online/region_payments_online")
