@@ -188,6 +188,19 @@ def test_full_refresh_tag_rebuilds_the_table_over_the_runs_window(tmp_path):
     assert K.REBUILT not in project.event_of(DAYS[0])
 
 
+def test_delete_missing_in_the_spec_removes_the_windows_stale_keys(tmp_path):
+    strategy = {"type": "merge", "unique_key": ["id", "day"], "delete_missing": True}
+    project = Project(tmp_path, {**TABLE, "strategy": strategy})
+    project.run(DAYS[0], DAYS[2])
+    for day in (DAYS[1], DAYS[2]):  # a key no query outputs any more, in day 2 and day 3
+        project.duckdb("INSERT INTO bench.daily_events VALUES (99, CAST(? AS DATE), 'view')", day)
+
+    project.run(DAYS[1], DAYS[1])
+
+    assert project.duckdb("SELECT day FROM bench.daily_events WHERE id = 99") == [(dt.date(2026, 3, 3),)]
+    assert project.event_of(DAYS[1])[K.ROWS_DELETED] == 1
+
+
 def test_an_unknown_full_refresh_value_fails_the_run_by_name(tmp_path):
     project = Project(tmp_path)
     result = project.run(DAYS[0], DAYS[0], ok=False, **{K.FULL_REFRESH_TAG: "ture"})
