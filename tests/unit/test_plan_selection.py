@@ -108,3 +108,20 @@ def test_the_backfill_of_an_added_column_runs_to_the_last_materialized_window():
     assert fill is not None and (fill.first, fill.last, fill.count) == ("2026-03-01", "2026-03-06", 6)
     no_instance = backfill_range(partitions, key, None, now)  # no event log: up to the last complete window
     assert no_instance is not None and (no_instance.last, no_instance.count) == ("2026-03-10", 10)
+
+
+def test_a_bounded_window_plans_and_rebuilds_only_its_range():
+    import datetime as dt
+
+    from derive_assets.factory.windows import partitions_for
+    from derive_assets.plan import partition_keys, window_before
+    from derive_assets.specs.models import Window
+
+    window = Window(size="1d", start=dt.date(1992, 1, 1), end=dt.date(1992, 1, 11))
+    now = dt.datetime(2026, 3, 11, tzinfo=dt.UTC)
+    partitions_def = partitions_for(window)
+    assert partitions_def is not None
+    keys = partition_keys(partitions_def, now)
+    assert (len(keys), keys[0], keys[-1]) == (10, "1992-01-01", "1992-01-10")
+    last = window_before(window, now)
+    assert last is not None and last.end == dt.datetime(1992, 1, 11, tzinfo=dt.UTC)
