@@ -201,6 +201,27 @@ def test_delete_missing_in_the_spec_removes_the_windows_stale_keys(tmp_path):
     assert project.event_of(DAYS[1])[K.ROWS_DELETED] == 1
 
 
+def test_a_run_that_adds_a_column_records_the_schema_change(tmp_path):
+    project = Project(tmp_path)
+    project.run(DAYS[0], DAYS[0])
+    wider = {
+        **TABLE,
+        "columns": [*TABLE["columns"], {"name": "kind_upper", "type": "STRING"}],
+        "sql": TABLE["sql"].replace("e.kind FROM", "e.kind, UPPER(e.kind) AS kind_upper FROM"),
+    }
+    project.spec_file.write_text(yaml.safe_dump(wider, sort_keys=False))
+    project.defs = build_definitions(project.settings)
+
+    project.run(DAYS[1], DAYS[1])
+
+    changes = project.event_of(DAYS[1])[K.SCHEMA_CHANGES]
+    assert len(changes) == 1 and changes[0].startswith("add column kind_upper STRING")
+    assert K.SCHEMA_CHANGES not in project.event_of(DAYS[0])
+    assert project.duckdb("SELECT day, kind_upper FROM bench.daily_events WHERE id = 10") == [
+        (dt.date(2026, 3, 1), None)
+    ]
+
+
 def test_an_unknown_full_refresh_value_fails_the_run_by_name(tmp_path):
     project = Project(tmp_path)
     result = project.run(DAYS[0], DAYS[0], ok=False, **{K.FULL_REFRESH_TAG: "ture"})
