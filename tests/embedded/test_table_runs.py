@@ -222,6 +222,30 @@ def test_a_run_that_adds_a_column_records_the_schema_change(tmp_path):
     ]
 
 
+def test_a_breaking_schema_change_fails_the_run_naming_the_spec_and_the_rebuild(tmp_path):
+    project = Project(tmp_path)
+    project.run(DAYS[0], DAYS[0])
+    renamed = {
+        **TABLE,
+        "columns": [{**c, "name": "event_kind"} if c["name"] == "kind" else c for c in TABLE["columns"]],
+        "sql": TABLE["sql"].replace("e.kind FROM", "e.kind AS event_kind FROM"),
+    }
+    project.spec_file.write_text(yaml.safe_dump(renamed, sort_keys=False))
+    project.defs = build_definitions(project.settings)
+
+    result = project.run(DAYS[1], DAYS[1], ok=False)
+
+    (failure,) = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    assert error is not None and error.cause is None  # raised from None: nothing chained below the message
+    assert error.message.startswith(
+        f"dagster._core.definitions.events.Failure: {project.shown}: bench.daily_events: the spec no longer "
+        "matches the existing table:"
+    )
+    assert "Run `derive rebuild bench.daily_events`" in error.message
+    assert project.duckdb("SELECT count(*) FROM bench.daily_events") == [(1,)]  # nothing written
+
+
 def test_an_unknown_full_refresh_value_fails_the_run_by_name(tmp_path):
     project = Project(tmp_path)
     result = project.run(DAYS[0], DAYS[0], ok=False, **{K.FULL_REFRESH_TAG: "ture"})
