@@ -15,10 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
-from dagster_shared.error import (
-    SerializableErrorInfo,  # a step error's type (dagster re-exports it privately)
-)
+from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster_shared.error import SerializableErrorInfo  # a step's error (not exported by dagster)
 
 from derive_assets.factory.windows import partitions_for
 from derive_assets.metadata_keys import FULL_REFRESH_TAG
@@ -145,8 +143,8 @@ def rebuild_run(table: Table, now: dt.datetime | None = None) -> RebuildRun:
     keys = partition_keys(partitions_def, now)
     if not keys:
         raise LifecycleError(
-            f"{table.spec.ref} ({table.path}): its window starts {table.spec.window.start if table.spec.window else ''}"
-            " and has no complete window yet, so there is nothing to rebuild; run it once a window has passed."
+            f"{table.spec.ref} ({table.path}): no window of it is complete yet, so there is nothing to rebuild; "
+            "rebuild it once its first window (window.start) has passed."
         )
     return RebuildRun(
         table, {**tags, RANGE_START: keys[0], RANGE_END: keys[-1]}, Backfill(keys[0], keys[-1], len(keys))
@@ -219,7 +217,3 @@ def _text(error: SerializableErrorInfo) -> str:
     if rest and error.cls_name and head.endswith(error.cls_name):
         text = rest
     return text.rstrip(".")
-
-
-def asset_key(ref: str) -> AssetKey:
-    return AssetKey(ref.split("."))
