@@ -11,6 +11,7 @@ shows the query without that conversion.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +20,9 @@ from dagster import DagsterInstance, MetadataValue
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.export_assets import export_key, online_table
+from derive_assets.factory.python_assets import PythonTable
 from derive_assets.factory.replication_assets import replication_key
-from derive_assets.factory.targets import source_target
+from derive_assets.factory.targets import source_target, table_target
 from derive_assets.plan import Evolution, evolution, window_before, window_text
 from derive_assets.replication import mongo, watermark
 from derive_assets.replication.extract import ExtractPlan, build_query
@@ -46,6 +48,29 @@ class ReplicationPlan:
             f"== {self.ref} (replication) — {self.reads}\n-- will: {self.evolution.action}\n"
             f"{self.ddl};\n-- source query:{params}\n{self.query}\n"
         )
+
+
+@dataclass(frozen=True)
+class PythonTablePlan:
+    """A Python table: its function computes the rows, so there is no SQL to show; the schema is compared."""
+
+    ref: str
+    strategy: str
+    ddl: str
+    evolution: Evolution
+
+    def render(self) -> str:
+        return (
+            f"== {self.ref} (python table, {self.strategy})\n-- will: {self.evolution.action}\n{self.ddl};\n"
+        )
+
+
+def python_table_plan(table: PythonTable, warehouse: Warehouse) -> PythonTablePlan:
+    # Its asset records no spec version on the table, so only the schema is compared.
+    target = dataclasses.replace(table_target(table.spec), code_version=None)
+    return PythonTablePlan(
+        table.spec.ref, table.spec.strategy.type, warehouse.ddl_for(target), evolution(warehouse, target)
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,15 @@ from derive_assets.factory.export_assets import export_key
 from derive_assets.factory.replication_assets import replication_key
 from derive_assets.lifecycle import materialize_command, orphans
 from derive_assets.plan import PlanEntry, plan, render
-from derive_assets.plan_feeds import ExportPlan, ReplicationPlan, export_plan, replication_plan
+from derive_assets.plan_feeds import (
+    ExportPlan,
+    PythonTablePlan,
+    ReplicationPlan,
+    export_plan,
+    python_table_plan,
+    replication_plan,
+)
+from derive_assets.python_tables import python_tables
 from derive_assets.selection import select
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject
@@ -30,7 +38,7 @@ class FullPlan:
     """Everything `derive plan` shows."""
 
     tables: list[PlanEntry]
-    feeds: list[ReplicationPlan | ExportPlan] = field(default_factory=list)
+    feeds: list[PythonTablePlan | ReplicationPlan | ExportPlan] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     """Tables Derive created in its datasets that no spec owns (`lifecycle.orphans`)."""
 
@@ -49,7 +57,10 @@ def full_plan(
     graph = defs.resolve_asset_graph()
     chosen = select(selection, graph, graph.get_all_asset_keys())
     refs = {t.spec.ref for t in project.tables if AssetKey(t.spec.ref.split(".")) in chosen}
-    feeds: list[ReplicationPlan | ExportPlan] = [
+    feeds: list[PythonTablePlan | ReplicationPlan | ExportPlan] = [
+        python_table_plan(t, warehouse) for t in python_tables(project) if t.key in chosen
+    ]
+    feeds += [
         replication_plan(rt, warehouse, instance)
         for rt in project.replicated
         if replication_key(rt) in chosen

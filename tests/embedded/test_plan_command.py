@@ -84,7 +84,7 @@ def test_selections_are_read_as_dagster_reads_them(world: World):
     assert headers(parents.stdout) == ["core.user_detail", DAILY, "payments.payments"]
 
     children = world.derive("plan", "analytics/daily_payments_by_region+")
-    assert headers(children.stdout) == [DAILY, "online/region_payments_online"]
+    assert headers(children.stdout) == [DAILY, "features.region_scores", "online/region_payments_online"]
 
 
 def test_an_unknown_selection_is_one_message_naming_near_keys(world: World):
@@ -152,3 +152,11 @@ def test_the_spec_under_test_starts_three_days_ago(base: World):
     assert f"start: {days_ago(3)}" in (base.specs / DAILY_SPEC).read_text()
     days = sorted(str(r[0]) for r in base.query(f"SELECT DISTINCT day FROM {DAILY}"))
     assert days and set(days) <= {days_ago(2), days_ago(1)}
+
+
+def test_a_python_table_is_planned_by_its_schema(world: World):
+    result = world.derive("plan", "features/*")
+    assert result.returncode == 0, result.stderr
+    scores = section(result.stdout, "features.region_scores (python table, merge)")
+    assert "-- will: create the table" in scores  # the world never materialized it
+    assert 'CREATE TABLE IF NOT EXISTS "features"."region_scores"' in scores
