@@ -126,21 +126,17 @@ def backfill_range(
     instance: DagsterInstance | None,
     now: dt.datetime,
 ) -> Backfill | None:
-    """The windows that were written before a column was added: from the first partition to the last one the
-    event log has materialized (with no instance: to the last complete one)."""
+    """The windows that were written before a column was added: the ones the event log has materialized (a
+    window never materialized has no rows to fill); with no instance, every complete window."""
     if partitions_def is None:
         return None
     keys = partition_keys(partitions_def, now)
-    if not keys:
-        return None
-    last = keys[-1]
     if instance is not None:
         done = instance.get_materialized_partitions(key)
-        materialized = [k for k in keys if k in done]
-        if not materialized:
-            return None
-        last = materialized[-1]
-    return Backfill(keys[0], last, keys.index(last) + 1)
+        keys = [k for k in keys if k in done]
+    if not keys:
+        return None
+    return Backfill(keys[0], keys[-1], len(keys))
 
 
 def plan(
