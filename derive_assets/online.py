@@ -98,5 +98,5 @@ def _coerce(value: Any, column_type: str) -> Any:
         if column_type in ("TIMESTAMP", "DATETIME"):
             return dt.datetime.fromisoformat(value)
     except ValueError as exc:
-        raise ValueError(f"key value {value!r} is not a {column_type}: {exc}") from None
+        raise ValueError(f"key value {value!r} is not a valid {column_type}: {exc}") from None
     return value

@@ -190,7 +190,7 @@ def test_lookup_keys_from_the_command_line_are_coerced_strictly():
     assert [_coerce(v, "BOOL") for v in ("true", "No", "0", " yes ")] == [True, False, False, True]
     with pytest.raises(ValueError, match=r"key value 'maybe' is not a BOOL: allowed: \['0', '1', 'false'"):
         _coerce("maybe", "BOOL")
-    with pytest.raises(ValueError, match=r"key value 'x' is not a INT64"):
+    with pytest.raises(ValueError, match=r"key value 'x' is not a valid INT64"):
         _coerce("x", "INT64")
 
 

@@ -59,7 +59,7 @@ CASES = {
         ("lookup", "user_profile_online", "abc"),
         2,
         (
-            "derive lookup: export user_profile_online: key value 'abc' is not a INT64",
+            "derive lookup: export user_profile_online: key value 'abc' is not a valid INT64",
             "give user_id as an integer",
         ),
     ),
