@@ -89,11 +89,11 @@ class Project:
             instance=self.instance, run_config=QUIET
         )
 
-    def run(self, first: str, last: str, ok: bool = True, **tags: str) -> Any:
+    def run(self, first: str, last: str, ok: bool = True, tags: dict[str, str] | None = None) -> Any:
         result = self.defs.resolve_job_def(JOB).execute_in_process(
             instance=self.instance,
             run_config=QUIET,
-            tags={RANGE_START: first, RANGE_END: last, **tags},
+            tags={RANGE_START: first, RANGE_END: last, **(tags or {})},
             raise_on_error=False,
         )
         assert result.success is ok
@@ -146,7 +146,7 @@ def test_a_single_run_backfill_records_each_partitions_own_numbers_and_the_sql_o
 
     latest = project.instance.get_latest_materialization_event(KEY)
     assert latest is not None and latest.asset_materialization is not None
-    run_meta = {k: v.value for k, v in latest.asset_materialization.metadata.items()}
+    run_meta: dict[str, Any] = {k: v.value for k, v in latest.asset_materialization.metadata.items()}
     assert latest.asset_materialization.partition == DAYS[2]
     assert (run_meta[K.RUN_WINDOW_START], run_meta[K.RUN_WINDOW_END]) == (iso(DAYS[0]), iso(DAYS[2], 1))
     assert (run_meta[K.RUN_PARTITIONS], run_meta[K.RUN_ROWS_READ]) == (3, 6)
@@ -180,7 +180,7 @@ def test_full_refresh_tag_rebuilds_the_table_over_the_runs_window(tmp_path):
     project.run(DAYS[0], DAYS[2])
     project.duckdb("INSERT INTO bench.daily_events VALUES (99, CAST(? AS DATE), 'view')", DAYS[1])
 
-    project.run(DAYS[0], DAYS[2], **{K.FULL_REFRESH_TAG: "true"})
+    project.run(DAYS[0], DAYS[2], tags={K.FULL_REFRESH_TAG: "true"})
 
     assert project.duckdb("SELECT count(*) FROM bench.daily_events WHERE id = 99") == [(0,)]
     assert project.duckdb("SELECT count(*) FROM bench.daily_events") == [(6,)]
@@ -248,7 +248,7 @@ def test_a_breaking_schema_change_fails_the_run_naming_the_spec_and_the_rebuild(
 
 def test_an_unknown_full_refresh_value_fails_the_run_by_name(tmp_path):
     project = Project(tmp_path)
-    result = project.run(DAYS[0], DAYS[0], ok=False, **{K.FULL_REFRESH_TAG: "ture"})
+    result = project.run(DAYS[0], DAYS[0], ok=False, tags={K.FULL_REFRESH_TAG: "ture"})
     (failure,) = result.get_step_failure_events()
     error = failure.step_failure_data.error
     assert error is not None
