@@ -177,3 +177,16 @@ def test_accepted_values_counts_the_slices_other_values_but_not_nulls(engine, da
 def test_accepted_values_binds_numbers_as_numbers(engine):
     check = CheckQuery("accepted_values", "id", TableSlice(ref(engine)), (1, 2, 3))
     assert engine.warehouse.count_violations(check) == 5
+
+
+def test_violation_samples_are_the_offending_values_in_order_at_most_the_limit(engine):
+    """What a failed check shows: distinct values outside accepted_values in the slice, the duplicated values of
+    the whole table for `unique`, none for `not_null` (its offending value is NULL)."""
+    wh, whole = engine.warehouse, TableSlice(ref(engine))
+    day3 = TableSlice(ref(engine), window=WindowBound("day", "DATE", window(3)))
+    assert wh.violation_samples(CheckQuery("accepted_values", "region", whole, ("eu",))) == ["na", "xx"]
+    assert wh.violation_samples(CheckQuery("accepted_values", "region", whole, ("eu",)), limit=1) == ["na"]
+    assert wh.violation_samples(CheckQuery("accepted_values", "region", day3, ("na",))) == ["xx"]
+    assert wh.violation_samples(CheckQuery("accepted_values", "id", whole, (1, 2, 3, 4, 5, 6, 7))) == [8]
+    assert wh.violation_samples(CheckQuery("unique", "region", day3)) == ["eu", "na"]
+    assert wh.violation_samples(CheckQuery("not_null", "region", whole)) == []
