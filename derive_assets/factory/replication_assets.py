@@ -15,6 +15,7 @@ from dagster import (
 )
 
 from derive_assets.factory.checks import column_checks, run_checks
+from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.targets import source_target
 from derive_assets.replication import fence, watermark
@@ -24,7 +25,7 @@ from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.project import ReplicatedTable
 from derive_assets.specs.version import source_code_version
 from resources.reads import TableSlice
-from resources.warehouse import LoadRequest
+from resources.warehouse import LoadRequest, WarehouseError
 
 
 def replication_key(rt: ReplicatedTable) -> AssetKey:
@@ -81,7 +82,12 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
             f"{target.ref}: reading {'all rows' if since is None else f'rows with {table.cursor} > {since}'}"
         )
         plan = ExtractPlan(source, table, since, state, cleared)
-        return MaterializeResult(metadata=replicate(warehouse, plan, request, url, context.log))
+        try:
+            return MaterializeResult(metadata=replicate(warehouse, plan, request, url, context.log))
+        except (
+            WarehouseError
+        ) as exc:  # the source's rows broke a load rule, or the spec no longer fits the table
+            raise warehouse_failure(rt.path, exc) from None
 
     return _replicate
 

@@ -351,3 +351,20 @@ def test_a_failed_blocking_check_is_logged_first_with_the_spec_file_and_the_offe
         "the query (or the data it reads) or the column's constraints in the spec, then run this table again."
     ), output
     assert "DagsterAssetCheckFailedError" in output  # Dagster still fails the step: downstream assets wait
+
+
+def test_a_replication_that_breaks_a_load_rule_fails_naming_its_spec_file(tmp_path):
+    project = Project(tmp_path)
+    with sqlite3.connect(project.db) as con:  # a second row for id 10, changed after the watermark
+        con.execute("INSERT INTO events VALUES (10, 'view', '2026-03-04 00:00:00')")
+        con.execute("INSERT INTO events VALUES (10, 'click', '2026-03-04 00:00:01')")
+    result = project.defs.resolve_job_def("replicate_shop").execute_in_process(
+        instance=project.instance, run_config=QUIET, raise_on_error=False
+    )
+    (failure,) = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    assert error is not None
+    assert error.message.startswith(
+        f"dagster._core.definitions.events.Failure: {Path('specs/sources/shop.yaml')}: shop.events: the source "
+        "sent several rows for 1 values of primary key ['id'] (e.g. 10)"
+    )
