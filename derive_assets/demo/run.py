@@ -27,6 +27,7 @@ from dagster import (
     TimeWindowPartitionsDefinition,
 )
 
+from derive_assets import metadata_keys as K
 from derive_assets.demo.connections import SOURCES
 from derive_assets.demo.generate import apply_activity, embedded_urls, generate
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
@@ -193,8 +194,10 @@ def _run(
     for event in result.get_asset_materialization_events():
         m = event.step_materialization_data.materialization
         meta = m.metadata
-        moved = meta.get("derive/rows_read") or meta.get("derive/rows_written")
-        verb = "read" if "derive/rows_read" in meta else "wrote"
+        if K.RUN_ROWS_READ not in meta and m.asset_key.to_user_string() in rows:
+            continue  # a multi-window run: the run's totals are on its latest partition's event
+        moved = meta.get(K.RUN_ROWS_READ) or meta.get(K.ROWS_READ) or meta.get("derive/rows_written")
+        verb = "wrote" if "derive/rows_written" in meta else "read"
         rows[m.asset_key.to_user_string()] = (verb, moved.value if moved else 0)
     detail = ", ".join(f"{k} {verb} {n:,}" for k, (verb, n) in rows.items())
     say(f"==> {job_name}{scope}: {detail} ({time.perf_counter() - started:.1f}s)")
