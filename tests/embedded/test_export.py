@@ -188,7 +188,9 @@ def test_failed_blocking_check_on_the_table_stops_the_export(settings: DeriveSet
 
 def test_lookup_keys_from_the_command_line_are_coerced_strictly():
     assert [_coerce(v, "BOOL") for v in ("true", "No", "0", " yes ")] == [True, False, False, True]
-    with pytest.raises(ValueError, match=r"key value 'maybe' is not a valid BOOL: allowed: \['0', '1', 'false'"):
+    with pytest.raises(
+        ValueError, match=r"key value 'maybe' is not a valid BOOL: allowed: \['0', '1', 'false'"
+    ):
         _coerce("maybe", "BOOL")
     with pytest.raises(ValueError, match=r"key value 'x' is not a valid INT64"):
         _coerce("x", "INT64")
