@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext, PartitionsDefinition, TimeWindowPartitionsDefinition
-from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
+
+try:  # Dagster-internal (1.13); without it `add_partition_metadata` uses the public call
+    from dagster._core.execution.context.metadata_logging import (
+        AssetMetadataHandle,
+        OutputMetadataAccumulator,
+    )
+except ImportError:  # pragma: no cover - a Dagster that moved them
+    AssetMetadataHandle = OutputMetadataAccumulator = None  # type: ignore[assignment,misc]
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.failures import run_failure
@@ -148,7 +155,12 @@ def add_partition_metadata(context: AssetExecutionContext, by_key: Mapping[str, 
     """
     step = getattr(context.op_execution_context, "_step_execution_context", None)
     accumulator = getattr(step, "_metadata_accumulator", None)
-    if step is None or not isinstance(accumulator, OutputMetadataAccumulator):
+    if (
+        step is None
+        or OutputMetadataAccumulator is None
+        or AssetMetadataHandle is None
+        or not isinstance(accumulator, OutputMetadataAccumulator)
+    ):
         for key, meta in by_key.items():
             context.add_asset_metadata(meta, partition_key=key)
         return
