@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,3 +67,32 @@ def execute(defs: Definitions, instance: DagsterInstance, job: str, partition: s
             logs.append(error.to_string())
             messages.extend(error_messages(error))
     return Outcome(result, "\n".join(messages), "\n".join(logs))
+
+
+SHOP_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("order_id", "INT64"),
+    ("status", "STRING"),
+    ("amount", "NUMERIC"),
+    ("created_at", "TIMESTAMP"),
+    ("updated_at", "TIMESTAMP"),
+)
+
+
+def shop_source(columns: Sequence[tuple[str, str]] = SHOP_COLUMNS) -> dict[str, Any]:
+    """A fresh spec of the SQLite source `shop` with one table, `orders` (key `order_id`, cursor `updated_at`), as
+    the spec-validation tests write it to `sources/shop.yaml`."""
+    return {
+        "kind": "source",
+        "name": "shop",
+        "type": "sqlite",
+        "connection_env": "DERIVE_SHOP_URL",
+        "owner": "team:shop",
+        "tables": [
+            {
+                "name": "orders",
+                "primary_key": ["order_id"],
+                "cursor": "updated_at",
+                "columns": [{"name": name, "type": type_} for name, type_ in columns],
+            }
+        ],
+    }

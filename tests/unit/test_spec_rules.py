@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support import shop_source
 
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.errors import SpecValidationError
@@ -21,27 +22,7 @@ from derive_assets.specs.project import load_project
 from derive_assets.specs.sql_analysis import SqlProblem, analyse
 
 TABLE_FILE = "table_specs/analytics/daily_orders.yaml"
-SOURCE: dict[str, Any] = {
-    "kind": "source",
-    "name": "shop",
-    "type": "sqlite",
-    "connection_env": "DERIVE_SHOP_URL",
-    "owner": "team:shop",
-    "tables": [
-        {
-            "name": "orders",
-            "primary_key": ["order_id"],
-            "cursor": "updated_at",
-            "columns": [
-                {"name": "order_id", "type": "INT64"},
-                {"name": "status", "type": "STRING"},
-                {"name": "amount", "type": "NUMERIC"},
-                {"name": "created_at", "type": "TIMESTAMP"},
-                {"name": "updated_at", "type": "TIMESTAMP"},
-            ],
-        }
-    ],
-}
+SOURCE: dict[str, Any] = shop_source()
 TABLE_YAML = """\
 name: daily_orders
 dataset: analytics

@@ -15,33 +15,14 @@ from typing import Any
 
 import pytest
 import yaml
+from support import shop_source
 
 from derive_assets.specs.errors import SHOWN_CHARS, SpecError, SpecValidationError, mask_secrets, show
 from derive_assets.specs.project import load_project
 
 REPO = Path(__file__).resolve().parents[2]
 
-SOURCE: dict[str, Any] = {
-    "kind": "source",
-    "name": "shop",
-    "type": "sqlite",
-    "connection_env": "DERIVE_SHOP_URL",
-    "owner": "team:shop",
-    "tables": [
-        {
-            "name": "orders",
-            "primary_key": ["order_id"],
-            "cursor": "updated_at",
-            "columns": [
-                {"name": "order_id", "type": "INT64"},
-                {"name": "status", "type": "STRING"},
-                {"name": "amount", "type": "NUMERIC"},
-                {"name": "created_at", "type": "TIMESTAMP"},
-                {"name": "updated_at", "type": "TIMESTAMP"},
-            ],
-        }
-    ],
-}
+SOURCE: dict[str, Any] = shop_source()
 
 TABLE: dict[str, Any] = {
     "name": "daily_orders",

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from sqlglot import exp
+from support import shop_source
 
 from derive_assets.specs.errors import SpecValidationError
 from derive_assets.specs.project import load_project
@@ -21,31 +22,19 @@ from derive_assets.specs.type_check import NULL, conversion, from_duckdb, from_s
 
 TABLE_FILE = "table_specs/analytics/daily_orders.yaml"
 
-SOURCE: dict[str, Any] = {
-    "kind": "source",
-    "name": "shop",
-    "type": "sqlite",
-    "connection_env": "DERIVE_SHOP_URL",
-    "owner": "team:shop",
-    "tables": [
-        {
-            "name": "orders",
-            "primary_key": ["order_id"],
-            "cursor": "updated_at",
-            "columns": [
-                {"name": "order_id", "type": "INT64"},
-                {"name": "status", "type": "STRING"},
-                {"name": "amount", "type": "NUMERIC"},
-                {"name": "ratio", "type": "FLOAT64"},
-                {"name": "paid", "type": "BOOL"},
-                {"name": "payload", "type": "JSON"},
-                {"name": "created_at", "type": "TIMESTAMP"},
-                {"name": "local_at", "type": "DATETIME"},
-                {"name": "updated_at", "type": "TIMESTAMP"},
-            ],
-        }
-    ],
-}
+SOURCE: dict[str, Any] = shop_source(
+    (
+        ("order_id", "INT64"),
+        ("status", "STRING"),
+        ("amount", "NUMERIC"),
+        ("ratio", "FLOAT64"),
+        ("paid", "BOOL"),
+        ("payload", "JSON"),
+        ("created_at", "TIMESTAMP"),
+        ("local_at", "DATETIME"),
+        ("updated_at", "TIMESTAMP"),
+    )
+)
 
 
 def specs(tmp_path: Path, expression: str, declared: str, *, group: bool = True) -> Path:
