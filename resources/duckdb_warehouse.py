@@ -33,7 +33,14 @@ from resources.engine_sql import ident
 from resources.reads import SliceReads
 from resources.schema_diff import ExistingTable, SchemaChange, SchemaDiff
 from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, quote, table_name
-from resources.warehouse import LoadRequest, TargetTable, WarehouseLocked, WriteRequest, WriteResult
+from resources.warehouse import (
+    LoadRequest,
+    TargetTable,
+    WarehouseLocked,
+    WarehouseUnavailable,
+    WriteRequest,
+    WriteResult,
+)
 from resources.warehouse_rules import declared_columns
 
 D = "duckdb"
@@ -95,7 +102,11 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
-                    raise
+                    raise WarehouseUnavailable(
+                        f"the DuckDB warehouse {self.path} cannot be opened: "
+                        f"{str(exc).splitlines()[0].rstrip('!. ')}. Point DERIVE_DUCKDB_PATH (or DERIVE_HOME) "
+                        "at a DuckDB file, or move that file away to start a new warehouse. Nothing was written."
+                    ) from None
                 waited = time.monotonic() - started
                 if waited >= self.lock_timeout_seconds:
                     holder = lock_holder(str(exc))

@@ -28,6 +28,7 @@ from resources.warehouse import (
     TargetTable,
     TimeWindow,
     WarehouseLocked,
+    WarehouseUnavailable,
     WriteRequest,
 )
 
@@ -261,6 +262,20 @@ def test_lock_holder_is_read_from_duckdbs_message():
     )
     assert lock_holder(message) == "PID 4242, /usr/bin/python3.11"
     assert lock_holder("IO Error: Could not set lock on file") is None
+
+
+def test_a_file_that_is_not_a_duckdb_database_is_one_clear_error(tmp_path: Path):
+    path = tmp_path / "warehouse.txt"
+    path.write_text("not a database")
+    warehouse = DuckDBWarehouse(path=str(path))
+    with pytest.raises(
+        WarehouseUnavailable,
+        match=r"^the DuckDB warehouse .*warehouse\.txt cannot be opened: .*"
+        r"Point DERIVE_DUCKDB_PATH \(or DERIVE_HOME\) at a DuckDB file",
+    ) as caught:
+        warehouse.write(WriteRequest(DAILY, "SELECT 1", {}, "replace"))
+    assert not isinstance(caught.value, WarehouseLocked)
+    assert path.read_text() == "not a database"
 
 
 # ----------------------------------------------------------------------------------------------- settings
