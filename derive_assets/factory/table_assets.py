@@ -44,7 +44,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     key = table_key(spec.ref)
     partitions_def = partitions_for(spec.window)
     checks = column_checks(spec.columns)
-    version = code_version(spec)
+    version = code_version(spec, analysis.expression)
     target = table_target(spec, code_version=version)
     unique_key = tuple(spec.strategy.unique_key) if isinstance(spec.strategy, MergeStrategy) else ()
     delete_missing = isinstance(spec.strategy, MergeStrategy) and spec.strategy.delete_missing

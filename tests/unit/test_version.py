@@ -223,3 +223,16 @@ def test_export_version() -> None:
         {"table": "analytics.other"},
     ):
         assert export_code_version(ExportSpec.model_validate({**EXPORT, **change})) != base, change
+
+
+def test_the_factorys_parsed_sql_gives_the_same_version_as_the_text(tmp_path) -> None:
+    """The factory hands `code_version` the SQL it already parsed; every spec of the project (and after the
+    definitions are built from them, which must leave the parsed SQL as it was) gets the version of its text."""
+    from derive_assets.factory.build import build_definitions
+    from derive_assets.settings import PROJECT_ROOT, DeriveSettings
+    from derive_assets.specs.project import load_project
+
+    project = load_project(PROJECT_ROOT / "table_specs")
+    build_definitions(DeriveSettings(specs_dir=PROJECT_ROOT / "table_specs", home=tmp_path), project)
+    for table in project.tables:
+        assert code_version(table.spec, table.analysis.expression) == code_version(table.spec), table.spec.ref
