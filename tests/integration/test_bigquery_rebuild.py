@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 from resources.bigquery_calls import Calls
@@ -25,17 +24,9 @@ ROWS = "SELECT DATE '2026-01-01' AS day, 1 AS n UNION ALL SELECT DATE '2026-01-0
 
 
 @pytest.fixture
-def client(bigquery_emulator: tuple[str, str]) -> Iterator[bigquery.Client]:
-    endpoint, project = bigquery_emulator
-    client = bigquery.Client(
-        project=project,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options={"api_endpoint": endpoint},
-    )
-    try:
-        yield client
-    finally:
-        client.close()
+def client(bigquery_client: bigquery.Client) -> bigquery.Client:
+    """The emulator client of tests/integration/conftest.py, under this file's shorter name."""
+    return bigquery_client
 
 
 @pytest.fixture
