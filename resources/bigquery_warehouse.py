@@ -324,6 +324,9 @@ class BigQuerySession:
         self.dialect: str = B
         self.cast_types: Mapping[str, str] = CAST_TYPES
         self.staging: list[str] = []
+        self.described: dict[str, bigquery.Table] = {}
+        """Tables `describe` fetched, which `prepare` (called right after it by the strategy layer) checks
+        instead of fetching them again: one `get_table` per run, not two."""
 
     def prepare(self, target: TargetTable) -> bool:
         """Create the dataset if missing; True when the table exists (its layout checked against the spec)."""
@@ -331,11 +334,13 @@ class BigQuerySession:
         if self.location:
             dataset.location = self.location
         self.calls.create_dataset(dataset)
-        try:
-            existing = self.calls.get_table(f"{self.calls.project}.{target.ref}")
-        except NotFound:
-            bigquery_ddl.time_partitioning(target)  # an impossible layout fails before any work
-            return False
+        existing = self.described.pop(target.ref, None)
+        if existing is None:
+            try:
+                existing = self.calls.get_table(f"{self.calls.project}.{target.ref}")
+            except NotFound:
+                bigquery_ddl.time_partitioning(target)  # an impossible layout fails before any work
+                return False
         check_layout(target, existing)
         return True
 
@@ -417,7 +422,12 @@ class BigQuerySession:
         self.calls.delete_table(f"{self.calls.project}.{fresh.ref}")
 
     def describe(self, ref: str) -> ExistingTable | None:
-        return bigquery_schema.describe(self.calls, ref)
+        try:
+            table = self.calls.get_table(f"{self.calls.project}.{ref}")
+        except NotFound:
+            return None
+        self.described[ref] = table
+        return bigquery_schema.existing_table(ref, table)
 
     def evolve(self, target: TargetTable, changes: Sequence[SchemaChange]) -> None:
         """Through the API and `ALTER COLUMN SET DATA TYPE`, keeping partitioning and clustering

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import sqlglot
 from google.api_core.exceptions import BadRequest
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from sqlglot import exp
 
@@ -54,18 +53,9 @@ def warehouse(bigquery_emulator: tuple[str, str]) -> BigQueryWarehouse:
 
 
 @pytest.fixture
-def client(bigquery_emulator: tuple[str, str]) -> Iterator[bigquery.Client]:
+def client(bigquery_client: bigquery.Client) -> bigquery.Client:
     """The test's own client (not the warehouse's), to set up and inspect what the warehouse did."""
-    endpoint, project = bigquery_emulator
-    client = bigquery.Client(
-        project=project,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options={"api_endpoint": endpoint},
-    )
-    try:
-        yield client
-    finally:
-        client.close()
+    return bigquery_client
 
 
 @pytest.fixture
@@ -141,6 +131,24 @@ def test_table_is_created_with_the_spec_layout(warehouse, client, target):
         "WHERE table_name = 'daily'",
     )
     assert partitions == [("20260101", 2)]
+
+
+def test_a_run_on_an_existing_table_reads_its_metadata_once(warehouse, client, target, monkeypatch):
+    """The schema comparison and the layout check share one `get_table` (the run's first call on the table)."""
+    from resources.bigquery_calls import Calls
+
+    warehouse.write(request(target, "append", DAY1))
+    fetched: list[str] = []
+    real = Calls.get_table
+
+    def counting(self: Calls, ref: str) -> bigquery.Table:
+        fetched.append(ref)
+        return real(self, ref)
+
+    monkeypatch.setattr(Calls, "get_table", counting)
+    warehouse.write(request(target, "append", DAY2))
+    assert fetched.count(f"{client.project}.{target.ref}") == 1, fetched
+    assert rows(client, target) != []
 
 
 def test_existing_table_with_other_layout_is_reported_not_altered(warehouse, client, target):
