@@ -98,9 +98,8 @@ class OperatorError(RuntimeError):
 @contextmanager
 def _operator_errors() -> Iterator[None]:
     """The errors an operator's command may meet, each as one message (never a traceback): an unknown selection,
-    table or export, a wrong key type, a warehouse or online store that cannot be reached, a failed rebuild."""
-    import duckdb
-
+    table or export, a wrong key type, a warehouse or online store that cannot be reached or opened (the engines
+    raise `WarehouseUnavailable` for that), a failed rebuild."""
     from derive_assets.lifecycle import LifecycleError
     from derive_assets.online import BadKeyValue, UnknownExport
     from derive_assets.selection import SelectionError
@@ -118,12 +117,6 @@ def _operator_errors() -> Iterator[None]:
         OnlineStoreError,
     ) as exc:
         raise OperatorError(str(exc)) from None
-    except duckdb.Error as exc:  # the embedded warehouse's file cannot be opened (not a database, no access)
-        path, reason = DeriveSettings.from_env().duckdb_path, str(exc).splitlines()[0].rstrip("!. ")
-        raise OperatorError(
-            f"the DuckDB warehouse {path} cannot be opened: {reason}. Point DERIVE_DUCKDB_PATH "
-            "(or DERIVE_HOME) at a DuckDB file, or move that file away to start a new warehouse."
-        ) from None
 
 
 def _url_args(parser: argparse.ArgumentParser) -> None:
