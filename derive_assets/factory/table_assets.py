@@ -46,7 +46,6 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
     checks = column_checks(spec.columns)
     version = code_version(spec, analysis.expression)
     target = table_target(spec, code_version=version)
-    unique_key = tuple(spec.strategy.unique_key) if isinstance(spec.strategy, MergeStrategy) else ()
     delete_missing = isinstance(spec.strategy, MergeStrategy) and spec.strategy.delete_missing
     metadata = {
         "dagster/column_schema": column_schema(spec.columns),
@@ -97,7 +96,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
             sql,
             params,
             spec.strategy.type,
-            unique_key,
+            target.unique_key,
             window,
             rebuild=scope.rebuild,
             delete_missing=delete_missing,
