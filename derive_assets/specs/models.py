@@ -8,6 +8,7 @@ documentation: ``docs/spec-reference.md`` is generated from them (``derive docs`
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Annotated, Any, Literal
 
@@ -211,6 +212,8 @@ _CRON_HORIZON_YEARS = 10
 """A cron must fire within this many years (29 February fires every four to eight)."""
 
 
+# ~2 ms a cron (croniter) and specs repeat a few crons: each valid one is checked once (errors are not cached).
+@functools.lru_cache(maxsize=4096)
 def _check_cron(value: str | None) -> str | None:
     """A cron Dagster accepts and that fires: Dagster refuses the whole code location for one it cannot use,
     without naming the spec, so each rule it applies is applied here, at load, with the file."""
