@@ -18,34 +18,36 @@ feature job, say - is where rows really pass through Python, both ways:
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import pandas as pd
 import pyarrow as pa
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency, TableSchema
 
+from resources.metadata_sets import (
+    COLUMN_SCHEMA_METADATA_KEY,
+    ROW_COUNT_METADATA_KEY,
+    TableLayoutMetadata,
+    WriteMetadata,
+)
 from resources.reads import TableSlice, WindowBound
 from resources.schema import COLUMN_TYPES, ColumnDef, ColumnType
 from resources.warehouse import TargetTable, TimeWindow, Warehouse, WriteRequest
 
-PARTITION_KEY_METADATA = "derive/partition_key"
-"""Definition metadata: the column that holds a table's partition (a run's window lies on it)."""
-PARTITION_KEY_TYPE_METADATA = "derive/partition_key_type"
-"""Definition metadata: that column's declared type (DATE, TIMESTAMP, ...)."""
-COLUMN_SCHEMA_METADATA = "dagster/column_schema"
-"""Definition metadata (Dagster's standard key): the declared columns, their types and nullability."""
-STRATEGY_METADATA = "derive/strategy"
-"""Definition metadata: merge | append | replace."""
-UNIQUE_KEY_METADATA = "derive/unique_key"
-"""Definition metadata: a merge's key columns."""
-CLUSTER_METADATA = "derive/cluster"
-"""Definition metadata: cluster keys, in order."""
-PARTITION_GRANULARITY_METADATA = "derive/partition_granularity"
-"""Definition metadata: hour | day | month | year (BigQuery's time-partitioning unit)."""
-PARTITION_EXPIRATION_METADATA = "derive/partition_expiration_days"
-"""Definition metadata: days after which BigQuery drops a partition (absent: never)."""
-REQUIRE_PARTITION_FILTER_METADATA = "derive/require_partition_filter"
-"""Definition metadata: whether BigQuery refuses queries of the table without a partition filter."""
+if TYPE_CHECKING:
+    # pandas only where a DataFrame passes: every step process imports this module, and pandas is ~0.5 s of it.
+    import pandas as pd
+
+# The definition metadata this module reads, declared once as fields of `TableLayoutMetadata`
+# (`resources.metadata_sets`, where each field's docstring says what it holds); the names are kept for callers.
+PARTITION_KEY_METADATA = TableLayoutMetadata.key("partition_key")
+PARTITION_KEY_TYPE_METADATA = TableLayoutMetadata.key("partition_key_type")
+COLUMN_SCHEMA_METADATA = COLUMN_SCHEMA_METADATA_KEY
+STRATEGY_METADATA = TableLayoutMetadata.key("strategy")
+UNIQUE_KEY_METADATA = TableLayoutMetadata.key("unique_key")
+CLUSTER_METADATA = TableLayoutMetadata.key("cluster")
+PARTITION_GRANULARITY_METADATA = TableLayoutMetadata.key("partition_granularity")
+PARTITION_EXPIRATION_METADATA = TableLayoutMetadata.key("partition_expiration_days")
+REQUIRE_PARTITION_FILTER_METADATA = TableLayoutMetadata.key("require_partition_filter")
 STRATEGIES = ("merge", "append", "replace")
 
 
@@ -68,16 +70,18 @@ class WarehouseIOManager(ConfigurableIOManager):
         if obj is None:
             return  # a SQL-built or replicated table: already written inside the warehouse
         name = context.asset_key.to_user_string()
-        if isinstance(obj, pd.DataFrame):
-            table = pa.Table.from_pandas(obj, preserve_index=False)
-        elif isinstance(obj, pa.Table):
+        if isinstance(obj, pa.Table):
             table = obj
         else:
-            raise PythonAssetError(
-                f"{name}: a Python asset on the warehouse IO manager returns a pandas DataFrame or a pyarrow "
-                f"Table (or None when it wrote its table itself), got {type(obj).__name__}. Return the rows as "
-                "a DataFrame."
-            )
+            import pandas as pd  # a DataFrame exists only once pandas is imported: then this costs nothing
+
+            if not isinstance(obj, pd.DataFrame):
+                raise PythonAssetError(
+                    f"{name}: a Python asset on the warehouse IO manager returns a pandas DataFrame or a pyarrow "
+                    f"Table (or None when it wrote its table itself), got {type(obj).__name__}. Return the rows "
+                    "as a DataFrame."
+                )
+            table = pa.Table.from_pandas(obj, preserve_index=False)
         target, strategy, unique_key = target_of(name, context.asset_key.path, context.definition_metadata)
         declared = {c.name.lower() for c in target.columns}
         extra = [c for c in table.column_names if c.lower() not in declared]
@@ -94,20 +98,20 @@ class WarehouseIOManager(ConfigurableIOManager):
         request = WriteRequest(target, None, {}, strategy, unique_key, window)
         started = time.perf_counter()
         result = self.warehouse.write(request, table.to_batches())
+        written = WriteMetadata(
+            window_start=window.start.isoformat() if window else None,  # kept as None when unpartitioned
+            window_end=window.end.isoformat() if window else None,
+            rows_read=result.rows_read,
+            rows_inserted=result.rows_inserted,
+            rows_updated=result.rows_updated,
+            rows_deleted=result.rows_deleted,
+            duration_seconds=round(time.perf_counter() - started, 3),
+        )
         context.add_output_metadata(
-            {
-                "derive/window_start": window.start.isoformat() if window else None,
-                "derive/window_end": window.end.isoformat() if window else None,
-                "derive/rows_read": result.rows_read,
-                "derive/rows_inserted": result.rows_inserted,
-                "derive/rows_updated": result.rows_updated,
-                "derive/rows_deleted": result.rows_deleted,
-                "derive/duration_seconds": round(time.perf_counter() - started, 3),
-                "dagster/row_count": self.warehouse.row_count(target.ref),
-            }
+            {**written.entries(), ROW_COUNT_METADATA_KEY: self.warehouse.row_count(target.ref)}
         )
 
-    def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table:
+    def load_input(self, context: InputContext) -> "pd.DataFrame | pa.Table":
         key = context.asset_key.path
         ref = f"{key[-2]}.{key[-1]}"
         window = None
