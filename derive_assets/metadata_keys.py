@@ -1,12 +1,19 @@
-"""Every `derive/...` metadata and tag key the factory, replication and export write, in one place.
+"""Every metadata and tag key the factory, replication and export write, declared once, in Dagster's metadata sets.
 
 The strings are an interface: the event log keeps them (watermarks are read back from old materializations), the
 UI shows them, and the IO manager reads a table's layout from its definition metadata. Never rename one.
 
-Plain constants (Dagster's `NamespacedMetadataSet` is not public API in dagster 1.13, and it drops keys whose value
-is None, which the window keys of an unpartitioned run are); `row_counts` gives the four counts every write reports.
-The keys the IO manager reads from an asset's definition are defined beside it (`resources.io_manager`, which may
-not import this package) and re-exported here.
+Each `derive/...` key is one field of a `NamespacedMetadataSet` (namespace `derive`) below, or of a set in
+`resources.metadata_sets` (the IO manager's, which may not import this package); a set used in several places
+inherits the fields it shares (`ReplicationRunMetadata` is a `WriteMetadata` and a `WatermarkMetadata`). Where
+Dagster has a standard key (`dagster/row_count`, `dagster/column_schema`, ...) it comes from Dagster's
+`TableMetadataSet`. The module-level constants (`WATERMARK`, `ROWS_READ`, ...) are derived from those fields, so
+code can keep writing `{K.WATERMARK: ...}`; a set reads its fields back, typed:
+`ReplicationRunMetadata.extract(event.metadata).watermark`.
+
+Splatting a set (`{**WriteMetadata(...)}`) drops every field whose value is None, which the window keys of an
+unpartitioned run are: build dicts with the constants, or use `DeriveMetadataSet.entries()`, which keeps a field
+that was set explicitly.
 
 Example:
     ```python
@@ -18,119 +25,274 @@ Example:
 
 from __future__ import annotations
 
-from resources import io_manager
+from dagster._core.definitions.metadata import TableMetadataSet
+from dagster._core.definitions.metadata.metadata_value import MarkdownMetadataValue
+from dagster._core.definitions.tags import NamespacedTagSet
+
+from resources.metadata_sets import (
+    NAMESPACE,
+    DeriveMetadataSet,
+    Json,
+    TableLayoutMetadata,
+    WriteMetadata,
+    key_of,
+)
 from resources.warehouse import WriteResult
 
-NAMESPACE = "derive"
+__all__ = [
+    "NAMESPACE",
+    "DeriveMetadataSet",
+    "TableLayoutMetadata",
+    "TableMetadataSet",
+    "WriteMetadata",
+    "key_of",
+]
 
-# --- definition metadata the IO manager reads (defined in resources.io_manager)
-PARTITION_KEY: str = io_manager.PARTITION_KEY_METADATA
-PARTITION_KEY_TYPE: str = io_manager.PARTITION_KEY_TYPE_METADATA
-STRATEGY: str = io_manager.STRATEGY_METADATA
-UNIQUE_KEY: str = io_manager.UNIQUE_KEY_METADATA
-CLUSTER: str = io_manager.CLUSTER_METADATA
-PARTITION_GRANULARITY: str = io_manager.PARTITION_GRANULARITY_METADATA
-PARTITION_EXPIRATION_DAYS: str = io_manager.PARTITION_EXPIRATION_METADATA
-REQUIRE_PARTITION_FILTER: str = io_manager.REQUIRE_PARTITION_FILTER_METADATA
+Markdown = MarkdownMetadataValue | None
+"""The field type of SQL shown in the UI (`MetadataValue.md`)."""
+
+
+# ------------------------------------------------------------------------------------------------- tag sets
+
+
+class DeriveTagSet(NamespacedTagSet):
+    @classmethod
+    def namespace(cls) -> str:
+        return NAMESPACE
+
+
+class AssetTags(DeriveTagSet):
+    """Asset tags."""
+
+    layer: str | None = None
+    """The asset's layer (`source`, `core`, `derived`, `online`)."""
+
+
+class RunTags(DeriveTagSet):
+    """Run tags Derive reads."""
+
+    full_refresh: str | None = None
+    """`true` on a run of a table asset rebuilds the table from scratch over the run's whole window (a new table
+    swapped in atomically; `derive rebuild` sets it)."""
+
+
+# ------------------------------------------------------------------------------------------ metadata sets
+
+
+class SpecFileMetadata(DeriveMetadataSet):
+    spec_file: str | None = None
+    """The spec file an asset comes from (definitions, and the failure of a run)."""
+
+
+class OnlineTableMetadata(DeriveMetadataSet):
+    online_table: str | None = None
+    """Definition: `keyspace.table`; materialization: `<store kind>: keyspace.table`."""
+
+
+class DefinitionMetadata(TableLayoutMetadata, SpecFileMetadata, OnlineTableMetadata):
+    """Definition metadata of Derive's assets (beside Dagster's `dagster/column_schema`)."""
+
+    sql: Markdown = None
+    reads: Json = None
+    """The `dataset.table` refs a table's SQL reads."""
+    primary_key: Json = None
+    cursor: str | None = None
+
+
+class FailureMetadata(SpecFileMetadata):
+    """Metadata of a failed run."""
+
+    error: str | None = None
+    """The class of the error (`DuplicateKeys`, `BreakingSchemaChange`, ...)."""
+
+
+class TableRunMetadata(WriteMetadata):
+    """Materialization metadata of a core/derived table's run (with Dagster's `dagster/row_count`,
+    `dagster/column_lineage` and, per partition, `dagster/partition_row_count`)."""
+
+    rendered_sql: Markdown = None
+    upstream_tables: Json = None
+    estimated_bytes: int | None = None
+    rebuilt: bool | None = None
+    """True when the run rebuilt the table from scratch (run tag `derive/full_refresh=true`)."""
+    schema_changes: Json = None
+    """The additive schema changes the run applied to the existing table, one line each."""
+
+
+class MultiPartitionRunMetadata(DeriveMetadataSet):
+    """A run over several partitions (a single-run backfill). Each partition's event carries its own window,
+    `rows_read` and `dagster/partition_row_count`; the run's totals, SQL and lineage are recorded once, on the
+    latest partition's event, under these keys and `TableRunMetadata`'s."""
+
+    run_partitions: int | None = None
+    run_window_start: str | None = None
+    run_window_end: str | None = None
+    run_rows_read: int | None = None
+    run_rows_inserted: int | None = None
+    run_rows_updated: int | None = None
+    run_rows_deleted: int | None = None
+
+
+class WatermarkMetadata(DeriveMetadataSet):
+    watermark: str | None = None
+    """The largest cursor value replicated (or exported) so far; read back by the next run."""
+    watermark_before: str | None = None
+
+
+class ReplicationRunMetadata(WriteMetadata, WatermarkMetadata):
+    """Materialization metadata of a source table's replication run (with Dagster's `dagster/row_count`)."""
+
+    read_floor: str | None = None
+    pending_floor: str | None = None
+    fence: str | None = None
+    rows_invalid: int | None = None
+    invalid_rows: Json = None
+    source: str | None = None
+    source_query: Markdown = None
+    quarantine_table: str | None = None
+    documents_read: int | None = None
+    quarantined_documents: int | None = None
+    undeclared_fields: Json = None
+    undeclared_field_count: int | None = None
+
+
+class ExportRunMetadata(WriteMetadata, WatermarkMetadata, OnlineTableMetadata):
+    """Materialization metadata of an export to the online store."""
+
+    rows_written: int | None = None
+    rows_in_slice: int | None = None
+    batches: int | None = None
+    write_retries: int | None = None
+    rows_per_second: int | None = None
+    watermark_held: bool | None = None
+    """True when the export's verification failed and the old watermark was kept."""
+
+
+METADATA_SETS: tuple[type[DeriveMetadataSet], ...] = (
+    TableLayoutMetadata,
+    WriteMetadata,
+    SpecFileMetadata,
+    OnlineTableMetadata,
+    DefinitionMetadata,
+    FailureMetadata,
+    TableRunMetadata,
+    MultiPartitionRunMetadata,
+    WatermarkMetadata,
+    ReplicationRunMetadata,
+    ExportRunMetadata,
+)
+"""Every `derive` metadata set (tests check that each key is declared once and the constants match)."""
+
+# ------------------------------------------------------------------------------------- the keys, by name
+
+# --- Dagster's standard keys (`TableMetadataSet`)
+COLUMN_SCHEMA = key_of(TableMetadataSet, "column_schema")
+COLUMN_LINEAGE = key_of(TableMetadataSet, "column_lineage")
+ROW_COUNT = key_of(TableMetadataSet, "row_count")
+PARTITION_ROW_COUNT = key_of(TableMetadataSet, "partition_row_count")
+"""Rows of the table in this event's partition after the run."""
+TABLE_NAME = key_of(TableMetadataSet, "table_name")
+"""`dagster/table_name`: the table's real name in the warehouse (`Warehouse.relation_identifier`). Dagster called
+it `dagster/relation_identifier` before 1.9 and still reads that key as a legacy alias of this one."""
 
 # --- tags
-LAYER = "derive/layer"
-"""Tag: the asset's layer (`source`, `core`, `derived`, `online`)."""
-FULL_REFRESH_TAG = "derive/full_refresh"
-"""Run tag: `true` on a run of a table asset rebuilds the table from scratch over the run's whole window (a new
-table swapped in atomically; `derive rebuild` sets it)."""
+LAYER = key_of(AssetTags, "layer")
+FULL_REFRESH_TAG = key_of(RunTags, "full_refresh")
+
+# --- definition metadata the IO manager reads (`TableLayoutMetadata`)
+PARTITION_KEY = TableLayoutMetadata.key("partition_key")
+PARTITION_KEY_TYPE = TableLayoutMetadata.key("partition_key_type")
+STRATEGY = TableLayoutMetadata.key("strategy")
+UNIQUE_KEY = TableLayoutMetadata.key("unique_key")
+CLUSTER = TableLayoutMetadata.key("cluster")
+PARTITION_GRANULARITY = TableLayoutMetadata.key("partition_granularity")
+PARTITION_EXPIRATION_DAYS = TableLayoutMetadata.key("partition_expiration_days")
+REQUIRE_PARTITION_FILTER = TableLayoutMetadata.key("require_partition_filter")
 
 # --- definition metadata
-SPEC_FILE = "derive/spec_file"
-SQL = "derive/sql"
-READS = "derive/reads"
-PRIMARY_KEY = "derive/primary_key"
-CURSOR = "derive/cursor"
-ONLINE_TABLE = "derive/online_table"
-"""Definition: `keyspace.table`; materialization: `<store kind>: keyspace.table`."""
+SPEC_FILE = DefinitionMetadata.key("spec_file")
+SQL = DefinitionMetadata.key("sql")
+READS = DefinitionMetadata.key("reads")
+PRIMARY_KEY = DefinitionMetadata.key("primary_key")
+CURSOR = DefinitionMetadata.key("cursor")
+ONLINE_TABLE = DefinitionMetadata.key("online_table")
 
 # --- failure metadata
-ERROR = "derive/error"
-"""On a failed run: the class of the error (`DuplicateKeys`, `BreakingSchemaChange`, ...)."""
+ERROR = FailureMetadata.key("error")
 
 # --- materialization metadata: every write
-WINDOW_START = "derive/window_start"
-WINDOW_END = "derive/window_end"
-ROWS_READ = "derive/rows_read"
-ROWS_INSERTED = "derive/rows_inserted"
-ROWS_UPDATED = "derive/rows_updated"
-ROWS_DELETED = "derive/rows_deleted"
-DURATION_SECONDS = "derive/duration_seconds"
+WINDOW_START = WriteMetadata.key("window_start")
+WINDOW_END = WriteMetadata.key("window_end")
+ROWS_READ = WriteMetadata.key("rows_read")
+ROWS_INSERTED = WriteMetadata.key("rows_inserted")
+ROWS_UPDATED = WriteMetadata.key("rows_updated")
+ROWS_DELETED = WriteMetadata.key("rows_deleted")
+DURATION_SECONDS = WriteMetadata.key("duration_seconds")
 
 # --- materialization metadata: core/derived tables
-RENDERED_SQL = "derive/rendered_sql"
-UPSTREAM_TABLES = "derive/upstream_tables"
-ESTIMATED_BYTES = "derive/estimated_bytes"
-REBUILT = "derive/rebuilt"
-"""True when the run rebuilt the table from scratch (run tag `derive/full_refresh=true`)."""
-SCHEMA_CHANGES = "derive/schema_changes"
-"""The additive schema changes the run applied to the existing table, one line each."""
-PARTITION_ROW_COUNT = "dagster/partition_row_count"
-"""Rows of the table in this event's partition after the run (Dagster's own key)."""
+RENDERED_SQL = TableRunMetadata.key("rendered_sql")
+UPSTREAM_TABLES = TableRunMetadata.key("upstream_tables")
+ESTIMATED_BYTES = TableRunMetadata.key("estimated_bytes")
+REBUILT = TableRunMetadata.key("rebuilt")
+SCHEMA_CHANGES = TableRunMetadata.key("schema_changes")
 
-# --- materialization metadata: a run over several partitions (a single-run backfill). Each partition's event
-# carries its own WINDOW_START, WINDOW_END, ROWS_READ and PARTITION_ROW_COUNT; the run's totals, SQL and lineage
-# are recorded once, on the latest partition's event, under these keys and the ones above.
-RUN_PARTITIONS = "derive/run_partitions"
-RUN_WINDOW_START = "derive/run_window_start"
-RUN_WINDOW_END = "derive/run_window_end"
-RUN_ROWS_READ = "derive/run_rows_read"
-RUN_ROWS_INSERTED = "derive/run_rows_inserted"
-RUN_ROWS_UPDATED = "derive/run_rows_updated"
-RUN_ROWS_DELETED = "derive/run_rows_deleted"
+# --- materialization metadata: a run over several partitions
+RUN_PARTITIONS = MultiPartitionRunMetadata.key("run_partitions")
+RUN_WINDOW_START = MultiPartitionRunMetadata.key("run_window_start")
+RUN_WINDOW_END = MultiPartitionRunMetadata.key("run_window_end")
+RUN_ROWS_READ = MultiPartitionRunMetadata.key("run_rows_read")
+RUN_ROWS_INSERTED = MultiPartitionRunMetadata.key("run_rows_inserted")
+RUN_ROWS_UPDATED = MultiPartitionRunMetadata.key("run_rows_updated")
+RUN_ROWS_DELETED = MultiPartitionRunMetadata.key("run_rows_deleted")
 
 # --- materialization metadata: replication
-WATERMARK = "derive/watermark"
-"""The largest cursor value replicated (or exported) so far; read back by the next run."""
-READ_FLOOR = "derive/read_floor"
-PENDING_FLOOR = "derive/pending_floor"
-FENCE = "derive/fence"
-WATERMARK_BEFORE = "derive/watermark_before"
-ROWS_INVALID = "derive/rows_invalid"
-INVALID_ROWS = "derive/invalid_rows"
-SOURCE = "derive/source"
-SOURCE_QUERY = "derive/source_query"
-QUARANTINE_TABLE = "derive/quarantine_table"
-DOCUMENTS_READ = "derive/documents_read"
-QUARANTINED_DOCUMENTS = "derive/quarantined_documents"
-UNDECLARED_FIELDS = "derive/undeclared_fields"
-UNDECLARED_FIELD_COUNT = "derive/undeclared_field_count"
+WATERMARK = ReplicationRunMetadata.key("watermark")
+READ_FLOOR = ReplicationRunMetadata.key("read_floor")
+PENDING_FLOOR = ReplicationRunMetadata.key("pending_floor")
+FENCE = ReplicationRunMetadata.key("fence")
+WATERMARK_BEFORE = ReplicationRunMetadata.key("watermark_before")
+ROWS_INVALID = ReplicationRunMetadata.key("rows_invalid")
+INVALID_ROWS = ReplicationRunMetadata.key("invalid_rows")
+SOURCE = ReplicationRunMetadata.key("source")
+SOURCE_QUERY = ReplicationRunMetadata.key("source_query")
+QUARANTINE_TABLE = ReplicationRunMetadata.key("quarantine_table")
+DOCUMENTS_READ = ReplicationRunMetadata.key("documents_read")
+QUARANTINED_DOCUMENTS = ReplicationRunMetadata.key("quarantined_documents")
+UNDECLARED_FIELDS = ReplicationRunMetadata.key("undeclared_fields")
+UNDECLARED_FIELD_COUNT = ReplicationRunMetadata.key("undeclared_field_count")
 
 # --- materialization metadata: exports
-ROWS_WRITTEN = "derive/rows_written"
-ROWS_IN_SLICE = "derive/rows_in_slice"
-BATCHES = "derive/batches"
-WRITE_RETRIES = "derive/write_retries"
-ROWS_PER_SECOND = "derive/rows_per_second"
-WATERMARK_HELD = "derive/watermark_held"
-"""True when the export's verification failed and the old watermark was kept."""
+ROWS_WRITTEN = ExportRunMetadata.key("rows_written")
+ROWS_IN_SLICE = ExportRunMetadata.key("rows_in_slice")
+BATCHES = ExportRunMetadata.key("batches")
+WRITE_RETRIES = ExportRunMetadata.key("write_retries")
+ROWS_PER_SECOND = ExportRunMetadata.key("rows_per_second")
+WATERMARK_HELD = ExportRunMetadata.key("watermark_held")
 
 
 def extra(name: str) -> str:
-    """The key of an engine's extra result value (`WriteResult.extra`), e.g. `derive/soft_deleted_rows_read`."""
+    """The key of an engine's extra result value (`WriteResult.extra`), e.g. `derive/soft_deleted_rows_read`.
+    Engines name these freely, so they are the one kind of `derive/` key no set declares."""
     return f"{NAMESPACE}/{name}"
 
 
 def row_counts(result: WriteResult) -> dict[str, int]:
     """The four row counts every write reports, under their keys."""
-    return {
-        ROWS_READ: result.rows_read,
-        ROWS_INSERTED: result.rows_inserted,
-        ROWS_UPDATED: result.rows_updated,
-        ROWS_DELETED: result.rows_deleted,
-    }
+    counts = WriteMetadata(
+        rows_read=result.rows_read,
+        rows_inserted=result.rows_inserted,
+        rows_updated=result.rows_updated,
+        rows_deleted=result.rows_deleted,
+    )
+    return counts.entries()
 
 
 def run_row_counts(result: WriteResult) -> dict[str, int]:
     """The four counts of a run over several partitions, under the `derive/run_...` keys."""
-    return {
-        RUN_ROWS_READ: result.rows_read,
-        RUN_ROWS_INSERTED: result.rows_inserted,
-        RUN_ROWS_UPDATED: result.rows_updated,
-        RUN_ROWS_DELETED: result.rows_deleted,
-    }
+    counts = MultiPartitionRunMetadata(
+        run_rows_read=result.rows_read,
+        run_rows_inserted=result.rows_inserted,
+        run_rows_updated=result.rows_updated,
+        run_rows_deleted=result.rows_deleted,
+    )
+    return counts.entries()
