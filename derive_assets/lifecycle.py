@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 from dagster_shared.error import SerializableErrorInfo  # a step's error (not exported by dagster)
 
+from derive_assets.factory.runs import RANGE_END, RANGE_START
 from derive_assets.factory.windows import partitions_for
 from derive_assets.metadata_keys import FULL_REFRESH_TAG
 from derive_assets.plan import Backfill, partition_keys
@@ -27,7 +28,6 @@ from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, Table
 from resources.warehouse import Warehouse
 
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 """The run's console log stays silent: a failure is reported once, as `LifecycleError`'s message (the run's whole
 log, with stacks, is in the Dagster instance)."""
@@ -169,14 +169,14 @@ def execute_rebuild(
     """Run the rebuild on `instance` (in this process, as `derive demo` runs its jobs); raise `LifecycleError`
     with the step's error when it fails."""
     from derive_assets.factory.build import build_definitions
-    from derive_assets.factory.schedules import table_job_name
+    from derive_assets.factory.runs import materialize_keys
 
     ref = run.table.spec.ref
     defs = build_definitions(settings, project)
     started = time.perf_counter()
-    result = defs.resolve_job_def(table_job_name(ref)).execute_in_process(
-        instance=instance, tags=run.tags, run_config=QUIET, raise_on_error=False
-    )
+    # run.tags carry the partition range (a single-run backfill) and the full-refresh tag
+    key = AssetKey(ref.split("."))  # a table's asset key: <dataset>/<name>
+    result = materialize_keys(defs, [key], instance=instance, tags=run.tags, run_config=QUIET)
     seconds = time.perf_counter() - started
     if not result.success:
         raise LifecycleError(_failure(ref, result))

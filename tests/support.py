@@ -2,29 +2,68 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
+from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
+
+from derive_assets.factory.runs import materialize_keys
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
+Keys = Iterable[AssetKey | str] | AssetKey | str
+"""Asset keys as `AssetKey`s or as the UI writes them (`analytics/daily_payments_by_region`); one key alone is fine."""
 
-def run_job(
-    defs: Definitions, instance: DagsterInstance, job: str, partition: str | None = None, ok: bool = True
-) -> dict[str, dict[str, Any]]:
-    """Execute a job in process; assert it succeeded (or failed); return each materialization's metadata."""
-    result = defs.resolve_job_def(job).execute_in_process(
-        instance=instance, partition_key=partition, run_config=QUIET, raise_on_error=False
-    )
-    assert result.success is ok
+
+def asset_keys(keys: Keys) -> list[AssetKey]:
+    """`keys` as a list of `AssetKey`s (a string is a key's user string: `dataset/name`)."""
+    items = [keys] if isinstance(keys, AssetKey | str) else list(keys)
+    return [k if isinstance(k, AssetKey) else AssetKey.from_user_string(k) for k in items]
+
+
+def materializations(result: ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """Each materialization of a run, by asset key (user string): its metadata values."""
     return {
         e.step_materialization_data.materialization.asset_key.to_user_string(): {
             k: v.value for k, v in e.step_materialization_data.materialization.metadata.items()
         }
         for e in result.get_asset_materialization_events()
     }
+
+
+def run_assets(
+    defs: Definitions,
+    instance: DagsterInstance,
+    keys: Keys,
+    partition: str | None = None,
+    ok: bool = True,
+    partition_range: tuple[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Materialize `keys` in one run in process (`materialize_keys`); assert it succeeded (or failed); return each
+    materialization's metadata, by asset key."""
+    result = materialize_keys(
+        defs,
+        asset_keys(keys),
+        instance=instance,
+        partition_key=partition,
+        partition_range=partition_range,
+        run_config=QUIET,
+    )
+    assert result.success is ok
+    return materializations(result)
+
+
+def run_job(
+    defs: Definitions, instance: DagsterInstance, job: str, partition: str | None = None, ok: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Execute a job (a `replicate_<source>` job, a test's own job) in process; assert it succeeded (or failed);
+    return each materialization's metadata. Spec assets run by key: `run_assets`."""
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance, partition_key=partition, run_config=QUIET, raise_on_error=False
+    )
+    assert result.success is ok
+    return materializations(result)
 
 
 def error_messages(error: Any) -> list[str]:
@@ -58,6 +97,22 @@ def execute(defs: Definitions, instance: DagsterInstance, job: str, partition: s
     result = defs.resolve_job_def(job).execute_in_process(
         instance=instance, partition_key=partition, run_config=QUIET, raise_on_error=False
     )
+    return outcome(instance, result)
+
+
+def execute_assets(
+    defs: Definitions, instance: DagsterInstance, keys: Keys, partition: str | None = None
+) -> Outcome:
+    """Materialize `keys` in one run in process (`materialize_keys`), succeed or fail, and collect its errors'
+    messages and its whole log."""
+    result = materialize_keys(
+        defs, asset_keys(keys), instance=instance, partition_key=partition, run_config=QUIET
+    )
+    return outcome(instance, result)
+
+
+def outcome(instance: DagsterInstance, result: ExecuteInProcessResult) -> Outcome:
+    """A finished run's `Outcome`: its errors' messages and its whole log, read from `instance`."""
     logs, messages = [], []
     for record in instance.all_logs(result.run_id):
         logs.append(record.user_message or "")

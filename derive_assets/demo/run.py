@@ -1,11 +1,12 @@
 """The demo's main job: sample sources -> replicated tables -> core and derived tables, on embedded engines.
 
 The first run generates the sample databases and loads everything; every later run plays one batch of new
-activity on the sources first, so it shows what an incremental run reads. Runs go through the same Dagster jobs
-the schedules use, on the persistent instance in `DAGSTER_HOME`, so `dagster dev` shows their history.
+activity on the sources first, so it shows what an incremental run reads. Each step is one run of one source's
+tables or of one asset, by asset key (`factory/runs.py`, as `dagster asset materialize --select` runs them), in
+dependency order, on the persistent instance in `DAGSTER_HOME`, so `dagster dev` shows their history.
 
-A failed check is printed (name, asset, description) under its job; an asset whose blocking check failed stops
-the jobs downstream of it, as it would in one run, and `derive demo` exits non-zero.
+A failed check is printed (name, asset, description) under its step; an asset whose blocking check failed stops
+the steps downstream of it, as it would in one run, and `derive demo` exits non-zero.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from derive_assets.demo.generate import apply_activity, embedded_urls, generate
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
 from derive_assets.factory.export_assets import export_key, online_table
 from derive_assets.factory.replication_assets import replication_key
-from derive_assets.factory.schedules import export_job_name, source_job_name, table_job_name
+from derive_assets.factory.runs import RANGE_END, RANGE_START, materialize_keys
 from derive_assets.factory.table_assets import table_key
 from derive_assets.factory.windows import partitions_for
 from derive_assets.python_tables import python_tables
@@ -42,7 +43,6 @@ from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 CHECK_FAILED = "DagsterAssetCheckFailedError"  # the step error Dagster raises for a failed blocking check
 
 
@@ -67,7 +67,7 @@ class DemoSummary(dict[str, dict[str, Any]]):
 
 
 class DemoStepFailed(RuntimeError):
-    """A step of a demo job failed for a reason other than a failed check."""
+    """A step of a demo run failed for a reason other than a failed check."""
 
 
 def run_demo(
@@ -99,35 +99,37 @@ def run_demo(
         changes = apply_activity(urls)
         say("    " + ", ".join(f"{k}: {v:,}" for k, v in changes.items() if v))
 
-    jobs: list[tuple[str, list[AssetKey], dict[str, str] | None]] = []
+    steps: list[tuple[str, list[AssetKey], dict[str, str] | None]] = []
     for source in project.sources():
         keys = [replication_key(rt) for rt in project.replicated if rt.source.name == source.name]
-        jobs.append((source_job_name(source.name), keys, {}))
+        steps.append((f"replicate {source.name}", keys, {}))
     for table in project.tables:
         partitions_def = partitions_for(table.spec.window)
         tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
-        jobs.append((table_job_name(table.spec.ref), [table_key(table.spec.ref)], tags))
+        key = table_key(table.spec.ref)
+        steps.append((key.to_user_string(), [key], tags))
     for python_table in python_tables(project):
         partitions_def = partitions_for(python_table.spec.window)
         tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
-        jobs.append((python_table.job.name, [python_table.key], tags))
+        steps.append((python_table.key.to_user_string(), [python_table.key], tags))
     for export in project.exports:
         partitions_def = partitions_for(export.window)
         tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
-        jobs.append((export_job_name(export.spec.name), [export_key(export)], tags))
+        key = export_key(export)
+        steps.append((key.to_user_string(), [key], tags))
 
     graph = defs.resolve_asset_graph()
     failed: list[FailedCheck] = []
     blocked: set[AssetKey] = set()  # assets whose blocking check failed
-    for job_name, keys, tags in jobs:
+    for label, keys, tags in steps:
         if tags is None:
-            say(f"==> {job_name}: skipped, no complete window in the last {days} day(s)")
+            say(f"==> {label}: skipped, no complete window in the last {days} day(s)")
             continue
         stopped_by = sorted(k.to_user_string() for k in blocked & _upstream(graph, keys))
         if stopped_by:
-            say(f"==> {job_name}: skipped, upstream {', '.join(stopped_by)} failed a blocking check")
+            say(f"==> {label}: skipped, upstream {', '.join(stopped_by)} failed a blocking check")
             continue
-        checks = _run(defs, instance, job_name, tags, say)
+        checks = _run(defs, instance, label, keys, tags, say)
         failed += checks
         blocked |= {AssetKey.from_user_string(c.asset) for c in checks if c.severity == "ERROR"}
     tables = summarize(project, settings, instance)
@@ -181,15 +183,25 @@ def _recent_windows(partitions_def: TimeWindowPartitionsDefinition, days: int) -
 
 
 def _run(
-    defs: Definitions, instance: DagsterInstance, job_name: str, tags: dict[str, str], say: Any
+    defs: Definitions,
+    instance: DagsterInstance,
+    label: str,
+    keys: list[AssetKey],
+    tags: dict[str, str],
+    say: Any,
 ) -> list[FailedCheck]:
-    """Run one job; print what moved and every failed check. A step error other than a failed check raises."""
+    """Run `keys` (over the windows `tags` name, if any) in one run; print what moved and every failed check. A
+    step error other than a failed check raises."""
     scope = f" windows {tags[RANGE_START]} .. {tags[RANGE_END]}" if tags else ""
     started = time.perf_counter()
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
+    result = materialize_keys(
+        defs,
+        keys,
+        instance=instance,
+        partition_range=(tags[RANGE_START], tags[RANGE_END]) if tags else None,
+        run_config=QUIET,
     )
-    _raise_step_errors(job_name, result)
+    _raise_step_errors(label, result)
     rows = {}
     for event in result.get_asset_materialization_events():
         m = event.step_materialization_data.materialization
@@ -200,7 +212,7 @@ def _run(
         verb = "wrote" if "derive/rows_written" in meta else "read"
         rows[m.asset_key.to_user_string()] = (verb, moved.value if moved else 0)
     detail = ", ".join(f"{k} {verb} {n:,}" for k, (verb, n) in rows.items())
-    say(f"==> {job_name}{scope}: {detail} ({time.perf_counter() - started:.1f}s)")
+    say(f"==> {label}{scope}: {detail} ({time.perf_counter() - started:.1f}s)")
     failed = [
         FailedCheck(
             name=e.check_name,
@@ -216,7 +228,7 @@ def _run(
     return failed
 
 
-def _raise_step_errors(job_name: str, result: ExecuteInProcessResult) -> None:
+def _raise_step_errors(label: str, result: ExecuteInProcessResult) -> None:
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
         if error is None or error.cls_name == CHECK_FAILED:
@@ -225,7 +237,7 @@ def _raise_step_errors(job_name: str, result: ExecuteInProcessResult) -> None:
         while error is not None:
             messages.append(error.message.strip())
             error = error.cause
-        raise DemoStepFailed(f"{job_name}: step {event.step_key} failed: " + " <- ".join(messages))
+        raise DemoStepFailed(f"{label}: step {event.step_key} failed: " + " <- ".join(messages))
 
 
 def summarize(project: SpecProject, settings: DeriveSettings, instance: DagsterInstance) -> dict[str, Any]:
@@ -240,7 +252,7 @@ def summarize(project: SpecProject, settings: DeriveSettings, instance: DagsterI
         )
         summary[rt.ref] = {"rows": warehouse.row_count(rt.ref), "watermark": getattr(mark, "value", None)}
     for table in project.tables:
-        built = warehouse.table_exists(table.spec.ref)  # not if its job was skipped on the first run
+        built = warehouse.table_exists(table.spec.ref)  # not if its step was skipped on the first run
         summary[table.spec.ref] = {
             "rows": warehouse.row_count(table.spec.ref) if built else 0,
             "strategy": table.spec.strategy.type if built else "not built",

@@ -5,9 +5,10 @@ import datetime as dt
 
 import duckdb
 from dagster import AssetKey, DagsterInstance, Definitions
-from support import QUIET, run_job
+from support import QUIET, run_assets, run_job
 
 from derive_assets.factory.build import build_definitions
+from derive_assets.factory.runs import materialize_keys
 from derive_assets.settings import DeriveSettings
 
 TABLE = AssetKey(["analytics", "daily_payments_by_region"])
@@ -20,9 +21,7 @@ def day(days_ago: int) -> str:
 def checks(
     defs: Definitions, instance: DagsterInstance, partition: str
 ) -> dict[str, tuple[bool, str | None]]:
-    result = defs.resolve_job_def("analytics__daily_payments_by_region_job").execute_in_process(
-        instance=instance, partition_key=partition, run_config=QUIET, raise_on_error=False
-    )
+    result = materialize_keys(defs, [TABLE], instance=instance, partition_key=partition, run_config=QUIET)
     return {
         c.check_name: (c.passed, c.description)
         for c in result.get_asset_check_evaluations()
@@ -32,8 +31,9 @@ def checks(
 
 def test_checks_of_a_windowed_table_judge_the_runs_window_only(settings: DeriveSettings, instance):
     defs = build_definitions(settings)
-    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments"):
         run_job(defs, instance, job)
+    run_assets(defs, instance, "core/user_detail")
     assert checks(defs, instance, day(3))["region_accepted_values"] == (True, None)
     with duckdb.connect(
         str(settings.duckdb_path)

@@ -18,20 +18,35 @@ from derive_assets.demo.generate import apply_activity, embedded_urls
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
 from derive_assets.factory.export_assets import online_table
 from derive_assets.factory.export_verify import verify
+from derive_assets.factory.runs import materialize_keys
 from derive_assets.online import OnlineReader, _coerce
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import load_project
 from resources.reads import CursorRange, TableSlice
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+USER_DETAIL = AssetKey(["core", "user_detail"])
+DAILY = AssetKey(["analytics", "daily_payments_by_region"])
+REGION_EXPORT = AssetKey(["online", "region_payments_online"])
+PROFILE_EXPORT = AssetKey(["online", "user_profile_online"])
 
 
 def run(
     defs: Definitions, instance: DagsterInstance, job: str, partition: str | None = None, ok: bool = True
 ):
+    """Run a `replicate_<source>` job."""
     result = defs.resolve_job_def(job).execute_in_process(
         instance=instance, partition_key=partition, run_config=QUIET, raise_on_error=False
     )
+    assert result.success is ok
+    return result
+
+
+def materialize(
+    defs: Definitions, instance: DagsterInstance, key: AssetKey, partition: str | None = None, ok: bool = True
+):
+    """Run one asset by key."""
+    result = materialize_keys(defs, [key], instance=instance, partition_key=partition, run_config=QUIET)
     assert result.success is ok
     return result
 
@@ -49,10 +64,11 @@ def day(days_ago: int = 2) -> str:
 
 
 def build_upstream(defs: Definitions, instance: DagsterInstance, partition: str | None = None) -> None:
-    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments"):
         run(defs, instance, job)
+    materialize(defs, instance, USER_DETAIL)
     if partition:
-        run(defs, instance, "analytics__daily_payments_by_region_job", partition)
+        materialize(defs, instance, DAILY, partition)
 
 
 def warehouse_rows(settings: DeriveSettings, s: TableSlice) -> list[dict[str, Any]]:
@@ -64,10 +80,8 @@ def test_window_export_writes_its_window_only_readable_by_key_and_idempotent(
 ):
     defs = build_definitions(settings)
     build_upstream(defs, instance, day())
-    run(defs, instance, "analytics__daily_payments_by_region_job", day(3))  # another window, not exported
-    first = metadata(
-        run(defs, instance, "export_region_payments_online", day()), "online/region_payments_online"
-    )
+    materialize(defs, instance, DAILY, day(3))  # another window, not exported
+    first = metadata(materialize(defs, instance, REGION_EXPORT, day()), "online/region_payments_online")
     columns = ("region", "day", "payments", "payers", "revenue")
     table_rows = warehouse_rows(settings, TableSlice("analytics.daily_payments_by_region", columns))
     expected = [r for r in table_rows if r["day"].isoformat() == day()]
@@ -86,7 +100,7 @@ def test_window_export_writes_its_window_only_readable_by_key_and_idempotent(
         online_table(load_project(settings.specs_dir).export("region_payments_online")),
     )
     assert store.count(table) == len(expected)
-    run(defs, instance, "export_region_payments_online", day())
+    materialize(defs, instance, REGION_EXPORT, day())
     assert store.count(table) == len(expected)  # upserts: a re-export changes nothing
 
 
@@ -97,19 +111,19 @@ def test_cursor_export_writes_only_changed_rows_and_a_full_reexport_changes_noth
     build_upstream(defs, instance)
     store = build_online_store(settings)
     table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
-    first = metadata(run(defs, instance, "export_user_profile_online"), "online/user_profile_online")
+    first = metadata(materialize(defs, instance, PROFILE_EXPORT), "online/user_profile_online")
     assert first["derive/rows_written"] == 500 == store.count(table)
     assert first["derive/watermark_before"] is None
 
     changes = apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.04)
     run(defs, instance, "replicate_accounts")
     run(defs, instance, "replicate_profiles")
-    run(defs, instance, "core__user_detail_job")
+    materialize(defs, instance, USER_DETAIL)
     mark = dt.datetime.fromisoformat(first["derive/watermark"])
     changed = build_warehouse(settings).count_slice(
         TableSlice("core.user_detail", cursor=CursorRange("updated_at", after=mark))
     )
-    second = metadata(run(defs, instance, "export_user_profile_online"), "online/user_profile_online")
+    second = metadata(materialize(defs, instance, PROFILE_EXPORT), "online/user_profile_online")
     assert 0 < second["derive/rows_written"] == changed
     assert changed >= changes["accounts.auth.inserted"]
     assert second["derive/watermark_before"] == first["derive/watermark"]
@@ -119,12 +133,12 @@ def test_cursor_export_writes_only_changed_rows_and_a_full_reexport_changes_noth
     )
     assert store.lookup(table, [newest["user_id"]])[0]["region"] == newest["region"]
 
-    third = metadata(run(defs, instance, "export_user_profile_online"), "online/user_profile_online")
+    third = metadata(materialize(defs, instance, PROFILE_EXPORT), "online/user_profile_online")
     assert third["derive/rows_written"] == 0
 
     count = store.count(table)
     instance.wipe()  # forget the watermark: a full re-export must change nothing online
-    again = metadata(run(defs, instance, "export_user_profile_online"), "online/user_profile_online")
+    again = metadata(materialize(defs, instance, PROFILE_EXPORT), "online/user_profile_online")
     assert again["derive/rows_written"] > second["derive/rows_written"]
     assert store.count(table) == count  # (rows deleted in the warehouse stay online: exports only upsert)
 
@@ -136,7 +150,7 @@ def test_ttl_expires_online_rows(settings: DeriveSettings, specs_dir, instance):
     defs = build_definitions(settings)
     build_upstream(defs, instance)
     written = time.monotonic()
-    run(defs, instance, "export_user_profile_online")
+    materialize(defs, instance, PROFILE_EXPORT)
     table = online_table(load_project(specs_dir).export("user_profile_online"))
     store = build_online_store(settings)
     assert store.count(table) == 500
@@ -149,7 +163,7 @@ def test_ttl_expires_online_rows(settings: DeriveSettings, specs_dir, instance):
 def test_verification_fails_when_rows_are_missing_online(settings: DeriveSettings, instance):
     defs = build_definitions(settings)
     build_upstream(defs, instance)
-    run(defs, instance, "export_user_profile_online")
+    materialize(defs, instance, PROFILE_EXPORT)
     table = online_table(load_project(settings.specs_dir).export("user_profile_online"))
     with sqlite3.connect(settings.sqlite_online_path) as con:
         con.execute(f'DELETE FROM "{table.keyspace}__{table.name}" WHERE user_id % 2 = 0')
@@ -201,23 +215,21 @@ def test_a_row_the_store_refuses_fails_at_once_naming_its_key_and_keeps_the_wate
 ):
     defs = build_definitions(settings)
     build_upstream(defs, instance)
-    run(defs, instance, "export_user_profile_online")
+    materialize(defs, instance, PROFILE_EXPORT)
     export = AssetKey(["online", "user_profile_online"])
     mark = instance.get_latest_materialization_event(export)
 
     apply_activity(embedded_urls(settings.embedded_sources_dir), fraction=0.05)
     run(defs, instance, "replicate_accounts")
     run(defs, instance, "replicate_profiles")
-    run(defs, instance, "core__user_detail_job")
+    materialize(defs, instance, USER_DETAIL)
     # core.user_detail declares user_id NOT NULL; drop that to plant a row the online store must refuse.
     with duckdb.connect(str(settings.duckdb_path)) as con:
         con.execute("ALTER TABLE core.user_detail ALTER COLUMN user_id DROP NOT NULL")
         con.execute(
             "INSERT INTO core.user_detail (user_id, email, updated_at) VALUES (NULL, 'x@example.com', now())"
         )
-    result = defs.resolve_job_def("export_user_profile_online").execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=False
-    )
+    result = materialize(defs, instance, PROFILE_EXPORT, ok=False)
     assert not result.success
     [failure] = result.get_step_failure_events()
     data = failure.step_failure_data.user_failure_data

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, asset, define_asset_job
-from support import QUIET, run_job
+from support import QUIET, run_assets, run_job
 
 from derive_assets import cli
 from derive_assets.demo.run import run_demo
@@ -198,8 +198,9 @@ def tampering_trigger(settings: DeriveSettings) -> OnlineTable:
 
 
 def upstream(defs: Definitions, instance: DagsterInstance) -> None:
-    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments"):
         run_job(defs, instance, job)
+    run_assets(defs, instance, "core/user_detail")
 
 
 def test_failed_verification_blocks_the_downstream_asset_and_holds_the_watermark(

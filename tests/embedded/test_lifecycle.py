@@ -11,8 +11,6 @@ from derive_assets.factory.build import build_warehouse
 from derive_assets.lifecycle import prune
 from resources.warehouse import WarehouseError
 
-JOB = "analytics__daily_payments_by_region_job"
-
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> World:
@@ -30,7 +28,7 @@ def days(world: World, where: str = "") -> list[str]:
 
 def test_an_added_column_is_added_by_the_next_run_and_rebuild_fills_every_window(world: World):
     world.add_avg_amount()
-    assert world.run(JOB, (days_ago(1), days_ago(1)))  # additive: the run adds the column
+    assert world.materialize(DAILY, (days_ago(1), days_ago(1)))  # additive: the run adds the column
     assert "avg_amount" in world.columns(DAILY)
     assert days(world, "WHERE avg_amount IS NULL") == [days_ago(2)]  # the old window holds NULL
 
@@ -45,7 +43,7 @@ def test_an_added_column_is_added_by_the_next_run_and_rebuild_fills_every_window
 def test_a_renamed_column_is_refused_by_the_run_then_rebuilt(world: World):
     before = world.query(f"SELECT * FROM {DAILY} ORDER BY day, region")
     world.rename_payers()
-    assert not world.run(JOB, (days_ago(1), days_ago(1)))  # breaking: refused before writing
+    assert not world.materialize(DAILY, (days_ago(1), days_ago(1)))  # breaking: refused before writing
     assert world.query(f"SELECT * FROM {DAILY} ORDER BY day, region") == before
     assert "payers" in world.columns(DAILY)
 
@@ -56,7 +54,7 @@ def test_a_renamed_column_is_refused_by_the_run_then_rebuilt(world: World):
         f"SELECT day, region, payments, distinct_payers, revenue FROM {DAILY} ORDER BY day, region"
     )
     assert [r for r in after if str(r[0]) != days_ago(3)] == before  # same values under the new name
-    assert world.run(JOB, (days_ago(1), days_ago(1)))  # and the next run is a normal one again
+    assert world.materialize(DAILY, (days_ago(1), days_ago(1)))  # and the next run is a normal one again
 
 
 def test_rebuild_asks_first_and_does_nothing_without_a_yes(world: World):

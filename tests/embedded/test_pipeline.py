@@ -6,7 +6,7 @@ import sqlite3
 import duckdb
 import pytest
 from dagster import AssetIn, AssetKey, DagsterInstance, Definitions, asset
-from support import QUIET, run_job
+from support import QUIET, run_assets, run_job
 
 from derive_assets.demo.generate import apply_activity, embedded_urls
 from derive_assets.factory.build import build_definitions
@@ -93,15 +93,16 @@ def test_lost_warehouse_table_means_full_reload(settings, instance):
 
 def test_derived_window_is_idempotent_and_records_its_run(settings, instance):
     defs = build_definitions(settings)
-    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments"):
         run(defs, instance, job)
+    run_assets(defs, instance, "core/user_detail")
     day = recent_day()
-    meta = run(defs, instance, "analytics__daily_payments_by_region_job", day)[
+    meta = run_assets(defs, instance, "analytics/daily_payments_by_region", day)[
         "analytics/daily_payments_by_region"
     ]
     once = table(settings, "analytics.daily_payments_by_region")
     assert once and {r[0].isoformat() for r in once} == {day}
-    run(defs, instance, "analytics__daily_payments_by_region_job", day)
+    run_assets(defs, instance, "analytics/daily_payments_by_region", day)
     assert table(settings, "analytics.daily_payments_by_region") == once
 
     assert meta["derive/window_start"] == f"{day}T00:00:00+00:00"
@@ -114,17 +115,18 @@ def test_derived_window_is_idempotent_and_records_its_run(settings, instance):
 
 def test_failed_derived_run_changes_nothing(settings, specs_dir, instance):
     defs = build_definitions(settings)
-    for job in ("replicate_accounts", "replicate_profiles", "replicate_orders", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_orders"):
         run(defs, instance, job)
+    run_assets(defs, instance, "core/user_detail")
     day = recent_day()
-    run(defs, instance, "analytics__order_facts_job", day)
+    run_assets(defs, instance, "analytics/order_facts", day)
     before = table(settings, "analytics.order_facts")
     events_before = instance.get_latest_materialization_event(AssetKey(["analytics", "order_facts"]))
 
     spec = specs_dir / "analytics" / "order_facts.yaml"
     spec.write_text(spec.read_text().replace("o.status,", "CAST(o.status AS INT64) AS status,"))
     broken = build_definitions(settings)
-    run(broken, instance, "analytics__order_facts_job", day, ok=False)
+    run_assets(broken, instance, "analytics/order_facts", day, ok=False)
     assert table(settings, "analytics.order_facts") == before
     after = instance.get_latest_materialization_event(AssetKey(["analytics", "order_facts"]))
     assert after is not None and events_before is not None and after.run_id == events_before.run_id
@@ -160,11 +162,12 @@ def test_python_asset_downstream_gets_its_window_as_a_dataframe(settings, instan
         seen["frame"] = daily
 
     defs = Definitions.merge(base, Definitions(assets=[region_features]))
-    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments"):
         run(defs, instance, job)
+    run_assets(defs, instance, "core/user_detail")
     day, other = recent_day(2), recent_day(3)
-    run(defs, instance, "analytics__daily_payments_by_region_job", other)
-    run(defs, instance, "analytics__daily_payments_by_region_job", day)
+    run_assets(defs, instance, "analytics/daily_payments_by_region", other)
+    run_assets(defs, instance, "analytics/daily_payments_by_region", day)
     result = defs.get_implicit_global_asset_job_def().execute_in_process(
         instance=instance,
         partition_key=day,

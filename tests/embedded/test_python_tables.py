@@ -16,16 +16,17 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from dagster import AssetIn, AssetKey, Definitions, asset
-from support import QUIET, execute, run_job
+from support import QUIET, execute_assets, run_assets, run_job
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.factory.python_assets import PythonTable, PythonTableError, python_table
 from derive_assets.python_tables.features import region_scores, scores
 
 SCORES = "features.region_scores"
-UPSTREAM_JOBS = ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job")
-DAILY_JOB = "analytics__daily_payments_by_region_job"
-SCORES_JOB = "features__region_scores_job"
+UPSTREAM_JOBS = ("replicate_accounts", "replicate_profiles", "replicate_payments")
+USER_DETAIL = AssetKey(["core", "user_detail"])
+DAILY = AssetKey(["analytics", "daily_payments_by_region"])
+CHECKED_SCORES = AssetKey(["features", "checked_scores"])
 
 
 def day_ago(days: int) -> str:
@@ -74,8 +75,9 @@ def built(settings, instance):
     defs = build_definitions(settings)
     for job in UPSTREAM_JOBS:
         run_job(defs, instance, job)
+    run_assets(defs, instance, USER_DETAIL)
     for day in (day_ago(2), day_ago(3)):
-        run_job(defs, instance, DAILY_JOB, day)
+        run_assets(defs, instance, DAILY, day)
     return defs
 
 
@@ -91,12 +93,12 @@ def test_region_scores_is_part_of_the_shipped_definitions(settings):
     defs = build_definitions(settings)
     node = defs.resolve_asset_graph().get(region_scores.key)
     assert node.parent_keys == {AssetKey(["analytics", "daily_payments_by_region"])}
-    assert defs.resolve_job_def(SCORES_JOB) is not None
+    assert region_scores.key in defs.resolve_implicit_global_asset_job_def().asset_layer.selected_asset_keys
 
 
 def test_region_scores_rows_are_right_and_a_rerun_changes_nothing(settings, instance, built):
     day, other = day_ago(2), day_ago(3)
-    first = run_job(built, instance, SCORES_JOB, day)["features/region_scores"]
+    first = run_assets(built, instance, region_scores.key, day)["features/region_scores"]
     table = scores_table(settings)
     assert {k[0].isoformat() for k in table} == {day}  # only the run's window was read and written
     assert_scores_match(table, expected_scores(daily_rows(settings, day)))
@@ -104,18 +106,18 @@ def test_region_scores_rows_are_right_and_a_rerun_changes_nothing(settings, inst
     assert first["derive/window_start"] == f"{day}T00:00:00+00:00"
     assert first["dagster/row_count"] == len(table)
 
-    again = run_job(built, instance, SCORES_JOB, day)["features/region_scores"]
+    again = run_assets(built, instance, region_scores.key, day)["features/region_scores"]
     assert scores_table(settings) == table
     assert again["derive/rows_inserted"] == 0 and again["dagster/row_count"] == len(table)
 
-    run_job(built, instance, SCORES_JOB, other)
+    run_assets(built, instance, region_scores.key, other)
     both = scores_table(settings)
     assert {k: v for k, v in both.items() if k[0].isoformat() == day} == table
     assert_scores_match(both, expected_scores(daily_rows(settings, day) + daily_rows(settings, other)))
 
 
 def test_region_scores_table_has_the_declared_types(settings, instance, built):
-    run_job(built, instance, SCORES_JOB, day_ago(2))
+    run_assets(built, instance, region_scores.key, day_ago(2))
     types = dict(
         rows(
             settings,
@@ -147,7 +149,7 @@ def declared_like_scores(name: str, fn) -> PythonTable:
 
 
 def with_table(defs: Definitions, table: PythonTable) -> Definitions:
-    return Definitions.merge(defs, Definitions(assets=[table.asset], jobs=[table.job]))
+    return Definitions.merge(defs, Definitions(assets=[table.asset]))
 
 
 def good(daily: pd.DataFrame) -> pd.DataFrame:
@@ -206,12 +208,13 @@ def not_a_table(daily: pd.DataFrame) -> list:
 )
 def test_a_wrong_output_fails_clearly_and_changes_nothing(settings, instance, built, wrong, message):
     day = day_ago(2)
-    job = "features__checked_scores_job"
-    run_job(with_table(built, declared_like_scores("checked_scores", good)), instance, job, day)
+    run_assets(with_table(built, declared_like_scores("checked_scores", good)), instance, CHECKED_SCORES, day)
     before = rows(settings, "SELECT * FROM features.checked_scores ORDER BY ALL")
     assert before
 
-    outcome = execute(with_table(built, declared_like_scores("checked_scores", wrong)), instance, job, day)
+    outcome = execute_assets(
+        with_table(built, declared_like_scores("checked_scores", wrong)), instance, CHECKED_SCORES, day
+    )
     assert not outcome.success
     assert re.search(message, outcome.errors), outcome.errors
     assert rows(settings, "SELECT * FROM features.checked_scores ORDER BY ALL") == before
@@ -241,7 +244,7 @@ def test_a_declaration_that_breaks_a_spec_rule_fails_when_it_is_made():
 def test_a_python_asset_downstream_reads_its_window_of_a_python_table_as_arrow(settings, instance, built):
     day, other = day_ago(2), day_ago(3)
     for partition in (day, other):
-        run_job(built, instance, SCORES_JOB, partition)
+        run_assets(built, instance, region_scores.key, partition)
     seen = {}
 
     @asset(

@@ -19,11 +19,10 @@ from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Dagster
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.build import build_definitions
+from derive_assets.factory.runs import materialize_keys
 from derive_assets.settings import DeriveSettings
 
 KEY = AssetKey(["bench", "daily_events"])
-JOB = "bench__daily_events_job"
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 SOURCE = {
@@ -90,11 +89,13 @@ class Project:
         )
 
     def run(self, first: str, last: str, ok: bool = True, tags: dict[str, str] | None = None) -> Any:
-        result = self.defs.resolve_job_def(JOB).execute_in_process(
+        result = materialize_keys(
+            self.defs,
+            [KEY],
             instance=self.instance,
+            partition_range=(first, last),
+            tags=tags,
             run_config=QUIET,
-            tags={RANGE_START: first, RANGE_END: last, **(tags or {})},
-            raise_on_error=False,
         )
         assert result.success is ok
         return result

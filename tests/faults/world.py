@@ -28,11 +28,10 @@ import yaml
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus
 from helpers import env_var, write_specs  # pyright: ignore[reportMissingImports]  (tests/integration, on sys.path under pytest)
 from psycopg import sql
-from support import run_job
+from support import run_assets
 
 from derive_assets.demo.generate import SourceUrls, apply_activity, generate
 from derive_assets.factory.build import build_definitions
-from derive_assets.factory.schedules import export_job_name, source_job_name, table_job_name
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 
 RUNNER = PROJECT_ROOT / "tests" / "faults" / "runner.py"
@@ -73,12 +72,12 @@ EXPORT_SPEC = {
 
 @dataclass(frozen=True)
 class Write:
-    """One kind of write: the job, what it writes, and the recorded state it starts from."""
+    """One kind of write: the asset it materializes (one run of that asset alone, by key), what it writes, and the
+    recorded state it starts from."""
 
-    job: str
+    asset: AssetKey
     start: str
     """`empty`, or the name of a recorded home (`base`: orders replicated before the activity; `mid`: after)."""
-    asset: AssetKey
     table: str
     """Warehouse `dataset.name`, or the online store's table."""
     online: bool = False
@@ -86,26 +85,12 @@ class Write:
 
 
 WRITES = {
-    "replication_first": Write(
-        source_job_name("orders"), "empty", AssetKey(["orders", "orders"]), "orders.orders"
-    ),
-    "replication_incremental": Write(
-        source_job_name("orders"), "base", AssetKey(["orders", "orders"]), "orders.orders"
-    ),
+    "replication_first": Write(AssetKey(["orders", "orders"]), "empty", "orders.orders"),
+    "replication_incremental": Write(AssetKey(["orders", "orders"]), "base", "orders.orders"),
     "derived_merge": Write(
-        table_job_name("analytics.daily_order_totals"),
-        "mid",
-        AssetKey(["analytics", "daily_order_totals"]),
-        "analytics.daily_order_totals",
-        partition=DAY,
+        AssetKey(["analytics", "daily_order_totals"]), "mid", "analytics.daily_order_totals", partition=DAY
     ),
-    "export": Write(
-        export_job_name("orders_online"),
-        "mid",
-        AssetKey(["online", "orders_online"]),
-        ONLINE_TABLE,
-        online=True,
-    ),
+    "export": Write(AssetKey(["online", "orders_online"]), "mid", ONLINE_TABLE, online=True),
 }
 
 
@@ -149,7 +134,7 @@ class Home:
 
     def run(self, specs: Path, write: Write) -> None:
         defs = build_definitions(DeriveSettings(specs_dir=specs, home=self.root))
-        run_job(defs, self.instance, write.job, write.partition)
+        run_assets(defs, self.instance, write.asset, write.partition)
 
     def rows(self, write: Write) -> list[str] | None:
         """Every row of the written table as text, sorted; None when the table does not exist."""
@@ -324,8 +309,8 @@ def child_command(
         str(world.specs),
         "--home",
         str(home.root),
-        "--job",
-        write.job,
+        "--asset",
+        write.asset.to_user_string(),
     ]
     args += ["--partition", write.partition] if write.partition else []
     args += ["--fault", fault] if fault else []

@@ -24,7 +24,7 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, MetadataV
 
 from derive_assets.demo.generate import SourceUrls, apply_activity, generate, sqlalchemy_url
 from derive_assets.factory.build import build_definitions
-from derive_assets.factory.schedules import source_job_name, table_job_name
+from derive_assets.factory.runs import materialize_keys
 from derive_assets.replication.mongo_client import MONGO_DATABASE, open_mongo
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 
@@ -161,6 +161,7 @@ class Replication:
         self.defs = build_definitions(DeriveSettings(specs_dir=specs, home=self.home))
 
     def run(self, job: str, partition_key: str | None = None, ok: bool = True) -> ExecuteInProcessResult:
+        """Run a job (a `replicate_<source>` job)."""
         result = self.defs.resolve_job_def(job).execute_in_process(
             instance=self.instance, partition_key=partition_key, raise_on_error=False
         )
@@ -168,8 +169,19 @@ class Replication:
             assert result.success, self.failure_text(result)
         return result
 
+    def materialize(
+        self, ref: str, partition_key: str | None = None, ok: bool = True
+    ) -> ExecuteInProcessResult:
+        """Materialize the table `ref` (`dataset.name`) by its asset key."""
+        result = materialize_keys(
+            self.defs, [AssetKey(ref.split("."))], instance=self.instance, partition_key=partition_key
+        )
+        if ok:
+            assert result.success, self.failure_text(result)
+        return result
+
     def replicate(self, source: str, ok: bool = True) -> ExecuteInProcessResult:
-        return self.run(source_job_name(source), ok=ok)
+        return self.run(f"replicate_{source}", ok=ok)
 
     def replicate_all(self) -> dict[str, dict[str, Any]]:
         """Run every replication job; returns the materialization metadata of each table."""
@@ -392,12 +404,12 @@ def derived_graph(rep: Replication) -> None:
     rep.replicate_all()
     rep.apply_activity(fraction=0.02)  # refunds, region moves and closed accounts reach the derived tables
     rep.replicate_all()
-    rep.run(table_job_name("core.user_detail"))
+    rep.materialize("core.user_detail")
     open_accounts = rep.source("SELECT count(*) FROM auth WHERE deleted_at IS NULL")[0][0]
     assert rep.warehouse("SELECT count(*) FROM core.user_detail") == [(open_accounts,)]
 
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
-    result = rep.run(table_job_name("analytics.daily_payments_by_region"), partition_key=day.isoformat())
+    result = rep.materialize("analytics.daily_payments_by_region", partition_key=day.isoformat())
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     bounds = {"start": rep.bind_time(start), "end": rep.bind_time(start + dt.timedelta(days=1))}
     # core.user_detail holds open accounts only: payments of closed accounts count as region 'unknown'.

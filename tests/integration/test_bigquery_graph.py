@@ -12,17 +12,16 @@ from typing import Any
 
 import duckdb
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from derive_assets.demo.generate import embedded_urls, generate
 from derive_assets.factory.build import build_definitions, build_warehouse
-from derive_assets.factory.schedules import source_job_name, table_job_name
+from derive_assets.factory.runs import materialize_keys
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DATASETS = ("accounts", "orders", "payments", "core", "analytics")
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 @pytest.fixture
@@ -51,13 +50,18 @@ def materialize_graph(settings: DeriveSettings, days: list[str]) -> None:
     defs = build_definitions(settings, project)
     with DagsterInstance.ephemeral() as instance:
         for source in project.sources():
-            defs.resolve_job_def(source_job_name(source.name)).execute_in_process(
+            defs.resolve_job_def(f"replicate_{source.name}").execute_in_process(
                 instance=instance, run_config=QUIET
             )
         for table in project.tables:
-            tags = {RANGE_START: days[0], RANGE_END: days[-1]} if table.spec.window else {}
-            job = defs.resolve_job_def(table_job_name(table.spec.ref))
-            job.execute_in_process(instance=instance, run_config=QUIET, tags=tags)
+            materialize_keys(
+                defs,
+                [AssetKey(table.spec.ref.split("."))],
+                instance=instance,
+                partition_range=(days[0], days[-1]) if table.spec.window else None,
+                run_config=QUIET,
+                raise_on_error=True,
+            )
 
 
 def normalized(value: Any) -> Any:

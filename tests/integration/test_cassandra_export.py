@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, Definitions
-from support import QUIET, run_job
+from dagster import AssetKey, DagsterInstance, Definitions
+from support import QUIET, run_assets, run_job
 
 from derive_assets.demo.generate import embedded_urls, generate
 from derive_assets.factory.build import build_definitions, build_online_store
 from derive_assets.factory.export_verify import verify
+from derive_assets.factory.runs import materialize_keys
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
 from resources.duckdb_warehouse import DuckDBWarehouse
@@ -62,8 +63,9 @@ run = run_job
 
 
 def upstream(defs: Definitions, instance: DagsterInstance) -> None:
-    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job"):
+    for job in ("replicate_accounts", "replicate_profiles", "replicate_payments"):
         run(defs, instance, job)
+    run_assets(defs, instance, "core/user_detail")
 
 
 def warehouse_rows(settings: DeriveSettings, sql: str) -> list[tuple]:
@@ -81,8 +83,8 @@ def test_export_with_sub_millisecond_timestamps_passes_its_verification(settings
             settings, "SELECT count(*) FROM core.user_detail WHERE microsecond(updated_at) % 1000 <> 0"
         )
         assert sub_ms > 0
-        result = defs.resolve_job_def("export_user_profile_online").execute_in_process(
-            instance=instance, run_config=QUIET, raise_on_error=False
+        result = materialize_keys(
+            defs, [AssetKey(["online", "user_profile_online"])], instance=instance, run_config=QUIET
         )
     [check] = result.get_asset_check_evaluations()
     assert check.passed, check.description

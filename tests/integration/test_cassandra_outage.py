@@ -19,6 +19,7 @@ from support import QUIET
 
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
 from derive_assets.factory.export_assets import online_table
+from derive_assets.factory.runs import materialize_keys
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
 from resources.cassandra_online_store import CassandraOnlineStore
@@ -166,8 +167,8 @@ def fill_user_detail(settings: DeriveSettings) -> None:
 
 
 def export(defs: Definitions, instance: DagsterInstance) -> ExecuteInProcessResult:
-    return defs.resolve_job_def("export_user_profile_online").execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=False
+    return materialize_keys(
+        defs, [AssetKey(["online", "user_profile_online"])], instance=instance, run_config=QUIET
     )
 
 

@@ -2,7 +2,7 @@
 of one table, and a run that starts while another process holds the warehouse's write lock.
 
 Each run is a separate process (`tests/faults/runner.py`, no fault armed) on the same home: one DuckDB file, one
-online store, one persistent Dagster instance, as with `dagster dev` or a schedule firing twice. DuckDB lets one
+online store, one persistent Dagster instance, as with `dagster dev` or an automation sensor requesting a run twice. DuckDB lets one
 process write a file at a time; `DuckDBWarehouse` waits for the lock (up to `lock_timeout_seconds`), so concurrent
 runs queue. The final table must equal the serial result, with no duplicate keys; a run that cannot get the lock
 in time must fail clearly and write nothing.
@@ -10,6 +10,7 @@ in time must fail clearly and write nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -36,12 +37,13 @@ from faults.world import (
 from support import QUIET
 
 from derive_assets.factory.build import build_definitions
+from derive_assets.factory.runs import materialize_keys
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 
 OTHER_DAY = (dt.date.fromisoformat(DAY) - dt.timedelta(days=1)).isoformat()
 MERGE = WRITES["derived_merge"]
 REPLICATION = WRITES["replication_incremental"]
-MERGE_OTHER_DAY = Write(MERGE.job, MERGE.start, MERGE.asset, MERGE.table, partition=OTHER_DAY)
+MERGE_OTHER_DAY = dataclasses.replace(MERGE, partition=OTHER_DAY)
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +78,7 @@ def at_once(world: World, home: Home, *writes: Write) -> list[subprocess.Complet
     done = []
     for proc, write in zip(procs, writes, strict=True):
         out, err = proc.communicate(timeout=180)
-        done.append(subprocess.CompletedProcess(write.job, proc.returncode, out, err))
+        done.append(subprocess.CompletedProcess(write.asset.to_user_string(), proc.returncode, out, err))
     return done
 
 
@@ -190,9 +192,7 @@ def test_a_run_that_cannot_get_the_lock_fails_clearly_and_writes_nothing(world, 
 
     started = time.monotonic()
     with DagsterInstance.from_config(str(home.dagster_home)) as instance:
-        result = defs.resolve_job_def(REPLICATION.job).execute_in_process(
-            instance=instance, run_config=run_config, raise_on_error=False
-        )
+        result = materialize_keys(defs, [REPLICATION.asset], instance=instance, run_config=run_config)
         errors = [
             e.dagster_event.step_failure_data.error.to_string()
             for e in instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_FAILURE)

@@ -18,7 +18,6 @@ from google.api_core.exceptions import NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-JOB = "analytics__daily_payments_by_region_job"
 DATASETS = ("accounts", "orders", "payments", "profiles", "core", "analytics", "features")
 
 
@@ -68,7 +67,7 @@ def test_add_a_column_then_rename_one_refused_then_rebuild(world: World):
     assert "-- will: add column avg_amount NUMERIC (old rows hold NULL)" in daily
     assert f"-- backfill: 2 window(s) {days_ago(2)} .. {days_ago(1)}" in daily
     assert "PARTITION BY `day`" in daily and "CLUSTER BY `region`" in daily
-    assert world.run(JOB, (days_ago(1), days_ago(1)))
+    assert world.materialize(DAILY, (days_ago(1), days_ago(1)))
     added = table(world, DAILY)
     assert [f.name for f in added.schema][-1] == "avg_amount"
     assert added.time_partitioning.field == "day" and added.clustering_fields == ["region"]
@@ -83,7 +82,7 @@ def test_add_a_column_then_rename_one_refused_then_rebuild(world: World):
         "-- will: refuse before writing: rebuild needed (column payers INT64 is in the table but not in "
         in (section(refused.stdout, DAILY))
     )
-    assert not world.run(JOB, (days_ago(1), days_ago(1)))
+    assert not world.materialize(DAILY, (days_ago(1), days_ago(1)))
     assert sorted(rows(world, f"SELECT day, region, payers FROM {DAILY}")) == before
 
     # Rebuild: one run over every window, swapped in with the spec's layout.
@@ -111,7 +110,7 @@ def test_add_a_column_then_rename_one_refused_then_rebuild(world: World):
         (days_ago(1),),
     ]  # the whole range, the never-run window too
     assert rows(world, f"SELECT count(*) FROM {DAILY} WHERE avg_amount IS NULL") == [(0,)]
-    assert world.run(JOB, (days_ago(1), days_ago(1)))  # the next ordinary run goes through
+    assert world.materialize(DAILY, (days_ago(1), days_ago(1)))  # the next ordinary run goes through
 
 
 def test_a_deleted_spec_is_an_orphan_that_prune_drops_and_a_hand_made_table_is_never_touched(world: World):

@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions
 from google.cloud import bigquery
-from support import execute, run_job
+from support import execute_assets, run_assets, run_job
 
 from derive_assets.demo.generate import embedded_urls, generate
 from derive_assets.factory.build import build_definitions
@@ -25,9 +25,10 @@ from derive_assets.python_tables.features import region_scores, scores
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 
 DATASETS = ("accounts", "orders", "payments", "core", "analytics", "features")
-UPSTREAM_JOBS = ("replicate_accounts", "replicate_profiles", "replicate_payments", "core__user_detail_job")
-DAILY_JOB = "analytics__daily_payments_by_region_job"
-SCORES_JOB = "features__region_scores_job"
+UPSTREAM_JOBS = ("replicate_accounts", "replicate_profiles", "replicate_payments")
+USER_DETAIL = AssetKey(["core", "user_detail"])
+DAILY = AssetKey(["analytics", "daily_payments_by_region"])
+CHECKED_SCORES = AssetKey(["features", "checked_scores"])
 
 
 @pytest.fixture
@@ -103,7 +104,8 @@ def built(settings: DeriveSettings) -> Iterator[tuple[Definitions, DagsterInstan
     with DagsterInstance.ephemeral() as instance:
         for job in UPSTREAM_JOBS:
             run_job(defs, instance, job)
-        run_job(defs, instance, DAILY_JOB, day_ago(2).isoformat())
+        run_assets(defs, instance, USER_DETAIL)
+        run_assets(defs, instance, DAILY, day_ago(2).isoformat())
         yield defs, instance
 
 
@@ -111,7 +113,7 @@ def test_region_scores_on_bigquery_are_right_partitioned_and_idempotent(built, b
     client = bigquery_client
     defs, instance = built
     day = day_ago(2)
-    first = run_job(defs, instance, SCORES_JOB, day.isoformat())["features/region_scores"]
+    first = run_assets(defs, instance, region_scores.key, day.isoformat())["features/region_scores"]
     table = scores_table(client)
     expected = expected_scores(daily_rows(client, day))
     assert set(table) == set(expected) and len(table) > 1
@@ -136,7 +138,7 @@ def test_region_scores_on_bigquery_are_right_partitioned_and_idempotent(built, b
     }
     assert [f.mode for f in layout.schema][:2] == ["REQUIRED", "REQUIRED"]
 
-    again = run_job(defs, instance, SCORES_JOB, day.isoformat())["features/region_scores"]
+    again = run_assets(defs, instance, region_scores.key, day.isoformat())["features/region_scores"]
     assert scores_table(client) == table
     assert again["derive/rows_inserted"] == 0 and again["dagster/row_count"] == len(table)
 
@@ -179,15 +181,14 @@ def test_a_wrong_output_on_bigquery_fails_clearly_and_changes_nothing(built, big
     client = bigquery_client
     defs, instance = built
     day = day_ago(2).isoformat()
-    job = "features__checked_scores_job"
 
     def with_table(table: PythonTable) -> Definitions:
-        return Definitions.merge(defs, Definitions(assets=[table.asset], jobs=[table.job]))
+        return Definitions.merge(defs, Definitions(assets=[table.asset]))
 
-    run_job(with_table(declared_like_scores(scores)), instance, job, day)
+    run_assets(with_table(declared_like_scores(scores)), instance, CHECKED_SCORES, day)
     before = scores_table(client, "features.checked_scores")
     assert before
-    outcome = execute(with_table(declared_like_scores(wrong)), instance, job, day)
+    outcome = execute_assets(with_table(declared_like_scores(wrong)), instance, CHECKED_SCORES, day)
     assert not outcome.success
     assert re.search(message, outcome.errors), outcome.errors
     assert scores_table(client, "features.checked_scores") == before

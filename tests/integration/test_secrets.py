@@ -40,7 +40,6 @@ from helpers import free_port
 from psycopg import sql
 
 from derive_assets.factory.build import build_definitions
-from derive_assets.factory.schedules import source_job_name
 from derive_assets.replication.connections import SourceConnections
 from derive_assets.replication.urls import SourceConnectionError
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
@@ -275,7 +274,7 @@ def world(logins: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> I
         resource = SourceConnections(embedded_dir=str(home / "sources"), connect_timeout_seconds=TIMEOUT)
         with DagsterInstance.from_config(str(dagster_home)) as instance:
             for name in ("my_plain", *FAILING):  # the good sources' CLI run is checked above
-                job = defs.resolve_job_def(source_job_name(name))
+                job = defs.resolve_job_def(f"replicate_{name}")  # the source's replication job
                 try:
                     result = job.execute_in_process(instance=instance, run_config=run_config(home))
                     world.outcomes[name] = result.success

@@ -22,7 +22,6 @@ from dagster import DagsterInstance
 from helpers import free_port, with_port
 
 from derive_assets.factory.build import build_definitions
-from derive_assets.factory.schedules import source_job_name
 from derive_assets.replication.connections import SourceConnections
 from derive_assets.replication.extract import ExtractPlan, read_batches
 from derive_assets.replication.preflight import SourceLoginError, SourceRefusedError, SourceUnreachableError
@@ -113,7 +112,7 @@ def run_replication(
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
     with DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def(source_job_name("shop")).execute_in_process(
+        result = defs.resolve_job_def("replicate_shop").execute_in_process(
             instance=instance, run_config=run_config, raise_on_error=False
         )
         failures = [e for e in result.all_events if e.is_step_failure]
