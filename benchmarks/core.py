@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
@@ -25,6 +26,10 @@ class Context:
     urls: dict[str, str]
     """Service URLs: postgres, mysql, cassandra_hosts, cassandra_port (absent: not configured)."""
     profile_dir: Path | None = None
+    specs: tuple[int, ...] = (1000,)
+    """Spec counts the `definitions` scenario measures (`--specs`)."""
+    cli_specs: int = 2500
+    """Spec count of the large project in the `cli` scenario's one-asset run (`--cli-specs`)."""
     results: dict[str, Any] = field(default_factory=dict)
     ratios: list[dict[str, Any]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
@@ -38,6 +43,13 @@ class Context:
 
     def profile(self, name: str) -> str | None:
         return str(self.profile_dir / f"{name}.txt") if self.profile_dir else None
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any `DERIVE_*` or `DAGSTER_HOME` variable, plus `extra`: a measured
+    Derive process sees only the settings the scenario gives it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIVE_", "DAGSTER_HOME"))}
+    return {**env, **extra}
 
 
 def log(message: str) -> None:

@@ -100,9 +100,14 @@ def run_process(
     return proc.returncode, text, wall, peak / 2**20
 
 
-def run_worker(task: str, args: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Sample:
-    """`python -m benchmarks.workers task args` in a fresh process; its last stdout line is a JSON result."""
-    argv = [PYTHON, "-m", "benchmarks.workers", task, json.dumps(dict(args), default=str)]
+def run_worker(
+    task: str,
+    args: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    module: str = "benchmarks.workers",
+) -> Sample:
+    """`python -m <module> task args` in a fresh process; its last stdout line is a JSON result."""
+    argv = [PYTHON, "-m", module, task, json.dumps(dict(args), default=str)]
     return run_json(argv, env)
 
 

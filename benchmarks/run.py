@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_partition_events, replication, report
+from benchmarks import bench_partition_events, replication, report, scale
 from benchmarks import warehouse_and_online as other
 from benchmarks.core import Context, log, remove
 from benchmarks.data import check_local
@@ -31,16 +31,39 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "incremental": replication.incremental,
     "mysql_full": replication.mysql_full,
     "merge": other.merge,
-    "definitions": other.definitions,
-    "cli": other.cli,
+    "definitions": scale.definitions,
+    "cli": scale.cli,
     "cql_export": other.cql_export,
     "online_reads": other.online_reads,
     "partition_events": bench_partition_events.partition_events,
 }
 RATIO_ORDER = [
-    "pg_full", "mysql_full", "memory", "incremental", "noop", "merge", "definitions", "cli", "cql_export",
+    "pg_full", "mysql_full", "memory", "incremental", "noop", "merge", "definitions_warm", "definitions_cold",
+    "validate_loadable", "automation_tick", "cli", "cli_scale", "step_import", "step_rss", "cql_export",
     "reads_sqlite", "reads_cassandra", "dlt", "partition_events_sqlite", "partition_events_postgres",
 ]  # fmt: skip
+"""Ratio ids in report order; an id may end in `_<spec count>` (`definitions_warm_2500`)."""
+
+
+def ratio_order(rid: str) -> tuple[int, int]:
+    """Where a ratio goes in the report: by RATIO_ORDER, then by spec count (`definitions_warm_1000` first)."""
+    base, _, count = rid.rpartition("_")
+    if count.isdigit() and base in RATIO_ORDER:
+        return RATIO_ORDER.index(base), int(count)
+    return RATIO_ORDER.index(rid), 0
+
+
+def spec_counts(text: str) -> tuple[int, ...]:
+    """`--specs 1000,2500` -> (1000, 2500)."""
+    try:
+        counts = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--specs wants spec counts like 1000,2500, got {text!r}")
+    return counts
+
+
 NEEDS = {"pg_full": "postgres", "dlt": "postgres", "incremental": "postgres", "mysql_full": "mysql"}
 
 
@@ -126,7 +149,7 @@ def code_version() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
+        return done.stdout.rstrip()  # not strip(): a porcelain line starts with its status, " M path"
 
     changed = [line[3:] for line in git("status", "--porcelain", "--", *PRODUCT).splitlines()]
     trees = {path: git("rev-parse", "--short", f"HEAD:{path}") for path in PRODUCT}
@@ -159,6 +182,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="also write pyinstrument profiles of Derive runs"
     )
+    parser.add_argument(
+        "--specs",
+        type=spec_counts,
+        default=(1000,),
+        help="spec counts for the definitions scenario, e.g. 1000,2500 (default 1000)",
+    )
+    parser.add_argument(
+        "--cli-specs",
+        type=int,
+        default=2500,
+        help="specs in the large project of the cli scenario's one-asset run (default 2,500)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (its path is logged)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
@@ -186,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work=work,
         urls=urls,
         profile_dir=(args.out / "profiles") if args.profile else None,
+        specs=args.specs,
+        cli_specs=args.cli_specs,
     )
     if ctx.profile_dir:
         ctx.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             remove(work)
     replication.memory(ctx)
-    ctx.ratios.sort(key=lambda r: RATIO_ORDER.index(r["id"]))
+    ctx.ratios.sort(key=lambda r: ratio_order(r["id"]))
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     result = {
         "date": date,
@@ -215,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "repeats": args.repeats,
         "export_rows": args.export_rows,
         "scenarios_run": args.only,
+        "specs": list(args.specs),
+        "cli_specs": args.cli_specs,
         "total_seconds": round(time.perf_counter() - started, 1),
         "machine": machine(urls),
         "code": code_before,

@@ -1,28 +1,21 @@
-"""Scenarios beyond replication: a merge inside DuckDB, definitions at 1,000 specs, the one-asset CLI, the export
-to CQL and point reads from the online stores."""
+"""Scenarios beyond replication: a merge inside DuckDB, the export to CQL and point reads from the online stores
+(definitions and the CLI: `benchmarks/scale.py`)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 from benchmarks import specs
-from benchmarks.core import Context, dagster_home, log, not_measured, ratio, record, remove, repeat, summarize
-from benchmarks.measure import REPO, Sample, run_cli, run_worker
+from benchmarks.core import Context, clean_env, log, not_measured, ratio, record, remove, repeat, summarize
+from benchmarks.measure import Sample, run_worker
 
-DAGSTER = str(Path(sys.executable).parent / "dagster")
-SPEC_COPIES = 1000
 CONCURRENCY = 64  # CassandraOnlineStore.concurrency's default: the raw path uses the same
-TARGETS = {"merge": 1.5, "definitions_s": 3.0, "cli": 1.5, "cql": 0.8, "lookup_ms": 5.0}
+TARGETS = {"merge": 1.5, "cql": 0.8, "lookup_ms": 5.0}
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIVE_", "DAGSTER_HOME"))}
-    return {**env, **extra}
+_env = clean_env
 
 
 # ----------------------------------------------------------------------------------------------- merge
@@ -81,98 +74,6 @@ def merge(ctx: Context) -> None:
         "x time",
         f"≤ {TARGETS['merge']}x",
         value <= TARGETS["merge"],
-    )
-
-
-# ----------------------------------------------------------------------------------------------- definitions
-
-
-def definitions(ctx: Context) -> None:
-    title = f"definitions with {SPEC_COPIES:,} generated specs"
-    spec_dir = specs.many_derived_specs(ctx.scratch("specs-many"), SPEC_COPIES)
-    home = ctx.scratch("home-defs")
-    args = {"specs": str(spec_dir), "home": str(home)}
-    log(f"definitions: {SPEC_COPIES:,} derived specs")
-    samples = repeat(ctx, {"build_definitions": lambda i: run_worker("definitions", args, _env())})
-    if path := ctx.profile("build_definitions"):
-        run_worker("definitions", {**args, "profile": path}, _env())
-    s = summarize("Derive build_definitions (1,000 specs)", "derive", samples["build_definitions"], None)
-    record(ctx, "definitions", title, {"build_definitions": s}, specs=SPEC_COPIES)
-    value = s["median_s"]
-    ratio(
-        ctx,
-        "definitions",
-        title,
-        f"build_definitions {value:.2f} s (+ import {s['import_seconds_median']:.2f} s, + repository "
-        f"resolve {s['resolve_seconds_median']:.2f} s; whole subprocess {s['process_s_median']:.2f} s)",
-        "—",
-        value,
-        "s",
-        f"< {TARGETS['definitions_s']:.0f} s",
-        value < TARGETS["definitions_s"],
-    )
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def cli(ctx: Context) -> None:
-    """`dagster asset materialize` of one asset, as a subprocess: a Derive spec against a bare Dagster project
-    doing the same work. Each side has its own instance, initialised by one uncounted run first."""
-    title = "one-asset `dagster asset materialize`"
-    spec_dir = specs.one_asset_specs(ctx.scratch("specs-one"))
-    derive_home = ctx.scratch("home-cli")
-    bare_home = ctx.scratch("home-bare")
-    derive_env = _env(
-        DERIVE_SPECS_DIR=str(spec_dir),
-        DERIVE_HOME=str(derive_home),
-        DAGSTER_HOME=str(dagster_home(derive_home / "dagster_home")),
-    )
-    bare_env = _env(
-        BENCH_DUCKDB_PATH=str(bare_home / "warehouse.duckdb"),
-        DAGSTER_HOME=str(dagster_home(bare_home / "dagster_home")),
-    )
-    derive_argv = [
-        DAGSTER,
-        "asset",
-        "materialize",
-        "-m",
-        "derive_assets.definitions",
-        "--select",
-        "bench/one",
-    ]
-    bare_file = str(REPO / "benchmarks" / "bare_project" / "definitions.py")
-    bare_argv = [DAGSTER, "asset", "materialize", "-f", bare_file, "--select", "bench/one"]
-    log("cli: one uncounted run each to initialise the instances")
-    run_cli(derive_argv, derive_env)
-    run_cli(bare_argv, bare_env)
-    samples = repeat(
-        ctx,
-        {
-            "derive_cli": lambda i: run_cli(derive_argv, derive_env),
-            "bare_cli": lambda i: run_cli(bare_argv, bare_env),
-        },
-    )
-    summary = {
-        "derive_cli": summarize(
-            "Derive spec (`-m derive_assets.definitions`)", "derive", samples["derive_cli"], None
-        ),
-        "bare_cli": summarize(
-            "bare one-asset project (benchmarks/bare_project)", "plain", samples["bare_cli"], None
-        ),
-    }
-    record(ctx, "cli", title, summary)
-    value = summary["derive_cli"]["median_s"] / summary["bare_cli"]["median_s"]
-    ratio(
-        ctx,
-        "cli",
-        title,
-        f"{summary['derive_cli']['median_s']:.2f} s",
-        f"bare project: {summary['bare_cli']['median_s']:.2f} s",
-        value,
-        "x time",
-        f"≤ {TARGETS['cli']}x",
-        value <= TARGETS["cli"],
     )
 
 

@@ -271,6 +271,35 @@ def merge_bare(a: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started}
 
 
+# ----------------------------------------------------------------------------------------------- CLI at scale
+
+
+@task
+def scale_setup(a: dict[str, Any]) -> dict[str, Any]:
+    """A DuckDB warehouse holding the generated project's replicated source tables (`shop.orders_<k>`, as the
+    replication would leave them), so that a layer-1 table's partition can run without a source database."""
+    from benchmarks.specs import ORDER_COLUMNS
+    from resources.duckdb_warehouse import DuckDBWarehouse
+    from resources.schema import ColumnDef
+    from resources.warehouse import TargetTable
+
+    wh = DuckDBWarehouse(path=a["duckdb"])
+    columns = tuple(ColumnDef(**c) for c in ORDER_COLUMNS)
+    with wh.get_connection() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS shop")
+        for name in a["tables"]:
+            con.execute(wh.ddl_for(TargetTable("shop", name, columns)))
+            con.execute(
+                f"INSERT INTO shop.{name} SELECT i, i % 97, "  # noqa: S608 - generated table names
+                "['placed', 'shipped', 'delivered', 'cancelled'][1 + i % 4], i / 100, "
+                "TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_microseconds(i * 3600 * 1000000), "
+                "TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_microseconds(i * 3600 * 1000000) "
+                "FROM range(1, 200) AS t(i)"
+            )
+        con.execute("CHECKPOINT")
+    return {"seconds": 0}
+
+
 # ----------------------------------------------------------------------------------------------- definitions
 
 
