@@ -6,7 +6,15 @@ dialect not listed here gets a clear error when it renders its first query, neve
 
 from __future__ import annotations
 
-from sqlglot import exp
+from typing import TYPE_CHECKING
+
+from resources.lazy_import import lazy_module
+
+if TYPE_CHECKING:
+    from sqlglot import exp
+else:
+    exp = lazy_module("sqlglot.expressions")
+
 
 PARAM_PREFIX: dict[str, str] = {"duckdb": "$", "bigquery": "@"}
 """sqlglot dialect name -> the prefix of a named parameter in that engine's driver."""

@@ -9,15 +9,21 @@ DuckDB: a run that fails after evolving its table rolls them back with its rows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import duckdb
-from sqlglot import exp
 
+from resources.lazy_import import lazy_module
 from resources.schema import ColumnDef, ColumnType
 from resources.schema_diff import ExistingTable, SchemaChange, TableLayout
 from resources.sql_text import DUCKDB_TYPES, quote, table_name
 from resources.warehouse import TargetTable
+
+if TYPE_CHECKING:
+    from sqlglot import exp
+else:
+    exp = lazy_module("sqlglot.expressions")
+
 
 D = "duckdb"
 

@@ -19,17 +19,16 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import duckdb
-import pyarrow as pa
 from dagster import ConfigurableResource
 from pydantic import Field
-from sqlglot import exp
 
 from resources import duckdb_schema, engine_sql, evolution, strategy
 from resources.engine import BatchScreen, Capabilities, Origin, Staged
 from resources.engine_sql import ident
+from resources.lazy_import import lazy_module
 from resources.reads import SliceReads
 from resources.schema_diff import ExistingTable, SchemaChange, SchemaDiff
 from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, quote, table_name
@@ -42,6 +41,13 @@ from resources.warehouse import (
     WriteResult,
 )
 from resources.warehouse_rules import declared_columns
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from sqlglot import exp
+else:
+    exp = lazy_module("sqlglot.expressions")
+
 
 D = "duckdb"
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
-
-import pyarrow as pa
-from sqlglot import exp
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from resources.schema_diff import ExistingTable, SchemaChange
 from resources.warehouse import TargetTable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from sqlglot import exp
+
 
 Origin = Literal["source", "rows"]
 """Who sent staged batches: a replication source, or a Python asset's returned rows (for error messages)."""
@@ -92,7 +94,7 @@ class Staged:
     """The rows went straight into the (empty) target: a direct first load."""
 
 
-BatchScreen = Callable[[exp.Expr], None]
+BatchScreen = Callable[["exp.Expr"], None]
 """Called by `Session.stage_batches` with each raw batch as a relation, before it is cast and inserted; raises
 to refuse the load."""
 

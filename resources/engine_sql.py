@@ -12,11 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from sqlglot import exp
+from typing import TYPE_CHECKING
 
 from resources.dialects import placeholder
+from resources.lazy_import import lazy_module
 from resources.warehouse import LoadRequest, TargetTable
+
+if TYPE_CHECKING:
+    from sqlglot import exp
+else:
+    exp = lazy_module("sqlglot.expressions")
+
 
 TARGET = "T"
 STAGED = "S"

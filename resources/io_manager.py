@@ -20,9 +20,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-import pyarrow as pa
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency, TableSchema
 
+from resources.lazy_import import lazy_module
 from resources.metadata_sets import (
     COLUMN_SCHEMA_METADATA_KEY,
     ROW_COUNT_METADATA_KEY,
@@ -36,6 +36,9 @@ from resources.warehouse import TargetTable, TimeWindow, Warehouse, WriteRequest
 if TYPE_CHECKING:
     # pandas only where a DataFrame passes: every step process imports this module, and pandas is ~0.5 s of it.
     import pandas as pd
+    import pyarrow as pa
+else:
+    pa = lazy_module("pyarrow")
 
 # The definition metadata this module reads, declared once as fields of `TableLayoutMetadata`
 # (`resources.metadata_sets`, where each field's docstring says what it holds); the names are kept for callers.

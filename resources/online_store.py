@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Protocol
 
 from resources.schema import ColumnDef
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 CQL_TYPES = {
     "STRING": "text",

@@ -18,15 +18,20 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
-
-import pyarrow as pa
-from sqlglot import exp
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from resources.dialects import placeholder
 from resources.engine_sql import window_between
+from resources.lazy_import import lazy_module
 from resources.schema import ColumnType
 from resources.warehouse import TimeWindow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from sqlglot import exp
+else:
+    exp = lazy_module("sqlglot.expressions")
+
 
 CheckKind = Literal["not_null", "unique", "accepted_values"]
 

@@ -25,14 +25,17 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterable
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from resources import evolution, strategy
 from resources.engine import Engine
 from resources.partition_counts import partition_counts
 from resources.warehouse import TargetTable, WriteRequest, WriteResult
 from resources.warehouse_rules import check_row_source
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 REBUILD_MARK = "__derive_rebuild_"
 """Part of the name of the new table a rebuild fills (never a spec's table: spec names have no `__derive_`)."""

@@ -7,10 +7,16 @@ bounds, watermarks, accepted values) are bound parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from sqlglot import exp
-
+from resources.lazy_import import lazy_module
 from resources.schema import ColumnDef
+
+if TYPE_CHECKING:
+    from sqlglot import exp
+else:
+    exp = lazy_module("sqlglot.expressions")
+
 
 DUCKDB_TYPES = {
     "STRING": "VARCHAR",

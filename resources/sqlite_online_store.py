@@ -19,13 +19,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources.online_store import ExportResult, OnlineStoreError, OnlineTable, OnlineWriteError, key_values
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 EXPIRES = "_derive_expires_at"
 SQLITE_TYPES = {"INT64": "INTEGER", "FLOAT64": "REAL", "BOOL": "INTEGER", "BYTES": "BLOB"}  # others: TEXT

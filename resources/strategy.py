@@ -33,14 +33,12 @@ rows (`resources.partition_counts`). A rebuild (`WriteRequest.rebuild`) is `reso
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import pyarrow as pa
-from sqlglot import exp
+from typing import TYPE_CHECKING, Any
 
 from resources import engine_sql as q
 from resources import evolution
 from resources.engine import BatchScreen, Capabilities, Engine, Session, Staged
+from resources.lazy_import import lazy_module
 from resources.partition_counts import partition_counts
 from resources.warehouse import LoadRequest, TargetTable, WarehouseError, WriteRequest, WriteResult
 from resources.warehouse_rules import (
@@ -54,6 +52,13 @@ from resources.warehouse_rules import (
     write_counts,
     write_params,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from sqlglot import exp
+else:
+    exp = lazy_module("sqlglot.expressions")
+
 
 # ----------------------------------------------------------------------------------------------- writes
 

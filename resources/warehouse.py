@@ -12,11 +12,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import pyarrow as pa
-
 from resources.schema import ColumnDef
 
 if TYPE_CHECKING:  # resources.reads and resources.schema_diff import this module
+    import pyarrow as pa
+
     from resources.reads import CheckQuery, TableSlice
     from resources.schema_diff import ExistingTable, SchemaDiff
 

@@ -20,9 +20,7 @@ no NULL in a `not_null` column.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Literal
 
 from resources.engine_sql import Count, any_null, col, is_null, outside_window
 from resources.warehouse import (
@@ -34,6 +32,10 @@ from resources.warehouse import (
     TargetTable,
     WriteRequest,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 # ----------------------------------------------------------------------------------------------- row sources
 
