@@ -28,6 +28,7 @@ from __future__ import annotations
 from dagster._core.definitions.metadata import TableMetadataSet
 from dagster._core.definitions.metadata.metadata_value import MarkdownMetadataValue
 from dagster._core.definitions.tags import NamespacedTagSet
+from dagster._core.storage import tags as dagster_tags
 
 from resources.metadata_sets import (
     NAMESPACE,
@@ -193,11 +194,14 @@ PARTITION_ROW_COUNT = key_of(TableMetadataSet, "partition_row_count")
 """Rows of the table in this event's partition after the run."""
 TABLE_NAME = key_of(TableMetadataSet, "table_name")
 """`dagster/table_name`: the table's real name in the warehouse (`Warehouse.relation_identifier`). Dagster called
-it `dagster/relation_identifier` before 1.9 and still reads that key as a legacy alias of this one."""
+it `dagster/relation_identifier` until 2024 (dagster-io/dagster#25400) and still reads that key as its legacy alias."""
 
 # --- tags
 LAYER = key_of(AssetTags, "layer")
 FULL_REFRESH_TAG = key_of(RunTags, "full_refresh")
+RANGE_START_TAG: str = dagster_tags.ASSET_PARTITION_RANGE_START_TAG
+"""Dagster's run tag `dagster/asset_partition_range_start`: the first partition of a run over several."""
+RANGE_END_TAG: str = dagster_tags.ASSET_PARTITION_RANGE_END_TAG
 
 # --- definition metadata the IO manager reads (`TableLayoutMetadata`)
 PARTITION_KEY = TableLayoutMetadata.key("partition_key")

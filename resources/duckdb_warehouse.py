@@ -157,6 +157,10 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
         with self.get_connection() as con:
             return _scalar(con, f"SELECT count(*) FROM {table_name(ref, D)}")
 
+    def relation_identifier(self, ref: str) -> str:
+        """`<catalog>.<dataset>.<table>`: the catalog is the name DuckDB gives the attached file (`catalog_name`)."""
+        return f"{catalog_name(self.path)}.{ref}"
+
     # ------------------------------------------------------------------------------------------- tables
 
     def describe(self, ref: str) -> ExistingTable | None:
@@ -367,6 +371,20 @@ def _create_table_sql(target: TargetTable) -> str:
 def _empty_source(target: TargetTable) -> str:
     nulls = ", ".join(f"NULL AS {quote(c.name, D)}" for c in target.columns)
     return f"(SELECT {nulls})"
+
+
+_BUILTIN_CATALOGS = ("main", "temp", "system")
+"""Names DuckDB keeps for itself: a file with one of these names attaches as `<name>_db`."""
+
+
+def catalog_name(path: str) -> str:
+    """The catalog DuckDB gives a database file it opens: the file name up to its first dot (`wh.duckdb` ->
+    `wh`, `.x.db` -> `x`), `<name>_db` for a name DuckDB keeps for itself, and `memory` for `:memory:` (DuckDB's
+    `ExtractDatabaseName`; the contract suite checks it against `current_database()` of a real connection)."""
+    if path in ("", ":memory:"):
+        return "memory"
+    stem = next((part for part in Path(path).name.split(".") if part), "memory")
+    return f"{stem}_db" if stem in _BUILTIN_CATALOGS else stem
 
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")

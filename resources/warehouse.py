@@ -185,6 +185,13 @@ class Warehouse(Protocol):
 
     def row_count(self, ref: str) -> int: ...
 
+    def relation_identifier(self, ref: str) -> str:
+        """The table's fully qualified name in the warehouse (`dataset.name` -> BigQuery
+        `project.dataset.name`, DuckDB `catalog.dataset.name`), as Dagster's `dagster/table_name` shows it and
+        catalogs match on it. Computed from the configuration alone: no connection, so definitions load without
+        the warehouse; never holds a credential."""
+        ...
+
     def describe(self, ref: str) -> ExistingTable | None:
         """The table's columns (types in the spec vocabulary) and Derive's marker; None when it does not exist."""
         ...

@@ -3,8 +3,19 @@ materializations): their strings never change, and no module writes a key that `
 
 import re
 from pathlib import Path
+from typing import Any, cast
+
+import pyarrow as pa
+import pytest
+from dagster import MetadataValue, build_output_context
+from dagster._core.definitions.metadata import TableMetadataSet, normalize_metadata
+from dagster._core.definitions.metadata.metadata_value import JsonMetadataValue, MarkdownMetadataValue
+from dagster._utils.typing_api import flatten_unions
 
 from derive_assets import metadata_keys as K
+from derive_assets.factory.metadata import table_metadata
+from derive_assets.specs.models import Column
+from resources import io_manager
 from resources.warehouse import WriteResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,3 +109,136 @@ def test_row_counts_and_extra_keys():
         "derive/rows_deleted": 3,
     }
     assert K.extra("soft_deleted_rows_read") == "derive/soft_deleted_rows_read"
+
+
+# ------------------------------------------------------------------------------------ the metadata sets
+
+TAG_SETS = (K.AssetTags, K.RunTags)
+STANDARD = ("COLUMN_SCHEMA", "COLUMN_LINEAGE", "ROW_COUNT", "PARTITION_ROW_COUNT", "TABLE_NAME")
+
+
+def declared_keys() -> dict[str, list[type]]:
+    """Each namespaced key, with every set (metadata or tag, Derive's or Dagster's) that has it as a field."""
+    found: dict[str, list[type]] = {}
+    for kv_set in (*K.METADATA_SETS, *TAG_SETS, TableMetadataSet):
+        for field in kv_set.model_fields:
+            found.setdefault(K.key_of(kv_set, field), []).append(kv_set)
+    return found
+
+
+def constants() -> dict[str, str]:
+    return {
+        n: v
+        for n, v in vars(K).items()
+        if n.isupper() and isinstance(v, str) and v.startswith(("derive/", "dagster/"))
+    }
+
+
+def test_every_constant_is_a_field_of_a_set():
+    keys = declared_keys()
+    dagster_tags = {"RANGE_START_TAG", "RANGE_END_TAG"}  # Dagster's own run tags, not a set's fields
+    undeclared = {n: v for n, v in constants().items() if v not in keys and n not in dagster_tags}
+    assert undeclared == {}
+
+
+def test_every_derive_field_has_its_constant():
+    named = set(constants().values())
+    orphans = sorted(k for k in declared_keys() if k.startswith("derive/") and k not in named)
+    assert orphans == []
+
+
+def test_the_standard_keys_come_from_dagsters_table_metadata_set():
+    assert {n: getattr(K, n) for n in STANDARD} == {
+        "COLUMN_SCHEMA": "dagster/column_schema",
+        "COLUMN_LINEAGE": "dagster/column_lineage",
+        "ROW_COUNT": "dagster/row_count",
+        "PARTITION_ROW_COUNT": "dagster/partition_row_count",
+        "TABLE_NAME": "dagster/table_name",
+    }
+    assert all(declared_keys()[getattr(K, n)] == [TableMetadataSet] for n in STANDARD)
+    assert (K.RANGE_START_TAG, K.RANGE_END_TAG) == (
+        "dagster/asset_partition_range_start",
+        "dagster/asset_partition_range_end",
+    )
+
+
+def test_each_key_is_declared_once_and_every_set_agrees_on_its_type():
+    """A set shares a key by inheriting the set that declares it; two sets declaring one key (even alike)
+    would let the two drift apart."""
+    declaring: dict[str, list[str]] = {}
+    for kv_set in (*K.METADATA_SETS, *TAG_SETS):
+        for field in vars(kv_set).get("__annotations__", {}):
+            declaring.setdefault(field, []).append(kv_set.__name__)
+    assert {f: sets for f, sets in declaring.items() if len(sets) > 1} == {}
+    annotations: dict[str, set[str]] = {}
+    for kv_set in K.METADATA_SETS:
+        for field, info in kv_set.model_fields.items():
+            annotations.setdefault(field, set()).add(repr((info.annotation, info.metadata)))
+    assert {f: a for f, a in annotations.items() if len(a) > 1} == {}
+
+
+def test_the_io_managers_keys_are_the_same_fields():
+    assert (io_manager.PARTITION_KEY_METADATA, io_manager.STRATEGY_METADATA, io_manager.CLUSTER_METADATA) == (
+        K.PARTITION_KEY,
+        K.STRATEGY,
+        K.CLUSTER,
+    )
+    assert io_manager.COLUMN_SCHEMA_METADATA == K.COLUMN_SCHEMA
+
+
+def sample(kv_set: type[K.DeriveMetadataSet]) -> K.DeriveMetadataSet:
+    """A set with every field filled with a value of its declared type."""
+    values: dict[str, Any] = {}
+    for field, info in kv_set.model_fields.items():
+        kind = next(t for t in flatten_unions(cast(Any, info.annotation)) if t is not type(None))
+        values[field] = {
+            str: f"{field} value",
+            int: 7,
+            float: 1.5,
+            bool: True,
+            JsonMetadataValue: [field, "b"],
+            MarkdownMetadataValue: MetadataValue.md(f"```sql\nselect {field}\n```"),
+        }[kind]
+    return kv_set(**values)
+
+
+@pytest.mark.parametrize("kv_set", K.METADATA_SETS, ids=lambda s: s.__name__)
+def test_a_set_reads_back_what_dagster_stored(kv_set: type[K.DeriveMetadataSet]):
+    """The declared types are the ones Dagster stores: a set survives Dagster's normalization of its entries
+    (what the event log and the definition keep), typed."""
+    written = sample(kv_set)
+    stored = normalize_metadata(written.entries())
+    assert set(stored) == {kv_set.key(f) for f in kv_set.model_fields}
+    assert kv_set.extract(stored) == written
+
+
+def test_entries_keep_an_explicit_none_which_a_splat_drops():
+    """The window keys of an unpartitioned run are None, and the event log keeps them as such."""
+    written = K.WriteMetadata(window_start=None, window_end=None, rows_read=3)
+    assert written.entries() == {K.WINDOW_START: None, K.WINDOW_END: None, K.ROWS_READ: 3}
+    assert dict(written) == {K.ROWS_READ: 3}  # Dagster's splat: why `entries()` exists
+
+
+def test_an_unpartitioned_python_asset_write_records_its_window_as_none(tmp_path: Path):
+    from dagster import TableColumn, TableSchema
+
+    from resources.duckdb_warehouse import DuckDBWarehouse
+
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "wh.duckdb"))
+    schema = TableSchema(columns=[TableColumn("user_id", "INT64")])
+    context = build_output_context(
+        asset_key=["features", "users"], definition_metadata={K.COLUMN_SCHEMA: schema, K.STRATEGY: "replace"}
+    )
+    io_manager.WarehouseIOManager(warehouse=warehouse).handle_output(context, pa.table({"user_id": [1, 2]}))
+    meta = context.get_logged_metadata()
+    assert (meta[K.WINDOW_START], meta[K.WINDOW_END]) == (MetadataValue.null(), MetadataValue.null())
+    assert (meta[K.ROWS_INSERTED].value, meta[K.ROW_COUNT].value) == (2, 2)
+
+
+def test_table_metadata_gives_dagsters_schema_and_table_name():
+    columns = [Column(name="user_id", type="INT64", description="the user")]
+    metadata = table_metadata(columns, "proj.analytics.users")
+    assert set(metadata) == {"dagster/column_schema", "dagster/table_name"}
+    assert [c.name for c in metadata[K.COLUMN_SCHEMA].columns] == ["user_id"]
+    assert TableMetadataSet.extract_normalized_table_name(metadata) == "proj.analytics.users"
+    assert set(table_metadata(columns)) == {"dagster/column_schema"}
