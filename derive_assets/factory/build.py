@@ -1,38 +1,36 @@
-"""Turn a validated spec project into Dagster definitions: assets, checks, jobs, schedules, resources."""
+"""Turn a validated spec project into Dagster definitions: assets with their checks, a few jobs, the automation
+sensor, resources. What each asset *is* (key, deps, group, condition, ...) is the translator's (`translator.py`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckSpec,
+    AssetKey,
     AssetsDefinition,
+    AssetSpec,
     Definitions,
     ExecutorDefinition,
     in_process_executor,
     multiprocess_executor,
 )
 
+from derive_assets.factory.automation import automation_sensor
 from derive_assets.factory.error_assets import broken_specs, error_asset, warn
-from derive_assets.factory.export_assets import build_export_asset, export_key
-from derive_assets.factory.replication_assets import (
-    build_replication_asset,
-    build_replication_checks,
-    replication_key,
-)
-from derive_assets.factory.schedules import (
-    export_job_name,
-    job_for,
-    schedule_for,
-    source_job_name,
-    table_job_name,
-)
-from derive_assets.factory.table_assets import build_table_asset, table_key
-from derive_assets.factory.windows import partitions_for
+from derive_assets.factory.export_assets import build_export_asset
+from derive_assets.factory.jobs import JobMember, dataset_jobs, source_job
+from derive_assets.factory.python_assets import PythonTable, build_python_asset
+from derive_assets.factory.replication_assets import build_replication_asset
+from derive_assets.factory.table_assets import build_table_asset
 from derive_assets.python_tables import PYTHON_TABLES, python_tables
 from derive_assets.replication.connections import SourceConnections
 from derive_assets.settings import DeriveSettings
-from derive_assets.specs.project import LeftOut, SpecProject, load_project
+from derive_assets.specs.project import Export, LeftOut, SpecProject, load_project
+from derive_assets.translator import DeriveNode, DeriveTranslator
 from resources.io_manager import WarehouseIOManager
 from resources.online_store import OnlineStore
 from resources.warehouse import Warehouse
@@ -69,8 +67,15 @@ def build_resources(settings: DeriveSettings) -> dict[str, Any]:
     }
 
 
-def build_definitions(settings: DeriveSettings, project: SpecProject | None = None) -> Definitions:
-    """Build everything from the specs directory named by `settings`.
+def build_definitions(
+    settings: DeriveSettings,
+    project: SpecProject | None = None,
+    translator: DeriveTranslator | None = None,
+) -> Definitions:
+    """Build everything from the specs directory named by `settings`: one asset per spec item, whose key, deps,
+    group, metadata, partitions, checks and automation condition `translator` decides (default: Derive's own;
+    subclass `DeriveTranslator` to change them), the `replicate_<source>` and dataset jobs (`factory/jobs.py`),
+    the automation sensor, and the resources.
 
     Unless `settings.strict_specs`, the specs load leniently: an invalid spec (and what reads or exports it) is left
     out, becomes a placeholder asset in the `derive_errors` group, and is logged as a warning (see
@@ -81,58 +86,96 @@ def build_definitions(settings: DeriveSettings, project: SpecProject | None = No
         defs = build_definitions(DeriveSettings.from_env())
         ```
     """
-    project = project or load_project(settings.specs_dir, strict=settings.strict_specs)
-    kind = settings.warehouse
-    assets: list[AssetsDefinition] = []
-    checks = []
-    jobs, schedules = [], []
+    project = project or load_project(
+        settings.specs_dir, strict=settings.strict_specs, cache_dir=settings.cache_dir
+    )
+    translator = translator or DeriveTranslator()
+    resources = build_resources(settings)
+    graph = _Graph(translator, settings, resources["warehouse"])
+    jobs = []
 
     for source in project.sources():
-        tables = [rt for rt in project.replicated if rt.source.name == source.name]
-        for rt in tables:
-            assets.append(build_replication_asset(rt, kind))
-            if (check := build_replication_checks(rt)) is not None:
-                checks.append(check)
-        job = job_for(source_job_name(source.name), [replication_key(rt) for rt in tables])
-        jobs.append(job)
-        if source.schedule:
-            schedules.append(schedule_for(job, source.schedule, None))
+        keys = [
+            graph.add(DeriveNode("source_table", rt.ref, rt.path, rt), build_replication_asset, member=False)
+            for rt in project.replicated
+            if rt.source.name == source.name
+        ]
+        jobs.append(source_job(source.name, keys))
 
     for table in project.tables:
-        spec = table.spec
-        assets.append(build_table_asset(table, kind))
-        partitions_def = partitions_for(spec.window)
-        job = job_for(table_job_name(spec.ref), [table_key(spec.ref)], partitions_def)
-        jobs.append(job)
-        if spec.schedule:
-            schedules.append(schedule_for(job, spec.schedule, partitions_def))
+        upstream = graph.upstream(table.analysis.reads)
+        graph.add(DeriveNode("table", table.spec.ref, table.path, table, upstream), build_table_asset)
 
     for python_table in python_tables(project):
-        assets.append(python_table.asset)
-        jobs.append(python_table.job)
-        if python_table.schedule is not None:
-            schedules.append(python_table.schedule)
+        upstream = graph.upstream(python_table.inputs)
+        node = DeriveNode("python_table", python_table.spec.ref, python_table.path, python_table, upstream)
+        ins = {p: translator.get_asset_key(up) for p, up in zip(python_table.params, upstream, strict=True)}
+        graph.add(node, _python_asset(ins))
 
     for export in project.exports:
-        assets.append(build_export_asset(export, settings.online_store))
-        partitions_def = partitions_for(export.window)
-        job = job_for(export_job_name(export.spec.name), [export_key(export)], partitions_def)
-        jobs.append(job)
-        if export.spec.schedule:
-            schedules.append(schedule_for(job, export.spec.schedule, partitions_def))
+        node = DeriveNode(
+            "export", f"online.{export.spec.name}", export.path, export, graph.upstream([export.spec.table])
+        )
+        graph.add(node, build_export_asset)
 
     broken = broken_specs(project, _python_tables_left_out(project))
     warn(broken)
-    assets += [error_asset(b) for b in broken]
 
     return Definitions(
         executor=build_executor(settings),
-        assets=assets,
-        asset_checks=checks,
-        jobs=jobs,
-        schedules=schedules,
-        resources=build_resources(settings),
+        assets=[*graph.assets, *(error_asset(b) for b in broken)],
+        jobs=[*jobs, *dataset_jobs(graph.members)],
+        sensors=[automation_sensor()],
+        resources=resources,
     )
+
+
+AssetBuilder = Callable[[Any, AssetSpec, Sequence[AssetCheckSpec]], AssetsDefinition]
+
+
+class _Graph:
+    """The nodes translated so far, by ref (a node's upstream is always translated before it), and their assets."""
+
+    def __init__(self, translator: DeriveTranslator, settings: DeriveSettings, warehouse: Warehouse) -> None:
+        self.translator = translator
+        self.warehouse_kind, self.online_store_kind = settings.warehouse, settings.online_store
+        self.relation_identifier = getattr(warehouse, "relation_identifier", None)
+        self.nodes: dict[str, DeriveNode] = {}
+        self.assets: list[AssetsDefinition] = []
+        self.members: list[JobMember] = []
+
+    def upstream(self, refs: Iterable[str]) -> tuple[DeriveNode, ...]:
+        return tuple(self.nodes[ref] for ref in refs)
+
+    def add(self, node: DeriveNode, build: AssetBuilder, member: bool = True) -> AssetKey:
+        """Translate `node`, build its asset with `build`; return its key. `member`: in its dataset's job."""
+        identifier = None
+        if self.relation_identifier is not None and not isinstance(node.item, Export):
+            identifier = self.relation_identifier(node.ref)
+        node = replace(
+            node,
+            warehouse_kind=self.warehouse_kind,
+            online_store_kind=self.online_store_kind,
+            relation_identifier=identifier,
+        )
+        spec = self.translator.get_asset_spec(node)
+        self.assets.append(build(node.item, spec, self.translator.get_check_specs(node, spec.key)))
+        self.nodes[node.ref] = node
+        if member:
+            self.members.append(JobMember(spec.key, node.dataset, spec.partitions_def))
+        return spec.key
+
+
+def _python_asset(ins: dict[str, AssetKey]) -> AssetBuilder:
+    """A Python table's builder: its function receives its inputs (`ins`: parameter -> the upstream asset's key,
+    from the translator) through the IO manager. It declares no checks of its own (its spec's constraints are
+    the IO manager's write rules)."""
+
+    def build(table: PythonTable, spec: AssetSpec, check_specs: Sequence[AssetCheckSpec]) -> AssetsDefinition:
+        del check_specs
+        return build_python_asset(table, spec, ins)
+
+    return build
 
 
 def _python_tables_left_out(project: SpecProject) -> list[LeftOut]:

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    MetadataValue,
+)
 
 from derive_assets.specs.models import Column
 from resources.reads import CheckKind, CheckQuery, SliceReads, TableSlice
@@ -65,6 +72,18 @@ def column_checks(columns: list[Column]) -> list[ColumnCheck]:
         if c.accepted_values:
             checks.append(ColumnCheck(f"{column.name}_accepted_values", column, "accepted_values"))
     return checks
+
+
+def checks_named(checks: list[ColumnCheck], specs: Sequence[AssetCheckSpec]) -> list[ColumnCheck]:
+    """The checks an asset declares (`specs`, from the translator, which may drop some), in `checks`' order."""
+    names = {s.name for s in specs}
+    return [c for c in checks if c.name in names]
+
+
+def selected(context: AssetExecutionContext, checks: list[ColumnCheck]) -> list[ColumnCheck]:
+    """The checks this step runs: those of `checks` selected with the asset (a run may leave some out)."""
+    names = {k.name for k in context.selected_asset_check_keys if k.asset_key == context.asset_key}
+    return [c for c in checks if c.name in names]
 
 
 def _describe(check: ColumnCheck) -> str:

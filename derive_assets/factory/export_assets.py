@@ -9,7 +9,7 @@ rows were written; nothing is recorded, so the watermark does not move either.
 
 import dataclasses
 import time
-import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
@@ -18,23 +18,20 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     BackfillPolicy,
-    BetaWarning,
     Failure,
     MaterializeResult,
     MetadataValue,
-    asset,
+    multi_asset,
 )
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.export_verify import CHECK_NAME, verify
 from derive_assets.factory.failures import run_failure
-from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.targets import column_defs
-from derive_assets.factory.windows import partitions_for
 from derive_assets.replication import watermark
 from derive_assets.specs.project import Export
-from derive_assets.specs.version import export_code_version
 from resources.online_store import OnlineStoreError, OnlineTable, OnlineWriteError
 from resources.reads import CursorRange, TableSlice, WindowBound
 from resources.schema import ColumnType
@@ -44,6 +41,7 @@ BATCH_ROWS = 10_000
 
 
 def export_key(export: Export) -> AssetKey:
+    """The default translator's key of an export (`derive_assets/translator.py` decides keys)."""
     return AssetKey(["online", export.spec.name])
 
 
@@ -60,41 +58,33 @@ def online_table(export: Export) -> OnlineTable:
     )
 
 
-def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
-    spec = export.spec
-    key = export_key(export)
-    table = online_table(export)
-    partitions_def = partitions_for(export.window)
-    cursor_type = next((c.type for c in export.columns if c.name == spec.cursor), None)
-    warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
+def verification_check_spec(key: AssetKey) -> AssetCheckSpec:
+    """The export's blocking check on `key`: what it wrote is online, with the warehouse's values."""
+    return AssetCheckSpec(
+        CHECK_NAME,
+        asset=key,
+        blocking=True,
+        description="The rows this run exported are all in the online store, with the warehouse's values "
+        "(row count of the exported slice, and a sample of rows looked up by key, compared at the "
+        "store's timestamp precision).",
+    )
 
-    @asset(
-        key=key,
-        deps=[AssetKey(spec.table.split("."))],
-        group_name="online",
-        description=spec.description or f"{spec.table} for reads by key, in {table.ref}",
-        owners=[spec.owner],
-        kinds={store_kind},
-        tags={K.LAYER: "online"},
-        metadata={
-            "dagster/column_schema": column_schema(list(export.columns)),
-            K.SPEC_FILE: str(export.path),
-            K.ONLINE_TABLE: table.ref,
-            K.PRIMARY_KEY: list(table.primary_key),
-        },
-        code_version=export_code_version(spec),
-        partitions_def=partitions_def,
+
+def build_export_asset(
+    export: Export, asset_spec: AssetSpec, check_specs: Sequence[AssetCheckSpec]
+) -> AssetsDefinition:
+    """The asset `asset_spec` (from the translator), whose body exports and verifies `export` in one step."""
+    spec = export.spec
+    table = online_table(export)
+    partitions_def = asset_spec.partitions_def
+    cursor_type = next((c.type for c in export.columns if c.name == spec.cursor), None)
+    verified = any(c.name == CHECK_NAME for c in check_specs)  # a translator may leave the check out
+
+    @multi_asset(
+        name=asset_spec.key.to_python_identifier(),
+        specs=[asset_spec],
+        check_specs=check_specs,
         backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
-        check_specs=[
-            AssetCheckSpec(
-                CHECK_NAME,
-                asset=key,
-                blocking=True,
-                description="The rows this run exported are all in the online store, with the warehouse's values "
-                "(row count of the exported slice, and a sample of rows looked up by key, compared at the "
-                "store's timestamp precision).",
-            )
-        ],
         required_resource_keys={"warehouse", "online_store"},
     )
     def _export(context: AssetExecutionContext) -> MaterializeResult:
@@ -113,9 +103,11 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
             rows = TableSlice(spec.table, columns, window=WindowBound(export.partition_key, key_type, window))
             meta = {K.WINDOW_START: window.start.isoformat(), K.WINDOW_END: window.end.isoformat()}
         elif spec.cursor and cursor_type:
-            changed, meta = _cursor_slice(context, key, warehouse, rows, spec.cursor, cursor_type)
+            changed, meta = _cursor_slice(
+                context, context.asset_key, warehouse, rows, spec.cursor, cursor_type
+            )
             if changed is None:
-                return _nothing_changed(meta)
+                return _nothing_changed(meta, verified)
             rows = changed
 
         started, write_started = time.perf_counter(), time.monotonic()
@@ -151,7 +143,7 @@ def build_export_asset(export: Export, store_kind: str) -> AssetsDefinition:
                 K.ROWS_PER_SECOND: round(result.rows_written / duration) if duration > 0 else None,
                 K.ONLINE_TABLE: f"{store.kind}: {table.ref}",
             },
-            check_results=[check],
+            check_results=[check] if verified else [],
         )
 
     return _export
@@ -188,18 +180,11 @@ def _cursor_slice(
     return dataclasses.replace(rows, cursor=CursorRange(cursor, after=before, upto=after)), meta
 
 
-def _nothing_changed(meta: dict[str, Any]) -> MaterializeResult:
-    return MaterializeResult(
-        metadata={**meta, K.ROWS_WRITTEN: 0},
-        check_results=[
-            AssetCheckResult(
-                check_name=CHECK_NAME,
-                passed=True,
-                metadata={"rows_exported": 0},
-                description="nothing changed",
-            )
-        ],
+def _nothing_changed(meta: dict[str, Any], verified: bool) -> MaterializeResult:
+    passed = AssetCheckResult(
+        check_name=CHECK_NAME, passed=True, metadata={"rows_exported": 0}, description="nothing changed"
     )
+    return MaterializeResult(metadata={**meta, K.ROWS_WRITTEN: 0}, check_results=[passed] if verified else [])
 
 
 def _failure(export: Export, store: Any, exc: OnlineStoreError, written: int, total: int | None) -> Failure:

@@ -23,26 +23,16 @@ Example:
 """
 # No `from __future__ import annotations`: Dagster inspects the compute function's annotations.
 
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
-from dagster import (
-    AssetIn,
-    AssetKey,
-    AssetsDefinition,
-    BackfillPolicy,
-    BetaWarning,
-    ScheduleDefinition,
-    asset,
-)
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster import AssetIn, AssetKey, AssetsDefinition, AssetSpec, BackfillPolicy, multi_asset
 from pydantic import Field, ValidationError
 
 from derive_assets.factory.metadata import column_schema
-from derive_assets.factory.schedules import job_for, schedule_for, table_job_name
-from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.errors import format_loc, show
 from derive_assets.specs.models import MergeStrategy, TableSpec
 from resources.io_manager import (
@@ -73,18 +63,35 @@ class PythonTableError(ValueError):
 
 @dataclass(frozen=True)
 class PythonTable:
-    """A Python table's validated spec, its asset, and the job (and schedule) that materialize it."""
+    """A Python table's validated spec and its function; the factory makes its asset (through the translator)."""
 
     spec: PythonTableSpec
-    asset: AssetsDefinition
+    fn: Callable[..., Any]
     inputs: tuple[str, ...]
     """The `dataset.table` refs the function reads."""
-    job: UnresolvedAssetJobDefinition
-    schedule: ScheduleDefinition | None
+    params: tuple[str, ...]
+    """The function's parameter receiving each of `inputs`, in the same order."""
 
     @property
     def key(self) -> AssetKey:
+        """The default translator's key (`dataset/name`)."""
         return AssetKey([self.spec.dataset, self.spec.name])
+
+    @property
+    def path(self) -> Path:
+        """The module that declares it (what its errors and its asset's node name)."""
+        module = getattr(self.fn, "__module__", "") or ""
+        return Path(*module.split(".")).with_suffix(".py") if module else Path(self.spec.ref)
+
+    @cached_property
+    def asset(self) -> AssetsDefinition:
+        """Its asset as the default translator makes it, reading its inputs under their default keys: for a table
+        declared outside `derive_assets/python_tables` (tests), to add to a project's definitions."""
+        from derive_assets.translator import DeriveNode, DeriveTranslator
+
+        node = DeriveNode("python_table", self.spec.ref, self.path, self)
+        ins = {param: AssetKey(ref.split(".")) for param, ref in zip(self.params, self.inputs, strict=True)}
+        return build_python_asset(self, DeriveTranslator().get_asset_spec(node), ins)
 
 
 def python_table(
@@ -94,30 +101,29 @@ def python_table(
     `inputs` maps each parameter of the function to the `dataset.table` it receives."""
     inputs = dict(inputs or {})
     table = _validated(spec)
-    metadata = _metadata(table)
 
     def decorate(fn: Callable[..., Any]) -> PythonTable:
-        partitions_def = partitions_for(table.window)
-        # backfill_policy is marked beta; it is what lets a backfill of many windows run as one write.
-        warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
-        built = asset(
-            key=[table.dataset, table.name],
-            ins={param: AssetIn(key=AssetKey(ref.split("."))) for param, ref in inputs.items()},
-            group_name=table.dataset,
-            description=table.description or fn.__doc__ or None,
-            owners=[table.owner],
-            kinds={"python", "pandas"},
-            tags={"derive/layer": table.layer},
-            metadata=metadata,
-            partitions_def=partitions_def,
-            backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
-            io_manager_key=IO_MANAGER_KEY,
-        )(fn)
-        job = job_for(table_job_name(table.ref), [AssetKey([table.dataset, table.name])], partitions_def)
-        schedule = schedule_for(job, table.schedule, partitions_def) if table.schedule else None
-        return PythonTable(table, built, tuple(inputs.values()), job, schedule)
+        return PythonTable(table, fn, tuple(inputs.values()), tuple(inputs))
 
     return decorate
+
+
+def build_python_asset(
+    table: PythonTable, asset_spec: AssetSpec, in_keys: Mapping[str, AssetKey]
+) -> AssetsDefinition:
+    """The asset `asset_spec` (from the translator) computed by `table`'s function, which receives each input
+    (`in_keys`: parameter -> the upstream asset's key) from the warehouse IO manager, which writes its result."""
+    partitions_def = asset_spec.partitions_def
+    # Dagster wants every input among the spec's deps.
+    declared = {dep.asset_key for dep in asset_spec.deps}
+    deps = [*asset_spec.deps, *(key for key in in_keys.values() if key not in declared)]
+    return multi_asset(
+        name=asset_spec.key.to_python_identifier(),
+        specs=[asset_spec.replace_attributes(deps=deps).with_io_manager_key(IO_MANAGER_KEY)],
+        ins={param: AssetIn(key=key) for param, key in in_keys.items()},
+        # A backfill of many windows runs as one write, not one run per window.
+        backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
+    )(table.fn)
 
 
 def _validated(spec: Mapping[str, Any]) -> PythonTableSpec:
@@ -141,7 +147,7 @@ def _validated(spec: Mapping[str, Any]) -> PythonTableSpec:
         raise PythonTableError(f"python table {ref}: {problems_text}") from None
 
 
-def _metadata(table: PythonTableSpec) -> dict[str, Any]:
+def python_metadata(table: PythonTableSpec) -> dict[str, Any]:
     """The definition metadata the IO manager reads the target from (keys defined in `resources/io_manager.py`)."""
     metadata: dict[str, Any] = {
         COLUMN_SCHEMA_METADATA: column_schema(table.columns),

@@ -1,42 +1,48 @@
 """One asset per source table: incremental replication into the warehouse, merged by primary key."""
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
-    AssetCheckResult,
-    AssetChecksDefinition,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     MaterializeResult,
-    asset,
-    multi_asset_check,
+    multi_asset,
 )
 
-from derive_assets.factory.checks import column_checks, run_checks
+from derive_assets.factory.checks import (
+    checks_named,
+    column_checks,
+    run_checks,
+    selected,
+)
 from derive_assets.factory.failures import warehouse_failure
-from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.targets import source_target
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.extract import ExtractPlan
 from derive_assets.replication.run import replicate
 from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.project import ReplicatedTable
-from derive_assets.specs.version import source_code_version
 from resources.reads import TableSlice
 from resources.warehouse import LoadRequest, WarehouseError
 
 
 def replication_key(rt: ReplicatedTable) -> AssetKey:
+    """The default translator's key of a replicated table (`derive_assets/translator.py` decides keys)."""
     return AssetKey([rt.source.target_dataset, rt.table.name])
 
 
-def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsDefinition:
+def build_replication_asset(
+    rt: ReplicatedTable, asset_spec: AssetSpec, check_specs: Sequence[AssetCheckSpec]
+) -> AssetsDefinition:
+    """The asset `asset_spec` (from the translator), whose body replicates `rt`, then runs the column checks of
+    `check_specs` (by name) in the same step: a run of N source tables is N steps, each one process."""
     source, table = rt.source, rt.table
-    key = replication_key(rt)
-    version = source_code_version(source, table)
-    target = source_target(source.target_dataset, table, code_version=version)
+    target = source_target(source.target_dataset, table, code_version=asset_spec.code_version)
     request = LoadRequest(
         target=target,
         primary_key=tuple(table.primary_key),
@@ -44,24 +50,13 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
         soft_delete_column=table.soft_delete.column if table.soft_delete else None,
     )
     cursor_type = next(c.type for c in table.columns if c.name == table.cursor)
+    checks = checks_named(column_checks(table.columns), check_specs)
 
-    @asset(
-        key=key,
-        group_name=source.target_dataset,
-        description=table.description
-        or f"{source.name}.{table.name}, replicated incrementally by {table.cursor}",
-        owners=[source.owner],
-        kinds={source.type, warehouse_kind},
-        tags={"derive/layer": "source"},
-        metadata={
-            "dagster/column_schema": column_schema(table.columns),
-            "derive/spec_file": str(rt.path),
-            "derive/primary_key": table.primary_key,
-            "derive/cursor": table.cursor,
-        },
-        code_version=version,
+    @multi_asset(
+        name=asset_spec.key.to_python_identifier(),
         # The load runs in the body below; the IO manager only loads this table into Python assets downstream.
-        io_manager_key="warehouse_io_manager",
+        specs=[asset_spec.with_io_manager_key("warehouse_io_manager")],
+        check_specs=check_specs,
         required_resource_keys={"warehouse", "sources"},
     )
     def _replicate(context: AssetExecutionContext) -> MaterializeResult:
@@ -69,7 +64,7 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
         state = CursorState()
         if warehouse.table_exists(target.ref):
             # A missing table means a first (or rebuilt) warehouse: copy everything, whatever the event log says.
-            state = _stored_state(context, key, cursor_type)
+            state = _stored_state(context, context.asset_key, cursor_type)
         url = context.resources.sources.checked_url(source)  # fails fast: wrong password, dead server
         cleared = fence.cleared(url, source, table, state.fence)
         since = watermark.with_overlap(state.floor, table.effective_overlap)
@@ -83,11 +78,15 @@ def build_replication_asset(rt: ReplicatedTable, warehouse_kind: str) -> AssetsD
         )
         plan = ExtractPlan(source, table, since, state, cleared)
         try:
-            return MaterializeResult(metadata=replicate(warehouse, plan, request, url, context.log))
+            metadata = replicate(warehouse, plan, request, url, context.log)
         except (
             WarehouseError
         ) as exc:  # the source's rows broke a load rule, or the spec no longer fits the table
             raise warehouse_failure(rt.path, exc) from None
+        # A failed blocking check fails this step after Dagster has recorded the materialization (and so the new
+        # watermark: the rows are in the warehouse); assets downstream wait.
+        check_results = run_checks(selected(context, checks), warehouse, TableSlice(rt.ref))
+        return MaterializeResult(metadata=metadata, check_results=check_results)
 
     return _replicate
 
@@ -98,22 +97,3 @@ def _stored_state(context: AssetExecutionContext, key: AssetKey, cursor_type: An
     if materialization is None:
         return CursorState()
     return CursorState.from_metadata(materialization.metadata, cursor_type)
-
-
-def build_replication_checks(rt: ReplicatedTable) -> AssetChecksDefinition | None:
-    checks = column_checks(rt.table.columns)
-    if not checks:
-        return None
-    key = replication_key(rt)
-    ref = f"{rt.source.target_dataset}.{rt.table.name}"
-
-    @multi_asset_check(
-        specs=[c.spec(key) for c in checks],
-        name=f"{rt.source.target_dataset}__{rt.table.name}__checks",
-        required_resource_keys={"warehouse"},
-    )
-    def _checks(context) -> Any:
-        results: list[AssetCheckResult] = run_checks(checks, context.resources.warehouse, TableSlice(ref))
-        yield from results
-
-    return _checks

@@ -6,78 +6,65 @@ materialization per partition, each with that partition's own window and counts 
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 
 import time
-import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     BackfillPolicy,
-    BetaWarning,
     MaterializeResult,
-    asset,
+    multi_asset,
 )
 
 from derive_assets import metadata_keys as K
-from derive_assets.factory.checks import column_checks, failed_checks_message, run_checks
+from derive_assets.factory.checks import (
+    checks_named,
+    column_checks,
+    failed_checks_message,
+    run_checks,
+    selected,
+)
 from derive_assets.factory.failures import warehouse_failure
-from derive_assets.factory.metadata import column_lineage, column_schema, sql_block
+from derive_assets.factory.metadata import column_lineage, sql_block
 from derive_assets.factory.run_events import RunScope, record_partitions, write_metadata
 from derive_assets.factory.targets import table_target
-from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.models import MergeStrategy
 from derive_assets.specs.project import Table
 from derive_assets.specs.sql_analysis import transpile
-from derive_assets.specs.version import code_version
 from resources.reads import TableSlice, WindowBound
 from resources.schema import ColumnType
 from resources.warehouse import WarehouseError, WriteRequest
 
+IO_MANAGER_KEY = "warehouse_io_manager"
+"""The body writes the table itself; the IO manager only loads it into Python assets downstream."""
+
 
 def table_key(ref: str) -> AssetKey:
+    """The default translator's key of a table (`derive_assets/translator.py` decides keys)."""
     return AssetKey(ref.split("."))
 
 
-def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
+def build_table_asset(
+    table: Table, asset_spec: AssetSpec, check_specs: Sequence[AssetCheckSpec]
+) -> AssetsDefinition:
+    """The asset `asset_spec` (from the translator), whose body runs `table`'s SQL, then the column checks of
+    `check_specs` (by name) in the same step."""
     spec, analysis = table.spec, table.analysis
-    key = table_key(spec.ref)
-    partitions_def = partitions_for(spec.window)
-    checks = column_checks(spec.columns)
-    version = code_version(spec, analysis.expression)
-    target = table_target(spec, code_version=version)
+    partitions_def = asset_spec.partitions_def
+    checks = checks_named(column_checks(spec.columns), check_specs)
+    target = table_target(spec, code_version=asset_spec.code_version)
     delete_missing = isinstance(spec.strategy, MergeStrategy) and spec.strategy.delete_missing
-    metadata = {
-        "dagster/column_schema": column_schema(spec.columns),
-        K.SPEC_FILE: str(table.path),
-        K.STRATEGY: spec.strategy.type,
-        K.SQL: sql_block(spec.sql.strip()),
-        K.READS: analysis.reads,
-    }
-    if spec.partition:
-        metadata[K.PARTITION_KEY] = spec.partition.key
-        metadata[K.PARTITION_KEY_TYPE] = next(c.type for c in spec.columns if c.name == spec.partition.key)
-    if spec.cluster:
-        metadata[K.CLUSTER] = spec.cluster
 
-    # backfill_policy is marked beta; it is what lets a backfill of many windows run as one statement.
-    warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
-
-    @asset(
-        key=key,
-        deps=[table_key(ref) for ref in analysis.reads],
-        group_name=spec.dataset,
-        description=spec.description or None,
-        owners=[spec.owner],
-        kinds={"sql", warehouse_kind},
-        tags={K.LAYER: spec.layer},
-        metadata=metadata,
-        code_version=version,
-        partitions_def=partitions_def,
+    @multi_asset(
+        name=asset_spec.key.to_python_identifier(),
+        specs=[asset_spec.with_io_manager_key(IO_MANAGER_KEY)],
+        check_specs=check_specs,
         # A backfill of many windows runs as one statement over their union, not one run per window.
         backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
-        check_specs=[c.spec(key) for c in checks],
-        io_manager_key="warehouse_io_manager",
         required_resource_keys={"warehouse"},
     )
     def _build(context: AssetExecutionContext) -> MaterializeResult:
@@ -112,7 +99,7 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
         if window and spec.partition:
             key_type: ColumnType = next(c.type for c in spec.columns if c.name == spec.partition.key)
             rows = TableSlice(spec.ref, window=WindowBound(spec.partition.key, key_type, window))
-        check_results = run_checks(checks, warehouse, rows)
+        check_results = run_checks(selected(context, checks), warehouse, rows)
         if failed := failed_checks_message(table.path, spec.ref, check_results):
             # Dagster fails the step itself for a failed blocking check (downstream assets wait; `derive demo` and
             # `derive rebuild` tell it apart from other failures), and its error names only the checks: this
@@ -122,8 +109,8 @@ def build_table_asset(table: Table, warehouse_kind: str) -> AssetsDefinition:
             K.DURATION_SECONDS: round(duration, 3),
             K.RENDERED_SQL: sql_block(sql),
             K.UPSTREAM_TABLES: analysis.reads,
-            "dagster/row_count": warehouse.row_count(spec.ref),
-            "dagster/column_lineage": column_lineage(analysis.lineage),
+            K.ROW_COUNT: warehouse.row_count(spec.ref),
+            K.COLUMN_LINEAGE: column_lineage(analysis.lineage),
             **({K.ESTIMATED_BYTES: estimate} if estimate is not None else {}),
             **write_metadata(result),
         }

@@ -28,7 +28,7 @@ COLUMNS = ["day", "region", "payments", "revenue", "revenue_per_payer", "revenue
         {"name": "score", "type": "FLOAT64"},
     ],
     strategy={"type": "merge", "unique_key": ["day", "region"]},
-    schedule="0 1 * * *",  # after analytics.daily_payments_by_region (00:30 UTC)
+    schedule="30 0 * * *",  # analytics.daily_payments_by_region's tick: runs once that day's window of it has materialized
     window={"size": "1d", "start": "2026-01-01"},
     partition={"key": "day", "granularity": "day"},
     cluster=["region"],

@@ -1,0 +1,274 @@
+"""What each spec item is in Dagster: its asset key, dependencies, group, owners, kinds, tags, description,
+metadata, partitions, code version, automation condition and checks, in one place.
+
+The factory (`derive_assets/factory/build.py`) turns every spec item into a `DeriveNode`, in dependency order,
+asks a `DeriveTranslator` for its `AssetSpec` and check specs, and wraps them around an asset body that only
+executes (`factory/*_assets.py`). Like `dagster_sling`'s `DagsterSlingTranslator` or dagster-dbt's translator,
+subclass it and override a method to change keys, groups, tags or conditions without touching the factory:
+
+Example:
+    ```python
+    from dagster import AssetKey
+    from derive_assets import DeriveNode, DeriveTranslator
+    from derive_assets.factory.build import build_definitions
+
+
+    class TeamTranslator(DeriveTranslator):
+        def get_asset_key(self, node: DeriveNode) -> AssetKey:
+            return super().get_asset_key(node).with_prefix("warehouse")
+
+        def get_group_name(self, node: DeriveNode) -> str:
+            return "sources" if node.kind == "source_table" else super().get_group_name(node)
+
+
+    defs = build_definitions(DeriveSettings.from_env(), translator=TeamTranslator())
+    ```
+
+`get_asset_key` is also what the deps of every downstream node are made of, so a changed key stays connected.
+Check names are the factory's: `get_check_specs` may drop a check or change its description, blocking or
+metadata, but an asset body only reports the checks it knows (a column's `not_null`, `unique`,
+`accepted_values`; an export's verification); add other checks as `@asset_check`s of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dagster import (
+    AssetCheckSpec,
+    AssetKey,
+    AssetSpec,
+    AutomationCondition,
+    PartitionsDefinition,
+)
+
+from derive_assets import metadata_keys as K
+from derive_assets.factory.automation import cron_condition
+from derive_assets.factory.checks import column_checks
+from derive_assets.factory.export_assets import online_table, verification_check_spec
+from derive_assets.factory.metadata import column_schema, sql_block
+from derive_assets.factory.python_assets import PythonTable, python_metadata
+from derive_assets.factory.windows import partitions_for
+from derive_assets.specs.project import Export, ReplicatedTable, Table
+from derive_assets.specs.version import code_version, export_code_version, source_code_version
+
+NodeKind = Literal["source_table", "table", "export", "python_table"]
+
+RELATION_IDENTIFIER = "dagster/relation_identifier"
+"""Dagster's key for the warehouse table's real name (`project.dataset.table` on BigQuery). Helper M's
+`factory/metadata.py` gives a `TableMetadataSet`-based helper for it; until it lands, the key is written here."""
+
+
+@dataclass(frozen=True)
+class DeriveNode:
+    """One spec item the translator turns into an asset."""
+
+    kind: NodeKind
+    ref: str
+    """`accounts.auth` (a replicated table: `<target dataset>.<table>`), `analytics.daily_payments_by_region`,
+    `online.<export name>`, `features.region_scores` (a Python table)."""
+    path: Path
+    """The spec file (a Python table: the module that declares it)."""
+    item: ReplicatedTable | Table | Export | PythonTable
+    upstream: tuple[DeriveNode, ...] = ()
+    """What it reads (a table: its SQL's tables; an export: its table; a Python table: its inputs, in the order
+    of its function's `inputs`), each translated before it."""
+    warehouse_kind: str = "duckdb"
+    """The warehouse the settings choose (`DeriveSettings.warehouse`): a kind of every table and source asset."""
+    online_store_kind: str = "sqlite"
+    """The online store the settings choose (`DeriveSettings.online_store`): an export's kind."""
+    relation_identifier: str | None = None
+    """The warehouse table's real name (`Warehouse.relation_identifier`), when the warehouse says it; not for
+    exports (their online table is `derive/online_table`)."""
+
+    @property
+    def dataset(self) -> str:
+        """The first part of `ref`: the warehouse dataset (`online` for an export)."""
+        return self.ref.split(".", 1)[0]
+
+
+class DeriveTranslator:
+    """Turns a `DeriveNode` into its `AssetSpec` and check specs; subclass and override a method to change them.
+
+    `get_asset_key` is also used for the deps of everything downstream, so a changed key stays connected.
+    """
+
+    def get_asset_spec(self, node: DeriveNode) -> AssetSpec:
+        """The whole spec, from the other methods (override those, or this to change several at once)."""
+        return AssetSpec(
+            key=self.get_asset_key(node),
+            deps=self.get_deps(node),
+            description=self.get_description(node),
+            metadata=self.get_metadata(node),
+            group_name=self.get_group_name(node),
+            code_version=self.get_code_version(node),
+            automation_condition=self.get_automation_condition(node),
+            owners=self.get_owners(node),
+            tags=self.get_tags(node),
+            kinds=self.get_kinds(node),
+            partitions_def=self.get_partitions_def(node),
+        )
+
+    def get_asset_key(self, node: DeriveNode) -> AssetKey:
+        """`<target dataset>/<table>` for a replicated table, `<dataset>/<name>` for a table, `online/<export>`."""
+        return AssetKey(node.ref.split("."))
+
+    def get_deps(self, node: DeriveNode) -> list[AssetKey]:
+        """The keys of what the node reads: `get_asset_key` of each upstream node."""
+        return [self.get_asset_key(up) for up in node.upstream]
+
+    def get_group_name(self, node: DeriveNode) -> str:
+        """The dataset (`online` for exports)."""
+        return node.dataset
+
+    def get_owners(self, node: DeriveNode) -> list[str]:
+        item = node.item
+        if isinstance(item, ReplicatedTable):
+            return [item.source.owner]
+        return [item.spec.owner]
+
+    def get_kinds(self, node: DeriveNode) -> set[str]:
+        """Where it comes from and where it lands: the source's engine or `sql`/`python`, and the warehouse."""
+        item = node.item
+        if isinstance(item, ReplicatedTable):
+            return {item.source.type, node.warehouse_kind}
+        if isinstance(item, Table):
+            return {"sql", node.warehouse_kind}
+        if isinstance(item, Export):
+            return {node.online_store_kind}
+        return {"python", "pandas"}
+
+    def get_tags(self, node: DeriveNode) -> dict[str, str]:
+        """`derive/layer`: `source`, `core`, `derived` or `online`."""
+        item = node.item
+        if isinstance(item, ReplicatedTable):
+            layer = "source"
+        elif isinstance(item, Export):
+            layer = "online"
+        else:
+            layer = _table_spec(node).layer
+        return {K.LAYER: layer}
+
+    def get_description(self, node: DeriveNode) -> str | None:
+        item = node.item
+        if isinstance(item, ReplicatedTable):
+            table = item.table
+            return (
+                table.description
+                or f"{item.source.name}.{table.name}, replicated incrementally by {table.cursor}"
+            )
+        if isinstance(item, Table):
+            return item.spec.description or None
+        if isinstance(item, Export):
+            return item.spec.description or f"{item.spec.table} for reads by key, in {online_table(item).ref}"
+        return item.spec.description or item.fn.__doc__ or None
+
+    def get_metadata(self, node: DeriveNode) -> dict[str, Any]:
+        """Definition metadata: the column schema, the spec file, and what the body and the IO manager read
+        (a table's strategy, SQL, reads and layout; a source table's key and cursor; an export's online table)."""
+        item = node.item
+        metadata: dict[str, Any]
+        if isinstance(item, ReplicatedTable):
+            table = item.table
+            metadata = {
+                "dagster/column_schema": column_schema(table.columns),
+                K.SPEC_FILE: str(item.path),
+                K.PRIMARY_KEY: table.primary_key,
+                K.CURSOR: table.cursor,
+            }
+        elif isinstance(item, Table):
+            metadata = _table_metadata(item)
+        elif isinstance(item, Export):
+            online = online_table(item)
+            return {
+                "dagster/column_schema": column_schema(list(item.columns)),
+                K.SPEC_FILE: str(item.path),
+                K.ONLINE_TABLE: online.ref,
+                K.PRIMARY_KEY: list(online.primary_key),
+            }
+        else:
+            metadata = python_metadata(item.spec)
+        if node.relation_identifier is not None:
+            metadata[RELATION_IDENTIFIER] = node.relation_identifier
+        return metadata
+
+    def get_partitions_def(self, node: DeriveNode) -> PartitionsDefinition | None:
+        """The spec's window as time-window partitions (an export: its table's window); None without one."""
+        item = node.item
+        if isinstance(item, ReplicatedTable):
+            return None
+        if isinstance(item, Export):
+            return partitions_for(item.window)
+        return partitions_for(_table_spec(node).window)
+
+    def get_code_version(self, node: DeriveNode) -> str | None:
+        """The spec's version (`specs/version.py`): what changes a table's contents; None for Python tables,
+        whose code is the function's."""
+        item = node.item
+        if isinstance(item, ReplicatedTable):
+            return source_code_version(item.source, item.table)
+        if isinstance(item, Table):
+            return code_version(item.spec, normalized=item.analysis.normalized_sql)  # cached: no SQL parse
+        if isinstance(item, Export):
+            return export_code_version(item.spec)
+        return None
+
+    def get_automation_condition(self, node: DeriveNode) -> AutomationCondition | None:
+        """The spec's `schedule` as `on_cron` (`factory/automation.py`): a source's cron for each of its tables,
+        a table's or an export's own; None without one."""
+        item = node.item
+        if isinstance(item, ReplicatedTable):
+            return cron_condition(item.source.schedule, partitioned=False)
+        if isinstance(item, Export):
+            return cron_condition(item.spec.schedule, partitioned=item.window is not None)
+        spec = _table_spec(node)
+        return cron_condition(spec.schedule, partitioned=spec.window is not None)
+
+    def get_check_specs(self, node: DeriveNode, key: AssetKey) -> list[AssetCheckSpec]:
+        """Blocking checks on `key` (the node's asset key): one per column constraint, or an export's
+        verification. They run in the asset's own step."""
+        item = node.item
+        if isinstance(item, Export):
+            return [verification_check_spec(key)]
+        if isinstance(item, PythonTable):
+            return []  # its constraints are the IO manager's write rules, not checks
+        return [c.spec(key) for c in column_checks(list(_columns(node)))]
+
+
+def _table_spec(node: DeriveNode) -> Any:
+    """A table's or a Python table's `TableSpec`."""
+    item = node.item
+    if isinstance(item, Table):
+        return item.spec
+    if isinstance(item, ReplicatedTable | Export):
+        raise TypeError(f"{node.ref} is a {node.kind}, not a table")
+    return item.spec
+
+
+def _columns(node: DeriveNode) -> Sequence[Any]:
+    item = node.item
+    if isinstance(item, ReplicatedTable):
+        return item.table.columns
+    if isinstance(item, Export):
+        return item.columns
+    return _table_spec(node).columns
+
+
+def _table_metadata(table: Table) -> dict[str, Any]:
+    spec, analysis = table.spec, table.analysis
+    metadata: dict[str, Any] = {
+        "dagster/column_schema": column_schema(spec.columns),
+        K.SPEC_FILE: str(table.path),
+        K.STRATEGY: spec.strategy.type,
+        K.SQL: sql_block(spec.sql.strip()),
+        K.READS: analysis.reads,
+    }
+    if spec.partition:
+        metadata[K.PARTITION_KEY] = spec.partition.key
+        metadata[K.PARTITION_KEY_TYPE] = next(c.type for c in spec.columns if c.name == spec.partition.key)
+    if spec.cluster:
+        metadata[K.CLUSTER] = spec.cluster
+    return metadata
