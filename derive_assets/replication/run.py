@@ -78,7 +78,7 @@ def replicate(
         K.DURATION_SECONDS: round(time.perf_counter() - started, 3),
         K.SOURCE_QUERY: MetadataValue.md(f"```sql\n{query.text}\n```"),
         K.SOURCE: f"{plan.source.name} ({plan.source.type}) table {plan.table.name}",
-        "dagster/row_count": warehouse.row_count(request.target.ref),
+        K.ROW_COUNT: warehouse.row_count(request.target.ref),
         **{K.extra(k): v for k, v in result.extra.items()},
         **_document_metadata(plan, stats, quarantine),
         **({K.QUARANTINE_TABLE: quarantine} if quarantine else {}),

@@ -20,12 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from derive_assets import metadata_keys as K
 from derive_assets.specs.models import ColumnType
 
-WATERMARK_KEY = "derive/watermark"
-FLOOR_KEY = "derive/read_floor"
-PENDING_KEY = "derive/pending_floor"
-FENCE_KEY = "derive/fence"
+WATERMARK_KEY, FLOOR_KEY, PENDING_KEY, FENCE_KEY = K.WATERMARK, K.READ_FLOOR, K.PENDING_FLOOR, K.FENCE
 
 
 class WatermarkError(ValueError):
