@@ -4,7 +4,7 @@ When each variable is read:
 
 - by `DeriveSettings.from_env()`, when definitions build: `DERIVE_SPECS_DIR`, `DERIVE_HOME`, `DERIVE_WAREHOUSE`,
   `DERIVE_BIGQUERY_*` (checked whichever warehouse is chosen), `DERIVE_EXECUTOR`, `DERIVE_ONLINE_STORE`,
-  `DERIVE_STRICT_SPECS`;
+  `DERIVE_STRICT_SPECS`, `DERIVE_CACHE_DIR`, `DERIVE_SPEC_CACHE`;
 - when a backend's config is made (`warehouse_config()` / `online_store_config()`, which `build_warehouse` and
   `build_online_store` call): `DERIVE_DUCKDB_PATH` and the `DERIVE_CASSANDRA_*` variables, so settings made in code
   (`DeriveSettings(specs_dir=..., home=...)`, as tests and tools do) follow them as well. Only the chosen backend's
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXECUTORS = ("in_process", "multiprocess", "k8s")
+IN_HOME = Path("<home>", "cache")
+"""`DeriveSettings.cache_dir`'s default: replaced by `<home>/cache` when the settings are made."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,17 @@ class DeriveSettings:
     """`DERIVE_STRICT_SPECS=1`: the code location fails to load when any spec is invalid. By default (`0`) it loads
     the valid specs, and each invalid one (with what reads it) becomes a placeholder asset in the `derive_errors`
     group plus a warning in the log. `derive validate` and `derive plan` are always strict."""
+    cache_dir: Path | None = IN_HOME
+    """Where each spec's analysis is cached between loads (`derive_assets/specs/cache.py`): `DERIVE_CACHE_DIR`,
+    default `cache/` under the Derive home; None (`DERIVE_SPEC_CACHE=off`) analyses every spec on every load.
+    Deleting the directory is always safe."""
 
     def __post_init__(self) -> None:
         """An engine name no registry has is refused here, with the registered choices."""
         config_class(WAREHOUSES, "DERIVE_WAREHOUSE", self.warehouse)
         config_class(ONLINE_STORES, "DERIVE_ONLINE_STORE", self.online_store)
+        if self.cache_dir == IN_HOME:
+            object.__setattr__(self, "cache_dir", self.home / "cache")
 
     @property
     def sqlite_online_path(self) -> Path:
@@ -140,11 +148,12 @@ class DeriveSettings:
             raise ValueError(f"DERIVE_EXECUTOR={executor!r} is not supported; allowed: {list(EXECUTORS)}")
         online = os.environ.get("DERIVE_ONLINE_STORE", "sqlite")
         config_class(ONLINE_STORES, "DERIVE_ONLINE_STORE", online)
+        home = Path(os.environ.get("DERIVE_HOME", PROJECT_ROOT / ".derive"))
         return cls(
             executor=cast(Literal["in_process", "multiprocess", "k8s"], executor),
             online_store=online,
             specs_dir=specs_dir_from_env(),
-            home=Path(os.environ.get("DERIVE_HOME", PROJECT_ROOT / ".derive")),
+            home=home,
             warehouse=warehouse,
             bigquery_project=project,
             bigquery_location=os.environ.get("DERIVE_BIGQUERY_LOCATION"),
@@ -152,7 +161,15 @@ class DeriveSettings:
             bigquery_timeout_seconds=_seconds("DERIVE_BIGQUERY_TIMEOUT_SECONDS", 60.0),
             bigquery_retry_deadline_seconds=_seconds("DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS", 120.0),
             strict_specs=_flag("DERIVE_STRICT_SPECS"),
+            cache_dir=_cache_dir(home),
         )
+
+
+def _cache_dir(home: Path) -> Path | None:
+    """`DERIVE_CACHE_DIR` (default `<home>/cache`), or None when `DERIVE_SPEC_CACHE` says off."""
+    if not _flag("DERIVE_SPEC_CACHE", default=True):
+        return None
+    return Path(os.environ.get("DERIVE_CACHE_DIR") or home / "cache")
 
 
 def specs_dir_from_env() -> Path:
@@ -191,15 +208,18 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
 
-def _flag(variable: str) -> bool:
-    """A yes/no setting: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off` (any case); unset or empty is no."""
+def _flag(variable: str, *, default: bool = False) -> bool:
+    """A yes/no setting: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off` (any case); unset or empty is `default`."""
     text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
     if text.lower() in _TRUE:
         return True
     if text.lower() in _FALSE:
         return False
     raise ValueError(
-        f"{variable}={text[:40]!r} is not a yes/no value; set 1 (yes) or 0 (no), or unset it (no)"
+        f"{variable}={text[:40]!r} is not a yes/no value; set 1 (yes) or 0 (no), "
+        f"or unset it ({'yes' if default else 'no'})"
     )
 
 

@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,7 +23,10 @@ from derive_assets.specs.models import (
     TableSpec,
     source_table_ref,
 )
-from derive_assets.specs.yaml_read import read_yaml_file
+from derive_assets.specs.yaml_read import YamlProblem, parse_yaml_bytes, read_spec_bytes, read_yaml_file
+
+if TYPE_CHECKING:
+    from derive_assets.specs.cache import SpecCache
 
 SPECS_DIR_ENV = "DERIVE_SPECS_DIR"
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -107,8 +110,11 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def read_specs(root: Path) -> RawSpecs:
-    """Parse and validate each file; never raises for a bad file, it records the errors instead."""
+def read_specs(root: Path, cache: SpecCache | None = None) -> RawSpecs:
+    """Parse and validate each file; never raises for a bad file, it records the errors instead.
+
+    With a `cache`, each file's YAML values come from its entry when the file's bytes are unchanged (and are kept
+    in it otherwise); they are validated by the models either way."""
     if not root.is_dir():
         what = "is a file, not a directory" if root.exists() else "specs directory not found"
         raise SpecValidationError(
@@ -129,7 +135,7 @@ def read_specs(root: Path) -> RawSpecs:
     failed_files: dict[str, Path] = {}
     for path in spec_files(root):
         shown = path.relative_to(root.parent) if root.parent in path.parents else path
-        data, error = _read_yaml(path, shown)
+        data, error = _read_yaml(path, shown, cache)
         if error:
             errors.extend(error)
             continue
@@ -193,8 +199,8 @@ def _missing_kind(data: dict[str, Any]) -> str | None:
     return None
 
 
-def _read_yaml(path: Path, shown: Path) -> tuple[dict[str, Any], list[SpecError]]:
-    data, problems = read_yaml_file(path)
+def _read_yaml(path: Path, shown: Path, cache: SpecCache | None) -> tuple[dict[str, Any], list[SpecError]]:
+    data, problems = _yaml_values(path, shown, cache)
     if problems:
         return {}, _at_most(shown, [SpecError(shown, p.field, p.message) for p in problems])
     if data is None:
@@ -209,6 +215,25 @@ def _read_yaml(path: Path, shown: Path) -> tuple[dict[str, Any], list[SpecError]
     if not isinstance(data, dict):
         return {}, [SpecError(shown, "", "a spec file must be a YAML mapping (key: value pairs)", data)]
     return data, []
+
+
+def _yaml_values(path: Path, shown: Path, cache: SpecCache | None) -> tuple[Any, list[YamlProblem]]:
+    """The file's YAML values: from its cache entry when there is one for these bytes, else read now."""
+    if cache is None or not cache.enabled:
+        if cache is not None:
+            cache.stats.yaml.append(shown)
+        return read_yaml_file(path)
+    raw, problem = read_spec_bytes(path)
+    if problem is not None:
+        return None, [problem]
+    entry = cache.open(shown, raw)
+    if entry.has_data:
+        return entry.data, []
+    cache.stats.yaml.append(shown)
+    data, problems = parse_yaml_bytes(raw)
+    if not problems:
+        entry.set_data(data)
+    return data, problems
 
 
 def _at_most(path: Path, errors: list[SpecError]) -> list[SpecError]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-from derive_assets.specs.duckdb_check import duckdb_errors
+from derive_assets.specs.cache import CacheStats, SpecCache, schema_key
 from derive_assets.specs.errors import SpecError, SpecValidationError
 from derive_assets.specs.loader import (
     LoadedExport,
@@ -23,8 +24,11 @@ from derive_assets.specs.sql_analysis import (
     SqlAnalysis,
     SqlProblem,
     analyse,
+    read_schema,
     resolve_columns,
+    resolved,
 )
+from derive_assets.specs.version import code_version
 
 _SKIP = SpecError(Path(), "", "reads a table whose spec has errors")
 """Marks a table that cannot be checked further because one it reads failed; never reported itself."""
@@ -37,6 +41,12 @@ class Table:
     path: Path
     spec: TableSpec
     analysis: SqlAnalysis
+
+    @cached_property
+    def code_version(self) -> str:
+        """The asset's code version (`specs.version.code_version`), from the normalized SQL the analysis (or the
+        spec cache) already has: nothing is parsed for it."""
+        return code_version(self.spec, normalized=self.analysis.normalized_sql)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,8 @@ class SpecProject:
     spec left out because it reads or exports a table that is left out; empty after a strict load."""
     left_out: list[LeftOut] = field(default_factory=list)
     """What a lenient load left out, each with the spec file whose errors caused it."""
+    cache_stats: CacheStats = field(default_factory=CacheStats, compare=False, repr=False)
+    """What this load took from the spec cache and what it analysed (`derive_assets.specs.cache`)."""
 
     def export(self, name: str) -> Export:
         found = next((e for e in self.exports if e.spec.name == name), None)
@@ -92,7 +104,9 @@ class SpecProject:
         return next(t for t in self.tables if t.spec.ref == ref)
 
 
-def load_project(root: Path | None = None, strict: bool = True) -> SpecProject:
+def load_project(
+    root: Path | None = None, strict: bool = True, *, cache_dir: Path | None = None
+) -> SpecProject:
     """Load and validate a specs directory.
 
     `strict` (`derive validate`, `derive plan`, CI): raise `SpecValidationError` listing every problem found.
@@ -100,25 +114,50 @@ def load_project(root: Path | None = None, strict: bool = True) -> SpecProject:
     with `SpecProject.errors` holding every problem plus one entry for each spec left out because it reads (or
     exports) a table that is itself left out, and `SpecProject.left_out` saying which file caused each. A missing
     or unreadable specs directory is raised in both modes: it is the deployment's mistake, not a spec's.
+
+    `cache_dir` (`DeriveSettings.cache_dir`): keep each spec's analysis there and reuse it while the spec, the
+    schemas it reads and the libraries are unchanged (`derive_assets.specs.cache`); the result is the same.
     """
-    raw = read_specs(root or default_specs_dir())
-    checked = _check(raw)
+    cache = SpecCache(cache_dir)
+    try:
+        return _load(root or default_specs_dir(), strict, cache)
+    finally:
+        cache.save()
+
+
+def _load(root: Path, strict: bool, cache: SpecCache) -> SpecProject:
+    raw = read_specs(root, cache)
+    checked = _check(raw, cache)
     if not strict:
-        return _lenient(raw, checked)
+        return _lenient(raw, checked, cache)
     errors = checked.errors
     if not errors:
-        errors += _bind_errors(checked.schema, checked.tables)
+        errors += _bind_errors(checked.schema, checked.tables, cache)
     defined = {r.ref for r in checked.replicated} | {t.spec.ref for t in raw.tables} | raw.failed_refs
     exports = _exports(raw.exports, checked.replicated, checked.tables, defined, errors)
     if errors:
         raise SpecValidationError(errors)
-    return SpecProject(raw.root, checked.replicated, checked.tables, exports)
+    return SpecProject(raw.root, checked.replicated, checked.tables, exports, cache_stats=cache.stats)
 
 
-def _bind_errors(schema: Schema, tables: list[Table]) -> list[SpecError]:
+def _bind_errors(schema: Schema, tables: list[Table], cache: SpecCache) -> list[SpecError]:
     """Every check that binds the valid tables' queries against the declared schemas (one engine round trip for
-    all of them), in strict and lenient loading alike: add further such checks here."""
-    return duckdb_errors(schema, [(t.path, t.spec.ref, t.analysis) for t in tables])
+    all of them), in strict and lenient loading alike: add further such checks here.
+
+    A table whose query bound before against the same schemas (its cache entry says so) is not bound again; when
+    every one did, DuckDB is not even imported."""
+    todo = [t for t in tables if not ((entry := cache.entry(t.path)) and entry.bound)]
+    if not todo:
+        return []
+    from derive_assets.specs.duckdb_check import duckdb_errors
+
+    errors = duckdb_errors(schema, [(t.path, t.spec.ref, t.analysis) for t in todo])
+    failed = {e.file for e in errors}
+    for t in todo:
+        cache.stats.bound.append(t.path)
+        if t.path not in failed and (entry := cache.entry(t.path)):
+            entry.set_bound()
+    return errors
 
 
 @dataclass
@@ -135,7 +174,7 @@ class _Checked:
     duplicates: list[SpecError]
 
 
-def _check(raw: RawSpecs) -> _Checked:
+def _check(raw: RawSpecs, cache: SpecCache) -> _Checked:
     errors = list(raw.errors)
     replicated = [ReplicatedTable(s.path, s.spec, t) for s in raw.sources for t in s.spec.tables]
     duplicates = _duplicate_refs(raw.sources, raw.tables)
@@ -153,11 +192,18 @@ def _check(raw: RawSpecs) -> _Checked:
     parsed: dict[str, tuple[LoadedTable, SqlAnalysis]] = {}
     reads: list[tuple[LoadedTable, list[str]]] = []
     for loaded in raw.tables:
-        try:
-            analysis = analyse(loaded.spec.sql)
-        except SqlProblem as exc:
-            errors += [SpecError(loaded.path, "sql", line) for line in str(exc).splitlines()]
-            continue
+        entry = cache.entry(loaded.path)
+        analysis = entry.analysis(loaded.spec.sql) if entry else None
+        if analysis is None:
+            cache.stats.parsed.append(loaded.path)
+            try:
+                analysis = analyse(loaded.spec.sql)
+            except SqlProblem as exc:
+                errors += [SpecError(loaded.path, "sql", line) for line in str(exc).splitlines()]
+                continue
+            if entry:
+                analysis = replace(analysis, normalized=analysis.normalized_sql)
+                entry.set_analysis(analysis)
         reads.append((loaded, analysis.reads))
         problems = _reference_errors(loaded, analysis, known, raw.failed_refs)
         errors += [p for p in problems if p is not _SKIP]
@@ -169,7 +215,7 @@ def _check(raw: RawSpecs) -> _Checked:
     for ref in order:
         loaded, analysis = parsed[ref]
         try:
-            resolved = resolve_columns(analysis, schema)
+            resolved = _resolve(loaded, analysis, schema, cache)
         except SqlProblem as exc:
             errors.append(SpecError(loaded.path, "sql", str(exc)))
             continue
@@ -186,6 +232,22 @@ def _check(raw: RawSpecs) -> _Checked:
             continue
         tables.append(Table(loaded.path, loaded.spec, resolved))
     return _Checked(errors, replicated, tables, schema, reads, duplicates)
+
+
+def _resolve(loaded: LoadedTable, analysis: SqlAnalysis, schema: Schema, cache: SpecCache) -> SqlAnalysis:
+    """`resolve_columns`, or its output columns from the cache when the tables read have the same schemas."""
+    entry = cache.entry(loaded.path)
+    if entry is None:
+        cache.stats.resolved.append(loaded.path)
+        return resolve_columns(analysis, schema)
+    key = schema_key(analysis.reads, schema)
+    outputs = entry.output_columns(key)
+    if outputs is not None:
+        return resolved(analysis, outputs, read_schema(analysis.reads, schema))
+    cache.stats.resolved.append(loaded.path)
+    result = resolve_columns(analysis, schema)
+    entry.set_output_columns(key, result.output_columns)
+    return result
 
 
 def _exports(
@@ -371,7 +433,7 @@ class LeftOut:
     """The spec file whose errors left it out: `path` itself, or the file of a table it reads (transitively)."""
 
 
-def _lenient(raw: RawSpecs, checked: _Checked) -> SpecProject:
+def _lenient(raw: RawSpecs, checked: _Checked, cache: SpecCache) -> SpecProject:
     """The valid part of the project: each spec whose file has errors is left out, and so is everything that reads
     or exports what is left out (each with one error entry naming its own file and the cause)."""
     errors = checked.errors
@@ -411,7 +473,7 @@ def _lenient(raw: RawSpecs, checked: _Checked) -> SpecProject:
     out.follow(checked.reads)
 
     valid = [t for t in checked.tables if t.spec.ref not in out.broken]
-    bind = _bind_errors(checked.schema, valid)
+    bind = _bind_errors(checked.schema, valid, cache)
     errors += bind
     rejected = {e.file for e in bind}
     for t in valid:
@@ -450,7 +512,15 @@ def _lenient(raw: RawSpecs, checked: _Checked) -> SpecProject:
         if e.path in rejected:
             out.leave(f"export {e.spec.name}", e.path, e.path)
     exports = [x for x in exports if x.path not in rejected]
-    return SpecProject(raw.root, replicated, tables, exports, errors=errors, left_out=out.left_out)
+    return SpecProject(
+        raw.root,
+        replicated,
+        tables,
+        exports,
+        errors=errors,
+        left_out=out.left_out,
+        cache_stats=cache.stats,
+    )
 
 
 class _Leaving:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import OptimizeError, ParseError, SqlglotError, TokenError
-from sqlglot.lineage import lineage
-from sqlglot.optimizer.qualify import qualify
-from sqlglot.optimizer.scope import build_scope
-from sqlglot.schema import MappingSchema
+if TYPE_CHECKING:
+    from sqlglot import exp
+    from sqlglot.schema import MappingSchema
+
+# sqlglot (~0.5 s to import) is imported inside the functions that use it: a load whose analyses all come from
+# the spec cache (`derive_assets.specs.cache`) never parses SQL, so it never imports sqlglot.
 
 SPEC_DIALECT = "bigquery"
 MAX_SQL_DEPTH = 256
@@ -43,14 +42,58 @@ class SqlProblem(ValueError):
 
 @dataclass(frozen=True)
 class SqlAnalysis:
-    expression: exp.Expr
+    """What a spec's query reads, uses and outputs.
+
+    The plain fields are all a load needs, and all the spec cache stores; the sqlglot trees (`expression`,
+    `qualified`, `schema`) are built on first use when the analysis came from the cache (a run transpiles its one
+    query; a load of 2,500 cached specs parses none). Equality compares the plain fields only.
+    """
+
+    sql: str
+    """The spec's SQL as written."""
     reads: list[str]
     """`dataset.name` of every table the query reads, sorted, CTE names excluded."""
     parameters: list[str]
     output_columns: list[str] = field(default_factory=list)
-    qualified: exp.Query | None = None
-    """The query with stars expanded and every column qualified (after `resolve_columns`)."""
-    schema: MappingSchema | None = None
+    """The query's output column names, in order (after `resolve_columns`; empty before)."""
+    read_schema: Schema | None = None
+    """The declared columns and types of the tables the query reads, as it was resolved against (after
+    `resolve_columns`; None before)."""
+    parsed: exp.Expr | None = field(default=None, repr=False, compare=False)
+    """The parsed query when this load parsed it; None when the analysis came from the cache."""
+    resolved: exp.Query | None = field(default=None, repr=False, compare=False)
+    """The qualified query when this load resolved it."""
+    normalized: str | None = field(default=None, repr=False, compare=False)
+    """`normalized_sql`, when known without parsing (from the cache)."""
+
+    @cached_property
+    def expression(self) -> exp.Expr:
+        """The parsed query (parsed now if the analysis came from the cache; it parsed when it was cached)."""
+        return self.parsed if self.parsed is not None else parse(self.sql)
+
+    @cached_property
+    def qualified(self) -> exp.Query | None:
+        """The query with stars expanded and every column qualified (after `resolve_columns`)."""
+        if self.resolved is not None:
+            return self.resolved
+        schema = self.schema
+        return None if schema is None else _qualify(self.expression, schema)
+
+    @cached_property
+    def schema(self) -> MappingSchema | None:
+        """`read_schema` as sqlglot's schema (after `resolve_columns`)."""
+        if self.read_schema is None:
+            return None
+        from sqlglot.schema import MappingSchema
+
+        return MappingSchema(self.read_schema, dialect=SPEC_DIALECT)
+
+    @cached_property
+    def normalized_sql(self) -> str:
+        """The query as sqlglot regenerates it in BigQuery SQL without comments: what `code_version` hashes."""
+        if self.normalized is not None:
+            return self.normalized
+        return self.expression.sql(SPEC_DIALECT, comments=False)
 
     @cached_property
     def lineage(self) -> dict[str, list[tuple[str, str]]]:
@@ -59,12 +102,17 @@ class SqlAnalysis:
         Computed on first use (when the asset runs), not at load time: tracing every column of 1,000 specs
         dominated the time to load definitions.
         """
-        if self.qualified is None or self.schema is None:
+        qualified, schema = self.qualified, self.schema
+        if qualified is None or schema is None:
             return {}
-        return _lineage(self.qualified, self.schema)
+        return _lineage(qualified, schema)
 
 
 def parse(sql: str) -> exp.Expr:
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError, TokenError
+
     try:
         expressions = sqlglot.parse(sql, read=SPEC_DIALECT)
     except ParseError as exc:
@@ -106,6 +154,8 @@ _FILE_OR_ENVIRONMENT = (
 
 def forbidden_sources(expression: exp.Expr) -> list[str]:
     """What a query reads besides `dataset.name` tables: table functions, file paths, other projects."""
+    from sqlglot import exp
+
     problems = []
     reported: set[int] = set()
     for table in expression.find_all(exp.Table):
@@ -145,6 +195,9 @@ def quoted_parameters(expression: exp.Expr) -> list[str]:
     `@window_end` (an error, or on DuckDB an implicit cast that fails at run time), so the filter the author meant
     is not there.
     """
+    from sqlglot import exp
+
+    time_types = (exp.DType.DATE, exp.DType.DATETIME, exp.DType.TIMESTAMP, exp.DType.TIMESTAMPTZ)
     problems = []
     for literal in expression.find_all(exp.Literal, exp.RawString, bfs=False):  # in the order written
         if isinstance(literal, exp.Literal) and not literal.is_string:
@@ -153,7 +206,7 @@ def quoted_parameters(expression: exp.Expr) -> list[str]:
         for name in dict.fromkeys(m[1] for m in _QUOTED_PARAMETER.finditer(text)):
             written = f"'{text}'" if len(text) <= 60 else f"'{text[:57]}...'"
             parent = literal.parent
-            if isinstance(parent, exp.Cast) and parent.this is literal and parent.to.is_type(*_TIME_TYPES):
+            if isinstance(parent, exp.Cast) and parent.this is literal and parent.to.is_type(*time_types):
                 kind = parent.to.sql(SPEC_DIALECT)
                 written = f"{kind} {written}"
                 fix = (
@@ -169,10 +222,9 @@ def quoted_parameters(expression: exp.Expr) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
-_TIME_TYPES = (exp.DType.DATE, exp.DType.DATETIME, exp.DType.TIMESTAMP, exp.DType.TIMESTAMPTZ)
-
-
 def _function_name(node: exp.Expr) -> str:
+    from sqlglot import exp
+
     if isinstance(node, exp.Anonymous):
         return str(node.name).upper()
     if isinstance(node, exp.Func):
@@ -192,6 +244,8 @@ def _depth(expression: exp.Expr) -> int:
 
 
 def referenced_tables(expression: exp.Expr) -> list[str]:
+    from sqlglot import exp
+
     ctes = {cte.alias_or_name for cte in expression.find_all(exp.CTE)}
     refs = set()
     for table in expression.find_all(exp.Table):
@@ -202,6 +256,8 @@ def referenced_tables(expression: exp.Expr) -> list[str]:
 
 
 def parameters(expression: exp.Expr) -> list[str]:
+    from sqlglot import exp
+
     names = set()
     for param in expression.find_all(exp.Parameter):
         names.add(param.name)
@@ -219,7 +275,7 @@ def analyse(sql: str) -> SqlAnalysis:
     problems = forbidden_sources(expression) + quoted_parameters(expression)
     if problems:
         raise SqlProblem("\n".join(problems))  # one problem per line
-    return SqlAnalysis(expression, referenced_tables(expression), parameters(expression))
+    return SqlAnalysis(sql, referenced_tables(expression), parameters(expression), parsed=expression)
 
 
 def resolve_columns(analysis: SqlAnalysis, schema: Schema) -> SqlAnalysis:
@@ -228,27 +284,63 @@ def resolve_columns(analysis: SqlAnalysis, schema: Schema) -> SqlAnalysis:
     Only the tables this query reads go into the sqlglot schema, built once: normalizing the whole project's schema
     for every query (and every column) made loading 1,000 specs take minutes.
     """
+    from sqlglot.schema import MappingSchema
+
+    reads = read_schema(analysis.reads, schema)
+    qualified = _qualify(analysis.expression, MappingSchema(reads, dialect=SPEC_DIALECT))
+    return resolved(analysis, list(qualified.named_selects), reads, qualified)
+
+
+def read_schema(refs: list[str], schema: Schema) -> Schema:
+    """The part of `schema` that the tables `refs` (`dataset.name`) are in: what a query is resolved against."""
     reads: Schema = {}
-    for ref in analysis.reads:
+    for ref in refs:
         dataset, _, name = ref.partition(".")
         if name in schema.get(dataset, {}):
             reads.setdefault(dataset, {})[name] = schema[dataset][name]
-    mapping = MappingSchema(reads, dialect=SPEC_DIALECT)
+    return reads
+
+
+def resolved(
+    analysis: SqlAnalysis, outputs: list[str], reads: Schema, qualified: exp.Query | None = None
+) -> SqlAnalysis:
+    """`analysis` resolved against `reads`, with these output columns (`resolve_columns`, or the spec cache)."""
+    return SqlAnalysis(
+        analysis.sql,
+        analysis.reads,
+        analysis.parameters,
+        outputs,
+        reads,
+        parsed=analysis.parsed,
+        resolved=qualified,
+        normalized=analysis.normalized,
+    )
+
+
+def _qualify(expression: exp.Expr, mapping: MappingSchema) -> exp.Query:
+    from sqlglot import exp
+    from sqlglot.errors import OptimizeError
+    from sqlglot.optimizer.qualify import qualify
+
     try:
         qualified = qualify(
-            analysis.expression.copy(), schema=mapping, dialect=SPEC_DIALECT, validate_qualify_columns=True
+            expression.copy(), schema=mapping, dialect=SPEC_DIALECT, validate_qualify_columns=True
         )
     except OptimizeError as exc:
         raise SqlProblem(f"cannot resolve the query's columns: {exc}") from exc
     except RecursionError as exc:
         raise SqlProblem(_too_deep()) from exc
     assert isinstance(qualified, exp.Query)
-    outputs = list(qualified.named_selects)
-    return SqlAnalysis(analysis.expression, analysis.reads, analysis.parameters, outputs, qualified, mapping)
+    return qualified
 
 
 def _lineage(qualified: exp.Query, mapping: MappingSchema) -> dict[str, list[tuple[str, str]]]:
     """Output column -> the source columns it is computed from; all columns in one pass over one scope."""
+    from sqlglot import exp
+    from sqlglot.errors import SqlglotError
+    from sqlglot.lineage import lineage
+    from sqlglot.optimizer.scope import build_scope
+
     try:
         nodes = lineage(None, qualified, schema=mapping, dialect=SPEC_DIALECT, scope=build_scope(qualified))
     except (SqlglotError, RecursionError):
@@ -267,6 +359,9 @@ def _lineage(qualified: exp.Query, mapping: MappingSchema) -> dict[str, list[tup
 
 def transpile(expression: exp.Expr, dialect: str) -> str:
     """Render the query in a warehouse's dialect; parameters stay parameters (`$name` in DuckDB)."""
+    import sqlglot
+    from sqlglot.errors import SqlglotError
+
     if dialect == SPEC_DIALECT:
         return expression.sql(SPEC_DIALECT, pretty=True)
     try:

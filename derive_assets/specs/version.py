@@ -20,28 +20,33 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
-
-from sqlglot import exp
+from typing import TYPE_CHECKING, Any
 
 from derive_assets.specs.models import Column, ExportSpec, SourceSpec, SourceTable, TableSpec
 from derive_assets.specs.sql_analysis import SPEC_DIALECT, SqlProblem, parse
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 VERSION_CHARS = 12
 """Hex characters kept of the SHA-256: 48 bits, no collision among a project's few thousand specs."""
 
 
-def code_version(spec: TableSpec, parsed: exp.Expr | None = None) -> str:
+def code_version(spec: TableSpec, parsed: exp.Expr | None = None, *, normalized: str | None = None) -> str:
     """The version of a core or derived table: its normalized SQL and everything that shapes its rows.
 
-    `parsed`: the spec's SQL as `sql_analysis.parse` returned it, when the caller has it (the factory does):
-    regenerating it skips a second parse, half the cost of a version (~4 ms a spec)."""
+    `parsed`: the spec's SQL as `sql_analysis.parse` returned it, when the caller has it: regenerating it skips a
+    second parse, half the cost of a version (~4 ms a spec). `normalized`: the SQL already normalized
+    (`SqlAnalysis.normalized_sql`, which the spec cache keeps), so nothing is parsed or regenerated; the factory
+    uses `Table.code_version`, which passes it."""
+    if normalized is None:
+        normalized = (
+            parsed.sql(SPEC_DIALECT, comments=False) if parsed is not None else normalized_sql(spec.sql)
+        )
     return _digest(
         {
             "kind": "table",
-            "sql": parsed.sql(SPEC_DIALECT, comments=False)
-            if parsed is not None
-            else normalized_sql(spec.sql),
+            "sql": normalized,
             "columns": [_column(c) for c in spec.columns],
             "strategy": spec.strategy.model_dump(exclude_defaults=True),
             "window": spec.window.model_dump(exclude_defaults=True) if spec.window else None,

@@ -63,8 +63,20 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct
 
 def read_yaml_file(path: Path) -> tuple[Any, list[YamlProblem]]:
     """The file's single YAML document as Python values, or the problems that stop it from being read."""
-    raw, problem = _read_bytes(path)
-    text, problem = ("", problem) if problem is not None else _decode(raw)
+    raw, problem = read_spec_bytes(path)
+    if problem is not None:
+        return None, [problem]
+    return parse_yaml_bytes(raw)
+
+
+def read_spec_bytes(path: Path) -> tuple[bytes, YamlProblem | None]:
+    """The bytes of a spec file, or why it cannot be read as one (a directory, too big, unreadable)."""
+    return _read_bytes(path)
+
+
+def parse_yaml_bytes(raw: bytes) -> tuple[Any, list[YamlProblem]]:
+    """A spec file's bytes (`read_spec_bytes`) as Python values, or the problems that stop them from being read."""
+    text, problem = _decode(raw)
     if problem is not None:
         return None, [problem]
     try:

@@ -35,8 +35,8 @@ def test_k8s_executor_runs_each_step_in_its_own_pod(tmp_path):
     defs = build_definitions(
         DeriveSettings(specs_dir=PROJECT_ROOT / "table_specs", home=tmp_path, executor="k8s")
     )
-    job = defs.resolve_job_def("core__user_detail_job")
-    assert job.executor_def.name == "k8s"
+    for name in ("core_job", "replicate_accounts"):  # a dataset's job and a source's
+        assert defs.resolve_job_def(name).executor_def.name == "k8s"
 
 
 def test_two_definitions_with_different_settings_in_one_process(tmp_path):
