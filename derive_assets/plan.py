@@ -2,7 +2,7 @@
 
 For every core/derived spec: whether its spec changed since the table was last written (the code version on the
 table's Derive marker against the spec's), the schema diff against the existing table and what a run will do about
-it (nothing, add a column, widen a type, or refuse until `derive rebuild`), the window the schedule builds next,
+it (nothing, add a column, widen a type, or refuse until `derive rebuild`), the window its cron tick builds next,
 the number of partitions, the rendered SQL with its bound parameters, the table's DDL and the warehouse's estimate
 of bytes processed (a BigQuery dry run). Replications and exports are planned in `plan_feeds`; orphaned tables
 (marked by Derive, owned by no spec) are found by `lifecycle.orphans`.
@@ -72,7 +72,7 @@ def next_window(table: Table, now: dt.datetime) -> TimeWindow | None:
 
 
 def window_before(window: Window | None, now: dt.datetime) -> TimeWindow | None:
-    """The last complete window of a spec's `window` at `now` (what the schedule builds next)."""
+    """The last complete window of a spec's `window` at `now` (what the automation condition requests next)."""
     partitions_def = partitions_for(window)
     if partitions_def is None:
         return None
