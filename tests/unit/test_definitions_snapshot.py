@@ -1,4 +1,6 @@
-"""A snapshot of the whole asset graph built from the shipped specs.
+"""A snapshot of the whole asset graph built from the shipped specs: every asset's key, deps, group, kinds, owners,
+tags, partitions, checks, code version and automation condition (its whole condition tree, as one line), the jobs
+with the assets each selects, the schedules (none) and the sensors.
 
 Any change to a spec or to the factory shows up here as a reviewable diff. After an intended change, refresh it:
 `DERIVE_UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/unit/test_definitions_snapshot.py`.
@@ -7,13 +9,26 @@ Any change to a spec or to the factory shows up here as a reviewable diff. After
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-from dagster import Definitions
+import yaml
+from dagster import AssetKey, AutomationCondition, DefaultSensorStatus, Definitions
+from support import shop_source
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
+from derive_assets.specs.project import load_project
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
+
+
+def condition_text(condition: AutomationCondition | None) -> str | None:
+    """A condition as one deterministic line: each node's label (or name), its children in brackets."""
+    if condition is None:
+        return None
+    children = list(condition.children)
+    inner = f"[{', '.join(t for c in children if (t := condition_text(c)))}]" if children else ""
+    return (condition.get_label() or condition.name) + inner
 
 
 def graph_of(defs: Definitions) -> dict:
@@ -30,10 +45,17 @@ def graph_of(defs: Definitions) -> dict:
             "tags": dict(node.tags),
             "partitions": None if partitions is None else repr(partitions),
             "checks": sorted(c.name for c in node.check_keys),
+            "code_version": node.code_version,
+            "automation_condition": condition_text(node.automation_condition),
         }
+    repo = defs.get_repository_def()
+    jobs = {
+        job.name: sorted(k.to_user_string() for k in repo.get_job(job.name).asset_layer.selected_asset_keys)
+        for job in sorted(defs.jobs or [], key=lambda j: j.name)
+    }
     schedules = {s.name: {"cron": s.cron_schedule, "job": s.job_name} for s in defs.schedules or []}
-    jobs = sorted(j.name for j in defs.jobs or [])
-    return {"assets": assets, "schedules": schedules, "jobs": jobs}
+    sensors = sorted(s.name for s in defs.sensors or [])
+    return {"assets": assets, "jobs": jobs, "schedules": schedules, "sensors": sensors}
 
 
 def test_asset_graph_matches_snapshot(tmp_path):
@@ -56,7 +78,7 @@ def test_definitions_load_as_a_code_location(tmp_path):
     declared = sorted(job.name for job in defs.jobs or [])
     assert declared, "the shipped specs declare jobs"
     # The repository holds exactly the declared jobs, plus Dagster's own implicit asset job(s) (`__ASSET_JOB`):
-    # a job reachable only through a schedule, or a missing one, shows up here.
+    # a job reachable only through a sensor or schedule, or a missing one, shows up here.
     resolved = sorted(job.name for job in repo.get_all_jobs() if not job.name.startswith("__"))
     assert resolved == declared
     for name in declared:
@@ -69,3 +91,68 @@ def test_definitions_module_loads_the_shipped_specs():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert "analytics/daily_payments_by_region" in keys
     assert "accounts/auth" in keys
+
+
+def test_no_job_per_spec_and_no_schedule(tmp_path):
+    """Jobs are one per source (`replicate_<source>`) and one per dataset and partitions definition; the crons are
+    automation conditions, evaluated by Dagster's default automation sensor, which runs from the start."""
+    defs = build_definitions(DeriveSettings(specs_dir=PROJECT_ROOT / "table_specs", home=tmp_path))
+    project = load_project(PROJECT_ROOT / "table_specs")
+    graph = defs.resolve_asset_graph()
+    repo = defs.get_repository_def()
+    assert not list(defs.schedules or [])
+    [sensor] = list(defs.sensors or [])
+    assert sensor.name == "default_automation_condition_sensor"
+    assert sensor.default_status == DefaultSensorStatus.RUNNING
+
+    selected = {j.name: repo.get_job(j.name).asset_layer.selected_asset_keys for j in defs.jobs or []}
+    for source in project.sources():
+        tables = {AssetKey(rt.ref.split(".")) for rt in project.replicated if rt.source.name == source.name}
+        assert selected.pop(f"replicate_{source.name}") == tables
+    source_tables = {AssetKey(rt.ref.split(".")) for rt in project.replicated}
+    by_dataset: dict[tuple[str, Any], set[AssetKey]] = {}
+    for key in graph.get_all_asset_keys() - source_tables:
+        by_dataset.setdefault((key.path[0], graph.get(key).partitions_def), set()).add(key)
+    # Each remaining job is exactly the assets of one dataset that share one partitions definition.
+    assert sorted(map(sorted, selected.values())) == sorted(map(sorted, by_dataset.values()))
+    for name, keys in selected.items():
+        [dataset] = {k.path[0] for k in keys}
+        assert name.startswith(f"{dataset}_") and name.endswith("_job"), name
+    # And every asset, whatever job it is in, runs by key through the implicit asset job.
+    assert (
+        repo.get_implicit_global_asset_job_def().asset_layer.selected_asset_keys == graph.get_all_asset_keys()
+    )
+
+
+def test_many_tables_of_one_dataset_make_one_job(tmp_path):
+    """1,000 specs used to make 1,000 jobs and 1,000 schedules; now their number follows datasets, not specs."""
+    specs = tmp_path / "specs"
+    (specs / "sources").mkdir(parents=True)
+    (specs / "bench").mkdir()
+    (specs / "sources" / "shop.yaml").write_text(yaml.safe_dump(shop_source()))
+    for n in range(6):
+        table = {
+            "name": f"orders_{n}",
+            "dataset": "bench",
+            "owner": "team:shop",
+            "strategy": {"type": "merge", "unique_key": ["order_id"]},
+            "schedule": f"{n} 1 * * *",
+            "window": {"size": "1d", "start": "2026-03-01"},
+            "partition": {"key": "day"},
+            "columns": [
+                {"name": "order_id", "type": "INT64"},
+                {"name": "day", "type": "DATE", "constraints": {"not_null": True}},
+            ],
+            "sql": "SELECT o.order_id, DATE(o.created_at) AS day FROM shop.orders AS o\n"
+            "WHERE o.created_at >= @window_start AND o.created_at < @window_end\n",
+        }
+        (specs / "bench" / f"orders_{n}.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
+    defs = build_definitions(DeriveSettings(specs_dir=specs, home=tmp_path / "home"))
+    assert sorted(j.name for j in defs.jobs or []) == ["bench_job", "replicate_shop"]
+    assert not list(defs.schedules or [])
+    graph = defs.resolve_asset_graph()
+    conditions = {k.to_user_string(): graph.get(k).automation_condition for k in graph.get_all_asset_keys()}
+    assert conditions == {
+        "shop/orders": None,  # the source has no cron
+        **{f"bench/orders_{n}": AutomationCondition.on_cron(f"{n} 1 * * *", "UTC") for n in range(6)},
+    }
