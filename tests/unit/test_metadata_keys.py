@@ -100,6 +100,23 @@ def test_no_module_writes_a_key_metadata_keys_does_not_define():
     assert unknown == [], f"keys not in derive_assets/metadata_keys.py: {unknown}"
 
 
+def test_no_module_writes_a_dagster_key_metadata_keys_does_not_name():
+    """Dagster's standard keys are written through `metadata_keys` (or `factory.metadata.table_metadata`), so a
+    key Dagster renamed (`dagster/relation_identifier` -> `dagster/table_name`) is changed in one place."""
+    known = set(constants().values())
+    written = {
+        (str(path.relative_to(ROOT)), key)
+        for base in ("derive_assets", "resources")
+        for path in (ROOT / base).rglob("*.py")
+        for key in re.findall(r"[\"'](dagster/[a-z_]+)[\"']", path.read_text())
+    }
+    unknown = sorted((path, key) for path, key in written if key not in known)
+    assert unknown == [], (
+        f"Dagster keys not named in derive_assets/metadata_keys.py: {unknown}; use its constants (K.ROW_COUNT, "
+        "K.COLUMN_SCHEMA, ...) or derive_assets.factory.metadata.table_metadata(columns, relation_identifier)"
+    )
+
+
 def test_row_counts_and_extra_keys():
     counts = K.row_counts(WriteResult(rows_inserted=1, rows_updated=2, rows_deleted=3, rows_read=4))
     assert counts == {
