@@ -243,6 +243,7 @@ def test_an_unpartitioned_source_table_is_requested_on_its_sources_cron(ticks: T
     assert ticks.at("00:29:59") == {}
     assert ticks.at("00:30:10") == {key: {None} for key in SOURCES}  # */15: the 00:30 tick
     assert ticks.at("00:30:40") == {}  # once per tick
+    # Nothing materialized (the run failed): not retried before the next tick, requested again on it.
     assert ticks.at("00:44:59") == {}
     assert ticks.at("00:45:10") == {key: {None} for key in SOURCES}
 
