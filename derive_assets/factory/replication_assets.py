@@ -23,8 +23,6 @@ from derive_assets.factory.checks import (
 from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.targets import source_target
 from derive_assets.replication import fence, watermark
-from derive_assets.replication.extract import ExtractPlan
-from derive_assets.replication.run import replicate
 from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.project import ReplicatedTable
 from resources.reads import TableSlice
@@ -60,6 +58,11 @@ def build_replication_asset(
         required_resource_keys={"warehouse", "sources"},
     )
     def _replicate(context: AssetExecutionContext) -> MaterializeResult:
+        # The extraction code (pyarrow, sqlglot, the drivers) is imported by the step that replicates, not by
+        # every process that loads the definitions.
+        from derive_assets.replication.extract import ExtractPlan
+        from derive_assets.replication.run import replicate
+
         warehouse = context.resources.warehouse
         state = CursorState()
         if warehouse.table_exists(target.ref):
