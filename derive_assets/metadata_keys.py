@@ -280,23 +280,25 @@ def extra(name: str) -> str:
     return f"{NAMESPACE}/{name}"
 
 
+# The two below build plain dicts from the constants (the keys still come from the sets): building a metadata set
+# validates every field, ~130 us a call against ~1 us for the dict (measured December 2026), in every write.
+
+
 def row_counts(result: WriteResult) -> dict[str, int]:
     """The four row counts every write reports, under their keys."""
-    counts = WriteMetadata(
-        rows_read=result.rows_read,
-        rows_inserted=result.rows_inserted,
-        rows_updated=result.rows_updated,
-        rows_deleted=result.rows_deleted,
-    )
-    return counts.entries()
+    return {
+        ROWS_READ: result.rows_read,
+        ROWS_INSERTED: result.rows_inserted,
+        ROWS_UPDATED: result.rows_updated,
+        ROWS_DELETED: result.rows_deleted,
+    }
 
 
 def run_row_counts(result: WriteResult) -> dict[str, int]:
     """The four counts of a run over several partitions, under the `derive/run_...` keys."""
-    counts = MultiPartitionRunMetadata(
-        run_rows_read=result.rows_read,
-        run_rows_inserted=result.rows_inserted,
-        run_rows_updated=result.rows_updated,
-        run_rows_deleted=result.rows_deleted,
-    )
-    return counts.entries()
+    return {
+        RUN_ROWS_READ: result.rows_read,
+        RUN_ROWS_INSERTED: result.rows_inserted,
+        RUN_ROWS_UPDATED: result.rows_updated,
+        RUN_ROWS_DELETED: result.rows_deleted,
+    }

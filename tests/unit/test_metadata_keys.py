@@ -125,6 +125,12 @@ def test_row_counts_and_extra_keys():
         "derive/rows_updated": 2,
         "derive/rows_deleted": 3,
     }
+    assert K.run_row_counts(WriteResult(rows_inserted=1, rows_updated=2, rows_deleted=3, rows_read=4)) == {
+        "derive/run_rows_read": 4,
+        "derive/run_rows_inserted": 1,
+        "derive/run_rows_updated": 2,
+        "derive/run_rows_deleted": 3,
+    }
     assert K.extra("soft_deleted_rows_read") == "derive/soft_deleted_rows_read"
 
 
