@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 from dagster import AssetKey, Definitions, load_from_defs_folder
 from dagster.components.core.component_tree import ComponentTreeException
 from dagster.components.core.package_entry import discover_entry_point_package_objects
@@ -252,6 +253,10 @@ def test_the_component_type_is_registered_for_dg():
 def test_dg_and_dagster_module_load_the_same_definitions(env):
     """`dg` (this repository's defs folder) and `-m derive_assets.definitions` / workspace.yaml: the same assets,
     deps, groups, partitions, code versions, automation conditions, checks, jobs, sensors and resources."""
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
+    assert workspace["load_from"] == [
+        {"python_module": {"module_name": "derive_assets.definitions", "location_name": "derive"}}
+    ]
     by_dg = load_from_defs_folder(path_within_project=PROJECT_ROOT)
     by_module = runpy.run_module("derive_assets.definitions")["defs"]
 
