@@ -66,7 +66,6 @@ Emulator gaps (bqemulator 1.4.0; where real BigQuery differs, tests check the ge
 from __future__ import annotations
 
 import datetime as dt
-import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -231,20 +230,16 @@ class BigQueryWarehouse(SliceReads, ConfigurableResource):
             return _scalar(calls, f"SELECT count(*) FROM {table_name(ref, B)}")
 
     def relation_identifier(self, ref: str) -> str:
-        """`<project>.<dataset>.<table>`, the project every call of this resource names (datasets get no prefix)."""
-        return f"{self.configured_project()}.{ref}"
+        """`<project>.<dataset>.<table>`, the project every call of this resource names (datasets get no prefix).
 
-    def configured_project(self) -> str:
-        """`project`, else the one Google's client library takes from `GOOGLE_CLOUD_PROJECT` (or `GCLOUD_PROJECT`)
-        before it asks credentials or the metadata server; without either, a clear error (`DERIVE_BIGQUERY_PROJECT`
-        always sets `project`)."""
-        project = self.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT")
-        if not project:
+        Needs `project`: the client infers a missing one from credentials or the GCE metadata server, a request
+        that loading definitions must not make (`DERIVE_WAREHOUSE=bigquery` requires `DERIVE_BIGQUERY_PROJECT`)."""
+        if not self.project:
             raise ValueError(
-                "BigQueryWarehouse has no project: set project= (DERIVE_BIGQUERY_PROJECT) or GOOGLE_CLOUD_PROJECT, "
-                "so table names can be qualified without asking Google."
+                f"BigQueryWarehouse has no project, so the table {ref} has no fully qualified name: set project= "
+                "(DERIVE_BIGQUERY_PROJECT, the GCP project id)."
             )
-        return project
+        return f"{self.project}.{ref}"
 
     # ------------------------------------------------------------------------------------------- tables
 
