@@ -14,8 +14,10 @@ from typing import Any
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
+from derive_assets import metadata_keys as K
+
+RANGE_START = K.RANGE_START_TAG
+RANGE_END = K.RANGE_END_TAG
 """The run tags of a single run over a range of partitions (a backfill run); Dagster's own tag names."""
 
 
