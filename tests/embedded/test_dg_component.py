@@ -278,6 +278,30 @@ def test_dg_and_dagster_module_load_the_same_definitions(env):
     assert described(by_dg) == described(by_module)
 
 
+@pytest.mark.slow
+def test_the_dg_code_location_imports_no_other_component_library(env):
+    """Each step process of a `dg launch` run loads the dg code location again: it must cost what
+    `derive_assets.definitions` costs, not import every installed component library (dagster-gcp's brings
+    google-cloud and pandas). A step process finds the spec cache warm, as here."""
+    build_definitions(DeriveSettings.from_env())  # warms the spec cache of this DERIVE_HOME
+    script = (
+        "import sys\n"
+        "from derive_assets.components.project_defs import defs\n"
+        "assert len(list(defs().assets or [])) > 1\n"
+        "print(sorted(m for m in ('dagster_gcp', 'google.cloud', 'pandas', 'grpc') if m in sys.modules))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.splitlines()[-1] == "[]"
+
+
 @pytest.fixture
 def sandbox() -> Iterator[DefsFolderSandbox]:
     """A throwaway dg project (Dagster's own test sandbox) to load a defs.yaml in."""
