@@ -44,9 +44,19 @@ def _x(a: dict[str, Any], b: dict[str, Any], key: str = "median_s") -> float:
     return a[key] / b[key] if b[key] > 0 else float("inf")
 
 
+def _cpu(s: dict[str, Any]) -> str:
+    return f"CPU {s['cpu_seconds_median']:.2f} s" if "cpu_seconds_median" in s else "CPU not measured"
+
+
+def _cpu_x(a: dict[str, Any], b: dict[str, Any]) -> str:
+    if "cpu_seconds_median" not in a or "cpu_seconds_median" not in b:
+        return ""
+    return f"; CPU time {_x(a, b, 'cpu_seconds_median'):.2f}x"
+
+
 def _load_text(s: dict[str, Any]) -> str:
     return (
-        f"{s['median_s']:.2f} s (import {s['import_seconds_median']:.2f} + build {s['build_seconds_median']:.2f}"
+        f"{s['median_s']:.2f} s, {_cpu(s)} (import {s['import_seconds_median']:.2f} + build {s['build_seconds_median']:.2f}"
         f" + resolve {s['resolve_seconds_median']:.2f}; whole process {s['process_s_median']:.1f} s, "
         f"{s['peak_rss_mb']:.0f} MB)"
     )
@@ -141,20 +151,20 @@ def definitions_at(ctx: Context, n: int) -> None:
             "x time",
             f"≤ {TARGETS[what]}x",
             value <= TARGETS[what],
-            note,
+            (note + _cpu_x(s[f"derive_{what}"], s["floor_load"])).lstrip("; "),
         )
     value = _x(s["derive_validate"], s["floor_validate"])
     ratio(
         ctx,
         f"validate_loadable_{n}",
         f"Definitions.validate_loadable, {n:,} specs",
-        f"{s['derive_validate']['median_s']:.2f} s",
-        f"floor: {s['floor_validate']['median_s']:.2f} s",
+        f"{s['derive_validate']['median_s']:.2f} s, {_cpu(s['derive_validate'])}",
+        f"floor: {s['floor_validate']['median_s']:.2f} s, {_cpu(s['floor_validate'])}",
         value,
         "x time",
         f"report; flag > {TARGETS['flag']}x",
         value <= TARGETS["flag"],
-        note,
+        (note + _cpu_x(s["derive_validate"], s["floor_validate"])).lstrip("; "),
     )
     d, f = s["derive_tick"], s["floor_tick"]
     value = _x(d, f)
@@ -162,15 +172,15 @@ def definitions_at(ctx: Context, n: int) -> None:
         ctx,
         f"automation_tick_{n}",
         f"one automation condition tick, {n:,} specs",
-        f"{d['median_s']:.2f} s (next tick {d['next_tick_seconds_median']:.2f} s); "
+        f"{d['median_s']:.2f} s, {_cpu(d)} (next tick {d['next_tick_seconds_median']:.2f} s); "
         f"{d['evaluated_median']:,.0f} conditions evaluated",
-        f"floor: {f['median_s']:.2f} s (next tick {f['next_tick_seconds_median']:.2f} s); "
+        f"floor: {f['median_s']:.2f} s, {_cpu(f)} (next tick {f['next_tick_seconds_median']:.2f} s); "
         f"{f['evaluated_median']:,.0f} conditions",
         value,
         "x time",
         f"report; flag > {TARGETS['flag']}x",
         value <= TARGETS["flag"],
-        note,
+        (note + _cpu_x(d, f)).lstrip("; "),
     )
 
 
@@ -289,7 +299,10 @@ def cli_at_scale(ctx: Context) -> None:
     )
 
 
-PEAK = "from benchmarks.workers import peak_rss_mb; print(__import__('json').dumps({'peak_rss_mb': peak_rss_mb()}))"
+PEAK = (
+    "import json, time\nfrom benchmarks.workers import peak_rss_mb\n"
+    "print(json.dumps({'peak_rss_mb': peak_rss_mb(), 'cpu_seconds': time.process_time()}))"
+)
 
 
 def run_import(module: str, env: dict[str, str]) -> Sample:
@@ -299,10 +312,9 @@ def run_import(module: str, env: dict[str, str]) -> Sample:
     if code != 0 or not lines:
         tail = "\n".join(text.splitlines()[-40:])
         raise WorkerFailed(f"import {module} exited {code}:\n{tail}")
-    rss = float(json.loads(lines[-1])["peak_rss_mb"])
-    return Sample(
-        seconds=round(wall, 4), rss_mb=rss, process_seconds=round(wall, 3), extra={"sampled": sampled}
-    )
+    reported = json.loads(lines[-1])
+    extra = {"sampled": sampled, "cpu_seconds": reported["cpu_seconds"]}
+    return Sample(round(wall, 4), float(reported["peak_rss_mb"]), round(wall, 3), extra)
 
 
 def step_import(ctx: Context) -> None:
@@ -337,7 +349,7 @@ def step_import(ctx: Context) -> None:
     record(ctx, "step_import", title, summary)
     d, b = summary["derive_step"], summary["bare_step"]
     for rid, key, unit, shown in (
-        ("step_import", "median_s", "x time", lambda s: f"{s['median_s']:.2f} s"),
+        ("step_import", "median_s", "x time", lambda s: f"{s['median_s']:.2f} s, {_cpu(s)}"),
         ("step_rss", "peak_rss_mb", "x peak RSS", lambda s: f"{s['peak_rss_mb']:.0f} MB"),
     ):
         value = _x(d, b, key)

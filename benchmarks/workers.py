@@ -30,8 +30,9 @@ def task(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, 
 
 
 @contextmanager
-def profiled(path: str | None) -> Iterator[None]:
-    """With a path, profile the block with pyinstrument and write its text report there."""
+def profiled(path: str | None, show_all: bool = False) -> Iterator[None]:
+    """With a path, profile the block with pyinstrument and write its text report there; `show_all` keeps the
+    frames of libraries (Dagster's own, where it spends the time) instead of folding them."""
     if not path:
         yield
         return
@@ -43,7 +44,7 @@ def profiled(path: str | None) -> Iterator[None]:
         yield
     finally:
         profiler.stop()
-        Path(path).write_text(profiler.output_text(unicode=False, color=False))
+        Path(path).write_text(profiler.output_text(unicode=False, color=False, show_all=show_all))
 
 
 def peak_rss_mb() -> float:
