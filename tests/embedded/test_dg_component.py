@@ -27,10 +27,12 @@ from dagster.components.testing import DefsFolderSandbox, create_defs_folder_san
 from dagster_shared.serdes.objects import EnvRegistryKey
 
 from derive_assets.components import DeriveSpecs
+from derive_assets.components.translation import TranslatedAttributes
 from derive_assets.demo.generate import embedded_urls, generate
 from derive_assets.factory.build import build_definitions
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
+from derive_assets.translator import DeriveTranslator
 
 BIN = Path(sys.executable).parent
 SPECS = PROJECT_ROOT / "table_specs"
@@ -415,3 +417,10 @@ def test_translator_and_translation_reach_every_asset_and_keep_the_graph_connect
     }
     checks = {f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys}
     assert "derive/shop/analytics/daily_payments_by_region:day_not_null" in checks
+
+
+def test_the_translation_answers_every_translator_method():
+    """The factory may ask any `DeriveTranslator` method: each must come from the translated spec or the wrapped
+    translator, never from `DeriveTranslator`'s default (which would ignore a `translator` subclass)."""
+    public = {name for name in vars(DeriveTranslator) if name.startswith("get_")}
+    assert public and public <= set(vars(TranslatedAttributes))
