@@ -49,17 +49,13 @@ from derive_assets import metadata_keys as K
 from derive_assets.factory.automation import cron_condition
 from derive_assets.factory.checks import column_checks
 from derive_assets.factory.export_assets import online_table, verification_check_spec
-from derive_assets.factory.metadata import column_schema, sql_block
+from derive_assets.factory.metadata import column_schema, sql_block, table_metadata
 from derive_assets.factory.python_assets import PythonTable, python_metadata
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.project import Export, ReplicatedTable, Table
 from derive_assets.specs.version import code_version, export_code_version, source_code_version
 
 NodeKind = Literal["source_table", "table", "export", "python_table"]
-
-RELATION_IDENTIFIER = "dagster/relation_identifier"
-"""Dagster's key for the warehouse table's real name (`project.dataset.table` on BigQuery). Helper M's
-`factory/metadata.py` gives a `TableMetadataSet`-based helper for it; until it lands, the key is written here."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +77,8 @@ class DeriveNode:
     online_store_kind: str = "sqlite"
     """The online store the settings choose (`DeriveSettings.online_store`): an export's kind."""
     relation_identifier: str | None = None
-    """The warehouse table's real name (`Warehouse.relation_identifier`), when the warehouse says it; not for
-    exports (their online table is `derive/online_table`)."""
+    """The warehouse table's real name (`Warehouse.relation_identifier`: `project.dataset.table` on BigQuery),
+    shown as Dagster's `dagster/table_name`; None for exports (their online table is `derive/online_table`)."""
 
     @property
     def dataset(self) -> str:
@@ -174,13 +170,16 @@ class DeriveTranslator:
         if isinstance(item, ReplicatedTable):
             table = item.table
             metadata = {
-                "dagster/column_schema": column_schema(table.columns),
+                **table_metadata(table.columns, node.relation_identifier),
                 K.SPEC_FILE: str(item.path),
                 K.PRIMARY_KEY: table.primary_key,
                 K.CURSOR: table.cursor,
             }
         elif isinstance(item, Table):
-            metadata = _table_metadata(item)
+            metadata = {
+                **table_metadata(item.spec.columns, node.relation_identifier),
+                **_table_metadata(item),
+            }
         elif isinstance(item, Export):
             online = online_table(item)
             return {
@@ -190,9 +189,10 @@ class DeriveTranslator:
                 K.PRIMARY_KEY: list(online.primary_key),
             }
         else:
-            metadata = python_metadata(item.spec)
-        if node.relation_identifier is not None:
-            metadata[RELATION_IDENTIFIER] = node.relation_identifier
+            metadata = {
+                **table_metadata(item.spec.columns, node.relation_identifier),
+                **python_metadata(item.spec),
+            }
         return metadata
 
     def get_partitions_def(self, node: DeriveNode) -> PartitionsDefinition | None:
@@ -260,7 +260,6 @@ def _columns(node: DeriveNode) -> Sequence[Any]:
 def _table_metadata(table: Table) -> dict[str, Any]:
     spec, analysis = table.spec, table.analysis
     metadata: dict[str, Any] = {
-        "dagster/column_schema": column_schema(spec.columns),
         K.SPEC_FILE: str(table.path),
         K.STRATEGY: spec.strategy.type,
         K.SQL: sql_block(spec.sql.strip()),

@@ -139,7 +139,7 @@ class _Graph:
     def __init__(self, translator: DeriveTranslator, settings: DeriveSettings, warehouse: Warehouse) -> None:
         self.translator = translator
         self.warehouse_kind, self.online_store_kind = settings.warehouse, settings.online_store
-        self.relation_identifier = getattr(warehouse, "relation_identifier", None)
+        self.warehouse = warehouse
         self.nodes: dict[str, DeriveNode] = {}
         self.assets: list[AssetsDefinition] = []
         self.members: list[JobMember] = []
@@ -149,9 +149,7 @@ class _Graph:
 
     def add(self, node: DeriveNode, build: AssetBuilder, member: bool = True) -> AssetKey:
         """Translate `node`, build its asset with `build`; return its key. `member`: in its dataset's job."""
-        identifier = None
-        if self.relation_identifier is not None and not isinstance(node.item, Export):
-            identifier = self.relation_identifier(node.ref)
+        identifier = None if isinstance(node.item, Export) else self.warehouse.relation_identifier(node.ref)
         node = replace(
             node,
             warehouse_kind=self.warehouse_kind,

@@ -5,9 +5,12 @@ Read from `analytics.daily_payments_by_region` (one run reads one day's window o
 """
 # No `from __future__ import annotations`: Dagster inspects the function's annotations.
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from derive_assets.factory.python_assets import python_table
+
+if TYPE_CHECKING:  # pandas only in the step that computes the scores (~0.5 s of every process's import)
+    import pandas as pd
 
 COLUMNS = ["day", "region", "payments", "revenue", "revenue_per_payer", "revenue_share", "score"]
 
@@ -34,11 +37,13 @@ COLUMNS = ["day", "region", "payments", "revenue", "revenue_per_payer", "revenue
     cluster=["region"],
     inputs={"daily": "analytics.daily_payments_by_region"},
 )
-def region_scores(daily: pd.DataFrame) -> pd.DataFrame:
+def region_scores(daily):
+    # A DataFrame in and out, unannotated: Dagster resolves a `pd.DataFrame` annotation when the definitions load,
+    # which would import pandas in every step process.
     return scores(daily)
 
 
-def scores(daily: pd.DataFrame) -> pd.DataFrame:
+def scores(daily: "pd.DataFrame") -> "pd.DataFrame":
     """The scores of the rows of `analytics.daily_payments_by_region` in `daily` (any number of days)."""
     revenue = daily["revenue"].map(float, na_action="ignore").astype("float64")
     per_payer = revenue / daily["payers"]

@@ -176,14 +176,17 @@ def test_dataset_jobs_split_by_partitions_definition():
 # --- a subclass's assets run: a source table and a table reading it, under changed keys
 
 
-def tiny_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DeriveSettings:
+ORDERS = [(1, "placed", "2026-01-01 10:00:00"), (2, "shipped", "2026-01-01 11:00:00")]
+
+
+def tiny_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orders: list[tuple[int, str, str]] = ORDERS
+) -> DeriveSettings:
+    """A SQLite source `shop` with one table, `orders`, and a table `shop_stats.status_counts` reading it."""
     db = tmp_path / "shop.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE orders (order_id INTEGER PRIMARY KEY, status TEXT, updated_at TEXT)")
-        conn.executemany(
-            "INSERT INTO orders VALUES (?, ?, ?)",
-            [(1, "placed", "2026-01-01 10:00:00"), (2, "shipped", "2026-01-01 11:00:00")],
-        )
+        conn.executemany("INSERT INTO orders VALUES (?, ?, ?)", orders)
     monkeypatch.setenv("DERIVE_T1_SHOP_URL", f"sqlite:///{db}")
     specs = tmp_path / "specs"
     (specs / "sources").mkdir(parents=True)
@@ -253,3 +256,24 @@ def test_a_subclassed_projects_assets_run_with_their_checks_in_their_own_steps(t
         }
         counts = build_resources(settings)["warehouse"].row_count("shop_stats.status_counts")
         assert counts == 2
+
+
+def test_a_failed_replication_check_fails_its_own_step_after_the_rows_are_recorded(tmp_path, monkeypatch):
+    bad = [*ORDERS, (3, "lost", "2026-01-01 12:00:00")]  # `lost` is not an accepted status
+    settings = tiny_project(tmp_path, monkeypatch, bad)
+    defs = build_definitions(settings)
+    orders, counts = AssetKey(["shop", "orders"]), AssetKey(["shop_stats", "status_counts"])
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[orders, counts], raise_on_error=False
+        )
+        assert not result.success
+        assert [e.step_key for e in result.get_step_failure_events()] == ["shop__orders"]
+        failed = [(e.check_name, e.passed) for e in result.get_asset_check_evaluations() if not e.passed]
+        assert failed == [("status_accepted_values", False)]
+        # The rows are in the warehouse and the watermark recorded: the next run reads on from it.
+        [materialized] = result.get_asset_materialization_events()
+        assert materialized.asset_key == orders
+        assert materialized.materialization.metadata["derive/watermark"].value
+        # The blocking check keeps the table downstream from running.
+        assert instance.get_latest_materialization_event(counts) is None
