@@ -277,8 +277,10 @@ def test_derive_demo_exits_nonzero_when_a_table_check_fails(
     assert code == 1
     assert "FAILED check region_accepted_values on analytics/daily_payments_by_region (ERROR): " in out
     assert "rows break `accepted_values` on region" in out
-    assert "export_region_payments_online: skipped, upstream analytics/daily_payments_by_region failed" in out
-    assert "export_user_profile_online:" in out and "export_user_profile_online: skipped" not in out
+    blocked = "skipped, upstream analytics/daily_payments_by_region failed a blocking check"
+    assert f"==> online/region_payments_online: {blocked}" in out
+    assert f"==> features/region_scores: {blocked}" in out
+    assert "==> online/user_profile_online: " in out and "online/user_profile_online: skipped" not in out
 
 
 def test_fewer_rows_written_than_the_slice_holds_fails_the_check(tmp_path: Path):
