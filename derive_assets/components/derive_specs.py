@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Annotated
 
 from dagster import Definitions
-from dagster.components import Component, ComponentLoadContext, ResolutionContext, Resolvable, Resolver
+from dagster.components import (
+    Component,
+    ComponentLoadContext,
+    ComponentTypeSpec,
+    ResolutionContext,
+    Resolvable,
+    Resolver,
+)
 from dagster.components.resolved.errors import ResolutionException
 from dagster.components.utils.translation import TranslationFnResolver
 
@@ -111,11 +118,38 @@ class DeriveSpecs(Component, Resolvable):
     asset attributes for every asset, templated on `{{ node }}`: kind, ref, dataset).
     """
 
-    specs_dir: Annotated[Path | None, Resolver(resolve_specs_dir, model_field_type=str)] = None
-    translator: Annotated[DeriveTranslator | None, Resolver(resolve_translator, model_field_type=str)] = None
+    specs_dir: Annotated[
+        Path | None,
+        Resolver(
+            resolve_specs_dir,
+            model_field_type=str,
+            description="The spec YAML directory, relative to this defs.yaml or absolute; default "
+            "DERIVE_SPECS_DIR, else table_specs/ of the Derive project.",
+            examples=["../../../table_specs"],
+        ),
+    ] = None
+    translator: Annotated[
+        DeriveTranslator | None,
+        Resolver(
+            resolve_translator,
+            model_field_type=str,
+            description="Import path of a DeriveTranslator subclass (made with no arguments) that decides keys, "
+            "deps, groups, tags, conditions and checks.",
+            examples=[TRANSLATOR_EXAMPLE],
+        ),
+    ] = None
     translation: (
         Annotated[TranslationFn, TranslationFnResolver[DeriveNode](lambda node: {"node": node})] | None
     ) = None
+    """Asset attributes for every asset, templated on `node` (`node.kind`, `node.ref`, `node.dataset`) and
+    `spec`; `tags` and `metadata` are merged, the rest replaces the translator's (`components/translation.py`)."""
+
+    @classmethod
+    def get_spec(cls) -> ComponentTypeSpec:
+        return ComponentTypeSpec(
+            tags=["derive", "sql", "replication"],
+            produces=["asset", "asset_check", "job", "sensor", "resource"],
+        )
 
     def settings(self) -> DeriveSettings:
         """`DeriveSettings.from_env()`, with the `specs_dir` attribute when it is set."""
