@@ -335,3 +335,51 @@ def test_definitions_keep_the_cache_where_the_settings_say(
         assert not cache_dir.exists()
     else:
         assert len(entries(cache_dir)) == 10
+
+
+def test_a_table_runs_the_same_from_cached_analyses(tmp_path: Path) -> None:
+    """A run from warm definitions builds the sqlglot trees it needs on first use: the SQL it renders and the
+    column lineage it records are the cold run's."""
+    from dagster import DagsterInstance
+    from support import run_assets
+
+    from derive_assets import metadata_keys as K
+    from derive_assets.factory.build import build_definitions
+
+    root = tmp_path / "table_specs"
+    one = {
+        "name": "one",
+        "dataset": "bench",
+        "owner": "team:bench",
+        "strategy": "replace",
+        "columns": [{"name": "n", "type": "INT64"}, {"name": "label", "type": "STRING"}],
+        "sql": "SELECT 1 AS n, 'x' AS label",
+    }
+    two = {
+        **one,
+        "name": "two",
+        "sql": "SELECT n + 1 AS n, UPPER(label) AS label FROM bench.one -- reads one",
+    }
+    for spec in (one, two):
+        (root / "bench").mkdir(parents=True, exist_ok=True)
+        (root / "bench" / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    runs = []
+    settings = DeriveSettings(specs_dir=root, home=tmp_path / "home")
+    for _ in ("cold", "warm"):  # the same home twice: the second build loads every spec from the cache
+        defs = build_definitions(settings)
+        assert len(load_project(root, cache_dir=settings.cache_dir).cache_stats.analysed) == 0
+        with DagsterInstance.ephemeral() as instance:
+            runs.append(run_assets(defs, instance, ["bench/one", "bench/two"]))
+    cold, warm = runs
+    for key in ("bench/one", "bench/two"):
+        for name in (K.RENDERED_SQL, K.COLUMN_LINEAGE, "dagster/row_count"):
+            assert warm[key][name] == cold[key][name], (key, name)
+    lineage = warm["bench/two"][K.COLUMN_LINEAGE]
+    assert {
+        c: [(d.asset_key.to_user_string(), d.column_name) for d in deps]
+        for c, deps in lineage.deps_by_column.items()
+    } == {
+        "n": [("bench/one", "n")],
+        "label": [("bench/one", "label")],
+    }
