@@ -74,14 +74,9 @@ def column_checks(columns: list[Column]) -> list[ColumnCheck]:
     return checks
 
 
-def checks_named(checks: list[ColumnCheck], specs: Sequence[AssetCheckSpec]) -> list[ColumnCheck]:
-    """The checks an asset declares (`specs`, from the translator, which may drop some), in `checks`' order."""
-    names = {s.name for s in specs}
-    return [c for c in checks if c.name in names]
-
-
 def selected(context: AssetExecutionContext, checks: list[ColumnCheck]) -> list[ColumnCheck]:
-    """The checks this step runs: those of `checks` selected with the asset (a run may leave some out)."""
+    """The checks this step runs: those of `checks` the asset declares (its translator may leave some out) and
+    the run selected with it."""
     names = {k.name for k in context.selected_asset_check_keys if k.asset_key == context.asset_key}
     return [c for c in checks if c.name in names]
 

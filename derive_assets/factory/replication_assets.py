@@ -15,7 +15,6 @@ from dagster import (
 )
 
 from derive_assets.factory.checks import (
-    checks_named,
     column_checks,
     run_checks,
     selected,
@@ -48,7 +47,7 @@ def build_replication_asset(
         soft_delete_column=table.soft_delete.column if table.soft_delete else None,
     )
     cursor_type = next(c.type for c in table.columns if c.name == table.cursor)
-    checks = checks_named(column_checks(table.columns), check_specs)
+    checks = column_checks(table.columns)
 
     @multi_asset(
         name=asset_spec.key.to_python_identifier(),

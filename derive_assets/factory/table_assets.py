@@ -22,7 +22,6 @@ from dagster import (
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.checks import (
-    checks_named,
     column_checks,
     failed_checks_message,
     run_checks,
@@ -55,7 +54,7 @@ def build_table_asset(
     `check_specs` (by name) in the same step."""
     spec, analysis = table.spec, table.analysis
     partitions_def = asset_spec.partitions_def
-    checks = checks_named(column_checks(spec.columns), check_specs)
+    checks = column_checks(spec.columns)
     target = table_target(spec, code_version=asset_spec.code_version)
     delete_missing = isinstance(spec.strategy, MergeStrategy) and spec.strategy.delete_missing
 
