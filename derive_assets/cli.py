@@ -158,7 +158,7 @@ def _plan(args: argparse.Namespace) -> int:
     from derive_assets.specs.project import load_project
 
     settings = DeriveSettings.from_env()
-    project = load_project(settings.specs_dir)
+    project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
     with _operator_errors(), _existing_instance(settings) as instance:
         print(render_full(full_plan(settings, project, build_warehouse(settings), args.selection, instance)))
     return 0
@@ -170,7 +170,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     from derive_assets.specs.project import load_project
 
     settings = DeriveSettings.from_env()
-    project = load_project(settings.specs_dir)
+    project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
     with _operator_errors():
         run = rebuild_run(rebuild_table(project, args.table))
         if not _confirmed(f"{run.describe()}?", args.yes):
@@ -189,7 +189,7 @@ def _prune(args: argparse.Namespace) -> int:
     from derive_assets.specs.project import load_project
 
     settings = DeriveSettings.from_env()
-    project = load_project(settings.specs_dir)
+    project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
     with _operator_errors():
         warehouse = build_warehouse(settings)
         found = orphans(project, warehouse)

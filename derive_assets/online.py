@@ -57,7 +57,9 @@ class OnlineReader:
     @classmethod
     def from_env(cls) -> OnlineReader:
         settings = DeriveSettings.from_env()
-        return cls(load_project(settings.specs_dir), build_online_store(settings))
+        return cls(
+            load_project(settings.specs_dir, cache_dir=settings.cache_dir), build_online_store(settings)
+        )
 
     def table(self, export: str) -> OnlineTable:
         if export not in self._tables:

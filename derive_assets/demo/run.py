@@ -79,7 +79,7 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> DemoSummary:
     """Generate (or update) the sample sources, then materialize the whole graph. Returns a summary."""
-    project = load_project(settings.specs_dir)
+    project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
     defs = build_definitions(settings, project)
     urls = embedded_urls(settings.embedded_sources_dir)
     missing = incomplete_sources(settings.embedded_sources_dir)

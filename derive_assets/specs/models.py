@@ -322,7 +322,8 @@ class TableSpec(StrictModel):
     """How a run changes the table: `merge` (needs `unique_key`), `append` (needs `window` and `partition`) or
     `replace` (no `window`)."""
     schedule: str | None = None
-    """Cron expression (UTC). A windowed table's schedule materializes the last complete window at each tick."""
+    """Cron expression (UTC): the asset's automation condition (`on_cron`). At each tick the table is requested as soon
+    as everything it reads has been updated since the tick; a windowed table, its last complete window."""
     window: Window | None = None
     """The time range one run processes; the SQL reads it as `@window_start` and `@window_end` (TIMESTAMP)."""
     partition: Partition | None = None
@@ -553,7 +554,7 @@ class SourceSpec(StrictModel):
     description: str = ""
     """What the source holds; shown in the Dagster UI."""
     schedule: str | None = None
-    """Cron expression (UTC) for incremental replication runs."""
+    """Cron expression (UTC) for incremental replication runs: each table's automation condition (`on_cron`)."""
     tables: list[SourceTable] = Field(min_length=1)
     """The tables to replicate."""
 
@@ -640,7 +641,8 @@ class ExportSpec(StrictModel):
     value is beyond the last export's watermark (kept in Dagster's event log). Without a cursor (and without a
     window) every run exports the whole table."""
     schedule: str | None = None
-    """Cron expression (UTC). Without one, run the export with (or after) its table's job."""
+    """Cron expression (UTC): the export is requested at each tick once its table has been updated since the tick
+    (usually the table's own cron). Without one, the export runs only when asked (UI, `dagster asset materialize`)."""
 
     @field_validator("schedule")
     @classmethod
