@@ -11,6 +11,7 @@ Example:
     from dagster import AssetKey
     from derive_assets import DeriveNode, DeriveTranslator
     from derive_assets.factory.build import build_definitions
+    from derive_assets.settings import DeriveSettings
 
 
     class TeamTranslator(DeriveTranslator):
@@ -183,7 +184,7 @@ class DeriveTranslator:
         elif isinstance(item, Export):
             online = online_table(item)
             return {
-                "dagster/column_schema": column_schema(list(item.columns)),
+                K.COLUMN_SCHEMA: column_schema(list(item.columns)),
                 K.SPEC_FILE: str(item.path),
                 K.ONLINE_TABLE: online.ref,
                 K.PRIMARY_KEY: list(online.primary_key),
@@ -221,11 +222,10 @@ class DeriveTranslator:
         a table's or an export's own; None without one."""
         item = node.item
         if isinstance(item, ReplicatedTable):
-            return cron_condition(item.source.schedule, partitioned=False)
+            return cron_condition(item.source.schedule)
         if isinstance(item, Export):
-            return cron_condition(item.spec.schedule, partitioned=item.window is not None)
-        spec = _table_spec(node)
-        return cron_condition(spec.schedule, partitioned=spec.window is not None)
+            return cron_condition(item.spec.schedule)
+        return cron_condition(_table_spec(node).schedule)
 
     def get_check_specs(self, node: DeriveNode, key: AssetKey) -> list[AssetCheckSpec]:
         """Blocking checks on `key` (the node's asset key): one per column constraint, or an export's

@@ -31,16 +31,13 @@ AUTOMATION_SENSOR_NAME = "default_automation_condition_sensor"
 its own sensor so gets no second, stopped one."""
 
 
-def cron_condition(cron: str | None, *, partitioned: bool) -> AutomationCondition | None:
+def cron_condition(cron: str | None) -> AutomationCondition | None:
     """The condition for an asset whose spec says `schedule: <cron>` (UTC); None without a cron.
 
-    `partitioned` says which kind of asset it is for: both get `on_cron`, whose latest-time-window part is the last
-    complete window of a windowed asset and always true for an unwindowed one (see the module docstring).
+    Windowed and unwindowed assets get the same `on_cron`: its latest-time-window part is the last complete
+    window of a windowed asset and always true for an unwindowed one (see the module docstring).
     """
-    if cron is None:
-        return None
-    del partitioned  # the same condition for both; the keyword documents the caller's intent
-    return _on_cron(cron)
+    return None if cron is None else _on_cron(cron)
 
 
 @cache
