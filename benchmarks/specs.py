@@ -18,20 +18,6 @@ ORDER_COLUMNS = [
     {"name": "created_at", "type": "TIMESTAMP"},
     {"name": "updated_at", "type": "TIMESTAMP"},
 ]
-DERIVED_COLUMNS = [
-    {"name": "day", "type": "DATE", "constraints": {"not_null": True}},
-    {"name": "status", "type": "STRING"},
-    {"name": "orders", "type": "INT64"},
-    {"name": "buyers", "type": "INT64"},
-    {"name": "revenue", "type": "NUMERIC"},
-]
-DERIVED_SQL = """\
-SELECT DATE(o.created_at) AS day, o.status, COUNT(*) AS orders, COUNT(DISTINCT o.user_id) AS buyers,
-       SUM(o.amount) AS revenue
-FROM {source}.orders AS o
-WHERE o.created_at >= @window_start AND o.created_at < @window_end
-GROUP BY day, status
-"""
 
 
 def _write(path: Path, spec: dict[str, Any]) -> None:
@@ -72,30 +58,6 @@ def export_specs(dest: Path, source: str, env_var: str, keyspace: str) -> Path:
         "consistency": "LOCAL_ONE",
     }
     _write(dest / "exports" / "orders_online.yaml", export)
-    return dest
-
-
-def derived_spec(name: str, source: str) -> dict[str, Any]:
-    """A daily merge table like `analytics.daily_payments_by_region`: window, partition, cluster, checks."""
-    return {
-        "name": name,
-        "dataset": "bench",
-        "owner": OWNER,
-        "strategy": {"type": "merge", "unique_key": ["day", "status"]},
-        "schedule": "30 0 * * *",
-        "window": {"size": "1d", "start": "2026-01-01"},
-        "partition": {"key": "day", "granularity": "day"},
-        "cluster": ["status"],
-        "columns": DERIVED_COLUMNS,
-        "sql": DERIVED_SQL.format(source=source),
-    }
-
-
-def many_derived_specs(dest: Path, copies: int) -> Path:
-    """`copies` derived specs over one (sqlite) source table, as a large spec project would have."""
-    replication_specs(dest, "shop", "sqlite", "DERIVE_BENCH_SHOP_URL")
-    for i in range(copies):
-        _write(dest / "bench" / f"orders_daily_{i:04d}.yaml", derived_spec(f"orders_daily_{i:04d}", "shop"))
     return dest
 
 

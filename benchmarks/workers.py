@@ -301,30 +301,6 @@ def scale_setup(a: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": 0}
 
 
-# ----------------------------------------------------------------------------------------------- definitions
-
-
-@task
-def definitions(a: dict[str, Any]) -> dict[str, Any]:
-    """`build_definitions` on a spec directory, then resolving the repository as `dagster` tools do."""
-    started = time.perf_counter()
-    from derive_assets.factory.build import build_definitions
-
-    imported = time.perf_counter() - started
-    with profiled(a.get("profile")):
-        started = time.perf_counter()
-        defs = build_definitions(_settings(a))
-        built = time.perf_counter() - started
-        repo = defs.get_repository_def()
-        resolved = time.perf_counter() - started - built
-    return {
-        "seconds": built,
-        "import_seconds": imported,
-        "resolve_seconds": resolved,
-        "assets": len(repo.asset_graph.get_all_asset_keys()),
-    }
-
-
 if __name__ == "__main__":
     # Run as `-m`, this file is `__main__`; the registry that every task module fills is `benchmarks.workers`.
     import pandas  # noqa: F401  (see the module docstring: DuckDB would import it inside the timed section)
