@@ -151,3 +151,29 @@ def shop_source(columns: Sequence[tuple[str, str]] = SHOP_COLUMNS) -> dict[str, 
             }
         ],
     }
+
+
+def events_source(**fields: Any) -> dict[str, Any]:
+    """A fresh spec of the SQLite source `shop` with one table, `events` (key `id`, cursor `updated_at`), whose
+    URL variable is never set (the tests that use it build definitions or simulate runs); `fields` override or add
+    top-level fields, e.g. `schedule`."""
+    return {
+        "kind": "source",
+        "name": "shop",
+        "type": "sqlite",
+        "connection_env": "DERIVE_TEST_SHOP_URL_UNSET",
+        "owner": "team:shop",
+        "tables": [
+            {
+                "name": "events",
+                "primary_key": ["id"],
+                "cursor": "updated_at",
+                "columns": [
+                    {"name": "id", "type": "INT64"},
+                    {"name": "kind", "type": "STRING"},
+                    {"name": "updated_at", "type": "TIMESTAMP"},
+                ],
+            }
+        ],
+        **fields,
+    }

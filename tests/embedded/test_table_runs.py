@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import yaml
 from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
+from support import events_source
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.build import build_definitions
@@ -25,25 +26,7 @@ from derive_assets.settings import DeriveSettings
 KEY = AssetKey(["bench", "daily_events"])
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
-SOURCE = {
-    "kind": "source",
-    "name": "shop",
-    "type": "sqlite",
-    "connection_env": "DERIVE_TEST_SHOP_URL_UNSET",
-    "owner": "team:shop",
-    "tables": [
-        {
-            "name": "events",
-            "primary_key": ["id"],
-            "cursor": "updated_at",
-            "columns": [
-                {"name": "id", "type": "INT64"},
-                {"name": "kind", "type": "STRING"},
-                {"name": "updated_at", "type": "TIMESTAMP"},
-            ],
-        }
-    ],
-}
+SOURCE = events_source()
 TABLE: dict[str, Any] = {
     "name": "daily_events",
     "dataset": "bench",

@@ -34,6 +34,7 @@ from dagster import (
     evaluate_automation_conditions,
 )
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+from support import events_source
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.python_tables import python_tables
@@ -138,26 +139,7 @@ def test_every_asset_is_on_its_specs_cron_in_utc_and_nothing_is_a_schedule(shipp
 # ------------------------------------------------------------------------------- a small project of one table
 
 
-SOURCE: dict[str, Any] = {
-    "kind": "source",
-    "name": "shop",
-    "type": "sqlite",
-    "connection_env": "DERIVE_TEST_SHOP_URL_UNSET",
-    "owner": "team:shop",
-    "schedule": "30 0 * * *",
-    "tables": [
-        {
-            "name": "events",
-            "primary_key": ["id"],
-            "cursor": "updated_at",
-            "columns": [
-                {"name": "id", "type": "INT64"},
-                {"name": "kind", "type": "STRING"},
-                {"name": "updated_at", "type": "TIMESTAMP"},
-            ],
-        }
-    ],
-}
+SOURCE: dict[str, Any] = events_source(schedule="30 0 * * *")
 
 
 def daily_table(name: str, start: str, schedule: str | None) -> dict[str, Any]:
