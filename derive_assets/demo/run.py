@@ -103,19 +103,15 @@ def run_demo(
     for source in project.sources():
         keys = [replication_key(rt) for rt in project.replicated if rt.source.name == source.name]
         steps.append((f"replicate {source.name}", keys, {}))
-    for table in project.tables:
-        partitions_def = partitions_for(table.spec.window)
+    # Then every table, Python table and export, in that order, each over its recent windows if it has any.
+    windowed = [
+        *((table_key(table.spec.ref), table.spec.window) for table in project.tables),
+        *((python_table.key, python_table.spec.window) for python_table in python_tables(project)),
+        *((export_key(export), export.window) for export in project.exports),
+    ]
+    for key, window in windowed:
+        partitions_def = partitions_for(window)
         tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
-        key = table_key(table.spec.ref)
-        steps.append((key.to_user_string(), [key], tags))
-    for python_table in python_tables(project):
-        partitions_def = partitions_for(python_table.spec.window)
-        tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
-        steps.append((python_table.key.to_user_string(), [python_table.key], tags))
-    for export in project.exports:
-        partitions_def = partitions_for(export.window)
-        tags = (_recent_windows(partitions_def, days) or None) if partitions_def else {}
-        key = export_key(export)
         steps.append((key.to_user_string(), [key], tags))
 
     graph = defs.resolve_asset_graph()
