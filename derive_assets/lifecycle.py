@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 from dagster_shared.error import SerializableErrorInfo  # a step's error (not exported by dagster)
 
-from derive_assets.factory.runs import RANGE_END, RANGE_START
 from derive_assets.factory.windows import partitions_for
 from derive_assets.metadata_keys import FULL_REFRESH_TAG
 from derive_assets.plan import Backfill, partition_keys
@@ -123,6 +122,7 @@ class RebuildRun:
 
     table: Table
     tags: dict[str, str]
+    """The run's tags (the full-refresh tag); the range of `windows` is passed to the run as its partition range."""
     windows: Backfill | None
     """The partition range (None: an unpartitioned table, one run over the whole query)."""
 
@@ -146,9 +146,7 @@ def rebuild_run(table: Table, now: dt.datetime | None = None) -> RebuildRun:
             f"{table.spec.ref} ({table.path}): no window of it is complete yet, so there is nothing to rebuild; "
             "rebuild it once its first window (window.start) has passed."
         )
-    return RebuildRun(
-        table, {**tags, RANGE_START: keys[0], RANGE_END: keys[-1]}, Backfill(keys[0], keys[-1], len(keys))
-    )
+    return RebuildRun(table, tags, Backfill(keys[0], keys[-1], len(keys)))
 
 
 @dataclass(frozen=True)
@@ -174,9 +172,11 @@ def execute_rebuild(
     ref = run.table.spec.ref
     defs = build_definitions(settings, project)
     started = time.perf_counter()
-    # run.tags carry the partition range (a single-run backfill) and the full-refresh tag
     key = AssetKey(ref.split("."))  # a table's asset key: <dataset>/<name>
-    result = materialize_keys(defs, [key], instance=instance, tags=run.tags, run_config=QUIET)
+    windows = (run.windows.first, run.windows.last) if run.windows else None  # one run over all of them
+    result = materialize_keys(
+        defs, [key], instance=instance, partition_range=windows, tags=run.tags, run_config=QUIET
+    )
     seconds = time.perf_counter() - started
     if not result.success:
         raise LifecycleError(_failure(ref, result))
