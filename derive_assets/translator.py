@@ -19,7 +19,7 @@ Example:
             return super().get_asset_key(node).with_prefix("warehouse")
 
         def get_group_name(self, node: DeriveNode) -> str:
-            return "sources" if node.kind == "source_table" else super().get_group_name(node)
+            return node.dataset  # one group per dataset instead of one per layer
 
 
     defs = build_definitions(DeriveSettings.from_env(), translator=TeamTranslator())
@@ -118,8 +118,23 @@ class DeriveTranslator:
         return [self.get_asset_key(up) for up in node.upstream]
 
     def get_group_name(self, node: DeriveNode) -> str:
-        """The dataset (`online` for exports)."""
-        return node.dataset
+        """The layer: `sources` (replicated tables), `core`, `derived` (SQL and Python tables by their spec's
+        `layer`) or `exports`.
+
+        Groups are what Dagster's asset graph folds and lays out: four layer groups read left to right in the
+        order data flows (replicated, cleaned, derived, served), whatever the number of tables. Groups per dataset
+        would be one box per dataset (dozens at 2,000 tables) whose order says nothing about the flow, and a
+        dataset's tables of different layers would share a box. The dataset is not lost: it is the first part of
+        every asset key (`analytics/daily_payments_by_region`), so the UI's key-prefix folders and selections
+        such as `key:"analytics/*"` (or `group:derived and key:"analytics/*"`) still pick one dataset. Dataset
+        jobs select by `node.dataset`, never by group.
+        """
+        item = node.item
+        if isinstance(item, ReplicatedTable):
+            return "sources"
+        if isinstance(item, Export):
+            return "exports"
+        return _table_spec(node).layer
 
     def get_owners(self, node: DeriveNode) -> list[str]:
         item = node.item

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every throwaway service the integration tests and local development use: PostgreSQL and MariaDB servers and
 # a BigQuery emulator (here), FerretDB (deployments/ferretdb/ferretdb.sh) and Cassandra
-# (deployments/cassandra/cassandra.sh), which this script runs with the same subcommand.
+# (deployments/cassandra/cassandra.sh), which this script runs with the same subcommand. `install` also installs
+# Debian's `chromium` (not a server: the headless browser of tests/integration/test_webserver_ui.py).
 #
 #   bash deployments/local/services.sh install start   # install what is missing, then start all five
 #   eval "$(bash deployments/local/services.sh env)"   # export DERIVE_TEST_POSTGRES_URL, _MYSQL_URL,
@@ -73,11 +74,25 @@ have_binaries() {
 as_pg() { if is_root; then runuser -u postgres -- "$@"; else "$@"; fi; }
 as_my() { if is_root; then runuser -u mysql -- "$@"; else "$@"; fi; }
 
+# Debian's chromium package, as the UI test runs it (tests/integration/test_webserver_ui.py).
+CHROMIUM_BIN=/usr/bin/chromium
+
 # ----------------------------------------------------------------------------------------------- install
+
+chromium_install() {
+    if [ -x "$CHROMIUM_BIN" ]; then
+        log "Chromium already installed ($CHROMIUM_BIN)"
+        return
+    fi
+    apt_install chromium
+    [ -x "$CHROMIUM_BIN" ] || die "apt-get installed chromium but $CHROMIUM_BIN is still missing"
+    log "installed Chromium ($("$CHROMIUM_BIN" --version 2>/dev/null || echo "$CHROMIUM_BIN"))"
+}
 
 cmd_install() {
     bash "$REPO_ROOT/deployments/ferretdb/ferretdb.sh" install
     bash "$REPO_ROOT/deployments/cassandra/cassandra.sh" install
+    chromium_install
     if have_binaries; then
         log "PostgreSQL ($(pg_bindir)) and MariaDB ($(mariadbd_bin)) already installed"
         return
@@ -362,6 +377,7 @@ usage() {
     cat <<EOF
 usage: $0 COMMAND [COMMAND...]   (run in order, e.g. "install start")
   install   apt-get install postgresql + mariadb-server if their binaries are missing (emulator: in .venv),
+            chromium (the UI test's headless browser) if $CHROMIUM_BIN is missing,
             build FerretDB and fetch Cassandra (their scripts' install)
   start     init (first time) and start PostgreSQL on 127.0.0.1:$PG_PORT, MariaDB on :$MYSQL_PORT, the BigQuery
             emulator on :$BQ_REST_PORT, FerretDB and Cassandra; waits until each is ready

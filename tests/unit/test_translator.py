@@ -72,13 +72,14 @@ def graph_of(defs: Definitions) -> dict[str, tuple[list[str], list[str]]]:
 
 
 class Prefixed(DeriveTranslator):
-    """A team's translator: every key under `warehouse/`, sources in one group, everything else eager."""
+    """A team's translator: every key under `warehouse/`, one group per dataset (sources in `raw`), everything
+    else eager."""
 
     def get_asset_key(self, node: DeriveNode) -> AssetKey:
         return super().get_asset_key(node).with_prefix("warehouse")
 
     def get_group_name(self, node: DeriveNode) -> str:
-        return "sources" if node.kind == "source_table" else f"team_{super().get_group_name(node)}"
+        return "raw" if super().get_group_name(node) == "sources" else f"team_{node.dataset}"
 
     def get_automation_condition(self, node: DeriveNode) -> AutomationCondition | None:
         if node.kind == "source_table":
@@ -100,6 +101,26 @@ def test_a_replication_assets_checks_run_in_its_own_step(tmp_path):
     assert [n.name for n in job.nodes] == ["accounts__auth"]
 
 
+def test_the_default_groups_are_the_four_layers(tmp_path):
+    """Sources, core, derived (SQL and Python tables by their `layer`) and exports; the dataset stays the key's
+    first part."""
+    graph = shipped(tmp_path).resolve_asset_graph()
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {
+        "accounts/auth": "sources",
+        "orders/orders": "sources",
+        "payments/payments": "sources",
+        "profiles/profile": "sources",
+        "core/user_detail": "core",
+        "analytics/daily_payments_by_region": "derived",
+        "analytics/order_facts": "derived",
+        "analytics/top_spenders": "derived",
+        "features/region_scores": "derived",
+        "online/region_payments_online": "exports",
+        "online/user_profile_online": "exports",
+    }
+
+
 def test_a_subclass_changes_keys_groups_and_conditions_and_deps_stay_connected(tmp_path):
     defs = shipped(tmp_path, Prefixed())
     Definitions.validate_loadable(defs)
@@ -113,7 +134,7 @@ def test_a_subclass_changes_keys_groups_and_conditions_and_deps_stay_connected(t
     assert daily.group_name == "team_analytics"
     assert daily.automation_condition == AutomationCondition.eager()
     auth = graph.get(AssetKey(["warehouse", "accounts", "auth"]))
-    assert auth.group_name == "sources"
+    assert auth.group_name == "raw"
     assert auth.automation_condition == AutomationCondition.on_cron("*/15 * * * *", "UTC")
     # The Python table's input is the upstream asset under its new key.
     scores = defs.resolve_assets_def(AssetKey(["warehouse", "features", "region_scores"]))
