@@ -25,10 +25,12 @@ from derive_assets.factory.export_assets import build_export_asset
 from derive_assets.factory.jobs import JobMember, dataset_jobs, source_job
 from derive_assets.factory.python_assets import PythonTable, build_python_asset
 from derive_assets.factory.replication_assets import build_replication_asset
+from derive_assets.factory.sensors import source_sensors
 from derive_assets.factory.table_assets import build_table_asset
 from derive_assets.python_tables import PYTHON_TABLES, python_tables
 from derive_assets.replication.connections import SourceConnections
 from derive_assets.settings import DeriveSettings
+from derive_assets.specs.models import TableSpec
 from derive_assets.specs.project import Export, LeftOut, SpecProject, load_project
 from derive_assets.translator import DeriveNode, DeriveTranslator
 from resources.io_manager import WarehouseIOManager
@@ -116,7 +118,7 @@ def build_definitions(
         node = DeriveNode(
             "export", f"online.{export.spec.name}", export.path, export, graph.upstream([export.spec.table])
         )
-        graph.add(node, build_export_asset)
+        graph.add(node, _export_asset(node.upstream[0].item))
 
     broken = broken_specs(project, _python_tables_left_out(project))
     warn(broken)
@@ -125,12 +127,17 @@ def build_definitions(
         executor=build_executor(settings),
         assets=[*graph.assets, *(error_asset(b) for b in broken)],
         jobs=[*jobs, *dataset_jobs(graph.members)],
-        sensors=[automation_sensor()],
+        sensors=[automation_sensor(), *source_sensors(project, _replicated_keys(project, graph))],
         resources=resources,
     )
 
 
 AssetBuilder = Callable[[Any, AssetSpec, Sequence[AssetCheckSpec]], AssetsDefinition]
+
+
+def _replicated_keys(project: SpecProject, graph: _Graph) -> dict[str, AssetKey]:
+    """Each replicated table's ref -> its asset key (the translator's), for the source sensors."""
+    return {rt.ref: graph.translator.get_asset_key(graph.nodes[rt.ref]) for rt in project.replicated}
 
 
 class _Graph:
@@ -172,6 +179,17 @@ def _python_asset(ins: dict[str, AssetKey]) -> AssetBuilder:
     def build(table: PythonTable, spec: AssetSpec, check_specs: Sequence[AssetCheckSpec]) -> AssetsDefinition:
         del check_specs
         return build_python_asset(table, spec, ins)
+
+    return build
+
+
+def _export_asset(table: Any) -> AssetBuilder:
+    """An export's builder: its windows are split into runs as its table's (`table`: the upstream node's item)."""
+    spec = getattr(table, "spec", None)
+    table_spec = spec if isinstance(spec, TableSpec) else None  # a replicated source table has no windows
+
+    def build(export: Export, spec: AssetSpec, check_specs: Sequence[AssetCheckSpec]) -> AssetsDefinition:
+        return build_export_asset(export, spec, check_specs, table_spec)
 
     return build
 

@@ -17,6 +17,7 @@ reads again from the old floor. Re-read rows are merged by primary key, so waiti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from derive_assets.replication.urls import SourceConnectionError, scrub
@@ -40,16 +41,24 @@ def take(url: str, source: SourceSpec, table: SourceTable) -> str | None:
     return str(_one_value(url, sql, source, table))
 
 
-def cleared(url: str, source: SourceSpec, table: SourceTable, token: str | None) -> bool:
-    """Whether every transaction open when `token` was taken has ended (True without a token)."""
+def cleared(
+    url: str,
+    source: SourceSpec,
+    table: SourceTable,
+    token: str | None,
+    query: Callable[[str], Any] | None = None,
+) -> bool:
+    """Whether every transaction open when `token` was taken has ended (True without a token). `query` runs a
+    one-value query (default: connectorx; the source sensors pass one with a statement timeout)."""
     if token is None or not applies(source, table):
         return True
     if not token.isdigit():
         return False  # not a token this version wrote: wait, never skip
+    run = query or (lambda sql: _one_value(url, sql, source, table))
     if source.type == "postgres":
-        return int(_one_value(url, _PG_XMIN, source, table)) >= int(token)
+        return int(run(_PG_XMIN)) >= int(token)
     sql = f"SELECT CAST(COUNT(*) AS CHAR) AS open {_MY_WRITERS} AND CAST(trx_id AS UNSIGNED) <= {int(token)}"
-    return int(_one_value(url, sql, source, table)) == 0
+    return int(run(sql)) == 0
 
 
 def _one_value(url: str, sql: str, source: SourceSpec, table: SourceTable) -> Any:

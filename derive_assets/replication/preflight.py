@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from derive_assets.replication.urls import SourceConnectionError, redact, scrub
@@ -155,7 +155,7 @@ def _postgres_login(url: str, seconds: float) -> None:
     try:
         # libpq counts connect_timeout in whole seconds, at least 2. `cxprotocol` is connectorx's own option.
         psycopg.connect(
-            _without_params(url, {"cxprotocol"}), connect_timeout=max(2, math.ceil(seconds)), autocommit=True
+            postgres_dsn(url), connect_timeout=max(2, math.ceil(seconds)), autocommit=True
         ).close()
     except psycopg.Error as exc:  # OperationalError for the server; ProgrammingError for a malformed URL
         reason = scrub(str(exc).removeprefix("connection failed: ").strip(), url)
@@ -170,18 +170,8 @@ def _postgres_login(url: str, seconds: float) -> None:
 def _mysql_login(url: str, seconds: float) -> None:
     import pymysql
 
-    parts = urlsplit(url)
     try:
-        pymysql.connect(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 3306,
-            user=unquote(parts.username or ""),
-            password=unquote(parts.password or ""),
-            database=unquote(parts.path.lstrip("/")) or None,
-            connect_timeout=seconds,  # the TCP connect
-            read_timeout=seconds,  # the server's greeting and the login exchange
-            write_timeout=seconds,
-        ).close()
+        pymysql.connect(**mysql_connect_args(url, seconds)).close()
     except pymysql.err.MySQLError as exc:
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
         reason = scrub(str(exc.args[1] if len(exc.args) > 1 else exc), url)
@@ -190,6 +180,27 @@ def _mysql_login(url: str, seconds: float) -> None:
         if code in MYSQL_TRANSIENT_ERRORS:
             raise _Attempt("transient", reason) from None
         raise _Attempt("refused", reason) from None
+
+
+def mysql_connect_args(url: str, seconds: float, read_timeout: float | None = None) -> dict[str, Any]:
+    """`pymysql.connect` keyword arguments for a `mysql://` URL, every wait bounded by `seconds`
+    (`read_timeout`, if given, bounds each server answer instead)."""
+    parts = urlsplit(url)
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 3306,
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "database": unquote(parts.path.lstrip("/")) or None,
+        "connect_timeout": seconds,  # the TCP connect
+        "read_timeout": seconds if read_timeout is None else read_timeout,  # the greeting, login, answers
+        "write_timeout": seconds,
+    }
+
+
+def postgres_dsn(url: str) -> str:
+    """A `postgresql://` URL as libpq (psycopg) takes it: without connectorx's own `cxprotocol` option."""
+    return _without_params(url, {"cxprotocol"})
 
 
 def _mongo_login(url: str, seconds: float) -> None:

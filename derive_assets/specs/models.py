@@ -21,6 +21,7 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -119,6 +120,43 @@ Owner = Annotated[str, AfterValidator(_check_owner)]
 """An asset owner as Dagster accepts it: an e-mail address or `team:<name>`."""
 
 
+CheckSeverity = Literal["warn", "error"]
+"""`error`: a blocking asset check (a failure fails the run's step and tables downstream, exports included, wait);
+`warn`: a check reported with Dagster's WARN severity that never blocks."""
+
+TableRef = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")]
+"""`dataset.name` of a table (a core/derived table or a replicated source table)."""
+
+
+def _check_bound(value: Any) -> Any:
+    """A `min`/`max` bound: a number, or a date (`2026-01-01`) or timestamp (`2026-01-01T06:00:00Z`) for a temporal
+    column. YAML gives dates and timestamps as such; JSON (and quoted YAML) as ISO text, read here."""
+    if isinstance(value, bool):
+        raise ValueError("a bound is a number, or a date or timestamp for a temporal column, not true/false")
+    if isinstance(value, str):
+        for parse in (dt.date.fromisoformat, dt.datetime.fromisoformat):
+            try:
+                return parse(value)
+            except ValueError:
+                continue
+        raise ValueError(
+            "not a number, date (YYYY-MM-DD) or timestamp (YYYY-MM-DDTHH:MM:SS, optionally with a UTC offset)"
+        )
+    return value
+
+
+Bound = Annotated[int | float | dt.datetime | dt.date, BeforeValidator(_check_bound)]
+"""A `min`/`max` bound: a number (INT64, FLOAT64, NUMERIC columns), a date (DATE, DATETIME, TIMESTAMP columns) or a
+timestamp (DATETIME, TIMESTAMP columns)."""
+
+
+class Relationship(StrictModel):
+    table: TableRef
+    """The referenced table, `dataset.name`: a table spec or a replicated source table of this project."""
+    column: Identifier
+    """Its key column: every non-NULL value of this column must be one of its values."""
+
+
 class Constraints(StrictModel):
     not_null: bool = False
     """The column never holds NULL. Enforced by the table's DDL (`NOT NULL`) and by an asset check."""
@@ -126,6 +164,17 @@ class Constraints(StrictModel):
     """No two rows share a value. Checked after every run by an asset check."""
     accepted_values: list[str | int | bool] | None = None
     """The only values the column may hold (NULL aside). Checked after every run by an asset check."""
+    min: Bound | None = None
+    """The smallest value allowed (inclusive; NULL aside): a number, or a date/timestamp for DATE, DATETIME and
+    TIMESTAMP columns. Checked after every run by the asset check `<column>_min` over the run's window."""
+    max: Bound | None = None
+    """The largest value allowed (inclusive; NULL aside), like `min`. Checked by the asset check `<column>_max`."""
+    relationships: Relationship | None = None
+    """Every non-NULL value must exist in another table's key column, e.g. `{table: accounts.auth, column:
+    user_id}`. Checked by the asset check `<column>_relationships`, an anti-join counted in the warehouse."""
+    severity: CheckSeverity = "error"
+    """Severity of this column's checks: `error` (default) blocks tables downstream when a check fails, `warn` only
+    reports it."""
 
 
 class Column(StrictModel):
@@ -147,6 +196,54 @@ class Column(StrictModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _bounds_fit_the_type(self) -> Column:
+        """`constraints.min`/`max` must be comparable with the column's type, and min <= max."""
+        problems = [p for name in ("min", "max") if (p := _bound_problem(self, name))]
+        low, high = self.constraints.min, self.constraints.max
+        if not problems and low is not None and high is not None and _bound_key(low) > _bound_key(high):
+            problems.append(f"constraints.max: {high} is below min {low}; the range is min <= value <= max")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+NUMERIC_TYPES = ("INT64", "FLOAT64", "NUMERIC")
+
+
+def _bound_problem(column: Column, name: str) -> str | None:
+    """Why `constraints.<name>` does not fit `column`'s type, or None."""
+    value = getattr(column.constraints, name)
+    if value is None:
+        return None
+    where = f"constraints.{name}: {value!s}"
+    if column.type in NUMERIC_TYPES:
+        ok = isinstance(value, int | float)
+        allowed = "a number"
+    elif column.type == "DATE":
+        ok = isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+        allowed = "a date (YYYY-MM-DD)"
+    elif column.type in ("DATETIME", "TIMESTAMP"):
+        ok = isinstance(value, dt.date)
+        allowed = "a date (YYYY-MM-DD) or a timestamp (YYYY-MM-DDTHH:MM:SS, UTC unless it has an offset)"
+    else:
+        return (
+            f"{where}: column '{column.name}' has type {column.type}, which has no range; min/max apply to "
+            f"{', '.join(NUMERIC_TYPES)}, DATE, DATETIME and TIMESTAMP columns (use accepted_values instead)"
+        )
+    if ok:
+        return None
+    return f"{where} does not fit column '{column.name}' of type {column.type}; give {allowed}"
+
+
+def _bound_key(value: int | float | dt.date) -> Any:
+    """A bound in an order where dates and timestamps compare (a date is its UTC midnight)."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- strategies
@@ -259,6 +356,132 @@ class Partition(StrictModel):
     """BigQuery only: queries of this table must filter on the partition key (guards against full scans)."""
 
 
+# ---------------------------------------------------------------------------------------------- table checks
+
+_DURATION = re.compile(r"(\d+)([dhms])")
+_DURATION_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+
+def _check_duration(value: str) -> str:
+    if not re.fullmatch(r"(\d+[dhms])+", value) or duration_seconds(value) <= 0:
+        raise ValueError(
+            f"{show(value)} is not a duration; write a number and a unit (d, h, m, s), e.g. '2h', '30m' or '1d12h'"
+        )
+    if duration_seconds(value) > TEN_YEARS_SECONDS:
+        raise ValueError(f"{show(value)} is longer than ten years; give a grace in hours or days, e.g. '2h'")
+    return value
+
+
+def duration_seconds(value: str) -> int:
+    """`2h` -> 7200, `1d12h` -> 129600 (a `Duration` of a spec)."""
+    return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION.findall(value))
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+"""A duration: numbers with units d, h, m, s, e.g. `2h`, `30m`, `1d12h`."""
+
+
+class RowCountCheck(StrictModel):
+    min: int | None = Field(default=None, ge=0)
+    """At least this many rows: per window for a windowed table (`1`: no window may be empty), else in the table."""
+    max: int | None = Field(default=None, ge=0)
+    """At most this many rows, per window (windowed tables) or in the table."""
+    max_change_percent: float | None = Field(default=None, gt=0)
+    """A window may hold at most this many percent more or fewer rows than the window before it (counted in the
+    warehouse); a table without a window: than at its previous materialization (its `derive/row_count`)."""
+    severity: CheckSeverity = "error"
+    """`error` (default): a failure blocks tables downstream; `warn`: reported only."""
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> RowCountCheck:
+        if self.min is None and self.max is None and self.max_change_percent is None:
+            raise ValueError("row_count: give at least one of min, max or max_change_percent")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"max: {self.max} is below min {self.min}; the range is min <= rows <= max")
+        return self
+
+
+class FreshnessCheck(StrictModel):
+    grace: Duration
+    """How long after it is due the table may still be missing its update before the check fails, e.g. `2h`. A
+    windowed table is due when its latest window ends (or, with a `schedule`, at the cron's first tick after
+    that); a table without a window, one cron interval after its last update. Evaluated by Dagster's freshness
+    checks (`freshness_check`), run by the `derive_freshness_checks` sensor."""
+    severity: CheckSeverity = "warn"
+    """`warn` (default) or `error`: the severity of a stale table's failed check. A freshness check never blocks
+    (it runs on its own, not in a run of the table), so `error` only marks it red."""
+
+
+class SqlCheck(StrictModel):
+    name: Identifier
+    """The asset check's name (unique among the table's checks)."""
+    query: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
+    """BigQuery Standard SQL returning the rows that break the rule; the check passes when it returns none. It may
+    read `@window_start`/`@window_end` (a windowed table's run window) and refers to tables as `dataset.name`."""
+    description: str = ""
+    """What the rule means; shown in the Dagster UI and in the failure message."""
+    severity: CheckSeverity = "error"
+    """`error` (default): a failure blocks tables downstream; `warn`: reported only."""
+
+
+class TableChecks(StrictModel):
+    row_count: RowCountCheck | None = None
+    """Bounds on the number of rows (asset check `row_count`)."""
+    freshness: FreshnessCheck | None = None
+    """Fails when the table is older than its schedule (or window) allows plus `grace` (asset check
+    `freshness_check`). Needs a `schedule` or a `window` (a source table: the source's `schedule`)."""
+    sql: list[SqlCheck] = Field(default_factory=list)
+    """Custom checks: each query returns the violating rows (asset check `<name>`)."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> TableChecks:
+        names = [c.name for c in self.sql]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        reserved = sorted({n for n in names if n in ("row_count", "freshness_check")})
+        problems = []
+        if dupes:
+            problems.append(f"sql: check names {dupes} are used twice; give each check its own name")
+        if reserved:
+            problems.append(f"sql: check names {reserved} are the built-in checks' names; choose another")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def table_check_problems(
+    checks: TableChecks, columns: list[Column], window: Window | None, schedule: str | None
+) -> list[str]:
+    """`checks.freshness` needs a window or a schedule (and a deadline that fits a window); custom check names
+    must not be a column check's."""
+    problems = []
+    if checks.freshness is not None:
+        grace = duration_seconds(checks.freshness.grace)
+        if window is None and schedule is None:
+            problems.append(
+                "checks.freshness: the table has no `schedule` (nor, for a table spec, a `window`) saying when it "
+                "is due; add one, or remove checks.freshness"
+            )
+        elif window is not None:
+            from derive_assets.specs.deadlines import DeadlineError, window_deadline_cron
+
+            try:
+                window_deadline_cron(window.size, window.start, grace, schedule)
+            except DeadlineError as exc:
+                problems.append(f"checks.freshness.grace: {checks.freshness.grace}: {exc}")
+    taken = {
+        f"{c.name}_{rule}"
+        for c in columns
+        for rule in ("not_null", "unique", "accepted_values", "min", "max", "relationships")
+    }
+    for i, check in enumerate(checks.sql):
+        if check.name in taken:
+            problems.append(
+                f"checks.sql[{i}].name: '{check.name}' could be a column check's name (<column>_<rule>); "
+                "choose another"
+            )
+    return problems
+
+
 # ---------------------------------------------------------------------------------------------- tables
 
 
@@ -301,6 +524,22 @@ def _check_cron(value: str | None) -> str | None:
     return value
 
 
+MAX_PARTITIONS_PER_RUN = 100_000
+"""More windows than any table has (a century of hours is ~880,000, but a run of that many is a typo)."""
+
+
+MAX_LOOKBACK = 1_000
+"""More windows than a lookback needs (1,000 days is ~3 years): a larger number is a typo for a backfill."""
+
+
+class Backfill(StrictModel):
+    max_partitions_per_run: int = Field(ge=1, le=MAX_PARTITIONS_PER_RUN)
+    """At most this many windows per run when a range of windows is requested (a backfill, or automation
+    requesting several missing windows): Dagster's `BackfillPolicy.multi_run(max_partitions_per_run=N)`. E.g. 30 on
+    a daily table turns a year's backfill into 13 runs, each one statement over its 30 days. Without `backfill`,
+    a requested range is one run (`BackfillPolicy.single_run()`)."""
+
+
 class TableSpec(StrictModel):
     """A core or derived table: the SQL that builds it, run over a window again and again."""
 
@@ -328,11 +567,22 @@ class TableSpec(StrictModel):
     """The time range one run processes; the SQL reads it as `@window_start` and `@window_end` (TIMESTAMP)."""
     partition: Partition | None = None
     """Time partitioning of the table; runs replace or merge only their window's slice of it."""
+    backfill: Backfill | None = None
+    """Optional (needs `window`): how a range of windows is split into runs, e.g. `{max_partitions_per_run: 30}`.
+    Default: the whole requested range in one run, one statement over the union of its windows."""
+    lookback: int | None = Field(default=None, ge=1, le=MAX_LOOKBACK)
+    """Optional (needs `window` and `schedule`): at each tick of the schedule, also re-run the N complete windows
+    before the latest one whose inputs were updated since the tick, for rows that arrive late (dbt microbatch's
+    `lookback`). E.g. 3 on a daily table: the last four days. Between ticks only the latest window follows its
+    inputs (see docs/automation.md). Default: none, only the latest window."""
     cluster: list[Identifier] = Field(default_factory=list, max_length=MAX_CLUSTER_KEYS)
     """Up to four columns to sort (DuckDB) or cluster (BigQuery) the table by."""
     sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
     """BigQuery Standard SQL. Refer to tables as `dataset.name` and to the window as `@window_start`/`@window_end`.
     At most 100,000 characters; table functions and file access (`read_text(…)`, `EXTERNAL_QUERY`) are refused."""
+    checks: TableChecks = TableChecks()
+    """Table-level quality checks beyond column constraints: `row_count`, `freshness` and custom `sql` checks
+    (see docs/checks.md). Default: none."""
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -372,6 +622,14 @@ class TableSpec(StrictModel):
         if self.partition is not None:
             problems += self._partition_problems(names)
         problems += self._delete_missing_problems()
+        problems += table_check_problems(self.checks, self.columns, self.window, self.schedule)
+        if self.backfill is not None and self.window is None:
+            problems.append(
+                f"backfill: max_partitions_per_run={self.backfill.max_partitions_per_run} splits a range of windows "
+                "into runs, but this table has no `window` (each run rebuilds it whole); add a `window`, or remove "
+                "`backfill`"
+            )
+        problems += self._lookback_problems()
         unknown_cluster = [k for k in self.cluster if k not in declared]
         if unknown_cluster:
             problems.append(f"cluster: {unknown_cluster} not declared in columns; allowed: {names}")
@@ -414,6 +672,23 @@ class TableSpec(StrictModel):
             )
         return problems
 
+    def _lookback_problems(self) -> list[str]:
+        """`lookback` counts windows, and its windows re-run on the schedule's ticks (docs/automation.md)."""
+        if self.lookback is None:
+            return []
+        if self.window is None:
+            return [
+                f"lookback: {self.lookback} re-runs the last {self.lookback} windows, but this table has no `window` "
+                "(each run rebuilds it whole); add a `window`, or remove `lookback`"
+            ]
+        if self.schedule is None:
+            return [
+                f"lookback: {self.lookback} re-runs the {self.lookback} windows before the latest at each tick of the "
+                "table's `schedule`, but it has none (without one only the latest window follows its inputs); add a "
+                "`schedule` (e.g. the daily \"30 0 * * *\"), or remove `lookback`"
+            ]
+        return []
+
     def _delete_missing_problems(self) -> list[str]:
         """`delete_missing` deletes the window's keys the run no longer outputs: only safe when each key lies
         in one window (the partition key is part of the key), else a key that moved to another window, or rows
@@ -447,10 +722,27 @@ class TableSpec(StrictModel):
 # ---------------------------------------------------------------------------------------------- sources
 
 
+class SourceSensor(StrictModel):
+    """How the source's sensor (`replicate_<source>_sensor`) watches its tables for new rows."""
+
+    enabled: bool = True
+    """Replicate a table as soon as its probe sees a row beyond the stored watermark. `false`: no sensor; the
+    tables replicate only on the source's `schedule` (if any) or when asked."""
+    interval_seconds: int = Field(default=60, ge=5, le=86_400)
+    """Seconds between two probes of the source (Dagster's `minimum_interval_seconds`), at least 5."""
+    probe_timeout_seconds: float = Field(default=5, gt=0, le=60)
+    """Statement timeout of each probe query (and its connect timeout), at most 60 s: a probe that takes longer
+    is cut off by the server and the tick says so; it never runs long on a production database."""
+
+
 class SoftDelete(StrictModel):
     column: Identifier
     """A declared column that marks a row deleted when it is not NULL (e.g. `deleted_at`) or true (e.g.
     `is_deleted`). Marked rows are removed from the warehouse table."""
+
+
+EVENT_TIME_TYPES = ("TIMESTAMP", "DATETIME", "DATE")
+"""The column types `SourceTable.event_time` accepts."""
 
 
 class SourceTable(StrictModel):
@@ -484,8 +776,17 @@ class SourceTable(StrictModel):
     or a value that cannot be read as its column's type (SQLite text, MongoDB documents). `fail` stops the run
     (nothing is written, the watermark stays) and names the rows; `quarantine` writes them to
     `<dataset>.<table>__quarantine` with the reason and the row, and loads the others."""
+    checks: TableChecks = TableChecks()
+    """Table-level quality checks of the replicated table: `row_count` (rows of the whole table), `freshness`
+    (needs the source's `schedule`) and custom `sql` checks (see docs/checks.md). Default: none."""
     columns: list[Column] = Field(min_length=1)
     """The columns to replicate, with their types; declared types win over what the driver reports."""
+    event_time: list[Identifier] = Field(default_factory=list)
+    """Event-time columns (TIMESTAMP, DATETIME or DATE columns of this table, e.g. `paid_at`): each replication
+    run records the range and the UTC hours of the rows it read (`derive/event_time/<column>`), and the
+    `derive_late_data` sensor re-runs exactly the windows of the downstream windowed tables whose SQL filters on
+    that column with `@window_start`/`@window_end`, however late the rows came (see docs/late-data.md).
+    Default: none."""
 
     @model_validator(mode="after")
     def _declared(self) -> SourceTable:
@@ -512,9 +813,30 @@ class SourceTable(StrictModel):
                 f"cursor: column '{self.cursor}' has type {cursor_type}; a cursor must be INT64, TIMESTAMP, "
                 "DATETIME or DATE (or, in a MongoDB collection, a STRING column with `path: _id`: ObjectId order)"
             )
+        problems.extend(self._event_time_problems())
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _event_time_problems(self) -> list[str]:
+        """`event_time` names declared TIMESTAMP, DATETIME or DATE columns, each once."""
+        types = {c.name: c.type for c in self.columns}
+        allowed = [name for name, type_ in types.items() if type_ in EVENT_TIME_TYPES]
+        problems = []
+        for i, name in enumerate(self.event_time):
+            if name not in types:
+                problems.append(
+                    f"event_time[{i}]: '{name}' is not declared in columns; allowed: the TIMESTAMP, DATETIME "
+                    f"or DATE columns {allowed}"
+                )
+            elif types[name] not in EVENT_TIME_TYPES:
+                problems.append(
+                    f"event_time[{i}]: column '{name}' has type {types[name]}; an event-time column must be "
+                    f"TIMESTAMP, DATETIME or DATE (allowed here: {allowed})"
+                )
+            elif name in self.event_time[:i]:
+                problems.append(f"event_time[{i}]: '{name}' is listed twice; list each column once")
+        return problems
 
     @property
     def cursor_column(self) -> Column:
@@ -555,6 +877,13 @@ class SourceSpec(StrictModel):
     """What the source holds; shown in the Dagster UI."""
     schedule: str | None = None
     """Cron expression (UTC) for incremental replication runs: each table's automation condition (`on_cron`)."""
+    sensor: SourceSensor = Field(default_factory=SourceSensor)
+    """The source's sensor, which probes each table for rows beyond its watermark and replicates only the tables
+    that have some (see docs/replication.md). On by default, also when `schedule` is set."""
+    max_concurrent_extractions: int = Field(default=1, ge=1, le=64)
+    """How many of this source's tables may be extracted at once, across all runs (the limit of the source's
+    Dagster concurrency pool `derive/source/<name>`, written to the instance by `derive pools`). Default 1: one
+    query at a time on the source database, which is usually a production database."""
     tables: list[SourceTable] = Field(min_length=1)
     """The tables to replicate."""
 
@@ -562,6 +891,18 @@ class SourceSpec(StrictModel):
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         return _check_cron(value)
+
+    @model_validator(mode="after")
+    def _table_checks(self) -> SourceSpec:
+        """Each table's `checks` (freshness: the source's schedule says when a table is due)."""
+        problems = [
+            f"tables[{i}].{problem}"
+            for i, table in enumerate(self.tables)
+            for problem in table_check_problems(table.checks, table.columns, None, self.schedule)
+        ]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _mongodb_only_fields(self) -> SourceSpec:
