@@ -75,6 +75,9 @@ class RunTags(DeriveTagSet):
     full_refresh: str | None = None
     """`true` on a run of a table asset rebuilds the table from scratch over the run's whole window (a new table
     swapped in atomically; `derive rebuild` sets it)."""
+    late_data: str | None = None
+    """On a backfill the `derive_late_data` sensor requested: the replication materialization(s) whose late rows
+    it re-runs, as `<asset key>@<storage id>` (see `derive_assets/factory/late_data.py`)."""
 
 
 # ------------------------------------------------------------------------------------------ metadata sets
@@ -199,6 +202,7 @@ it `dagster/relation_identifier` until 2024 (dagster-io/dagster#25400) and still
 # --- tags
 LAYER = key_of(AssetTags, "layer")
 FULL_REFRESH_TAG = key_of(RunTags, "full_refresh")
+LATE_DATA_TAG = key_of(RunTags, "late_data")
 RANGE_START_TAG: str = dagster_tags.ASSET_PARTITION_RANGE_START_TAG
 """Dagster's run tag `dagster/asset_partition_range_start`: the first partition of a run over several."""
 RANGE_END_TAG: str = dagster_tags.ASSET_PARTITION_RANGE_END_TAG
@@ -278,6 +282,15 @@ def extra(name: str) -> str:
     """The key of an engine's extra result value (`WriteResult.extra`), e.g. `derive/soft_deleted_rows_read`.
     Engines name these freely, so they are the one kind of `derive/` key no set declares."""
     return f"{NAMESPACE}/{name}"
+
+
+def event_time(column: str) -> str:
+    """`derive/event_time/<column>`: on a replication materialization, what the rows it read carried in the
+    declared event-time column `column` (`SourceTable.event_time`), as JSON:
+    `{"rows": n, "min": iso, "max": iso, "granularity": "hour", "hours": [[start_iso, end_iso], ...]}`, the
+    half-open UTC ranges the non-null values fall in, merged, widened to days or months past 1,000 ranges
+    (`derive_assets/replication/event_time.py`). One key per column, so no set declares them."""
+    return f"{NAMESPACE}/event_time/{column}"
 
 
 # The two below build plain dicts from the constants (the keys still come from the sets): building a metadata set

@@ -22,6 +22,7 @@ from dagster import MetadataValue
 
 from derive_assets import metadata_keys as K
 from derive_assets.replication import fence, watermark
+from derive_assets.replication.event_time import EventTimes
 from derive_assets.replication.extract import ExtractPlan, prepare, read_batches
 from derive_assets.replication.mongo import ExtractStats
 from derive_assets.replication.retry import Log, load_with_retries, restarted
@@ -54,11 +55,15 @@ def replicate(
     started = time.perf_counter()
     stats = ExtractStats()
     guard, query = RowGuard(plan.source, plan.table), prepare(url, plan)
-    # One transaction per attempt: a retry after a dropped source connection reads every batch again.
+    times = EventTimes.of(plan.table)
+    # One transaction per attempt: a retry after a dropped source connection reads every batch again (and counts
+    # the event times of that attempt's rows only).
     result = load_with_retries(
         lambda: warehouse.load(
             request,
-            read_batches(url, plan, stats=restarted(stats), guard=restarted(guard), query=query),
+            restarted(times).observed(
+                read_batches(url, plan, stats=restarted(stats), guard=restarted(guard), query=query)
+            ),
         ),
         what=f"source '{plan.source.name}' table {plan.table.name}",
         log=log,
@@ -81,6 +86,7 @@ def replicate(
         K.ROW_COUNT: warehouse.row_count(request.target.ref),
         **{K.extra(k): v for k, v in result.extra.items()},
         **_document_metadata(plan, stats, quarantine),
+        **times.as_metadata(),
         **({K.QUARANTINE_TABLE: quarantine} if quarantine else {}),
     }
 

@@ -37,8 +37,8 @@ from typing import Any
 
 from derive_assets.specs.sql_analysis import Schema, SqlAnalysis
 
-CACHE_FORMAT = 1
-"""Bump when the shape or meaning of an entry changes."""
+CACHE_FORMAT = 2
+"""Bump when the shape or meaning of an entry changes (2: an entry's `sql` holds its `window_columns`)."""
 LIBRARIES = ("derive", "sqlglot", "duckdb", "pydantic", "pydantic-core", "pyyaml", "croniter")
 """Distributions whose version is part of every key: each changes what the analysis or validation computes."""
 MAX_RESOLUTIONS = 8
@@ -135,7 +135,11 @@ class Entry:
         if self.sql is None:
             return None
         return SqlAnalysis(
-            sql, list(self.sql["reads"]), list(self.sql["parameters"]), normalized=self.sql["normalized"]
+            sql,
+            list(self.sql["reads"]),
+            list(self.sql["parameters"]),
+            normalized=self.sql["normalized"],
+            window_columns=tuple(self.sql["window_columns"]),
         )
 
     def set_analysis(self, analysis: SqlAnalysis) -> None:
@@ -143,6 +147,7 @@ class Entry:
             "reads": analysis.reads,
             "parameters": analysis.parameters,
             "normalized": analysis.normalized_sql,
+            "window_columns": list(analysis.window_columns),
         }
         self.dirty = True
 
@@ -257,6 +262,7 @@ def _valid(stored: Any, digest: str) -> bool:
         and _strings(sql.get("reads"))
         and _strings(sql.get("parameters"))
         and isinstance(sql.get("normalized"), str)
+        and _strings(sql.get("window_columns"))
     ):
         return False
     resolutions = stored.get("resolutions", {})

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlglot import exp
+    from sqlglot.optimizer.scope import Scope
     from sqlglot.schema import MappingSchema
 
 # sqlglot (~0.5 s to import) is imported inside the functions that use it: a load whose analyses all come from
@@ -65,6 +66,11 @@ class SqlAnalysis:
     """The qualified query when this load resolved it."""
     normalized: str | None = field(default=None, repr=False, compare=False)
     """`normalized_sql`, when known without parsing (from the cache)."""
+    window_columns: tuple[str, ...] = ()
+    """`dataset.table.column` of each column the query filters on with a window parameter (`p.paid_at >=
+    @window_start`, `DATE(o.created_at) < DATE(@window_end)`, `x BETWEEN @window_start AND @window_end`), traced
+    through table aliases, CTEs and subqueries to the table read: the late-data sensor re-runs a window of this
+    table when rows whose event time falls in it arrive late (`window_columns`)."""
 
     @cached_property
     def expression(self) -> exp.Expr:
@@ -266,6 +272,78 @@ def parameters(expression: exp.Expr) -> list[str]:
     return sorted(names)
 
 
+_FILTERS = ("Where", "Join", "Having", "Qualify")
+"""The clauses in which a comparison with a window parameter filters rows (not a SELECT list's CASE WHEN)."""
+
+
+def window_columns(expression: exp.Expr) -> tuple[str, ...]:
+    """`dataset.table.column` of every column a filter compares with `@window_start` or `@window_end`, sorted.
+
+    A comparison counts when one side holds the column (possibly inside functions or casts: `DATE(p.paid_at)`)
+    and no parameter, and the other side holds a window parameter. The column is traced through its table alias
+    to the table read, or through a CTE's or subquery's output column to what that one reads. An unqualified
+    column is traced when its SELECT reads one table; with several, qualify it with its alias.
+    """
+    from sqlglot.errors import SqlglotError
+    from sqlglot.optimizer.scope import traverse_scope
+
+    try:
+        scopes = traverse_scope(expression)
+    except (SqlglotError, RecursionError):
+        return ()  # informative, like lineage: a construct the scope walk cannot follow must not block loading
+    found: set[str] = set()
+    for scope in scopes:
+        for column in scope.columns:
+            if _compared_with_window(column):
+                found.update(_trace(scope, column.table, column.name))
+    return tuple(sorted(found))
+
+
+def _compared_with_window(column: exp.Column) -> bool:
+    from sqlglot import exp
+
+    filters = tuple(getattr(exp, name) for name in _FILTERS)
+    node: exp.Expr = column
+    while node.parent is not None and not isinstance(node.parent, exp.Predicate | exp.Select):
+        if isinstance(node.parent, exp.Connector | exp.Not | exp.Subquery):
+            return False  # a whole operand of AND/OR, or a subquery's output: not compared here
+        node = node.parent
+    predicate = node.parent
+    if not isinstance(predicate, exp.Predicate) or _has_window_parameter(node):
+        return False
+    if not isinstance(predicate.find_ancestor(exp.Select, *filters), filters):
+        return False  # in a SELECT list (`CASE WHEN ts < @window_end`), not a filter
+    return any(_has_window_parameter(o) for o in predicate.iter_expressions() if o is not node)
+
+
+def _has_window_parameter(node: exp.Expr) -> bool:
+    from sqlglot import exp
+
+    return any(p.name in WINDOW_PARAMETERS for p in node.find_all(exp.Parameter))
+
+
+def _trace(scope: Scope, alias: str, name: str, depth: int = 0) -> set[str]:
+    """Where `alias.name` in `scope` comes from, as `dataset.table.column` refs (none when it cannot be told)."""
+    from sqlglot import exp
+
+    sources = scope.selected_sources
+    if depth > MAX_SQL_DEPTH or (not alias and len(sources) != 1):
+        return set()
+    found = sources.get(alias or next(iter(sources)))
+    if found is None:
+        return set()
+    source = found[1]
+    if isinstance(source, exp.Table):
+        return {f"{source.db}.{source.name}.{name}"} if source.db else set()
+    refs: set[str] = set()
+    for branch in source.union_scopes or [source]:
+        for select in getattr(branch.expression, "selects", []):
+            target = select.this if isinstance(select, exp.Alias) else select
+            if select.alias_or_name == name and isinstance(target, exp.Column):
+                refs |= _trace(branch, target.table, target.name, depth + 1)
+    return refs
+
+
 def analyse(sql: str) -> SqlAnalysis:
     """Parse a query and find what it reads and which parameters it uses (no schema needed)."""
     expression = parse(sql)
@@ -275,7 +353,13 @@ def analyse(sql: str) -> SqlAnalysis:
     problems = forbidden_sources(expression) + quoted_parameters(expression)
     if problems:
         raise SqlProblem("\n".join(problems))  # one problem per line
-    return SqlAnalysis(sql, referenced_tables(expression), parameters(expression), parsed=expression)
+    return SqlAnalysis(
+        sql,
+        referenced_tables(expression),
+        parameters(expression),
+        parsed=expression,
+        window_columns=window_columns(expression),
+    )
 
 
 def resolve_columns(analysis: SqlAnalysis, schema: Schema) -> SqlAnalysis:
@@ -314,6 +398,7 @@ def resolved(
         parsed=analysis.parsed,
         resolved=qualified,
         normalized=analysis.normalized,
+        window_columns=analysis.window_columns,
     )
 
 
