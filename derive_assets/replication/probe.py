@@ -219,36 +219,46 @@ def _sqlite(source: SourceSpec, table: SourceTable, url: str, watermark: Any, ti
         )
     column = table.cursor_column
     cursor = exp.column(table.cursor, quoted=True)
-    time_like = column.type in ("TIMESTAMP", "DATETIME", "DATE")
-    order = exp.func("julianday", cursor) if time_like else cursor
-    query = exp.select(cursor).from_(exp.Table(this=exp.to_identifier(table.name, quoted=True)))
-    query = query.where(exp.not_(cursor.is_(exp.null())))
+    table_ = exp.Table(this=exp.to_identifier(table.name, quoted=True))
+    conditions: list[exp.Expr] = [exp.not_(cursor.is_(exp.null()))]
     params: list[Any] = []
     if watermark is not None:
         newer, param = sqlite_newer(cursor, column.type, watermark)
-        query, params = query.where(newer), [param]
-    elif time_like:
-        query = query.where(exp.not_(order.is_(exp.null())))
-    sql = query.order_by(exp.Ordered(this=order, desc=True)).limit(1).sql("sqlite")
+        conditions, params = [*conditions, newer], [param]
+    if column.type in ("TIMESTAMP", "DATETIME", "DATE"):
+        # julianday() has millisecond resolution: take every value within 2 ms of the largest instant and let
+        # Python, which reads microseconds, pick the largest.
+        julian = exp.func("julianday", cursor)
+        largest = exp.select(exp.func("MAX", julian)).from_(table_.copy()).where(*conditions)
+        slack = exp.Literal.number(2 / 86_400_000)
+        near = exp.GTE(this=julian, expression=exp.Sub(this=exp.paren(largest.subquery()), expression=slack))
+        query = exp.select(cursor).from_(table_).where(*conditions, near)
+        params = params * 2
+    else:
+        query = (
+            exp.select(cursor).from_(table_).where(*conditions).order_by(exp.Ordered(this=cursor, desc=True))
+        )
+        query = query.limit(1)
     deadline = time.monotonic() + timeout
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
     con.text_factory = sqlite_values.decode_text
     con.set_progress_handler(_past(deadline), 10_000)
     try:
-        row = con.execute(sql, params).fetchone()
+        rows = con.execute(query.sql("sqlite"), params).fetchall()
     except sqlite3.OperationalError as exc:
         if "interrupted" in str(exc):
             raise ProbeTimeout(_timeout_message(source, table, timeout)) from None
         raise ProbeError(f"{where}: the probe failed: {exc}. {_fix(source)}") from None
     finally:
         con.close()
-    if row is None:
-        return None
-    try:
-        value = sqlite_values.convert(row[0], column)
-    except sqlite_values.CellError:
-        return None  # an unreadable cursor: the replication reports it
-    return value if watermark is None or value > watermark else None
+    values = []
+    for (raw,) in rows:
+        try:
+            values.append(sqlite_values.convert(raw, column))
+        except sqlite_values.CellError:
+            continue  # an unreadable cursor: the replication reports it
+    newest = max(values, default=None)
+    return newest if newest is None or watermark is None or newest > watermark else None
 
 
 def _past(deadline: float) -> Callable[[], int]:
