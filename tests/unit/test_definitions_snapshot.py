@@ -101,9 +101,12 @@ def test_no_job_per_spec_and_no_schedule(tmp_path):
     graph = defs.resolve_asset_graph()
     repo = defs.get_repository_def()
     assert not list(defs.schedules or [])
-    [sensor] = list(defs.sensors or [])
-    assert sensor.name == "default_automation_condition_sensor"
-    assert sensor.default_status == DefaultSensorStatus.RUNNING
+    # Dagster's automation sensor, and one sensor per source (`factory/sensors.py`), all running from the start.
+    sensors = {s.name: s for s in defs.sensors or []}
+    assert set(sensors) == {"default_automation_condition_sensor"} | {
+        f"replicate_{source.name}_sensor" for source in project.sources()
+    }
+    assert {s.default_status for s in sensors.values()} == {DefaultSensorStatus.RUNNING}
 
     selected = {j.name: repo.get_job(j.name).asset_layer.selected_asset_keys for j in defs.jobs or []}
     for source in project.sources():
