@@ -44,11 +44,14 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@cp dagster.yaml $@
 
 demo: venv $(DAGSTER_HOME)/dagster.yaml
-	@echo "==> derive demo (DAGSTER_HOME=$(DAGSTER_HOME))"
+	@echo "==> derive pools, derive demo (DAGSTER_HOME=$(DAGSTER_HOME))"
+	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/derive pools
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/derive demo
 
 dev: venv $(DAGSTER_HOME)/dagster.yaml
-	@echo "==> dagster dev (DAGSTER_HOME=$(DAGSTER_HOME))"
+	@echo "==> derive pools, dagster dev (DAGSTER_HOME=$(DAGSTER_HOME))"
+	@# The concurrency pools' limits (sources' max_concurrent_extractions, tables) into the instance first.
+	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/derive pools
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -w workspace.yaml
 
 services:

@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     act.add_argument("--fraction", type=float, default=0.01)
     _url_args(act)
 
+    sub.add_parser(
+        "pools",
+        help="write the limit of every concurrency pool (sources' max_concurrent_extractions, tables) to the "
+        "Dagster instance ($DAGSTER_HOME); run on deploy and before `dagster dev`",
+    )
+
     demo = sub.add_parser(
         "demo", help="generate sample data and materialize the whole graph, embedded engines"
     )
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             "generate": _generate,
             "activity": _activity,
             "demo": _demo,
+            "pools": _pools,
         }[args.command](args)
     except SpecValidationError as exc:
         print(exc, file=sys.stderr)
@@ -306,6 +313,22 @@ def _sample_source_errors(urls: Any) -> Iterator[None]:
             f"could not write the sample data: {reason}. Check the --*-url options (or start the servers: "
             "`make services`)."
         ) from None
+
+
+def _pools(args: argparse.Namespace) -> int:
+    """Write the pools' limits (`factory/pools.py`) to the instance, creating it on first use; lists what changed."""
+    del args
+    from derive_assets.factory.pools import apply_pool_limits
+    from derive_assets.specs.project import load_project
+
+    settings = DeriveSettings.from_env()
+    project = load_project(settings.specs_dir, strict=settings.strict_specs, cache_dir=settings.cache_dir)
+    with _instance(settings) as instance:
+        changed = apply_pool_limits(instance, project)
+    for pool, limit in sorted(changed.items()):
+        print(f"{pool}: {limit}")
+    print(f"{len(changed)} pool limit(s) written" if changed else "pool limits up to date")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

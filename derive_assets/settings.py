@@ -185,6 +185,20 @@ def source_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy
     return RetryPolicy.from_env(os.environ if environ is None else environ)
 
 
+def step_retries() -> int:
+    """`DERIVE_STEP_RETRIES`: how many times a failed Derive step is tried again, 0 to 10 (default 0); see
+    `derive_assets/factory/policies.py`."""
+    text = os.environ.get("DERIVE_STEP_RETRIES", "").strip()
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) > 10:
+        raise ValueError(
+            f"DERIVE_STEP_RETRIES={text[:40]!r} is not a whole number from 0 to 10; set how many times a failed "
+            "step is retried, or unset it for none"
+        )
+    return int(text)
+
+
 # ----------------------------------------------------------------------------------------------- parsing
 
 

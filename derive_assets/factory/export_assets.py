@@ -19,7 +19,6 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
-    BackfillPolicy,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -29,8 +28,11 @@ from dagster import (
 from derive_assets import metadata_keys as K
 from derive_assets.factory.export_verify import CHECK_NAME, verify
 from derive_assets.factory.failures import run_failure
+from derive_assets.factory.policies import backfill_policy, step_retry_policy
+from derive_assets.factory.pools import table_pool
 from derive_assets.factory.targets import column_defs
 from derive_assets.replication import watermark
+from derive_assets.specs.models import TableSpec
 from derive_assets.specs.project import Export
 from resources.online_store import OnlineStoreError, OnlineTable, OnlineWriteError
 from resources.reads import CursorRange, TableSlice, WindowBound
@@ -71,9 +73,13 @@ def verification_check_spec(key: AssetKey) -> AssetCheckSpec:
 
 
 def build_export_asset(
-    export: Export, asset_spec: AssetSpec, check_specs: Sequence[AssetCheckSpec]
+    export: Export,
+    asset_spec: AssetSpec,
+    check_specs: Sequence[AssetCheckSpec],
+    table_spec: TableSpec | None = None,
 ) -> AssetsDefinition:
-    """The asset `asset_spec` (from the translator), whose body exports and verifies `export` in one step."""
+    """The asset `asset_spec` (from the translator), whose body exports and verifies `export` in one step.
+    `table_spec`: the exported table's spec, whose `backfill` the export's windows follow (None: one run)."""
     spec = export.spec
     table = online_table(export)
     partitions_def = asset_spec.partitions_def
@@ -84,7 +90,9 @@ def build_export_asset(
         name=asset_spec.key.to_python_identifier(),
         specs=[asset_spec],
         check_specs=check_specs,
-        backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
+        backfill_policy=backfill_policy(table_spec, partitions_def),
+        pool=table_pool(f"online.{spec.name}"),  # its limit follows the exported table's (`factory/pools.py`)
+        retry_policy=step_retry_policy(),
         required_resource_keys={"warehouse", "online_store"},
     )
     def _export(context: AssetExecutionContext) -> MaterializeResult:
@@ -195,9 +203,10 @@ def _failure(export: Export, store: Any, exc: OnlineStoreError, written: int, to
         if export.spec.cursor and not export.window
         else "nothing was recorded for this window"
     )
+    transient = getattr(exc, "transient", True)
     rerun = (
         "rerun the export once the store is back: it writes the same rows again, which is harmless (upserts)"
-        if getattr(exc, "transient", True)
+        if transient
         else "fix the cause above, then rerun: rows already written are simply overwritten (upserts)"
     )
     return run_failure(
@@ -205,4 +214,5 @@ def _failure(export: Export, store: Any, exc: OnlineStoreError, written: int, to
         f"export {export.spec.name} to {store.kind} stopped after {written:,}{of} rows were written online: "
         f"{exc}. No materialization was recorded, so {kept}; {rerun}.",
         {K.ROWS_WRITTEN: written, K.ROWS_IN_SLICE: total},
+        allow_retries=None if transient else False,  # a refused row is refused again: no step retry
     )

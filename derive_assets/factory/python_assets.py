@@ -29,10 +29,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetIn, AssetKey, AssetsDefinition, AssetSpec, BackfillPolicy, multi_asset
+from dagster import AssetIn, AssetKey, AssetsDefinition, AssetSpec, multi_asset
 from pydantic import Field, ValidationError
 
 from derive_assets.factory.metadata import column_schema
+from derive_assets.factory.policies import backfill_policy, step_retry_policy
+from derive_assets.factory.pools import table_pool
 from derive_assets.specs.errors import format_loc, show
 from derive_assets.specs.models import MergeStrategy, TableSpec
 from resources.io_manager import (
@@ -121,8 +123,10 @@ def build_python_asset(
         name=asset_spec.key.to_python_identifier(),
         specs=[asset_spec.replace_attributes(deps=deps).with_io_manager_key(IO_MANAGER_KEY)],
         ins={param: AssetIn(key=key) for param, key in in_keys.items()},
-        # A backfill of many windows runs as one write, not one run per window.
-        backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
+        # A backfill of many windows runs as one write (or in chunks: `spec.backfill`).
+        backfill_policy=backfill_policy(table.spec, partitions_def),
+        pool=table_pool(table.spec.ref),
+        retry_policy=step_retry_policy(),
     )(table.fn)
 
 
