@@ -118,6 +118,17 @@ def cassandra_server() -> tuple[str, str]:
     return _server_url("DERIVE_TEST_CASSANDRA_HOSTS"), _server_url("DERIVE_TEST_CASSANDRA_PORT")
 
 
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's headless Chromium, which ``deployments/local/services.sh install`` installs (the UI tests)."""
+    path = Path("/usr/bin/chromium")
+    if path.is_file() and os.access(path, os.X_OK):
+        return path
+    if _running_in_ci():
+        pytest.fail(f"{path} is missing, and CI is set: the UI tests must run in CI.", pytrace=False)
+    pytest.skip(f"{path} is missing: run `bash deployments/local/services.sh install` to run the UI tests.")
+
+
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """URL of a new, empty PostgreSQL database that is dropped after the test."""
