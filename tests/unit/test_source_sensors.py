@@ -74,9 +74,13 @@ class Shop:
         """One evaluation: (the keys requested or None, the skip reason, the run key)."""
         sensor = self.defs.resolve_sensor_def(SENSOR)
         # The definitions' own resources, as the code server merges them into a sensor's context.
-        resources = {k: v for k, v in (self.defs.resources or {}).items() if k in sensor.required_resource_keys}
+        resources = {
+            k: v for k, v in (self.defs.resources or {}).items() if k in sensor.required_resource_keys
+        }
         repository = self.defs.get_repository_def()
-        with build_sensor_context(instance=self.instance, resources=resources, repository_def=repository) as context:
+        with build_sensor_context(
+            instance=self.instance, resources=resources, repository_def=repository
+        ) as context:
             data = sensor.evaluate_tick(context)
         if not data.run_requests:
             return None, data.skip_message, None
@@ -140,7 +144,9 @@ def test_only_the_tables_with_new_rows_are_requested_and_the_same_rows_get_the_s
 def test_a_row_at_the_watermark_or_within_its_millisecond_is_not_new_but_one_a_microsecond_later_is(shop):
     shop.insert("events", 1, "2026-03-05 10:00:00.000500")
     shop.replicate(EVENTS, NOTES)
-    shop.insert("events", 2, "2026-03-05 10:00:00.000400")  # earlier than the watermark, within julianday's ms
+    shop.insert(
+        "events", 2, "2026-03-05 10:00:00.000400"
+    )  # earlier than the watermark, within julianday's ms
     assert shop.tick()[0] is None
     shop.insert("events", 3, "2026-03-05T05:00:00.000501-05:00")  # an offset: one microsecond later in UTC
     assert shop.tick()[0] == {EVENTS}
@@ -161,7 +167,9 @@ def test_nothing_is_requested_while_a_run_of_the_table_is_in_progress(shop):
 def test_a_run_of_the_whole_source_job_counts_for_every_table(shop):
     shop.replicate(EVENTS, NOTES)
     shop.insert("events", 1, "2026-03-05T10:00:00+00:00")
-    shop.instance.create_run_for_job(shop.defs.resolve_job_def("replicate_shop"), status=DagsterRunStatus.STARTED)
+    shop.instance.create_run_for_job(
+        shop.defs.resolve_job_def("replicate_shop"), status=DagsterRunStatus.STARTED
+    )
     requested, reason, _ = shop.tick()
     assert requested is None
     assert reason == (
@@ -184,7 +192,10 @@ def test_a_missing_database_skips_with_the_fix(shop):
     assert requested is None
     assert reason is not None
     assert "shop/events: not probed: source 'shop' table 'events': sqlite database" in reason
-    assert "does not exist. Run `derive generate`, or point DERIVE_TEST_SENSOR_SHOP_URL at an existing file" in reason
+    assert (
+        "does not exist. Run `derive generate`, or point DERIVE_TEST_SENSOR_SHOP_URL at an existing file"
+        in reason
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the probes
@@ -202,14 +213,18 @@ def test_a_slow_sqlite_probe_is_interrupted_at_its_timeout(tmp_path):
             "SELECT i AS id, '2026-03-05' AS updated_at FROM n"
         )
     spec = source()
-    with pytest.raises(ProbeTimeout, match=r"source 'shop' table 'events': the probe .* took longer than 0.2 s"):
+    with pytest.raises(
+        ProbeTimeout, match=r"source 'shop' table 'events': the probe .* took longer than 0.2 s"
+    ):
         probe(spec, spec.tables[0], f"sqlite:///{db}", None, 0.2)
 
 
 def test_an_unreachable_server_names_source_table_and_fix_never_the_password():
     spec = source(type="postgres")
     url = "postgresql://derive:s3cret-pw@127.0.0.1:1/shop"
-    with pytest.raises(ProbeError, match=r"source 'shop' table 'events': the probe failed: .*Check that the server") as e:
+    with pytest.raises(
+        ProbeError, match=r"source 'shop' table 'events': the probe failed: .*Check that the server"
+    ) as e:
         probe(spec, spec.tables[0], url, None, 1)
     assert "s3cret-pw" not in str(e.value)
     assert isinstance(e.value, SourceConnectionError)
