@@ -199,6 +199,20 @@ def step_retries() -> int:
     return int(text)
 
 
+def automation_interval_seconds() -> int:
+    """`DERIVE_AUTOMATION_INTERVAL_SECONDS`: seconds between two evaluations of the automation sensor, a whole
+    number from 1 to 86,400 (default Dagster's 30); see `derive_assets/factory/automation.py`."""
+    text = os.environ.get("DERIVE_AUTOMATION_INTERVAL_SECONDS", "").strip()
+    if not text:
+        return 30
+    if not text.isdigit() or not 1 <= int(text) <= 86_400:
+        raise ValueError(
+            f"DERIVE_AUTOMATION_INTERVAL_SECONDS={text[:40]!r} is not a whole number of seconds from 1 to 86400; "
+            "set how often the automation sensor evaluates the conditions, or unset it for 30"
+        )
+    return int(text)
+
+
 # ----------------------------------------------------------------------------------------------- parsing
 
 

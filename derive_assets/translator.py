@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from dagster import (
     AssetCheckSpec,
+    AssetDep,
     AssetKey,
     AssetSpec,
     AutomationCondition,
@@ -47,12 +48,17 @@ from dagster import (
 )
 
 from derive_assets import metadata_keys as K
-from derive_assets.factory.automation import cron_condition
-from derive_assets.factory.checks import column_checks
+from derive_assets.factory.automation import (
+    cron_condition,
+    export_condition,
+    straddles,
+    table_condition,
+)
 from derive_assets.factory.export_assets import online_table, verification_check_spec
 from derive_assets.factory.metadata import column_schema, sql_block, table_metadata
 from derive_assets.factory.python_assets import PythonTable, python_metadata
-from derive_assets.factory.windows import partitions_for
+from derive_assets.factory.quality_checks import asset_checks
+from derive_assets.factory.windows import partition_mapping, partitions_for
 from derive_assets.specs.project import Export, ReplicatedTable, Table
 from derive_assets.specs.version import code_version, export_code_version, source_code_version
 
@@ -113,9 +119,14 @@ class DeriveTranslator:
         """`<target dataset>/<table>` for a replicated table, `<dataset>/<name>` for a table, `online/<export>`."""
         return AssetKey(node.ref.split("."))
 
-    def get_deps(self, node: DeriveNode) -> list[AssetKey]:
-        """The keys of what the node reads: `get_asset_key` of each upstream node."""
-        return [self.get_asset_key(up) for up in node.upstream]
+    def get_deps(self, node: DeriveNode) -> list[AssetDep]:
+        """What the node reads: `get_asset_key` of each upstream node, with the partition mapping of its
+        windows to the upstream's (`factory/windows.py` `partition_mapping`; Dagster's default where None)."""
+        window = _window(node)
+        return [
+            AssetDep(self.get_asset_key(up), partition_mapping=partition_mapping(window, _window(up)))
+            for up in node.upstream
+        ]
 
     def get_group_name(self, node: DeriveNode) -> str:
         """The layer: `sources` (replicated tables), `core`, `derived` (SQL and Python tables by their spec's
@@ -233,24 +244,33 @@ class DeriveTranslator:
         return None
 
     def get_automation_condition(self, node: DeriveNode) -> AutomationCondition | None:
-        """The spec's `schedule` as `on_cron` (`factory/automation.py`): a source's cron for each of its tables,
-        a table's or an export's own; None without one."""
+        """When Dagster's automation sensor requests the asset (`factory/automation.py`, docs/automation.md):
+        a source table on its source's `schedule` (`on_cron`; None without one: the source's sensor requests
+        it); a table once what it reads is ready (on its `schedule` if it has one, else whenever an input
+        updates; its latest window when missing); an export after its table (and its `schedule` if set)."""
         item = node.item
         if isinstance(item, ReplicatedTable):
             return cron_condition(item.source.schedule)
         if isinstance(item, Export):
-            return cron_condition(item.spec.schedule)
-        return cron_condition(_table_spec(node).schedule)
+            return export_condition(item.spec.schedule, item.window is not None)
+        spec = _table_spec(node)
+        size = spec.window.size if spec.window is not None else None
+        inputs = [w.size for w in map(_window, node.upstream) if w is not None]
+        straddling = tuple(s for s in inputs if size is not None and straddles(size, s))
+        return table_condition(spec.schedule, size, getattr(spec, "lookback", None), straddling)
 
     def get_check_specs(self, node: DeriveNode, key: AssetKey) -> list[AssetCheckSpec]:
-        """Blocking checks on `key` (the node's asset key): one per column constraint, or an export's
-        verification. They run in the asset's own step."""
+        """The checks on `key` (the node's asset key) that run in the asset's own step: one per column
+        constraint (`<column>_<rule>`), the spec's `row_count` and custom `sql` checks, or an export's
+        verification. `severity: error` checks are blocking, `warn` ones are not (`factory/checks.py`); a spec's
+        freshness check is a separate Dagster freshness check (`factory/freshness.py`)."""
         item = node.item
         if isinstance(item, Export):
             return [verification_check_spec(key)]
         if isinstance(item, PythonTable):
             return []  # its constraints are the IO manager's write rules, not checks
-        return [c.spec(key) for c in column_checks(list(_columns(node)))]
+        checks = item.table.checks if isinstance(item, ReplicatedTable) else item.spec.checks
+        return [c.spec(key) for c in asset_checks(list(_columns(node)), checks, node.path)]
 
 
 def _table_spec(node: DeriveNode) -> Any:
@@ -261,6 +281,16 @@ def _table_spec(node: DeriveNode) -> Any:
     if isinstance(item, ReplicatedTable | Export):
         raise TypeError(f"{node.ref} is a {node.kind}, not a table")
     return item.spec
+
+
+def _window(node: DeriveNode) -> Any:
+    """The node's spec `Window` (an export: its table's), None when unwindowed (a replicated table)."""
+    item = node.item
+    if isinstance(item, ReplicatedTable):
+        return None
+    if isinstance(item, Export):
+        return item.window
+    return _table_spec(node).window
 
 
 def _columns(node: DeriveNode) -> Sequence[Any]:

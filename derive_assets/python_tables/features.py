@@ -31,7 +31,7 @@ COLUMNS = ["day", "region", "payments", "revenue", "revenue_per_payer", "revenue
         {"name": "score", "type": "FLOAT64"},
     ],
     strategy={"type": "merge", "unique_key": ["day", "region"]},
-    schedule="30 0 * * *",  # analytics.daily_payments_by_region's tick: runs once that day's window of it has materialized
+    # No schedule: a window runs as soon as that window of analytics.daily_payments_by_region materialized.
     window={"size": "1d", "start": "2026-01-01"},
     partition={"key": "day", "granularity": "day"},
     cluster=["region"],

@@ -15,6 +15,7 @@ import yaml
 from dagster import AssetKey, AutomationCondition, DefaultSensorStatus, Definitions
 from support import shop_source
 
+from derive_assets.factory.automation import table_condition
 from derive_assets.factory.build import build_definitions
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 from derive_assets.specs.project import load_project
@@ -157,5 +158,5 @@ def test_many_tables_of_one_dataset_make_one_job(tmp_path):
     conditions = {k.to_user_string(): graph.get(k).automation_condition for k in graph.get_all_asset_keys()}
     assert conditions == {
         "shop/orders": None,  # the source has no cron
-        **{f"bench/orders_{n}": AutomationCondition.on_cron(f"{n} 1 * * *", "UTC") for n in range(6)},
+        **{f"bench/orders_{n}": table_condition(f"{n} 1 * * *", "1d") for n in range(6)},
     }

@@ -19,6 +19,7 @@ from dagster import (
     Definitions,
 )
 
+from derive_assets.factory.automation import cron_condition, export_condition, table_condition
 from derive_assets.factory.build import build_definitions, build_resources
 from derive_assets.factory.jobs import JobMember, dataset_jobs
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
@@ -149,12 +150,12 @@ def test_a_subclass_changes_keys_groups_and_conditions_and_deps_stay_connected(t
 def test_the_default_conditions_are_the_specs_crons(tmp_path):
     graph = shipped(tmp_path).resolve_asset_graph()
     conditions = {k.to_user_string(): graph.get(k).automation_condition for k in graph.get_all_asset_keys()}
-    assert conditions["accounts/auth"] == AutomationCondition.on_cron("*/15 * * * *", "UTC")  # the source's
-    assert conditions["analytics/daily_payments_by_region"] == AutomationCondition.on_cron(
-        "30 0 * * *", "UTC"
-    )
-    assert conditions["features/region_scores"] == AutomationCondition.on_cron("30 0 * * *", "UTC")
-    assert conditions["online/region_payments_online"] == AutomationCondition.on_cron("30 0 * * *", "UTC")
+    # The source's cron (None without one: its sensor requests it); the rest: factory/automation.py's.
+    accounts = yaml.safe_load((PROJECT_ROOT / "table_specs" / "sources" / "accounts.yaml").read_text())
+    assert conditions["accounts/auth"] == cron_condition(accounts.get("schedule"))
+    assert conditions["analytics/daily_payments_by_region"] == table_condition("30 0 * * *", "1d")
+    assert conditions["features/region_scores"] == table_condition(None, "1d")
+    assert conditions["online/region_payments_online"] == export_condition(None, windowed=True)
 
 
 def test_no_schedule_and_no_job_per_spec_and_the_automation_sensor_runs_from_the_start(tmp_path):
