@@ -49,10 +49,14 @@ WINDOWS_IN_PARALLEL = 2
 """Windows of one table written at once where `parallel_windows` allows it: BigQuery's number of mutating DML
 statements it runs at once on one table (more wait in its queue anyway)."""
 
-_WINDOW_SECONDS = {"1h": 3_600, "1d": 86_400, "1w": 7 * 86_400, "1mo": 28 * 86_400}
-"""The shortest length of each window size (a month is at least 28 days)."""
-_GRANULARITY_SECONDS = {"hour": 3_600, "day": 86_400, "month": 31 * 86_400, "year": 366 * 86_400}
-"""The longest length of each partition granularity."""
+_PARTITIONS_WITHIN = {
+    "hour": {"1h", "1d", "1w", "1mo"},
+    "day": {"1d", "1w", "1mo"},
+    "month": {"1mo"},
+    "year": set(),
+}
+"""Partition granularity -> the window sizes made of whole partitions of it (a window never shares a partition
+with another window): an hour, day or month partition lies inside one window of these sizes."""
 
 
 def source_pool(source_name: str) -> str:
@@ -73,8 +77,7 @@ def parallel_windows(spec: TableSpec) -> bool:
     disjoint_rows = isinstance(strategy, AppendStrategy) or (
         isinstance(strategy, MergeStrategy) and spec.partition.key in strategy.unique_key
     )
-    window = _WINDOW_SECONDS[spec.window.size]
-    return disjoint_rows and _GRANULARITY_SECONDS[spec.partition.granularity] <= window
+    return disjoint_rows and spec.window.size in _PARTITIONS_WITHIN[spec.partition.granularity]
 
 
 def table_limit(spec: TableSpec) -> int:
