@@ -15,6 +15,7 @@ from dagster import (
     AssetSpec,
     Definitions,
     ExecutorDefinition,
+    SensorDefinition,
     in_process_executor,
     multiprocess_executor,
 )
@@ -22,7 +23,9 @@ from dagster import (
 from derive_assets.factory.automation import automation_sensor
 from derive_assets.factory.error_assets import broken_specs, error_asset, warn
 from derive_assets.factory.export_assets import build_export_asset
+from derive_assets.factory.freshness import freshness_checks, freshness_rules, freshness_sensors
 from derive_assets.factory.jobs import JobMember, dataset_jobs, source_job
+from derive_assets.factory.late_data import late_data_sensor
 from derive_assets.factory.python_assets import PythonTable, build_python_asset
 from derive_assets.factory.replication_assets import build_replication_asset
 from derive_assets.factory.sensors import source_sensors
@@ -122,17 +125,33 @@ def build_definitions(
 
     broken = broken_specs(project, _python_tables_left_out(project))
     warn(broken)
+    freshness = freshness_checks(freshness_rules(graph.nodes.values(), translator.get_asset_key))
 
     return Definitions(
         executor=build_executor(settings),
         assets=[*graph.assets, *(error_asset(b) for b in broken)],
+        asset_checks=freshness,
         jobs=[*jobs, *dataset_jobs(graph.members)],
-        sensors=[automation_sensor(), *source_sensors(project, _replicated_keys(project, graph))],
+        sensors=[
+            automation_sensor(),
+            *source_sensors(project, _replicated_keys(project, graph)),
+            *freshness_sensors(freshness),
+            *_optional(late_data_sensor(project, _node_keys(graph))),
+        ],
         resources=resources,
     )
 
 
 AssetBuilder = Callable[[Any, AssetSpec, Sequence[AssetCheckSpec]], AssetsDefinition]
+
+
+def _node_keys(graph: _Graph) -> dict[str, AssetKey]:
+    """Every translated node's ref -> its asset key (the translator's), for the late-data sensor."""
+    return {ref: graph.translator.get_asset_key(node) for ref, node in graph.nodes.items()}
+
+
+def _optional(sensor: SensorDefinition | None) -> list[SensorDefinition]:
+    return [] if sensor is None else [sensor]
 
 
 def _replicated_keys(project: SpecProject, graph: _Graph) -> dict[str, AssetKey]:
