@@ -29,6 +29,7 @@ from dagster import (
 from dagster._core.definitions.automation_tick_evaluation_context import (
     build_run_requests_with_backfill_policies,
 )
+from dagster._core.execution.backfill import PartitionBackfill
 from support import QUIET, events_source, run_assets, run_job
 
 from derive_assets import metadata_keys as K
@@ -148,6 +149,20 @@ def test_a_wave_of_late_rows_reruns_exactly_its_days_as_one_backfill(tmp_path: P
     assert late_keys([request]) == {"bench/daily_events": late}
     assert request.tags[K.LATE_DATA_TAG].startswith("shop/events@")
     assert len(late) > 100 and (dt.date.fromisoformat(late[-1]) - dt.date.fromisoformat(late[0])).days > 300
+
+    # The request is a backfill the instance takes as the sensor daemon submits it (`_submit_backfill_request`).
+    backfill = PartitionBackfill.from_asset_graph_subset(
+        backfill_id="late",
+        asset_graph_subset=request.asset_graph_subset,
+        dynamic_partitions_store=project.instance,
+        backfill_timestamp=0.0,
+        tags=request.tags,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    project.instance.add_backfill(backfill)
+    assert project.instance.get_backfill("late") is not None
 
     # What the backfill daemon launches: with the single-run policy, one run per contiguous range of days.
     graph = project.defs.resolve_asset_graph()
