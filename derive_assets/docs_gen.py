@@ -31,13 +31,18 @@ from derive_assets.specs.models import (
     ColumnType,
     Constraints,
     ExportSpec,
+    FreshnessCheck,
     Granularity,
     MergeStrategy,
     Partition,
+    Relationship,
     ReplaceStrategy,
+    RowCountCheck,
     SoftDelete,
     SourceSpec,
     SourceTable,
+    SqlCheck,
+    TableChecks,
     TableSpec,
     Window,
     WindowSize,
@@ -70,6 +75,11 @@ SECTIONS: list[tuple[type[BaseModel], str, str]] = [
         "Data-quality rules; each rule that is set becomes a Dagster asset check.",
     ),
     (
+        Relationship,
+        "`columns[].constraints.relationships`",
+        "The key column another table's values must exist in (docs/checks.md).",
+    ),
+    (
         MergeStrategy,
         "`strategy` with `type: merge`",
         "Rows the run outputs replace the table's rows with the same `unique_key`; new keys are inserted.",
@@ -88,6 +98,14 @@ SECTIONS: list[tuple[type[BaseModel], str, str]] = [
     ),
     (Window, "`window`", "The time range one run processes; each window is one Dagster partition."),
     (Partition, "`partition`", "How the table is time-partitioned; needs a `window`."),
+    (
+        TableChecks,
+        "`checks` of a table or of a source table",
+        "Table-level quality checks beyond column constraints (docs/checks.md).",
+    ),
+    (RowCountCheck, "`checks.row_count`", "Bounds on the rows of each window (or of the table)."),
+    (FreshnessCheck, "`checks.freshness`", "How late the table may be; Dagster's freshness checks."),
+    (SqlCheck, "`checks.sql[]`", "A query returning the rows that break a rule."),
     (
         SourceSpec,
         "a file under `table_specs/sources/` (`kind: source`)",
@@ -238,6 +256,15 @@ def _rules_section() -> list[str]:
         "- `dataset.name` is unique across all specs, replicated source tables included.",
         "- A source table's `primary_key`, `cursor` and `soft_delete.column` are declared columns; the "
         "cursor is INT64, TIMESTAMP, DATETIME or DATE.",
+        "- `constraints.min`/`max` fit the column's type (numbers for INT64, FLOAT64 and NUMERIC; dates for DATE; "
+        "dates or timestamps for DATETIME and TIMESTAMP; no other type has a range), and min <= max.",
+        "- `constraints.relationships` names a table some spec or source defines and one of its columns, of the "
+        "same type (or both numbers).",
+        "- `checks.freshness` needs a `schedule` or a `window` (a source table: the source's `schedule`); a "
+        "windowed table's grace (plus its schedule's lag after a window ends) is shorter than one window.",
+        "- `checks.sql[].query` follows the rules of `sql` (one SELECT, known tables, `@window_start`/"
+        "`@window_end` only in a windowed table); check names are unique and are not `row_count`, "
+        "`freshness_check` or a column check's `<column>_<rule>`.",
         "",
     ]
 
@@ -299,6 +326,10 @@ def _scalar_text(annotation: Any, metadata: list[Any]) -> str:
     pattern = next((getattr(m, "pattern", None) for m in metadata if getattr(m, "pattern", None)), None)
     if pattern == IDENTIFIER:
         return "identifier"
+    if any(isinstance(m, AfterValidator) and m.func.__name__ == "_check_duration" for m in metadata):
+        return "duration (`2h`, `30m`, `1d12h`)"
+    if pattern and r"\." in pattern:
+        return "`dataset.name`"
     if pattern:
         return "ENV_VAR_NAME (upper case)"
     names = {str: "string", int: "integer", bool: "boolean", float: "number", dt.date: "date (YYYY-MM-DD)"}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from resources.dialects import placeholder
-from resources.engine_sql import window_between
+from resources.engine_sql import cast, window_between
 from resources.lazy_import import lazy_module
 from resources.schema import ColumnType
 from resources.warehouse import TimeWindow
@@ -33,7 +33,7 @@ else:
     exp = lazy_module("sqlglot.expressions")
 
 
-CheckKind = Literal["not_null", "unique", "accepted_values"]
+CheckKind = Literal["not_null", "unique", "accepted_values", "min", "max", "relationships"]
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,23 @@ class TableSlice:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The key column a `relationships` check looks values up in."""
+
+    ref: str
+    """`dataset.table`."""
+    column: str
+
+
+@dataclass(frozen=True)
 class CheckQuery:
     """Counts the rows (for `unique`: the values) of `slice` that break one check on `column`.
 
     - `not_null`: rows where the column is NULL;
     - `accepted_values`: rows where it is not NULL and not one of `accepted_values`;
+    - `min` / `max`: rows whose value is below / above `bound` (a bound parameter, cast to the column's engine type
+      when `type` is temporal, as window bounds are; NULL never breaks it);
+    - `relationships`: rows whose non-NULL value is missing from `reference`'s column (a `NOT EXISTS` anti-join);
     - `unique`: non-NULL values held by more than one row of the *whole table* (a key must be unique across
       windows, so `unique` ignores the slice's window and cursor); the others count only the slice's rows.
     """
@@ -84,6 +96,12 @@ class CheckQuery:
     column: str
     slice: TableSlice
     accepted_values: tuple[str | int | bool, ...] = ()
+    bound: Any = None
+    """`min`/`max`: the bound (inclusive: a value equal to it passes)."""
+    type: ColumnType | None = None
+    """`min`/`max`: the column's spec type (temporal bounds are cast to it)."""
+    reference: Reference | None = None
+    """`relationships`: where every value must exist."""
 
     def __post_init__(self) -> None:
         if self.kind == "accepted_values" and not self.accepted_values:
@@ -91,6 +109,24 @@ class CheckQuery:
                 f"{self.slice.ref}: the accepted_values check on column {self.column!r} lists no values; give "
                 "at least one accepted value"
             )
+        if self.kind in ("min", "max") and self.bound is None:
+            raise ValueError(
+                f"{self.slice.ref}: the {self.kind} check on column {self.column!r} has no bound"
+            )
+        if self.kind == "relationships" and self.reference is None:
+            raise ValueError(
+                f"{self.slice.ref}: the relationships check on column {self.column!r} names no referenced table"
+            )
+
+
+@dataclass(frozen=True)
+class SqlCheckQuery:
+    """A query returning the rows that break a rule (a custom check), as a sqlglot expression in any dialect:
+    `count_sql_violations` renders `SELECT count(*) FROM (<query>)` in the engine's dialect. `params` are the
+    values of the query's parameters (e.g. `window_start`, `window_end`)."""
+
+    query: exp.Query
+    params: Mapping[str, Any]
 
 
 class Query(NamedTuple):
@@ -103,13 +139,19 @@ class Query(NamedTuple):
 # ----------------------------------------------------------------------------------------------- rendering
 
 
-def _column(name: str) -> exp.Column:
-    return exp.column(exp.to_identifier(name, quoted=True))
+def _column(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(
+        exp.to_identifier(name, quoted=True), table=exp.to_identifier(table, quoted=True) if table else None
+    )
 
 
-def _table(ref: str) -> exp.Table:
+def _table(ref: str, alias: str | None = None) -> exp.Table:
     dataset, name = ref.split(".")
-    return exp.table_(exp.to_identifier(name, quoted=True), db=exp.to_identifier(dataset, quoted=True))
+    return exp.table_(
+        exp.to_identifier(name, quoted=True),
+        db=exp.to_identifier(dataset, quoted=True),
+        alias=exp.to_identifier(alias, quoted=True) if alias else None,
+    )
 
 
 def _count_all() -> exp.Count:
@@ -131,22 +173,33 @@ class _Where:
     def add(self, condition: exp.Expr) -> None:
         self.conditions.append(condition)
 
-    def window(self, bound: WindowBound) -> None:
+    def window(self, bound: WindowBound, alias: str | None = None) -> None:
         """The write path's window predicate (`engine_sql.window_between`): one definition of a window."""
         self.params.update(bound.window.as_params())
-        self.conditions.extend(window_between(bound.column, self.types[bound.type], self.dialect).flatten())
+        predicate = window_between(bound.column, self.types[bound.type], self.dialect, alias)
+        self.conditions.extend(predicate.flatten())
 
-    def cursor(self, cursor: CursorRange) -> None:
+    def cursor(self, cursor: CursorRange, alias: str | None = None) -> None:
+        column = _column(cursor.column, alias)
         if cursor.after is not None:
-            self.add(exp.GT(this=_column(cursor.column), expression=self.bind("cursor_after", cursor.after)))
+            self.add(exp.GT(this=column, expression=self.bind("cursor_after", cursor.after)))
         if cursor.upto is not None:
-            self.add(exp.LTE(this=_column(cursor.column), expression=self.bind("cursor_upto", cursor.upto)))
+            self.add(exp.LTE(this=column.copy(), expression=self.bind("cursor_upto", cursor.upto)))
 
-    def slice(self, s: TableSlice) -> None:
+    def slice(self, s: TableSlice, alias: str | None = None) -> None:
+        """The slice's window and cursor range; `alias`: the table's alias in the statement, if it has one."""
         if s.window is not None:
-            self.window(s.window)
+            self.window(s.window, alias)
         if s.cursor is not None:
-            self.cursor(s.cursor)
+            self.cursor(s.cursor, alias)
+
+    def beyond(self, check: CheckQuery, column: exp.Expr) -> exp.Expr:
+        """`column < bound` (`min`) or `column > bound` (`max`), the bound bound and cast for temporal types."""
+        value = self.bind("bound", check.bound)
+        if check.type in ("DATE", "DATETIME", "TIMESTAMP"):
+            value = cast(value, self.types[check.type], self.dialect)
+        compare = exp.LT if check.kind == "min" else exp.GT
+        return compare(this=column, expression=value)
 
     def apply(self, select: exp.Select) -> exp.Select:
         return select.where(exp.and_(*self.conditions), copy=False) if self.conditions else select
@@ -191,14 +244,52 @@ def violations_query(check: CheckQuery, dialect: str, types: Mapping[str, str]) 
             .having(exp.GT(this=_count_all(), expression=exp.Literal.number(1)))
         )
         return where.render(exp.select(_count_all()).from_(duplicated.subquery("duplicated")))
+    if check.kind == "relationships":
+        where.add(_missing_from_reference(check))
+        where.slice(check.slice, CHECKED)
+        return where.render(exp.select(_count_all()).from_(_table(check.slice.ref, CHECKED)))
     if check.kind == "not_null":
         where.add(exp.Is(this=col, expression=exp.Null()))
+    elif check.kind in ("min", "max"):
+        where.add(where.beyond(check, col))
     else:
         values = [where.bind(f"v{i}", v) for i, v in enumerate(check.accepted_values)]
         where.add(exp.Not(this=exp.Is(this=col, expression=exp.Null())))
         where.add(exp.Not(this=exp.In(this=col.copy(), expressions=values)))
     where.slice(check.slice)
     return where.render(exp.select(_count_all()).from_(table))
+
+
+CHECKED, REFERENCED = "checked", "referenced"
+"""The aliases of the checked and the referenced table in a `relationships` anti-join."""
+
+
+def _missing_from_reference(check: CheckQuery) -> exp.Expr:
+    """`checked.col IS NOT NULL AND NOT EXISTS (SELECT 1 FROM <reference> AS referenced WHERE referenced.key =
+    checked.col)`: the anti-join of a `relationships` check, NULL-safe (a NULL is never missing)."""
+    assert check.reference is not None
+    col = _column(check.column, CHECKED)
+    lookup = (
+        exp.select(exp.Literal.number(1))
+        .from_(_table(check.reference.ref, REFERENCED))
+        .where(exp.EQ(this=_column(check.reference.column, REFERENCED), expression=col.copy()))
+    )
+    return exp.and_(
+        exp.Not(this=exp.Is(this=col, expression=exp.Null())),
+        exp.Not(this=exp.Exists(this=lookup)),
+    )
+
+
+def sql_violations_query(check: SqlCheckQuery, dialect: str) -> Query:
+    """`SELECT count(*) FROM (<the check's query>) AS violations`, in `dialect`."""
+    wrapped = exp.select(_count_all()).from_(check.query.copy().subquery("violations"))
+    return Query(wrapped.sql(dialect), dict(check.params))
+
+
+def sql_samples_query(check: SqlCheckQuery, dialect: str, limit: int) -> Query:
+    """The first `limit` rows of the check's query."""
+    wrapped = exp.select(exp.Star()).from_(check.query.copy().subquery("violations")).limit(limit)
+    return Query(wrapped.sql(dialect), dict(check.params))
 
 
 def violation_samples_query(check: CheckQuery, dialect: str, types: Mapping[str, str], limit: int) -> Query:
@@ -217,6 +308,18 @@ def violation_samples_query(check: CheckQuery, dialect: str, types: Mapping[str,
         where.add(exp.Not(this=exp.In(this=col.copy(), expressions=values)))
         where.slice(check.slice)
         select = select.distinct()
+    elif check.kind in ("min", "max"):
+        where.add(where.beyond(check, col.copy()))
+        where.slice(check.slice)
+        # the values furthest out of range first
+        order = col.copy() if check.kind == "min" else exp.Ordered(this=col.copy(), desc=True)
+        return where.render(select.distinct().order_by(order).limit(limit))
+    elif check.kind == "relationships":
+        checked = _column(check.column, CHECKED)
+        where.add(_missing_from_reference(check))
+        where.slice(check.slice, CHECKED)
+        select = exp.select(checked).from_(_table(check.slice.ref, CHECKED)).distinct()
+        return where.render(select.order_by(checked.copy()).limit(limit))
     else:
         where.add(exp.false())
     return where.render(select.order_by(col.copy()).limit(limit))
@@ -285,6 +388,14 @@ class SliceReads:
             row[0]
             for row in self._query_rows(*violation_samples_query(check, self.dialect, self.types, limit))
         ]
+
+    def count_sql_violations(self, check: SqlCheckQuery) -> int:
+        """How many rows a custom check's query returns (each one breaks its rule)."""
+        return _first_int(self._query_rows(*sql_violations_query(check, self.dialect)))
+
+    def sql_violation_samples(self, check: SqlCheckQuery, limit: int = 5) -> list[tuple[Any, ...]]:
+        """The first `limit` rows a custom check's query returns, to show in its result."""
+        return self._query_rows(*sql_samples_query(check, self.dialect, limit))
 
 
 def _first_int(rows: list[tuple[Any, ...]]) -> int:

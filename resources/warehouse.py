@@ -17,7 +17,7 @@ from resources.schema import ColumnDef
 if TYPE_CHECKING:  # resources.reads and resources.schema_diff import this module
     import pyarrow as pa
 
-    from resources.reads import CheckQuery, TableSlice
+    from resources.reads import CheckQuery, SqlCheckQuery, TableSlice
     from resources.schema_diff import ExistingTable, SchemaDiff
 
 
@@ -165,6 +165,10 @@ class Warehouse(Protocol):
 
     def count_violations(self, check: CheckQuery) -> int:
         """How many rows (values, for `unique`) break one column check (`resources.reads.SliceReads`)."""
+        ...
+
+    def count_sql_violations(self, check: SqlCheckQuery) -> int:
+        """How many rows a custom check's query returns (`resources.reads.SliceReads`)."""
         ...
 
     def read_slice(self, s: TableSlice) -> pa.Table:

@@ -15,11 +15,15 @@ from dagster import (
 )
 
 from derive_assets.factory.checks import (
-    column_checks,
+    failed_checks_message,
     run_checks,
     selected,
+    warned_checks_message,
 )
 from derive_assets.factory.failures import warehouse_failure
+from derive_assets.factory.policies import step_retry_policy
+from derive_assets.factory.pools import source_pool
+from derive_assets.factory.quality_checks import asset_checks, check_run
 from derive_assets.factory.targets import source_target
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.watermark import CursorState
@@ -47,13 +51,15 @@ def build_replication_asset(
         soft_delete_column=table.soft_delete.column if table.soft_delete else None,
     )
     cursor_type = next(c.type for c in table.columns if c.name == table.cursor)
-    checks = column_checks(table.columns)
+    checks = asset_checks(table.columns, table.checks, rt.path)
 
     @multi_asset(
         name=asset_spec.key.to_python_identifier(),
         # The load runs in the body below; the IO manager only loads this table into Python assets downstream.
         specs=[asset_spec.with_io_manager_key("warehouse_io_manager")],
         check_specs=check_specs,
+        pool=source_pool(source.name),  # at most `max_concurrent_extractions` of the source's tables at once
+        retry_policy=step_retry_policy(),
         required_resource_keys={"warehouse", "sources"},
     )
     def _replicate(context: AssetExecutionContext) -> MaterializeResult:
@@ -87,7 +93,12 @@ def build_replication_asset(
             raise warehouse_failure(rt.path, exc) from None
         # A failed blocking check fails this step after Dagster has recorded the materialization (and so the new
         # watermark: the rows are in the warehouse); assets downstream wait.
-        check_results = run_checks(selected(context, checks), warehouse, TableSlice(rt.ref))
+        checks_run = check_run(context, warehouse, TableSlice(rt.ref), (), {})
+        check_results = run_checks(selected(context, checks), warehouse, checks_run)
+        if failed := failed_checks_message(rt.path, rt.ref, check_results):
+            context.log.error(failed)
+        if warned := warned_checks_message(rt.path, rt.ref, check_results):
+            context.log.warning(warned)  # `severity: warn`: reported, never blocking
         return MaterializeResult(metadata=metadata, check_results=check_results)
 
     return _replicate

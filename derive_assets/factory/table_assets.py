@@ -15,27 +15,27 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
-    BackfillPolicy,
     MaterializeResult,
     multi_asset,
 )
 
 from derive_assets import metadata_keys as K
 from derive_assets.factory.checks import (
-    column_checks,
     failed_checks_message,
     run_checks,
     selected,
+    warned_checks_message,
 )
 from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.metadata import column_lineage, sql_block
+from derive_assets.factory.policies import backfill_policy, step_retry_policy
+from derive_assets.factory.pools import table_pool
+from derive_assets.factory.quality_checks import asset_checks, check_run, window_rows
 from derive_assets.factory.run_events import RunScope, record_partitions, write_metadata
 from derive_assets.factory.targets import table_target
 from derive_assets.specs.models import MergeStrategy
 from derive_assets.specs.project import Table
 from derive_assets.specs.sql_analysis import transpile
-from resources.reads import TableSlice, WindowBound
-from resources.schema import ColumnType
 from resources.warehouse import WarehouseError, WriteRequest
 
 IO_MANAGER_KEY = "warehouse_io_manager"
@@ -54,7 +54,7 @@ def build_table_asset(
     `check_specs` (by name) in the same step."""
     spec, analysis = table.spec, table.analysis
     partitions_def = asset_spec.partitions_def
-    checks = column_checks(spec.columns)
+    checks = asset_checks(spec.columns, spec.checks, table.path)
     target = table_target(spec, code_version=asset_spec.code_version)
     delete_missing = isinstance(spec.strategy, MergeStrategy) and spec.strategy.delete_missing
 
@@ -62,8 +62,10 @@ def build_table_asset(
         name=asset_spec.key.to_python_identifier(),
         specs=[asset_spec.with_io_manager_key(IO_MANAGER_KEY)],
         check_specs=check_specs,
-        # A backfill of many windows runs as one statement over their union, not one run per window.
-        backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
+        # A backfill of many windows runs as one statement over their union (or in chunks: `spec.backfill`).
+        backfill_policy=backfill_policy(spec, partitions_def),
+        pool=table_pool(spec.ref),  # who may write the table at once (`factory/pools.py`)
+        retry_policy=step_retry_policy(),
         required_resource_keys={"warehouse"},
     )
     def _build(context: AssetExecutionContext) -> MaterializeResult:
@@ -94,16 +96,17 @@ def build_table_asset(
         except WarehouseError as exc:  # the data or the spec broke a rule: the message names it and the fix
             raise warehouse_failure(table.path, exc) from None
         duration = time.perf_counter() - started
-        rows = TableSlice(spec.ref)  # checks cover the run's window of a partitioned table, else all of it
-        if window and spec.partition:
-            key_type: ColumnType = next(c.type for c in spec.columns if c.name == spec.partition.key)
-            rows = TableSlice(spec.ref, window=WindowBound(spec.partition.key, key_type, window))
-        check_results = run_checks(selected(context, checks), warehouse, rows)
+        # checks cover the run's window of a partitioned table, else all of it
+        rows = window_rows(spec.ref, spec.columns, spec.partition.key if spec.partition else None, window)
+        checks_run = check_run(context, warehouse, rows, scope.windows, window.as_params() if window else {})
+        check_results = run_checks(selected(context, checks), warehouse, checks_run)
         if failed := failed_checks_message(table.path, spec.ref, check_results):
             # Dagster fails the step itself for a failed blocking check (downstream assets wait; `derive demo` and
             # `derive rebuild` tell it apart from other failures), and its error names only the checks: this
             # line, logged first, names the spec file, the offending values and what to do.
             context.log.error(failed)
+        if warned := warned_checks_message(table.path, spec.ref, check_results):
+            context.log.warning(warned)  # `severity: warn`: reported, never blocking
         run_metadata: dict[str, Any] = {
             K.DURATION_SECONDS: round(duration, 3),
             K.RENDERED_SQL: sql_block(sql),

@@ -8,6 +8,7 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 from derive_assets.specs.cache import CacheStats, SpecCache, schema_key
+from derive_assets.specs.check_refs import check_reference_errors
 from derive_assets.specs.errors import SpecError, SpecValidationError
 from derive_assets.specs.loader import (
     LoadedExport,
@@ -210,6 +211,7 @@ def _check(raw: RawSpecs, cache: SpecCache) -> _Checked:
         if not problems:
             parsed[loaded.spec.ref] = (loaded, analysis)
 
+    errors += check_reference_errors(raw.sources, raw.tables, schema, raw.failed_refs)
     order = _dependency_order(parsed, errors)
     tables = []
     for ref in order:
