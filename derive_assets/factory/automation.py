@@ -181,7 +181,7 @@ def lookback_delta(size: WindowSize, lookback: int) -> dt.timedelta:
         return dt.timedelta(days=lookback + 1)
     if size == "1w":
         return dt.timedelta(weeks=lookback + 1)
-    return dt.timedelta(days=_longest_months(lookback) + 1)
+    return dt.timedelta(days=_longest_months(lookback + 1))
 
 
 @cache
