@@ -6,8 +6,12 @@ for good. So after each read Derive takes a *fence token* naming the transaction
 its read floor up to that read's watermark only once the token has cleared (all of them ended), and otherwise
 reads again from the old floor. Re-read rows are merged by primary key, so waiting never duplicates.
 
-- PostgreSQL: the token is `pg_snapshot_xmax(pg_current_snapshot())` (64-bit xid8, no wraparound); it has
-  cleared when the current snapshot's xmin has reached it.
+- PostgreSQL: the token lists the virtual transaction ids (`pg_locks`, readable by every user) of the
+  transactions open in the source's database, other than the reader's own: `v:3/15,7/2`; it has cleared when
+  none of them is still open. Virtual ids, not xids: PostgreSQL assigns an xid only at a transaction's first
+  write, so a transaction that began before the read (and took its `now()` then) but writes only after it holds
+  no xid at the read, and an xid fence would not wait for it. Tokens of older versions (a bare xid8, the
+  snapshot's xmax) still clear when the snapshot's xmin has reached them.
 - MySQL/MariaDB: the token is the largest id of a transaction that has modified rows
   (`information_schema.INNODB_TRX`, which needs the PROCESS privilege); it has cleared when no writing
   transaction with an id up to it remains.
@@ -17,13 +21,22 @@ reads again from the old floor. Re-read rows are merged by primary key, so waiti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
+
+from sqlglot import exp
 
 from derive_assets.replication.urls import SourceConnectionError, scrub
 from derive_assets.specs.models import SourceSpec, SourceTable
 
-_PG_TOKEN = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS token"
+_PG_TOKEN = (
+    "SELECT 'v:' || COALESCE(string_agg(l.virtualxid, ',' ORDER BY l.virtualxid), '') AS token "
+    "FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+    "WHERE l.locktype = 'virtualxid' AND l.granted AND a.datname = current_database() "
+    "AND l.pid <> pg_backend_pid()"
+)
+_PG_VXID = re.compile(r"^\d+/\d+$")
 _PG_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin"
 _MY_WRITERS = "FROM information_schema.INNODB_TRX WHERE trx_rows_modified > 0"
 _MY_TOKEN = f"SELECT CAST(COALESCE(MAX(CAST(trx_id AS UNSIGNED)), 0) AS CHAR) AS token {_MY_WRITERS}"
@@ -52,9 +65,23 @@ def cleared(
     one-value query (default: connectorx; the source sensors pass one with a statement timeout)."""
     if token is None or not applies(source, table):
         return True
+    run = query or (lambda sql: _one_value(url, sql, source, table))
+    if source.type == "postgres" and token.startswith("v:"):
+        vxids = [v for v in token.removeprefix("v:").split(",") if v]
+        if not all(_PG_VXID.match(v) for v in vxids):
+            return False  # not a token this version wrote: wait, never skip
+        if not vxids:
+            return True
+        held = exp.In(this=exp.column("virtualxid"), expressions=[exp.Literal.string(v) for v in vxids])
+        still_open = (
+            exp.select(exp.cast(exp.func("COUNT", exp.Star()), "TEXT").as_("open"))
+            .from_("pg_locks")
+            .where(exp.EQ(this=exp.column("locktype"), expression=exp.Literal.string("virtualxid")))
+            .where(held)
+        )
+        return int(run(still_open.sql("postgres"))) == 0
     if not token.isdigit():
         return False  # not a token this version wrote: wait, never skip
-    run = query or (lambda sql: _one_value(url, sql, source, table))
     if source.type == "postgres":
         return int(run(_PG_XMIN)) >= int(token)
     sql = f"SELECT CAST(COUNT(*) AS CHAR) AS open {_MY_WRITERS} AND CAST(trx_id AS UNSIGNED) <= {int(token)}"

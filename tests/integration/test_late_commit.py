@@ -149,3 +149,24 @@ def test_without_the_default_the_late_row_is_lost_as_in_dlt_2269(
         assert shop.tick()[0] is False  # nothing beyond the watermark, no fence to settle
         shop.replicate()  # even a run reads only from 10:50
         assert shop.notes() == ["first", "after"]
+
+
+def test_a_postgres_transaction_that_writes_only_after_the_read_is_waited_for_too(
+    tmp_path, monkeypatch, postgres_url
+):
+    """PostgreSQL gives a transaction its xid at its first write, so a transaction that began before a read (and
+    took its `now()` then) but writes after it holds no xid at the read: the fence names every open transaction
+    of the database (its virtual transaction id), not only those holding an xid."""
+    with session(postgres_url, "postgres", None) as writer, session(postgres_url, "postgres", None) as late:  # type: ignore[arg-type]
+        writer(CREATE["postgres"])
+        shop = Shop(tmp_path, monkeypatch, postgres_url, "postgres")
+        late("BEGIN")
+        late("SELECT 1")  # open, no write yet: no xid
+        writer("INSERT INTO events VALUES (1, 'first', '2026-11-30 11:00:00')")
+        shop.replicate()
+        late("INSERT INTO events VALUES (2, 'late', '2026-11-30 09:05:00')")  # as if DEFAULT now() at BEGIN
+        shop.replicate()  # the late transaction is still open
+        late("COMMIT")
+        assert shop.tick()[0] is True  # settle: the transactions open at the reads have ended
+        shop.replicate()
+        assert shop.notes() == ["first", "late"]
