@@ -11,6 +11,7 @@ with `lookback: 2`, built over ~500 days. The sensor is evaluated with Dagster's
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import sqlite3
 from pathlib import Path
@@ -147,7 +148,11 @@ def test_a_wave_of_late_rows_reruns_exactly_its_days_as_one_backfill(tmp_path: P
     request = requests[0]
     assert request.asset_graph_subset is not None and request.asset_selection is None
     assert late_keys([request]) == {"bench/daily_events": late}
-    assert request.tags[K.LATE_DATA_TAG].startswith("shop/events@")
+    replicated = project.instance.fetch_materializations(SOURCE_KEY, limit=1).records[0].storage_id
+    assert request.tags[K.LATE_DATA_TAG] == f"shop/events@{replicated}"
+    assert json.loads(project.cursor or "{}") == {"shop/events": replicated}, (
+        "the next tick reads on from there"
+    )
     assert len(late) > 100 and (dt.date.fromisoformat(late[-1]) - dt.date.fromisoformat(late[0])).days > 300
 
     # The request is a backfill the instance takes as the sensor daemon submits it (`_submit_backfill_request`).
@@ -213,3 +218,30 @@ def test_a_window_rebuilt_after_the_replication_is_not_requested(tmp_path: Path)
     # Day 6 already read its late row. Day 9 is requested too: its (unchanged) row is the watermark's, which the
     # cursor overlap (600 s before the watermark) reads again; the rows read are what is recorded, a superset.
     assert late_keys(result.run_requests or []) == {"bench/daily_events": [days[3], days[9]]}
+
+
+def test_a_retried_replication_records_only_the_last_attempts_rows(tmp_path: Path, monkeypatch: Any) -> None:
+    """The source connection drops after the first attempt has streamed every batch: the retry reads them all
+    again, and the recorded event times are that attempt's, not both attempts' together."""
+    from resources.duckdb_warehouse import DuckDBWarehouse
+
+    monkeypatch.setenv("DERIVE_SOURCE_RETRY_BACKOFF_SECONDS", "0")
+    project = Project(tmp_path)
+    project.insert([day(0), day(1), day(1)])
+    load = DuckDBWarehouse.load
+    attempts: list[int] = []
+
+    def dropping_once(self: Any, request: Any, batches: Any) -> Any:
+        if request.target.name == "events" and not attempts:
+            attempts.append(sum(b.num_rows for b in batches))  # the whole stream, then the connection drops
+            raise ConnectionResetError("server closed the connection unexpectedly")
+        return load(self, request, batches)
+
+    monkeypatch.setattr(DuckDBWarehouse, "load", dropping_once)
+    recorded = project.replicate()[K.event_time("happened_at")]
+    assert attempts == [3]
+    assert recorded["rows"] == 3
+    assert recorded["hours"] == [
+        [f"{day(0)}T12:00:00+00:00", f"{day(0)}T13:00:00+00:00"],
+        [f"{day(1)}T12:00:00+00:00", f"{day(1)}T13:00:00+00:00"],
+    ]

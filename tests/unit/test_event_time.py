@@ -127,15 +127,20 @@ def test_a_million_rows_are_reduced_to_their_distinct_hours() -> None:
 
 def test_too_many_ranges_are_widened_to_days_then_months_never_narrowed() -> None:
     hours = {day * 24 + 3 for day in range(9000, 9100, 2)} | {9000 * 24 + 7}  # 50 scattered days
-    by_day = summary(ColumnTimes(hours=hours, rows=51), max_ranges=60)
-    assert by_day["granularity"] == "hour" and len(by_day["hours"]) == 51
-    widened = summary(ColumnTimes(hours=hours, rows=51), max_ranges=50)
+    hours |= {9200 * 24 + 23, 9201 * 24, 9201 * 24 + 1}  # 23:00 to 02:00: one range over two days
+    by_day = summary(ColumnTimes(hours=hours, rows=54), max_ranges=60)
+    assert by_day["granularity"] == "hour" and len(by_day["hours"]) == 52
+    widened = summary(ColumnTimes(hours=hours, rows=54), max_ranges=51)
     assert widened["granularity"] == "day"
-    assert len(widened["hours"]) == 50
+    assert len(widened["hours"]) == 51
     assert widened["hours"][0] == ["1994-08-23T00:00:00+00:00", "1994-08-24T00:00:00+00:00"]
-    monthly = summary(ColumnTimes(hours=hours, rows=51), max_ranges=3)
+    assert widened["hours"][-1] == ["1995-03-11T00:00:00+00:00", "1995-03-13T00:00:00+00:00"]
+    monthly = summary(ColumnTimes(hours=hours, rows=54), max_ranges=3)
     assert monthly["granularity"] == "month"
-    assert monthly["hours"] == [["1994-08-01T00:00:00+00:00", "1994-12-01T00:00:00+00:00"]]
+    assert monthly["hours"] == [
+        ["1994-08-01T00:00:00+00:00", "1994-12-01T00:00:00+00:00"],
+        ["1995-03-01T00:00:00+00:00", "1995-04-01T00:00:00+00:00"],
+    ]
     for coarse in (widened, monthly):  # every hour touched is inside a recorded range
         ranges = touched(coarse)
         for hour in hours:
