@@ -89,6 +89,8 @@ def _observe(times: ColumnTimes, name: str, values: pa.Array) -> None:
     valid = pc.drop_null(values)
     if len(valid) == 0:
         return
+    if pa.types.is_string(valid.type) or pa.types.is_large_string(valid.type):
+        valid = _parsed(name, valid)  # a driver that sends text (the warehouse casts it to the declared type)
     times.rows += len(valid)
     if pa.types.is_date(valid.type):
         days = pc.unique(valid.cast(pa.date32()).cast(pa.int32())).to_pylist()
@@ -109,6 +111,18 @@ def _observe(times: ColumnTimes, name: str, values: pa.Array) -> None:
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
     times.low = low if times.low is None or low < times.low else times.low
     times.high = high if times.high is None or high > times.high else times.high
+
+
+def _parsed(name: str, values: pa.Array) -> pa.Array:
+    """Text values as timestamps (ISO 8601, as the warehouse's cast reads them), or a clear error."""
+    try:
+        return values.cast(pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        sample = values[0].as_py()
+        raise ValueError(
+            f"event_time column '{name}' holds text that is not a timestamp (e.g. {str(sample)[:40]!r}); list "
+            "only TIMESTAMP, DATETIME or DATE columns whose values are times in event_time"
+        ) from None
 
 
 def merged(hours: Iterable[int]) -> list[tuple[int, int]]:

@@ -157,10 +157,14 @@ def test_merged_and_touched() -> None:
     ]
 
 
-def test_a_column_that_is_not_temporal_is_named() -> None:
+def test_text_times_are_read_and_a_column_that_is_not_temporal_is_named() -> None:
     times = EventTimes(("paid_at",))
-    with pytest.raises(ValueError, match=r"event_time column 'paid_at' arrived as string, not as a date"):
-        times.observe(batch(paid_at=pa.array(["2026-01-01"])))
+    times.observe(batch(paid_at=pa.array(["2026-01-01 05:30:00", None])))
+    assert recorded(times, "paid_at")["hours"] == [["2026-01-01T05:00:00+00:00", "2026-01-01T06:00:00+00:00"]]
+    with pytest.raises(ValueError, match=r"event_time column 'paid_at' holds text that is not a timestamp"):
+        times.observe(batch(paid_at=pa.array(["soon"])))
+    with pytest.raises(ValueError, match=r"event_time column 'paid_at' arrived as int64, not as a date"):
+        times.observe(batch(paid_at=pa.array([1])))
 
 
 # ------------------------------------------------------------------------------------------ the spec field
