@@ -395,7 +395,7 @@ class RowCountCheck(StrictModel):
     @model_validator(mode="after")
     def _some_bound(self) -> RowCountCheck:
         if self.min is None and self.max is None and self.max_change_percent is None:
-            raise ValueError("row_count: give at least one of min, max or max_change_percent")
+            raise ValueError("give at least one of min, max or max_change_percent (without them the check checks nothing)")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"max: {self.max} is below min {self.min}; the range is min <= rows <= max")
         return self
