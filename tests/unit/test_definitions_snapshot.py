@@ -102,9 +102,10 @@ def test_no_job_per_spec_and_no_schedule(tmp_path):
     graph = defs.resolve_asset_graph()
     repo = defs.get_repository_def()
     assert not list(defs.schedules or [])
-    # Dagster's automation sensor, and one sensor per source (`factory/sensors.py`), all running from the start.
+    # Dagster's automation sensor, one sensor per source (`factory/sensors.py`) and the late-data sensor (the
+    # shipped tables filter on declared event times: `factory/late_data.py`), all running from the start.
     sensors = {s.name: s for s in defs.sensors or []}
-    assert set(sensors) == {"default_automation_condition_sensor"} | {
+    assert set(sensors) == {"default_automation_condition_sensor", "derive_late_data"} | {
         f"replicate_{source.name}_sensor" for source in project.sources()
     }
     assert {s.default_status for s in sensors.values()} == {DefaultSensorStatus.RUNNING}
