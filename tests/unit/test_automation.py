@@ -1,98 +1,53 @@
-"""A spec's cron is its asset's `AutomationCondition.on_cron(cron, "UTC")`, evaluated tick by tick with Dagster's own
-evaluation utility (`evaluate_automation_conditions`, simulated evaluation times, no sleeping).
+"""Each asset's automation condition (`derive_assets/factory/automation.py`, docs/automation.md), evaluated tick by
+tick with Dagster's own utility (`evaluate_automation_conditions`, simulated times, no sleeping; harness in
+`automation_ticks.py`).
 
-What `on_cron` means (dagster `declarative_automation/automation_condition.py`), pinned by these tests:
-`in_latest_time_window()` (a windowed asset: its last *complete* window only; an unwindowed one: always)
-& `cron_tick_passed(cron).since_last_handled()` (a tick passed since the asset was last requested or updated)
-& `all_deps_updated_since_cron(cron)` (every asset it reads updated since that tick, or requested in this same tick
-*and able to share its run*: `will_be_requested` counts only for a dependency of the same partitions definition).
-So a table waits for what it reads instead of for a clock offset, and a daily table never starts in the same tick
-as an unpartitioned upstream (they cannot share a run, so the table waits for the upstream's run to materialize).
+What is pinned: a table's window is requested only once it is complete, not in progress, with every input window
+it reads materialized and not in progress, and every input's blocking checks passed; then at its cron's tick once
+every input updated since the tick (a table with a `schedule`), or whenever an input updates (without one), and its
+latest window at once when missing (a fresh deployment needs no cron tick). Exports follow their table. Source
+tables keep their source's `on_cron` (None without a schedule: their sensor requests them).
 
-A request's run is simulated, where a test says so, by reporting the materializations it would make
-(`report_runless_asset_event`), always between two evaluations. As the real sensor (every 30 s), every tick is
-followed by another evaluation before the next tick: Dagster sees a request as handled one evaluation later, and a
-cron tick passing in that same evaluation would be lost.
+Simulated event times are wall-clock (Dagster records them when reported): an update reported before the
+evaluation in which a cron tick passes counts as after that tick. So every test reports updates only after the
+evaluation in which the tick passed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from dagster import (
-    AssetKey,
-    AssetMaterialization,
-    AutomationCondition,
-    DagsterInstance,
-    Definitions,
-    evaluate_automation_conditions,
-)
-from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
-from support import events_source
+from automation_ticks import Requested, Ticks, export, project, table
+from dagster import AssetKey, AutomationCondition, DefaultSensorStatus, Definitions
 
+from derive_assets.factory.automation import (
+    AUTOMATION_SENSOR_NAME,
+    automation_sensor,
+    cron_condition,
+    export_condition,
+    table_condition,
+)
 from derive_assets.factory.build import build_definitions
 from derive_assets.python_tables import python_tables
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
+from derive_assets.specs.errors import SpecValidationError
 from derive_assets.specs.project import load_project
 
+DAY = dt.date(2026, 3, 5)
 SOURCES = {"accounts/auth", "orders/orders", "payments/payments", "profiles/profile"}
-"""The shipped sources' tables: every source replicates on `*/15 * * * *`."""
 DAILY = (
     "analytics/daily_payments_by_region"  # 30 0 * * *, daily; reads core/user_detail and payments/payments
 )
-SCORES = "features/region_scores"  # 30 0 * * *, daily; reads DAILY
-REGION_EXPORT = "online/region_payments_online"  # 30 0 * * *, daily; exports DAILY
-USER_DETAIL = "core/user_detail"  # 5 * * * *, unpartitioned; reads accounts/auth and profiles/profile
-PROFILE_EXPORT = "online/user_profile_online"  # 15 * * * *, unpartitioned; exports USER_DETAIL
-TOP_SPENDERS = "analytics/top_spenders"  # 0 3 * * *, unpartitioned (replace); reads payments and user_detail
-
-Requested = dict[str, set[str | None]]
-
-
-class Ticks:
-    """The automation sensor's evaluations, one after the other, on one instance (the cursor carried over)."""
-
-    def __init__(self, defs: Definitions, day: dt.date) -> None:
-        self.defs = defs
-        self.day = day
-        self.instance = DagsterInstance.ephemeral()
-        self.cursor: AssetDaemonCursor | None = None
-        self.keys = sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.to_user_string())
-
-    def at(self, clock: str, days: int = 0) -> Requested:
-        """Evaluate every condition at `clock` (`HH:MM:SS`, UTC) on `day` (+ `days`): what is requested, by key."""
-        when = dt.datetime.combine(
-            self.day + dt.timedelta(days=days), dt.time.fromisoformat(clock), tzinfo=dt.UTC
-        )
-        with warnings.catch_warnings():  # Dagster's own deprecation notice about its default selection
-            warnings.simplefilter("ignore")
-            result = evaluate_automation_conditions(
-                defs=self.defs, instance=self.instance, evaluation_time=when, cursor=self.cursor
-            )
-        self.cursor = result.cursor
-        return {
-            key.to_user_string(): set(result.get_requested_partitions(key))
-            for key in self.keys
-            if result.get_num_requested(key)
-        }
-
-    def materialized(self, key: str, partition: str | None = None) -> None:
-        """A run (or anything else) materialized `key` (its window `partition`)."""
-        self.instance.report_runless_asset_event(
-            AssetMaterialization(asset_key=AssetKey.from_user_string(key), partition=partition)
-        )
-
-    def ran(self, requested: Requested) -> None:
-        """Every requested asset's run succeeded."""
-        for key, partitions in requested.items():
-            for partition in partitions:
-                self.materialized(key, partition)
+ORDER_FACTS = "analytics/order_facts"  # 10 0 * * *, daily; reads orders/orders and core/user_detail
+SCORES = "features/region_scores"  # no schedule, daily; reads DAILY
+REGION_EXPORT = "online/region_payments_online"  # no schedule, daily; exports DAILY
+USER_DETAIL = "core/user_detail"  # no schedule, unwindowed; reads accounts/auth and profiles/profile
+PROFILE_EXPORT = "online/user_profile_online"  # no schedule, unwindowed; exports USER_DETAIL
+TOP_SPENDERS = "analytics/top_spenders"  # 0 3 * * *, unwindowed; reads payments and user_detail
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +58,8 @@ def shipped() -> Definitions:
 
 
 @pytest.fixture
-def ticks(shipped: Definitions) -> Iterator[Ticks]:
-    clock = Ticks(shipped, dt.date(2026, 3, 5))
+def ticks(shipped: Definitions):
+    clock = Ticks(shipped, DAY)
     yield clock
     clock.instance.dispose()
 
@@ -112,204 +67,285 @@ def ticks(shipped: Definitions) -> Iterator[Ticks]:
 # ------------------------------------------------------------------------------------------------ the conditions
 
 
-def shipped_crons() -> dict[str, str | None]:
-    """Every shipped asset's spec cron, by asset key: a source's for its tables."""
-    project = load_project(PROJECT_ROOT / "table_specs")
-    crons: dict[str, str | None] = {rt.ref.replace(".", "/"): rt.source.schedule for rt in project.replicated}
-    crons |= {t.spec.ref.replace(".", "/"): t.spec.schedule for t in project.tables}
-    crons |= {t.key.to_user_string(): t.spec.schedule for t in python_tables(project)}
-    crons |= {f"online/{e.spec.name}": e.spec.schedule for e in project.exports}
-    return crons
-
-
-def test_every_asset_is_on_its_specs_cron_in_utc_and_nothing_is_a_schedule(shipped: Definitions):
+def test_every_asset_has_the_condition_of_its_kind_and_nothing_is_a_schedule(shipped: Definitions):
+    project_ = load_project(PROJECT_ROOT / "table_specs")
+    expected: dict[str, AutomationCondition | None] = {
+        rt.ref.replace(".", "/"): cron_condition(rt.source.schedule) for rt in project_.replicated
+    }
+    for t in project_.tables:
+        size = t.spec.window.size if t.spec.window else None
+        expected[t.spec.ref.replace(".", "/")] = table_condition(t.spec.schedule, size, t.spec.lookback)
+    for p in python_tables(project_):
+        expected[p.key.to_user_string()] = table_condition(
+            p.spec.schedule, p.spec.window and p.spec.window.size
+        )
+    for e in project_.exports:
+        expected[f"online/{e.spec.name}"] = export_condition(e.spec.schedule, e.window is not None)
     graph = shipped.resolve_asset_graph()
-    crons = shipped_crons()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == set(crons)
-    for key, cron in crons.items():
-        assert cron is not None, key  # every shipped spec has a cron
-        condition = graph.get(AssetKey.from_user_string(key)).automation_condition
-        assert condition == AutomationCondition.on_cron(cron, "UTC"), key
-        assert condition is not None and condition.get_label() == f"on_cron({cron}, UTC)"
+    assert {
+        k.to_user_string(): graph.get(k).automation_condition for k in graph.get_all_asset_keys()
+    } == expected
+    # The shipped specs: core tables and exports follow their inputs; derived daily tables keep a daily cron.
+    assert graph.get(AssetKey.from_user_string(USER_DETAIL)).automation_condition == table_condition(
+        None, None
+    )
+    assert graph.get(AssetKey.from_user_string(DAILY)).automation_condition == table_condition(
+        "30 0 * * *", "1d"
+    )
+    assert graph.get(AssetKey.from_user_string(SCORES)).automation_condition == table_condition(None, "1d")
+    labels = {
+        k.to_user_string(): c.get_label()
+        for k in graph.get_all_asset_keys()
+        if (c := graph.get(k).automation_condition)
+    }
+    assert labels[DAILY] == "after its inputs, on 30 0 * * * (UTC); latest 1d window"
+    assert labels[USER_DETAIL] == "after any input changes"
+    assert labels[REGION_EXPORT] == "follows its table"
     assert not list(shipped.schedules or [])
-    [sensor] = list(shipped.sensors or [])
-    assert sensor.name == "default_automation_condition_sensor"
+    [sensor] = [s for s in shipped.sensors or [] if s.name == AUTOMATION_SENSOR_NAME]
+    assert sensor.default_status == DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == 30
+
+
+def test_conditions_are_shared_objects_per_shape():
+    assert table_condition("30 0 * * *", "1d", 3) is table_condition("30 0 * * *", "1d", 3)
+    assert table_condition("30 0 * * *", "1d", 3) != table_condition("30 0 * * *", "1d", 2)
+    assert table_condition(None, "1d", 3) == table_condition(None, "1d")  # lookback needs a cron (validated)
+    assert export_condition(None, True) is export_condition(None, True)
+
+
+def test_the_sensor_interval_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DERIVE_AUTOMATION_INTERVAL_SECONDS", "5")
+    sensor = automation_sensor()
+    assert sensor.minimum_interval_seconds == 5
+    assert sensor.emit_backfills
+    monkeypatch.setenv("DERIVE_AUTOMATION_INTERVAL_SECONDS", "soon")
+    with pytest.raises(ValueError, match=r"DERIVE_AUTOMATION_INTERVAL_SECONDS='soon' is not a whole number"):
+        automation_sensor()
+
+
+# --------------------------------------------------------------------------------------------- lookback spec
+
+
+def lookback_spec(tmp_path: Path, **fields: Any) -> Path:
+    specs = tmp_path / "specs"
+    (specs / "sources").mkdir(parents=True)
+    (specs / "bench").mkdir()
+    from support import events_source
+
+    (specs / "sources" / "shop.yaml").write_text(yaml.safe_dump(events_source()))
+    spec = table("daily", ["shop.events"], **fields)
+    (specs / "bench" / "daily.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return specs
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"schedule": "30 0 * * *", "lookback": 0}, r"lookback: .*greater than or equal to 1"),
+        (
+            {"size": None, "schedule": "30 0 * * *", "lookback": 2},
+            r"lookback: 2 re-runs the last 2 windows, but this table has no `window`.*add a `window`, or remove",
+        ),
+        (
+            {"lookback": 3},
+            r"lookback: 3 re-runs the 3 windows before the latest at each tick .* add a `schedule`",
+        ),
+    ],
+)
+def test_a_lookback_needs_a_window_and_a_schedule(tmp_path, fields, match):
+    with pytest.raises(SpecValidationError, match=match) as info:
+        load_project(lookback_spec(tmp_path, **fields))
+    assert "bench/daily.yaml" in str(info.value)
+
+
+def test_a_valid_lookback_loads(tmp_path):
+    loaded = load_project(lookback_spec(tmp_path, schedule="30 0 * * *", lookback=3))
+    [daily] = loaded.tables
+    assert daily.spec.lookback == 3
 
 
 # ------------------------------------------------------------------------------- a small project of one table
 
 
-SOURCE: dict[str, Any] = events_source(schedule="30 0 * * *")
-
-
-def daily_table(name: str, start: str, schedule: str | None) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "name": name,
-        "dataset": "bench",
-        "owner": "team:shop",
-        "strategy": {"type": "merge", "unique_key": ["id"]},
-        "window": {"size": "1d", "start": start},
-        "partition": {"key": "day"},
-        "columns": [
-            {"name": "id", "type": "INT64", "constraints": {"not_null": True}},
-            {"name": "day", "type": "DATE", "constraints": {"not_null": True}},
-            {"name": "kind", "type": "STRING"},
-        ],
-        "sql": "SELECT e.id, DATE(e.updated_at) AS day, e.kind FROM shop.events AS e\n"
-        "WHERE e.updated_at >= @window_start AND e.updated_at < @window_end\n",
-    }
-    if schedule is not None:
-        table["schedule"] = schedule
-    return table
-
-
-def small_project(tmp_path: Path, *tables: dict[str, Any]) -> Definitions:
-    """The SQLite source `shop` (replicated at 00:30) and `tables` (daily tables reading shop.events)."""
-    specs = tmp_path / "specs"
-    (specs / "sources").mkdir(parents=True)
-    (specs / "bench").mkdir()
-    (specs / "sources" / "shop.yaml").write_text(yaml.safe_dump(SOURCE))
-    for table in tables:
-        (specs / "bench" / f"{table['name']}.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
-    return build_definitions(DeriveSettings(specs_dir=specs, home=tmp_path / "home"))
-
-
-def test_a_windowed_table_requests_exactly_its_last_complete_window_once_its_tick_passed(tmp_path):
-    defs = small_project(
-        tmp_path,
-        daily_table("daily_events", "2026-03-01", "30 0 * * *"),
-        daily_table("adhoc_events", "2026-03-01", None),
-    )
-    graph = defs.resolve_asset_graph()
-    assert graph.get(AssetKey(["bench", "adhoc_events"])).automation_condition is None  # no cron: on request
-    ticks = Ticks(defs, dt.date(2026, 3, 5))
-    assert ticks.at("00:20:00") == {}  # the sensor's first evaluation never requests (no tick passed yet)
-    assert ticks.at("00:29:59") == {}  # before the tick: nothing
-    # On the tick: the source's table. The daily table reads it and cannot share its run (another partitions
-    # definition), so it waits for that run to materialize.
-    source = ticks.at("00:30:10")
-    assert source == {"shop/events": {None}}
-    assert ticks.at("00:30:40") == {}  # once per tick, even before the run materialized
-    ticks.ran(source)
-    # Then the window 2026-03-04 alone: not the earlier windows it never built, not 2026-03-05 (not complete).
-    assert ticks.at("00:31:10") == {"bench/daily_events": {"2026-03-04"}}
-    assert ticks.at("00:31:40") == {}
-    assert ticks.at("23:59:59") == {}
-    ticks.ran(source := ticks.at("00:30:10", days=1))
-    assert source == {"shop/events": {None}}
-    assert ticks.at("00:30:40", days=1) == {"bench/daily_events": {"2026-03-05"}}
-    assert ticks.at("00:31:10", days=1) == {}
-    # Missed ticks are not caught up: three days later, only the then-latest window.
-    ticks.ran(ticks.at("00:30:10", days=4))
-    assert ticks.at("00:30:40", days=4) == {"bench/daily_events": {"2026-03-08"}}
+def test_a_fresh_deployment_fills_the_latest_window_at_once_then_the_cron_refreshes_it(tmp_path):
+    defs = project(tmp_path, table("daily", ["shop.events"], schedule="30 0 * * *"))
+    ticks = Ticks(defs, DAY)
+    assert ticks.at("10:00:00") == {}  # shop.events has never replicated: nothing can run
+    ticks.materialized("shop/events")  # its sensor replicated it
+    # The latest complete window only: not the earlier ones it never built, not 03-05 (not complete).
+    assert ticks.at("10:00:30") == {"bench/daily": {"2026-03-04"}}
+    ticks.ran({"bench/daily": {"2026-03-04"}})
+    assert ticks.at("10:01:00") == {}
+    ticks.materialized("shop/events")
+    assert ticks.at("10:01:30") == {}  # a cron table does not follow each update between ticks
+    # Midnight: the window 03-05 is complete and missing: built at once.
+    assert ticks.at("00:00:30", days=1) == {"bench/daily": {"2026-03-05"}}
+    ticks.ran({"bench/daily": {"2026-03-05"}})
+    assert ticks.at("00:01:00", days=1) == {}
+    # Its tick: the window again, once its input updated after the tick (late rows), once per tick.
+    assert ticks.at("00:30:10", days=1) == {}
+    assert ticks.at("00:30:40", days=1) == {}
+    ticks.materialized("shop/events")
+    assert ticks.at("00:31:10", days=1) == {"bench/daily": {"2026-03-05"}}
+    assert ticks.at("00:31:40", days=1) == {}
     ticks.instance.dispose()
 
 
 def test_before_its_first_window_ends_a_windowed_table_is_not_requested(tmp_path):
-    defs = small_project(tmp_path, daily_table("daily_events", "2026-03-05", "30 0 * * *"))
-    ticks = Ticks(defs, dt.date(2026, 3, 5))
-    assert ticks.at("00:20:00") == {}
-    ticks.ran(ticks.at("00:30:10"))
-    assert ticks.at("00:30:40") == {}  # its first window (2026-03-05) has not ended: nothing to request
+    defs = project(tmp_path, table("daily", ["shop.events"], start="2026-03-05", schedule="30 0 * * *"))
+    ticks = Ticks(defs, DAY)
+    ticks.materialized("shop/events")
+    assert ticks.at("10:00:00") == {}
     assert ticks.at("23:59:59") == {}
-    ticks.ran(ticks.at("00:30:10", days=1))
-    assert ticks.at("00:30:40", days=1) == {"bench/daily_events": {"2026-03-05"}}
+    assert ticks.at("00:00:30", days=1) == {"bench/daily": {"2026-03-05"}}
+    ticks.instance.dispose()
+
+
+def test_a_table_without_a_schedule_follows_each_update_of_its_input_latest_window_only(tmp_path):
+    defs = project(tmp_path, table("daily", ["shop.events"]), table("whole", ["shop.events"], size=None))
+    ticks = Ticks(defs, DAY)
+    ticks.materialized("shop/events")
+    first = ticks.at("10:00:00")
+    assert first == {"bench/daily": {"2026-03-04"}, "bench/whole": {None}}
+    ticks.ran(first)
+    assert ticks.at("10:00:30") == {}
+    ticks.materialized("shop/events")
+    again = ticks.at("10:01:00")
+    assert again == {"bench/daily": {"2026-03-04"}, "bench/whole": {None}}
+    ticks.ran(again)
+    assert ticks.at("10:01:30") == {}
+    ticks.instance.dispose()
+
+
+def test_a_source_table_is_on_its_sources_cron_or_has_no_condition(tmp_path):
+    with_cron = project(tmp_path / "a", table("daily", ["shop.events"]), schedule="*/15 * * * *")
+    graph = with_cron.resolve_asset_graph()
+    assert graph.get(AssetKey(["shop", "events"])).automation_condition == AutomationCondition.on_cron(
+        "*/15 * * * *", "UTC"
+    )
+    ticks = Ticks(with_cron, DAY)
+    assert ticks.at("00:20:00") == {}  # the sensor's first evaluation never requests it
+    assert ticks.at("00:30:10") == {"shop/events": {None}}
+    assert ticks.at("00:30:40") == {}  # once per tick
+    ticks.instance.dispose()
+    without = project(tmp_path / "b", table("daily", ["shop.events"]))
+    assert without.resolve_asset_graph().get(AssetKey(["shop", "events"])).automation_condition is None
+
+
+# ------------------------------------------------------------------------------------- waiting for the inputs
+
+
+def test_a_table_waits_for_every_input_window_it_reads_and_for_inputs_in_progress(tmp_path):
+    defs = project(
+        tmp_path,
+        table("a", ["shop.events"], schedule="0 0 1 1 *"),
+        table("b", ["shop.events"], schedule="0 0 1 1 *"),
+        table("both", ["bench.a", "bench.b"]),
+    )
+    ticks = Ticks(defs, DAY)
+    ticks.materialized("shop/events")
+    for day in ("2026-03-03", "2026-03-04"):
+        ticks.materialized("bench/a", day)
+    ticks.materialized("bench/b", "2026-03-03")
+    ticks.backfill_in_progress("bench/b", ["2026-03-04"])  # its window 03-04 is being built
+    assert ticks.at("10:00:00") == {}  # both: bench.b's 03-04 is in progress (and missing)
+    ticks.materialized("bench/b", "2026-03-04")  # the backfill's run materialized it
+    assert ticks.at("10:00:30") == {}  # the backfill is still in progress (its other steps may run)
+    ticks.instance.update_backfill(ticks.instance.get_backfills()[0].with_status(_completed()))
+    assert ticks.at("10:01:00") == {"bench/both": {"2026-03-04"}}
+    ticks.instance.dispose()
+
+
+def _completed() -> Any:
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    return BulkActionStatus.COMPLETED_SUCCESS
+
+
+def test_an_export_follows_its_table_not_before_its_blocking_checks_passed(tmp_path):
+    defs = project(
+        tmp_path,
+        table("daily", ["shop.events"], schedule="30 0 * * *"),
+        table("whole", ["shop.events"], size=None),
+        exports=(export("daily_online", "bench.daily"), export("whole_online", "bench.whole")),
+    )
+    ticks = Ticks(defs, DAY)
+    assert ticks.at("10:00:00") == {}
+    ticks.materialized("shop/events")
+    tables = ticks.at("10:00:30")
+    # The unwindowed export shares its table's run (the run skips it if a blocking check fails); the windowed
+    # one waits for its table's window checks (never evaluated yet: a partitioned check is not "requested").
+    assert tables == {"bench/daily": {"2026-03-04"}, "bench/whole": {None}, "online/whole_online": {None}}
+    # That run: the tables materialized, their blocking checks failed, the exports were skipped. They wait.
+    ticks.materialized("bench/daily", "2026-03-04", checks_pass=False)
+    ticks.materialized("bench/whole", checks_pass=False)
+    assert ticks.at("10:01:00") == {}
+    assert ticks.at("10:01:30") == {}
+    # Fixed and rebuilt: the checks pass, the exports follow (the windowed one for that window).
+    ticks.materialized("bench/daily", "2026-03-04")
+    ticks.materialized("bench/whole")
+    assert ticks.at("10:02:00") == {"online/daily_online": {"2026-03-04"}, "online/whole_online": {None}}
     ticks.instance.dispose()
 
 
 # ------------------------------------------------------------------------------------------ the shipped graph
 
 
-def test_an_unpartitioned_source_table_is_requested_on_its_sources_cron(ticks: Ticks):
-    assert ticks.at("00:20:00") == {}
-    assert ticks.at("00:29:59") == {}
-    assert ticks.at("00:30:10") == {key: {None} for key in SOURCES}  # */15: the 00:30 tick
-    assert ticks.at("00:30:40") == {}  # once per tick
-    # Nothing materialized (the run failed): not retried before the next tick, requested again on it.
-    assert ticks.at("00:44:59") == {}
-    assert ticks.at("00:45:10") == {key: {None} for key in SOURCES}
+def run_until_quiet(ticks: Ticks, clock: dt.datetime, limit: int = 10) -> list[Requested]:
+    """Evaluate every 30 s from `clock`, running what is requested, until a tick requests nothing."""
+    rounds: list[Requested] = []
+    for i in range(limit):
+        when = clock + dt.timedelta(seconds=30 * i)
+        requested = ticks.at(when.time().isoformat(), day=when.date())
+        if not requested:
+            return rounds
+        rounds.append(requested)
+        ticks.ran(requested)
+    raise AssertionError(f"still requesting after {limit} ticks: {rounds[-1]}")
 
 
-def test_a_daily_table_waits_for_its_unpartitioned_upstream_to_materialize_after_its_tick(ticks: Ticks):
-    assert ticks.at("00:20:00") == {}
-    # DAILY's tick passed, but core/user_detail has not been updated since, and cannot run with it: it waits.
-    sources = ticks.at("00:30:10")
-    assert sources == {key: {None} for key in SOURCES}
-    ticks.ran(sources)
-    assert ticks.at("00:30:40") == {}  # payments/payments is updated; core/user_detail still is not
-    # core/user_detail's tick (5 * * * *): it runs with the sources it reads (one unpartitioned run). DAILY does
-    # not start in this tick: its upstream's run, of another partitions definition, is a separate run.
-    upstream = ticks.at("01:05:10")
-    assert upstream == {**{key: {None} for key in SOURCES}, USER_DETAIL: {None}}
-    assert ticks.at("01:05:40") == {}  # requested, not yet materialized: DAILY still waits
-    ticks.ran(upstream)
-    # Now every table DAILY reads has been updated since its 00:30 tick: yesterday's window, and the daily
-    # assets reading it in the same run (same partitions definition and window, so Dagster runs them in one run,
-    # DAILY's step first).
-    assert ticks.at("01:06:10") == {
-        DAILY: {"2026-03-04"},
-        SCORES: {"2026-03-04"},
-        REGION_EXPORT: {"2026-03-04"},
-    }
-    assert ticks.at("01:06:40") == {}
+def test_a_fresh_demo_flows_from_replicated_sources_to_exports_without_a_cron_tick(ticks: Ticks):
+    """What `dagster dev` on the demo does once the sources' sensors replicated them (helper U's e2e test)."""
+    assert ticks.at("10:01:00") == {}  # nothing replicated yet: nothing can run
+    for key in sorted(SOURCES):
+        ticks.materialized(key)  # the sources' sensors found new rows
+    rounds = run_until_quiet(ticks, dt.datetime(2026, 3, 5, 10, 1, 30, tzinfo=dt.UTC))
+    assert rounds == [
+        # The unwindowed tables (one run: the same partitions definition) and the core table's export.
+        {USER_DETAIL: {None}, PROFILE_EXPORT: {None}, TOP_SPENDERS: {None}},
+        # The daily tables' latest window, once the core table they read has materialized (another run).
+        {DAILY: {"2026-03-04"}, ORDER_FACTS: {"2026-03-04"}},
+        # What reads that window, once it materialized and its blocking checks passed.
+        {SCORES: {"2026-03-04"}, REGION_EXPORT: {"2026-03-04"}},
+    ]
 
 
-def test_a_downstream_table_is_requested_only_after_its_upstream_window_materialized(ticks: Ticks):
-    assert ticks.at("00:20:00") == {}
-    ticks.ran(ticks.at("00:30:10"))  # the sources; DAILY waits for core/user_detail (above)
-    assert ticks.at("00:31:00") == {}
-    ticks.materialized(DAILY, "2026-03-03")  # another window of the upstream: not the one SCORES would build
-    assert ticks.at("00:32:00") == {}
-    ticks.materialized(DAILY, "2026-03-04")  # e.g. `dagster asset materialize --select ... --partition`
-    # The window SCORES and the export read has materialized since their tick: they are requested, for that
-    # window; DAILY itself is not (it was updated since its tick).
-    assert ticks.at("00:33:00") == {SCORES: {"2026-03-04"}, REGION_EXPORT: {"2026-03-04"}}
-    assert ticks.at("00:34:00") == {}
+def test_new_source_rows_reach_the_core_table_and_its_export_at_once(ticks: Ticks):
+    for key in sorted(SOURCES):
+        ticks.materialized(key)
+    run_until_quiet(ticks, dt.datetime(2026, 3, 5, 10, 1, 30, tzinfo=dt.UTC))
+    ticks.materialized("accounts/auth")  # a later replication found new accounts
+    assert ticks.at("10:10:00") == {USER_DETAIL: {None}, PROFILE_EXPORT: {None}}
+    ticks.ran({USER_DETAIL: {None}, PROFILE_EXPORT: {None}})
+    assert ticks.at("10:10:30") == {}  # the daily tables do not re-run between their ticks
 
 
-def test_an_export_is_requested_after_its_table(ticks: Ticks):
-    assert ticks.at("00:20:00") == {}
-    upstream = ticks.at("01:05:10")  # core/user_detail's tick, with the sources it reads (one run)
-    assert upstream == {**{key: {None} for key in SOURCES}, USER_DETAIL: {None}}
-    assert ticks.at("01:05:40") == {}
-    ticks.ran(upstream)
-    assert ticks.at("01:06:10") == {
-        DAILY: {"2026-03-04"},
-        SCORES: {"2026-03-04"},
-        REGION_EXPORT: {"2026-03-04"},
-    }
-    # The export's tick (15 * * * *): its table was updated before that tick, not since, and is not requested
-    # in it: the export waits.
-    sources = ticks.at("01:15:10")
-    assert sources == {key: {None} for key in SOURCES}
-    ticks.ran(sources)
-    assert ticks.at("01:15:40") == {}
-    ticks.materialized(USER_DETAIL)  # its table is built again (here by hand)
-    assert ticks.at("01:20:00") == {PROFILE_EXPORT: {None}}
-    assert ticks.at("01:20:30") == {}
-
-
-def test_unpartitioned_tables_wait_for_what_they_read_then_run_with_it_in_one_run(ticks: Ticks):
-    assert ticks.at("02:01:00") == {}  # the first evaluation; the 02:00 and earlier ticks are not caught up
-    # core/user_detail's 02:05 tick passed, but its sources have not been updated since: it waits for their
-    # 02:15 tick, and runs in their run, its export (on 15 * * * *) after it.
-    chain = ticks.at("02:15:10")
-    assert chain == {**{key: {None} for key in SOURCES}, USER_DETAIL: {None}, PROFILE_EXPORT: {None}}
-    assert ticks.at("02:15:40") == {}
-    ticks.ran(chain)
-    assert ticks.at("02:16:10") == {}
-    # TOP_SPENDERS' tick (0 3 * * *): payments/payments runs in this tick, but core/user_detail was updated
-    # before it: TOP_SPENDERS waits for core/user_detail's next run.
-    sources = ticks.at("03:00:10")
-    assert sources == {key: {None} for key in SOURCES}
-    ticks.ran(sources)
-    assert ticks.at("03:00:40") == {}
-    assert ticks.at("03:05:10") == {}  # core/user_detail's tick: its sources were updated before it: waits
-    # The sources' 03:15 tick: one unpartitioned run of the sources, core/user_detail, its export and
-    # TOP_SPENDERS (no partition: the whole table), in dependency order.
-    assert ticks.at("03:15:10") == {
-        **{key: {None} for key in SOURCES},
-        USER_DETAIL: {None},
-        PROFILE_EXPORT: {None},
-        TOP_SPENDERS: {None},
-    }
+def test_a_daily_table_waits_for_its_unpartitioned_input_after_its_tick(ticks: Ticks):
+    for key in sorted(SOURCES):
+        ticks.materialized(key)
+    run_until_quiet(ticks, dt.datetime(2026, 3, 5, 10, 1, 30, tzinfo=dt.UTC))
+    # Midnight passed: the new windows (complete, missing) are built at the next evaluation, without a tick.
+    new = run_until_quiet(ticks, dt.datetime(2026, 3, 6, 0, 20, tzinfo=dt.UTC))
+    assert [set(r) for r in new] == [{DAILY, ORDER_FACTS, SCORES, REGION_EXPORT}]
+    assert ticks.at("00:30:10", days=1) == {}  # DAILY's tick: nothing it reads updated since
+    ticks.materialized("payments/payments")
+    assert ticks.at("00:30:40", days=1) == {}  # core/user_detail has not been updated since the tick either
+    ticks.materialized("accounts/auth")
+    assert ticks.at("00:31:10", days=1) == {USER_DETAIL: {None}, PROFILE_EXPORT: {None}}
+    assert ticks.at("00:31:40", days=1) == {}  # requested once
+    ticks.ran({USER_DETAIL: {None}, PROFILE_EXPORT: {None}})
+    refreshed = ticks.at("00:32:10", days=1)
+    # Every input of DAILY updated since its tick: its window is refreshed (with what reads it, in its run);
+    # ORDER_FACTS (10 0 * * *) still waits for orders/orders.
+    assert refreshed == {DAILY: {"2026-03-05"}, SCORES: {"2026-03-05"}, REGION_EXPORT: {"2026-03-05"}}
