@@ -561,8 +561,10 @@ class TableSpec(StrictModel):
     """How a run changes the table: `merge` (needs `unique_key`), `append` (needs `window` and `partition`) or
     `replace` (no `window`)."""
     schedule: str | None = None
-    """Cron expression (UTC): the asset's automation condition (`on_cron`). At each tick the table is requested as soon
-    as everything it reads has been updated since the tick; a windowed table, its last complete window."""
+    """Optional cron expression (UTC): at each tick the table (a windowed table: its latest complete window, and its
+    `lookback` windows) is refreshed once everything it reads was updated after the tick. Without one, it is
+    refreshed each time something it reads updates. Either way its latest window is built as soon as it is complete
+    and its inputs are ready, without waiting for a tick (docs/automation.md)."""
     window: Window | None = None
     """The time range one run processes; the SQL reads it as `@window_start` and `@window_end` (TIMESTAMP)."""
     partition: Partition | None = None
@@ -876,7 +878,8 @@ class SourceSpec(StrictModel):
     description: str = ""
     """What the source holds; shown in the Dagster UI."""
     schedule: str | None = None
-    """Cron expression (UTC) for incremental replication runs: each table's automation condition (`on_cron`)."""
+    """Optional cron expression (UTC): each table is also replicated at every tick (`on_cron`), on top of the
+    source's sensor, which replicates a table when its probe sees new rows (docs/replication.md)."""
     sensor: SourceSensor = Field(default_factory=SourceSensor)
     """The source's sensor, which probes each table for rows beyond its watermark and replicates only the tables
     that have some (see docs/replication.md). On by default, also when `schedule` is set."""
@@ -982,8 +985,9 @@ class ExportSpec(StrictModel):
     value is beyond the last export's watermark (kept in Dagster's event log). Without a cursor (and without a
     window) every run exports the whole table."""
     schedule: str | None = None
-    """Cron expression (UTC): the export is requested at each tick once its table has been updated since the tick
-    (usually the table's own cron). Without one, the export runs only when asked (UI, `dagster asset materialize`)."""
+    """Optional cron expression (UTC). Without one (the usual case) an export follows its table: each window is
+    exported as soon as that window of the table materialized and passed its blocking checks. With one, also not
+    before a tick of it passed since the export last ran (docs/automation.md)."""
 
     @field_validator("schedule")
     @classmethod
