@@ -120,8 +120,9 @@ def cassandra_server() -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def chromium() -> Path:
-    """Debian's headless Chromium, which ``deployments/local/services.sh install`` installs (the UI tests)."""
-    path = Path("/usr/bin/chromium")
+    """Debian's headless Chromium, which ``deployments/local/services.sh install`` installs (the UI tests);
+    ``DERIVE_TEST_CHROMIUM`` names another binary."""
+    path = Path(os.environ.get("DERIVE_TEST_CHROMIUM") or "/usr/bin/chromium")
     if path.is_file() and os.access(path, os.X_OK):
         return path
     if _running_in_ci():

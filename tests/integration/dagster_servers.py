@@ -107,7 +107,7 @@ def serve(command: Sequence[str], env: Mapping[str, str], log: Path, port: int) 
         _wait_until_served(server)
         yield server
     finally:
-        _stop_group(process)
+        stop_group(process)
 
 
 def _wait_until_served(server: Server) -> None:
@@ -122,7 +122,7 @@ def _wait_until_served(server: Server) -> None:
     pytest.fail(f"the webserver did not answer within {STARTUP_BOUND_SECONDS} s:\n{server.log_tail()}")
 
 
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
+def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the whole process group (webserver, code server, daemon, runs), SIGKILL if it lingers."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
