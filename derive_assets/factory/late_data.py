@@ -15,6 +15,9 @@ windows that
 - are older than what the table's automation condition covers: the latest complete window plus `lookback`
   (`TableSpec.lookback`) are re-run by the condition itself.
 
+The windows of windowed assets downstream of those (an export's same window, a weekly rollup's week) that were
+built before are added: their own conditions cover only their latest windows (`with_descendants`).
+
 All of one tick's windows, of every table, are requested as ONE backfill (`RunRequest.for_asset_graph_subset`,
 tagged `derive/late_data`). Dagster runs a backfill by the assets' backfill policy: with Derive's single-run
 policy that is one run per *contiguous* range of windows (Dagster 1.13 `asset_backfill.py` and
@@ -49,6 +52,7 @@ from dagster import (
     sensor,
 )
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from derive_assets import metadata_keys as K
@@ -85,8 +89,7 @@ def late_targets(project: SpecProject, keys: Mapping[str, AssetKey]) -> list[Lat
         for ref in table.analysis.window_columns:
             source = declared.get(ref)
             if source is not None and source in keys:
-                # `lookback` is helper A's field (issue 13); read with getattr until every spec model has it.
-                lookback = int(getattr(table.spec, "lookback", None) or 0)
+                lookback = table.spec.lookback or 0
                 column = ref.rsplit(".", 1)[1]
                 targets.append(LateTarget(keys[table.spec.ref], keys[source], column, lookback))
     return targets
@@ -150,6 +153,7 @@ def evaluate(context: SensorEvaluationContext, targets: Sequence[LateTarget]) ->
             skip_reason="no late rows in a built window older than what the automation re-runs",
             cursor=new_cursor,
         )
+    requested = with_descendants(graph, instance, requested)
     subset = AssetGraphSubset.from_asset_partition_set(requested, graph)
     tags = {K.LATE_DATA_TAG: ",".join(dict.fromkeys(origins))[:4000]}
     context.log.info(
@@ -157,6 +161,31 @@ def evaluate(context: SensorEvaluationContext, targets: Sequence[LateTarget]) ->
         f"{', '.join(sorted({k.asset_key.to_user_string() for k in requested}))} as one backfill"
     )
     return SensorResult(run_requests=[RunRequest.for_asset_graph_subset(subset, tags)], cursor=new_cursor)
+
+
+def with_descendants(
+    graph: BaseAssetGraph, instance: Any, requested: set[AssetKeyPartitionKey]
+) -> set[AssetKeyPartitionKey]:
+    """`requested` and the windows of every windowed asset downstream that read them (by each dependency's
+    partition mapping: a weekly rollup's week, an export's same window) and were built before.
+
+    Their own automation conditions cover only their latest windows, so without this a re-run 1995 day would
+    leave its export and its rollups stale. Unwindowed assets downstream are left to their conditions (a
+    dependency updated is enough for them). The backfill runs parents before children."""
+    out = set(requested)
+    frontier = list(requested)
+    built: dict[AssetKey, set[str]] = {}
+    while frontier:
+        item = frontier.pop()
+        for child in graph.get_children_partitions(item.asset_key, item.partition_key):
+            if child.partition_key is None or child in out:
+                continue
+            if child.asset_key not in built:
+                built[child.asset_key] = set(instance.get_materialized_partitions(child.asset_key))
+            if child.partition_key in built[child.asset_key]:
+                out.add(child)
+                frontier.append(child)
+    return out
 
 
 class _Table:

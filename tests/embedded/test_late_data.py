@@ -40,6 +40,7 @@ from derive_assets.factory.runs import materialize_keys
 from derive_assets.settings import DeriveSettings
 
 KEY = AssetKey(["bench", "daily_events"])
+DOUBLED = AssetKey(["bench", "daily_doubled"])
 SOURCE_KEY = AssetKey(["shop", "events"])
 TODAY = dt.datetime.now(dt.UTC).date()
 FIRST = TODAY - dt.timedelta(days=500)
@@ -65,6 +66,20 @@ TABLE: dict[str, Any] = {
 }
 
 
+DOWNSTREAM: dict[str, Any] = {
+    "name": "daily_doubled",
+    "dataset": "bench",
+    "owner": "team:shop",
+    "strategy": {"type": "merge", "unique_key": ["day"]},
+    "window": {"size": "1d", "start": FIRST.isoformat()},
+    "partition": {"key": "day"},
+    "columns": [{"name": "day", "type": "DATE"}, {"name": "doubled", "type": "INT64"}],
+    "sql": "SELECT d.day, d.events * 2 AS doubled FROM bench.daily_events AS d\n"
+    "WHERE d.day >= DATE(@window_start) AND d.day < DATE(@window_end)\n",
+}
+"""A windowed table downstream of the daily one: its windows of late days are stale too."""
+
+
 def day(n: int) -> str:
     return (FIRST + dt.timedelta(days=n)).isoformat()
 
@@ -76,6 +91,7 @@ class Project:
         (self.settings.specs_dir / "bench").mkdir()
         (self.settings.specs_dir / "sources" / "shop.yaml").write_text(yaml.safe_dump(SOURCE))
         (self.settings.specs_dir / "bench" / "daily_events.yaml").write_text(yaml.safe_dump(TABLE))
+        (self.settings.specs_dir / "bench" / "daily_doubled.yaml").write_text(yaml.safe_dump(DOWNSTREAM))
         self.settings.embedded_sources_dir.mkdir(parents=True)
         self.db = self.settings.embedded_sources_dir / "shop.db"
         with sqlite3.connect(self.db) as con:
@@ -106,9 +122,9 @@ class Project:
         self.cursor = result.cursor
         return result
 
-    def built(self) -> dict[str, int]:
+    def built(self, key: AssetKey = KEY) -> dict[str, int]:
         return dict(
-            self.instance.get_latest_storage_id_by_partition(KEY, DagsterEventType.ASSET_MATERIALIZATION)
+            self.instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION)
         )
 
     def duckdb(self, sql: str) -> list[tuple[Any, ...]]:
@@ -122,7 +138,7 @@ def test_a_wave_of_late_rows_reruns_exactly_its_days_as_one_backfill(tmp_path: P
     project.insert(all_days)
     first = project.replicate()
     assert first[K.event_time("happened_at")]["rows"] == len(all_days)
-    run_assets(project.defs, project.instance, KEY, partition_range=(all_days[0], all_days[-1]))
+    run_assets(project.defs, project.instance, [KEY, DOUBLED], partition_range=(all_days[0], all_days[-1]))
 
     # The first replication touched every day, but every day was built after it: nothing is late.
     quiet = project.tick()
@@ -139,7 +155,7 @@ def test_a_wave_of_late_rows_reruns_exactly_its_days_as_one_backfill(tmp_path: P
     second = project.replicate()
     recorded = second[K.event_time("happened_at")]
     assert recorded["min"] == "1995-03-01T23:59:59+00:00" and recorded["granularity"] == "hour"
-    before = project.built()
+    before, doubled_before = project.built(), project.built(DOUBLED)
 
     result = project.tick()
 
@@ -147,7 +163,8 @@ def test_a_wave_of_late_rows_reruns_exactly_its_days_as_one_backfill(tmp_path: P
     assert len(requests) == 1, "one backfill"
     request = requests[0]
     assert request.asset_graph_subset is not None and request.asset_selection is None
-    assert late_keys([request]) == {"bench/daily_events": late}
+    # The late days, and the same days of the windowed table downstream (its condition covers only its latest).
+    assert late_keys([request]) == {"bench/daily_events": late, "bench/daily_doubled": late}
     replicated = project.instance.fetch_materializations(SOURCE_KEY, limit=1).records[0].storage_id
     assert request.tags[K.LATE_DATA_TAG] == f"shop/events@{replicated}"
     assert json.loads(project.cursor or "{}") == {"shop/events": replicated}, (
@@ -175,10 +192,11 @@ def test_a_wave_of_late_rows_reruns_exactly_its_days_as_one_backfill(tmp_path: P
     runs = build_run_requests_with_backfill_policies(partitions, graph, project.instance)
     ranges = [(r.tags[K.RANGE_START_TAG], r.tags[K.RANGE_END_TAG]) for r in runs]
     assert len(runs) <= 8 and sorted(ranges) == ranges
+    assert {frozenset(r.asset_selection or []) for r in runs} == {frozenset({KEY, DOUBLED})}
     for start, end in ranges:
         materialize_keys(
             project.defs,
-            [KEY],
+            [KEY, DOUBLED],
             instance=project.instance,
             partition_range=(start, end),
             tags=request.tags,
@@ -188,6 +206,8 @@ def test_a_wave_of_late_rows_reruns_exactly_its_days_as_one_backfill(tmp_path: P
     after = project.built()
     changed = sorted(k for k in after if after[k] != before.get(k))
     assert changed == late, "exactly the late days were materialized again"
+    doubled_after = project.built(DOUBLED)
+    assert sorted(k for k in doubled_after if doubled_after[k] != doubled_before.get(k)) == late
     from_scratch = project.duckdb(
         "SELECT CAST(happened_at AS DATE) AS day, COUNT(*) FROM shop.events "
         f"WHERE happened_at >= TIMESTAMP '{FIRST} 00:00:00+00' AND happened_at < TIMESTAMP '{TODAY} 00:00:00+00' "
@@ -198,6 +218,9 @@ def test_a_wave_of_late_rows_reruns_exactly_its_days_as_one_backfill(tmp_path: P
     # The days `lookback` covers are the automation condition's to re-run; all others equal a fresh build.
     assert [r for r in table if str(r[0]) not in stale] == [r for r in from_scratch if str(r[0]) not in stale]
     assert [r for r in table if str(r[0]) in stale] != [r for r in from_scratch if str(r[0]) in stale]
+
+    doubled = project.duckdb("SELECT day, doubled / 2 FROM bench.daily_doubled ORDER BY day")
+    assert doubled == table, "the downstream table follows its late days too"
 
     # The next tick has no new replication: nothing more is requested.
     assert project.tick().run_requests == []
