@@ -28,8 +28,14 @@ from dagster import (
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.events import AssetKeyPartitionKey
-from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+from dagster._core.events import (
+    AssetMaterializationPlannedData,
+    DagsterEvent,
+    DagsterEventType,
+    StepMaterializationData,
+)
 from dagster._core.execution.backfill import PartitionBackfill
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 from support import events_source
 
 from derive_assets.factory.build import build_definitions
@@ -104,6 +110,13 @@ class Ticks:
             ),
         )
         return run_id
+
+    def failed(self, key: str, partition: str | None = None) -> None:
+        """A run planned `key` (its window `partition`) and failed before materializing it."""
+        run = DagsterRun(job_name="__simulated__", run_id=f"simulated-{uuid.uuid4().hex}")
+        self.instance.add_run(run.with_status(DagsterRunStatus.FAILURE))
+        planned = AssetMaterializationPlannedData(AssetKey.from_user_string(key), partition=partition)
+        self._event(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, planned, run.run_id)
 
     def ran(self, requested: Requested) -> None:
         """Every requested asset's run succeeded."""

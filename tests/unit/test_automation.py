@@ -218,6 +218,20 @@ def test_a_table_without_a_schedule_follows_each_update_of_its_input_latest_wind
     ticks.instance.dispose()
 
 
+def test_a_missing_table_whose_run_failed_is_not_requested_every_tick_but_at_its_next_trigger(tmp_path):
+    defs = project(tmp_path, table("whole", ["shop.events"], size=None), table("daily", ["shop.events"]))
+    ticks = Ticks(defs, DAY)
+    ticks.materialized("shop/events")
+    assert ticks.at("10:00:00") == {"bench/whole": {None}, "bench/daily": {"2026-03-04"}}
+    ticks.failed("bench/whole")  # the run failed: still missing
+    ticks.failed("bench/daily", "2026-03-04")
+    assert ticks.at("10:00:30") == {}
+    assert ticks.at("10:01:00") == {}
+    ticks.materialized("shop/events")  # the next trigger: its input updated
+    assert ticks.at("10:01:30") == {"bench/whole": {None}, "bench/daily": {"2026-03-04"}}
+    ticks.instance.dispose()
+
+
 def test_a_source_table_is_on_its_sources_cron_or_has_no_condition(tmp_path):
     with_cron = project(tmp_path / "a", table("daily", ["shop.events"]), schedule="*/15 * * * *")
     graph = with_cron.resolve_asset_graph()
