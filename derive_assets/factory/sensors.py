@@ -4,9 +4,11 @@
 tables it decides, in this order (the first that applies wins):
 
 1. a run that will materialize the table is queued or in progress: leave it alone (the run reads the new rows);
-2. never materialized, or its warehouse table is missing: request it (a first run copies every row);
+2. never materialized: request it (a first run copies every row);
 3. the probe (`replication/probe.py`) finds a cursor value beyond the stored watermark (`derive/watermark` of
    the latest materialization, as the replication asset reads it): request it;
+3b. its warehouse table is missing (dropped for a rebuild): request it. The warehouse is opened only here, when
+   the probe saw nothing, and waits at most `SENSOR_LOCK_WAIT_SECONDS` for a run's file lock;
 4. the last run left a fence pending (`wait_for_open_transactions`: its read floor waits below its watermark)
    and every transaction open after that read has now ended: request one more run, which reads again from the
    old floor, picks up rows those transactions committed late behind the watermark, and moves the floor up;
@@ -46,6 +48,9 @@ from derive_assets.replication.watermark import CursorState, WatermarkError
 from derive_assets.specs.models import SourceSpec
 from derive_assets.specs.project import ReplicatedTable, SpecProject
 from resources.warehouse import WarehouseUnavailable
+
+SENSOR_LOCK_WAIT_SECONDS = 2.0
+"""How long a tick waits for a warehouse whose file a run holds, before the probe alone decides."""
 
 
 def sensor_name(source: str) -> str:
@@ -128,14 +133,10 @@ def decide(
     try:
         state = _stored_state(context.instance, key, table.cursor_column.type)
         url = context.resources.sources.url_for(source)
-        first = state is None or not _in_warehouse(context, rt)
         newest = probe(source, table, url, None if state is None else state.watermark, timeout)
         seen = watermark.to_text(newest) or "none"
-        if first:
-            return Decision(
-                key, True, "first run (never replicated, or not in the warehouse)", f"first:{seen}"
-            )
-        assert state is not None
+        if state is None:
+            return Decision(key, True, "first run (never replicated)", f"first:{seen}")
         if newest is not None:
             return Decision(
                 key,
@@ -143,6 +144,9 @@ def decide(
                 f"new rows ({table.cursor} up to {seen} > watermark {watermark.to_text(state.watermark)})",
                 seen,
             )
+        # Only now the warehouse (a run may hold its file): a table dropped there is copied again in full.
+        if not _in_warehouse(context, rt):
+            return Decision(key, True, "first run (not in the warehouse)", f"first:{seen}")
         if _fence_pending(state) and fence_cleared(source, table, url, state.fence, timeout):
             return Decision(
                 key,
@@ -172,8 +176,12 @@ def _stored_state(instance: DagsterInstance, key: AssetKey, cursor_type: Any) ->
 def _in_warehouse(context: SensorEvaluationContext, rt: ReplicatedTable) -> bool:
     """Whether the replicated table exists in the warehouse (a warehouse that cannot be opened now, e.g. locked
     by a run, counts as yes: the probe decides)."""
+    warehouse = context.resources.warehouse
+    if "lock_timeout_seconds" in type(warehouse).model_fields:
+        # A tick must not wait minutes for a run's file lock (Dagster cuts a sensor off after 60 s).
+        warehouse = warehouse.model_copy(update={"lock_timeout_seconds": SENSOR_LOCK_WAIT_SECONDS})
     try:
-        return bool(context.resources.warehouse.table_exists(rt.ref))
+        return bool(warehouse.table_exists(rt.ref))
     except WarehouseUnavailable as exc:
         context.log.info(f"{rt.ref}: could not check the warehouse ({exc}); deciding by the probe")
         return True
