@@ -207,6 +207,26 @@ def test_row_count_of_a_table_without_windows_is_its_whole_size(settings: Derive
     assert re.fullmatch(r"the table has [\d,]+ rows, more than max 10", check.description or "")
 
 
+def check_spec(defs: Definitions, key: AssetKey, name: str) -> Any:
+    asset = defs.resolve_assets_def(key)
+    return next(s for s in asset.check_specs if s.name == name)
+
+
+def test_a_warn_column_constraint_reports_without_blocking(settings: DeriveSettings, instance) -> None:
+    edit(
+        settings.specs_dir,
+        ACCOUNTS_FILE,
+        lambda s: column(s, "user_id").update(constraints={"max": 10, "severity": "warn"}),
+    )
+    defs = build_definitions(settings)
+    assert check_spec(defs, AUTH, "user_id_max").blocking is False
+    outcome = execute(defs, instance, "replicate_accounts")
+    assert outcome.success, "a warn check blocked the run"
+    check = evaluations(outcome.result, AUTH)["user_id_max"]
+    assert not check.passed and check.severity == AssetCheckSeverity.WARN
+    assert re.fullmatch(r"\d+ rows break `max` on user_id", check.description or "")
+
+
 # ------------------------------------------------------------------------------ custom SQL
 
 
@@ -261,6 +281,8 @@ def test_an_error_check_stops_the_export_and_a_warn_check_does_not(
 
     outcome = execute_assets(defs, instance, [TABLE, EXPORT], partition=day(3))
     check = evaluations(outcome.result, TABLE)["no_negative_revenue"]
+    # automation conditions wait for the blocking checks only (`all_deps_blocking_checks_passed`)
+    assert check_spec(defs, TABLE, "no_negative_revenue").blocking is (severity == "error")
     assert not check.passed
     exported = EXPORT.to_user_string() in materializations(outcome.result)
     records = [
