@@ -77,7 +77,7 @@ class RunTags(DeriveTagSet):
     swapped in atomically; `derive rebuild` sets it)."""
     late_data: str | None = None
     """On a backfill the `derive_late_data` sensor requested: the replication materialization(s) whose late rows
-    it re-runs, as `<asset key>@<storage id>` (see `derive_assets/factory/late_data.py`)."""
+    it re-runs, as `<asset key>#<storage id>`, comma-separated (see `derive_assets/factory/late_data.py`)."""
 
 
 # ------------------------------------------------------------------------------------------ metadata sets

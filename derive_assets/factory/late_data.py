@@ -56,7 +56,6 @@ from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGra
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from derive_assets import metadata_keys as K
-from derive_assets.replication.event_time import touched
 from derive_assets.specs.project import SpecProject
 
 SENSOR_NAME = "derive_late_data"
@@ -119,6 +118,9 @@ def late_data_sensor(project: SpecProject, keys: Mapping[str, AssetKey]) -> Sens
 
 def evaluate(context: SensorEvaluationContext, targets: Sequence[LateTarget]) -> SensorResult | SkipReason:
     """One tick: read the new replication materializations, request the stale windows (module docstring)."""
+    # pyarrow and numpy come with the recording module: imported by a tick, not by every process that loads.
+    from derive_assets.replication.event_time import touched
+
     instance, repository = context.instance, context.repository_def
     if repository is None:
         return SkipReason("the sensor was evaluated without its definitions")
@@ -143,7 +145,7 @@ def evaluate(context: SensorEvaluationContext, targets: Sequence[LateTarget]) ->
                 ranges = touched(value.value if value is not None else None)  # type: ignore[arg-type]
                 keys = tables[target.table].stale(ranges, record.storage_id)
                 if keys:
-                    origins.append(f"{name}@{record.storage_id}")
+                    origins.append(f"{name}#{record.storage_id}")
                 requested.update(AssetKeyPartitionKey(target.table, key) for key in keys)
         if records:
             cursor[name] = records[-1].storage_id

@@ -166,7 +166,7 @@ def test_a_wave_of_late_rows_reruns_exactly_its_days_as_one_backfill(tmp_path: P
     # The late days, and the same days of the windowed table downstream (its condition covers only its latest).
     assert late_keys([request]) == {"bench/daily_events": late, "bench/daily_doubled": late}
     replicated = project.instance.fetch_materializations(SOURCE_KEY, limit=1).records[0].storage_id
-    assert request.tags[K.LATE_DATA_TAG] == f"shop/events@{replicated}"
+    assert request.tags[K.LATE_DATA_TAG] == f"shop/events#{replicated}"
     assert json.loads(project.cursor or "{}") == {"shop/events": replicated}, (
         "the next tick reads on from there"
     )
