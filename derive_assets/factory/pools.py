@@ -105,7 +105,8 @@ def pool_limits(project: SpecProject) -> dict[str, int]:
 
 
 def apply_pool_limits(instance: DagsterInstance, project: SpecProject) -> dict[str, int]:
-    """Write the limit of each of `project`'s pools to `instance` where it differs; returns the changed ones.
+    """Write the limit of each of `project`'s pools to `instance` where it differs from what the pool has (or, for
+    a pool without a limit yet, from the instance's `default_limit`); returns the changed ones.
 
     Idempotent and cheap when nothing changed (one read of the instance's limits): run it on deploy and before
     `dagster dev` (`derive pools`, `make dev`, `derive demo`). Pools of specs that no longer exist are left alone
@@ -114,8 +115,14 @@ def apply_pool_limits(instance: DagsterInstance, project: SpecProject) -> dict[s
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return {}
+    default = instance.get_concurrency_config().pool_config.default_pool_limit
     current: Mapping[str, int] = {p.name: p.limit for p in storage.get_pool_limits() if not p.from_default}
-    changed = {pool: limit for pool, limit in pool_limits(project).items() if current.get(pool) != limit}
+    # A pool whose limit is the instance's default is not written: its first step sets it to the default. Each
+    # write is a transaction that re-reads every pool (~70 ms on SQLite): 2,501 pools of the 2,500-spec scale graph
+    # took 182 s to write, a second run that changed nothing 1.1 s.
+    changed = {
+        pool: limit for pool, limit in pool_limits(project).items() if current.get(pool, default) != limit
+    }
     for pool, limit in changed.items():
         storage.set_concurrency_slots(pool, limit)
     return changed

@@ -129,13 +129,25 @@ def test_the_repository_instance_has_pools_at_op_granularity_with_a_default_limi
 
 
 def test_apply_pool_limits_writes_each_pools_limit_once_and_only_what_changed(world):
-    assert world.apply() == {source_pool("shop"): 1, table_pool("bench.daily"): 2}
-    assert world.limits() == {source_pool("shop"): (1, False), table_pool("bench.daily"): (2, False)}
+    # the source's 1 is the instance's default_limit: not written, its first step gets it
+    assert world.apply() == {table_pool("bench.daily"): 2}
+    assert world.limits() == {table_pool("bench.daily"): (2, False)}
     assert world.apply() == {}  # nothing changed: nothing written
 
     world.write_source(max_concurrent_extractions=3)
     assert world.apply() == {source_pool("shop"): 3}
     assert world.limits()[source_pool("shop")] == (3, False)
+    world.write_source(max_concurrent_extractions=1)  # back to the default: written, since the pool says 3
+    assert world.apply() == {source_pool("shop"): 1}
+
+
+def test_a_pool_without_a_written_limit_gets_the_default_of_one_on_first_use(world):
+    pool = source_pool("shop")
+    assert pool not in world.limits()
+    assert world.storage.initialize_concurrency_limit_to_default(pool)  # what a step's first claim does
+    assert world.limits()[pool] == (1, True)
+    assert world.storage.claim_concurrency_slot(pool, OTHER_RUN, "first").is_claimed
+    assert not world.storage.claim_concurrency_slot(pool, "second-run", "second").is_claimed
 
 
 def replicated(world: World) -> None:
@@ -190,6 +202,9 @@ def test_a_replication_waits_once_its_source_has_max_concurrent_extractions_runn
     try:
         world.apply()
         pool = source_pool("shop")
+        if pool not in world.limits():  # the default (1) is not written: the first step's claim sets it
+            world.storage.initialize_concurrency_limit_to_default(pool)
+        assert world.limits()[pool][0] == extractions
         holders = [f"extraction_{n}" for n in range(extractions)]
         for step in holders:  # other runs extracting from the same database
             assert world.storage.claim_concurrency_slot(pool, OTHER_RUN, step).is_claimed
