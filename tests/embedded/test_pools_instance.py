@@ -225,3 +225,24 @@ def test_a_replication_waits_once_its_source_has_max_concurrent_extractions_runn
         assert world.materialized(EVENTS_KEY)
     finally:
         world.instance.dispose()
+
+
+def test_derive_pools_writes_the_limits_to_the_instance_of_dagster_home(tmp_path, monkeypatch, capsys):
+    from derive_assets.cli import main
+
+    world = World(tmp_path, max_concurrent_extractions=2)
+    world.instance.dispose()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("DERIVE_SPECS_DIR", str(world.settings.specs_dir))
+    monkeypatch.setenv("DERIVE_HOME", str(world.settings.home))
+    assert main(["pools"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "derive/source/shop: 2",
+        "derive/table/bench.daily: 2",
+        "2 pool limit(s) written",
+    ]
+    assert main(["pools"]) == 0
+    assert capsys.readouterr().out == "pool limits up to date\n"
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+    assert limits == {"derive/source/shop": 2, "derive/table/bench.daily": 2}
