@@ -110,7 +110,6 @@ def source_sensor(source: SourceSpec, tables: Sequence[tuple[ReplicatedTable, As
         return RunRequest(
             run_key=f"{source.name}:{digest.hexdigest()[:16]}",
             asset_selection=[d.key for d in wanted],
-            tags={"derive/sensor_reason": summary[:255]},
         )
 
     return _probe

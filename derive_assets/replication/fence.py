@@ -25,8 +25,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sqlglot import exp
-
 from derive_assets.replication.urls import SourceConnectionError, scrub
 from derive_assets.specs.models import SourceSpec, SourceTable
 
@@ -72,6 +70,8 @@ def cleared(
             return False  # not a token this version wrote: wait, never skip
         if not vxids:
             return True
+        from sqlglot import exp  # imported by the step that replicates, not by loading the definitions
+
         held = exp.In(this=exp.column("virtualxid"), expressions=[exp.Literal.string(v) for v in vxids])
         still_open = (
             exp.select(exp.cast(exp.func("COUNT", exp.Star()), "TEXT").as_("open"))

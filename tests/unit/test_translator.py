@@ -13,6 +13,7 @@ from dagster import (
     AssetCheckSpec,
     AssetKey,
     AutomationCondition,
+    AutomationConditionSensorDefinition,
     DagsterInstance,
     DailyPartitionsDefinition,
     DefaultSensorStatus,
@@ -136,7 +137,7 @@ def test_a_subclass_changes_keys_groups_and_conditions_and_deps_stay_connected(t
     assert daily.automation_condition == AutomationCondition.eager()
     auth = graph.get(AssetKey(["warehouse", "accounts", "auth"]))
     assert auth.group_name == "raw"
-    assert auth.automation_condition == AutomationCondition.on_cron("*/15 * * * *", "UTC")
+    assert auth.automation_condition is None  # the shipped sources have no cron: their sensors request them
     # The Python table's input is the upstream asset under its new key.
     scores = defs.resolve_assets_def(AssetKey(["warehouse", "features", "region_scores"]))
     assert set(scores.keys_by_input_name.values()) == {
@@ -173,13 +174,13 @@ def test_no_schedule_and_no_job_per_spec_and_the_automation_sensor_runs_from_the
         "replicate_payments",
         "replicate_profiles",
     ]
-    [sensor] = defs.sensors or []
-    assert sensor.name == "default_automation_condition_sensor"
-    assert sensor.default_status == DefaultSensorStatus.RUNNING
+    sensors = {s.name: s for s in defs.sensors or []}
+    assert sensors["default_automation_condition_sensor"].default_status == DefaultSensorStatus.RUNNING
+    for source in ("accounts", "orders", "payments", "profiles"):  # factory/sensors.py
+        assert sensors[f"replicate_{source}_sensor"].default_status == DefaultSensorStatus.RUNNING
     repo = defs.get_repository_def()
-    assert [s.name for s in repo.sensor_defs] == ["default_automation_condition_sensor"], (
-        "no second, stopped one"
-    )
+    automation = [s.name for s in repo.sensor_defs if isinstance(s, AutomationConditionSensorDefinition)]
+    assert automation == ["default_automation_condition_sensor"], "no second, stopped one"
 
 
 def test_dataset_jobs_split_by_partitions_definition():
