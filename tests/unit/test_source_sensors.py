@@ -6,6 +6,7 @@ exercised against the real servers in tests/integration/test_source_probes.py.""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,36 @@ def test_an_unreachable_mysql_server_never_shows_the_password():
     with pytest.raises(ProbeError, match=r"source 'shop' table 'events': the probe could not connect") as e:
         probe(spec, spec.tables[0], url, None, 1)
     assert "s3cret-pw" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------- the spec
+
+
+@pytest.mark.parametrize(
+    ("sensor", "field", "says"),
+    [
+        ({"interval_seconds": 2}, "sensor.interval_seconds", r"greater than or equal to 5.*\(got 2\)"),
+        ({"probe_timeout_seconds": 0}, "sensor.probe_timeout_seconds", r"greater than 0.*\(got 0\)"),
+        (
+            {"probe_timeout_seconds": 600},
+            "sensor.probe_timeout_seconds",
+            r"less than or equal to 60.*\(got 600\)",
+        ),
+        (
+            {"every": 5},
+            "sensor.every",
+            r"unknown field; allowed: \['enabled', 'interval_seconds', 'probe_timeout_seconds'\] \(got 5\)",
+        ),
+    ],
+)
+def test_bad_sensor_settings_name_the_file_field_value_and_what_is_allowed(tmp_path, sensor, field, says):
+    from derive_assets.specs.errors import SpecValidationError
+    from derive_assets.specs.project import load_project
+
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / "shop.yaml").write_text(yaml.safe_dump(shop_spec(sensor=sensor)))
+    with pytest.raises(SpecValidationError) as info:
+        load_project(tmp_path)
+    [error] = [e for e in info.value.errors if e.field == field]
+    assert str(error.file).endswith("sources/shop.yaml")
+    assert re.search(says, str(error)), str(error)
