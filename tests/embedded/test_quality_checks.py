@@ -207,6 +207,32 @@ def test_row_count_of_a_table_without_windows_is_its_whole_size(settings: Derive
     assert re.fullmatch(r"the table has [\d,]+ rows, more than max 10", check.description or "")
 
 
+def test_row_count_change_of_a_table_without_windows_is_against_its_previous_materialization(
+    settings: DeriveSettings, instance
+) -> None:
+    edit(
+        settings.specs_dir, ACCOUNTS_FILE, lambda s: checks_of(s).update(row_count={"max_change_percent": 50})
+    )
+    defs = build_definitions(settings)
+    first = evaluations(execute(defs, instance, "replicate_accounts").result, AUTH)["row_count"]
+    assert first.passed  # no materialization before: nothing to compare
+    before = values(first, "row_counts")["table"]
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(settings.embedded_sources_dir / "accounts.db") as con:  # the users, twice over
+        con.execute(
+            "INSERT INTO auth (user_id, email, created_at, updated_at, deleted_at) "
+            "SELECT user_id + 1000000, 'copy.' || email, created_at, ?, NULL FROM auth WHERE deleted_at IS NULL",
+            [now],
+        )
+    outcome = execute(defs, instance, "replicate_accounts")
+    assert not outcome.success
+    failed = evaluations(outcome.result, AUTH)["row_count"]
+    assert re.fullmatch(
+        rf"the table has [\d,]+ rows, \d+\.\d% more than the {before:,} before it \(max_change_percent 50\)",
+        failed.description or "",
+    ), failed.description
+
+
 def check_spec(defs: Definitions, key: AssetKey, name: str) -> Any:
     asset = defs.resolve_assets_def(key)
     return next(s for s in asset.check_specs if s.name == name)
