@@ -395,7 +395,9 @@ class RowCountCheck(StrictModel):
     @model_validator(mode="after")
     def _some_bound(self) -> RowCountCheck:
         if self.min is None and self.max is None and self.max_change_percent is None:
-            raise ValueError("give at least one of min, max or max_change_percent (without them the check checks nothing)")
+            raise ValueError(
+                "give at least one of min, max or max_change_percent (without them the check checks nothing)"
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"max: {self.max} is below min {self.min}; the range is min <= rows <= max")
         return self
@@ -687,7 +689,7 @@ class TableSpec(StrictModel):
             return [
                 f"lookback: {self.lookback} re-runs the {self.lookback} windows before the latest at each tick of the "
                 "table's `schedule`, but it has none (without one only the latest window follows its inputs); add a "
-                "`schedule` (e.g. the daily \"30 0 * * *\"), or remove `lookback`"
+                '`schedule` (e.g. the daily "30 0 * * *"), or remove `lookback`'
             ]
         return []
 
