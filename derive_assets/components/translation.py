@@ -53,8 +53,8 @@ class TranslatedAttributes(DeriveTranslator):
     def get_asset_key(self, node: DeriveNode) -> AssetKey:
         return self.get_asset_spec(node).key
 
-    def get_deps(self, node: DeriveNode) -> list[AssetKey]:
-        return [dep.asset_key for dep in self.get_asset_spec(node).deps]
+    def get_deps(self, node: DeriveNode) -> list[AssetDep]:
+        return list(self.get_asset_spec(node).deps)
 
     def get_group_name(self, node: DeriveNode) -> str:
         return self.get_asset_spec(node).group_name or self._base.get_group_name(node)
