@@ -177,3 +177,17 @@ def events_source(**fields: Any) -> dict[str, Any]:
         ],
         **fields,
     }
+
+
+def sensor_tick(defs: Definitions, name: str, instance: DagsterInstance, cursor: str | None = None) -> Any:
+    """One evaluation of the sensor `name` of `defs`, as the daemon makes it: with the definitions' own resources
+    (those the sensor requires, as the code server merges them into its context) and its repository. Returns
+    Dagster's `SensorExecutionData` (`run_requests`, `skip_message`, `cursor`)."""
+    from dagster import build_sensor_context
+
+    sensor = defs.resolve_sensor_def(name)
+    resources = {k: v for k, v in (defs.resources or {}).items() if k in sensor.required_resource_keys}
+    with build_sensor_context(
+        instance=instance, resources=resources, repository_def=defs.get_repository_def(), cursor=cursor
+    ) as context:
+        return sensor.evaluate_tick(context)

@@ -20,7 +20,7 @@ import pymysql
 import pytest
 import support
 import yaml
-from dagster import AssetKey, DagsterInstance, build_sensor_context
+from dagster import AssetKey, DagsterInstance
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.settings import DeriveSettings
@@ -72,15 +72,7 @@ class Shop:
 
     def tick(self) -> tuple[bool, str | None]:
         """One sensor evaluation: (whether it requested the table, its skip reason)."""
-        sensor = self.defs.resolve_sensor_def("replicate_shop_sensor")
-        resources = {
-            k: v for k, v in (self.defs.resources or {}).items() if k in sensor.required_resource_keys
-        }
-        repository = self.defs.get_repository_def()
-        with build_sensor_context(
-            instance=self.instance, resources=resources, repository_def=repository
-        ) as context:
-            data = sensor.evaluate_tick(context)
+        data = support.sensor_tick(self.defs, "replicate_shop_sensor", self.instance)
         return bool(data.run_requests), data.skip_message
 
 
@@ -92,12 +84,12 @@ def session(url: str, kind: str, mysql_connect: Callable[[str], Any]) -> Iterato
             con.execute("SET timezone = 'UTC'")
             yield lambda sql: con.execute(sql)  # type: ignore[arg-type, return-value]  (test statements)
     else:
-        con: pymysql.connections.Connection = mysql_connect(url)
+        mysql: pymysql.connections.Connection = mysql_connect(url)
         try:
-            con.cursor().execute("SET time_zone = '+00:00'")
-            yield lambda sql: con.cursor().execute(sql)  # type: ignore[return-value]
+            mysql.cursor().execute("SET time_zone = '+00:00'")
+            yield lambda sql: mysql.cursor().execute(sql)  # type: ignore[return-value]
         finally:
-            con.close()
+            mysql.close()
 
 
 @pytest.mark.parametrize("kind", sorted(SERVERS))

@@ -19,7 +19,7 @@ import pytest
 import support
 import yaml
 from bson import ObjectId
-from dagster import AssetKey, DagsterInstance, build_sensor_context
+from dagster import AssetKey, DagsterInstance
 
 from derive_assets.factory.build import build_definitions
 from derive_assets.replication.probe import ProbeTimeout, probe
@@ -56,15 +56,7 @@ class Shop:
         self.instance = DagsterInstance.ephemeral()
 
     def tick(self) -> tuple[set[AssetKey] | None, str | None]:
-        sensor = self.defs.resolve_sensor_def("replicate_shop_sensor")
-        resources = {
-            k: v for k, v in (self.defs.resources or {}).items() if k in sensor.required_resource_keys
-        }
-        repository = self.defs.get_repository_def()
-        with build_sensor_context(
-            instance=self.instance, resources=resources, repository_def=repository
-        ) as context:
-            data = sensor.evaluate_tick(context)
+        data = support.sensor_tick(self.defs, "replicate_shop_sensor", self.instance)
         if not data.run_requests:
             return None, data.skip_message
         return set(data.run_requests[0].asset_selection or []), None

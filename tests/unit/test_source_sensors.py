@@ -21,7 +21,6 @@ from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     Definitions,
-    build_sensor_context,
 )
 
 from derive_assets.factory.build import build_definitions
@@ -73,16 +72,7 @@ class Shop:
 
     def tick(self) -> tuple[set[AssetKey] | None, str | None, str | None]:
         """One evaluation: (the keys requested or None, the skip reason, the run key)."""
-        sensor = self.defs.resolve_sensor_def(SENSOR)
-        # The definitions' own resources, as the code server merges them into a sensor's context.
-        resources = {
-            k: v for k, v in (self.defs.resources or {}).items() if k in sensor.required_resource_keys
-        }
-        repository = self.defs.get_repository_def()
-        with build_sensor_context(
-            instance=self.instance, resources=resources, repository_def=repository
-        ) as context:
-            data = sensor.evaluate_tick(context)
+        data = support.sensor_tick(self.defs, SENSOR, self.instance)
         if not data.run_requests:
             return None, data.skip_message, None
         [request] = data.run_requests
