@@ -21,7 +21,8 @@ process instead of one process each, ~8 s apiece here).
 Every wait is a bounded poll, with bounds generous for a loaded 2-core machine. Measured here (2026-12-01, six
 agents on 2 cores): phase 1 159-189 s, phase 2 111-137 s, 380-430 s in all. Most of it is run start-up: the
 instance's QueuedRunCoordinator launches one run at a time, and each launch waits ~10-20 s for the run's process
-to load the code location.
+to load the code location. With `run_coordinator: {config: {dequeue_use_threads: true, dequeue_num_workers: 4}}`
+added to the instance the same test took 241 s (phase 1 109 s, phase 2 49 s), measured once, 20 minutes later.
 `dagster dev`'s whole process group (webserver, daemon, code servers, runs) is killed at the end.
 """
 
