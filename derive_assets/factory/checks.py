@@ -74,6 +74,31 @@ def dagster_severity(severity: CheckSeverity) -> AssetCheckSeverity:
     return AssetCheckSeverity.WARN if severity == "warn" else AssetCheckSeverity.ERROR
 
 
+def violation_result(
+    name: str,
+    severity: CheckSeverity,
+    violations: int | None,
+    examples: Sequence[str],
+    failed_description: str,
+    metadata: dict[str, Any] | None = None,
+) -> AssetCheckResult:
+    """A check that counts violating rows: passed when `violations` is 0 (None: it could not be counted, and
+    `failed_description` says why), with its count, a few `examples` and `failed_description` when it failed."""
+    meta: dict[str, Any] = dict(metadata or {})
+    if violations is not None:
+        meta["violations"] = violations
+    if examples:
+        meta["examples"] = list(examples)
+    passed = violations == 0
+    return AssetCheckResult(
+        check_name=name,
+        passed=passed,
+        severity=dagster_severity(severity),
+        metadata=meta,
+        description=None if passed else failed_description,
+    )
+
+
 @dataclass(frozen=True)
 class ColumnCheck:
     name: str
@@ -134,20 +159,13 @@ class ColumnCheck:
     ) -> AssetCheckResult:
         """The check's result: passed when `violations` is 0 (None: it could not be counted, `description` says
         why)."""
-        metadata: dict[str, Any] = {"column": self.column.name}
-        if violations is not None:
-            metadata["violations"] = violations
-        if samples:
-            metadata["examples"] = [_shown(v) for v in samples]
-        passed = violations == 0
-        if description is None and not passed:
-            description = f"{violations} rows break `{self.rule}` on {self.column.name}"
-        return AssetCheckResult(
-            check_name=self.name,
-            passed=passed,
-            severity=dagster_severity(self.severity),
-            metadata=metadata,
-            description=description,
+        return violation_result(
+            self.name,
+            self.severity,
+            violations,
+            [_shown(v) for v in samples],
+            description or f"{violations} rows break `{self.rule}` on {self.column.name}",
+            {"column": self.column.name},
         )
 
 

@@ -32,7 +32,14 @@ from dagster import (
 )
 
 from derive_assets import metadata_keys as K
-from derive_assets.factory.checks import SAMPLES, Check, CheckRun, column_checks, dagster_severity
+from derive_assets.factory.checks import (
+    SAMPLES,
+    Check,
+    CheckRun,
+    column_checks,
+    dagster_severity,
+    violation_result,
+)
 from derive_assets.specs.models import CheckSeverity, Column, RowCountCheck, SqlCheck, TableChecks
 from resources.reads import SliceReads, SqlCheckQuery, TableSlice, WindowBound
 from resources.schema import ColumnType
@@ -182,22 +189,13 @@ class CustomSql:
     def _result(
         self, violations: int | None, samples: Sequence[tuple[Any, ...]], why: str | None = None
     ) -> AssetCheckResult:
-        metadata: dict[str, Any] = {}
-        if violations is not None:
-            metadata["violations"] = violations
-        if samples:
-            metadata["examples"] = [", ".join(str(v) for v in row) for row in samples]
-        passed = violations == 0
-        description = why
-        if description is None and not passed:
-            what = self.rule.description or "the check's query"
-            description = f"{violations} rows break {what}"
-        return AssetCheckResult(
-            check_name=self.name,
-            passed=passed,
-            severity=dagster_severity(self.severity),
-            metadata=metadata,
-            description=description,
+        what = self.rule.description or "the check's query"
+        return violation_result(
+            self.name,
+            self.severity,
+            violations,
+            [", ".join(str(v) for v in row) for row in samples],
+            why or f"{violations} rows break {what}",
         )
 
 
