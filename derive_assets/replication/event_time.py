@@ -12,7 +12,7 @@ DATETIME values (no time zone) are read as UTC, like the windows; a DATE touches
 
 Example:
     ```python
-    times = EventTimes.of(table)
+    times = EventTimes.of(table, source.name)
     load(times.observed(batches))
     metadata = times.as_metadata()  # {"derive/event_time/paid_at": MetadataValue.json({...})}
     ```
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as _compute
 
 from derive_assets import metadata_keys as K
+from derive_assets.replication.retry import KEEP
 from derive_assets.specs.models import SourceTable
 
 pc: Any = _compute  # the compute functions are generated at import time; type checkers cannot see them
@@ -57,10 +58,13 @@ class EventTimes:
 
     columns: tuple[str, ...]
     by_column: dict[str, ColumnTimes] = field(default_factory=dict)
+    where: str = field(default="", metadata={KEEP: True})
+    """What the rows are (`source 'payments' table payments`), first in an error about them."""
 
     @classmethod
-    def of(cls, table: SourceTable) -> EventTimes:
-        return cls(tuple(table.event_time))
+    def of(cls, table: SourceTable, source: str | None = None) -> EventTimes:
+        where = f"source '{source}' table {table.name}" if source else f"table {table.name}"
+        return cls(tuple(table.event_time), where=where)
 
     def observed(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """`batches`, unchanged, each observed on its way through."""
@@ -73,7 +77,10 @@ class EventTimes:
             index = batch.schema.get_field_index(name)
             if index < 0:
                 continue  # a batch without the column (a MongoDB batch whose documents all lack it): all null
-            _observe(self.by_column.setdefault(name, ColumnTimes()), name, batch.column(index))
+            try:
+                _observe(self.by_column.setdefault(name, ColumnTimes()), name, batch.column(index))
+            except ValueError as exc:  # the run's error: name the source and table first
+                raise ValueError(f"{self.where}: {exc}" if self.where else str(exc)) from None
 
     def as_metadata(self) -> dict[str, Any]:
         """`derive/event_time/<column>` for each declared column (a column no row had: zero rows, no hours)."""

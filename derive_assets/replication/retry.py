@@ -176,10 +176,17 @@ def shown(exc: BaseException, secrets: Sequence[str] = ()) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"
 
 
+KEEP = "derive/keep_on_restart"
+"""Field metadata key: `restarted` leaves the field as it is."""
+
+
 def restarted(stats: S) -> S:
-    """`stats` (a dataclass of counters) emptied in place and returned, so a fresh attempt counts from zero."""
+    """`stats` (a dataclass of counters) emptied in place and returned, so a fresh attempt counts from zero.
+    A field declared with `metadata={KEEP: True}` is configuration, not a counter, and is kept."""
     if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
         for f in dataclasses.fields(stats):
+            if f.metadata.get(KEEP):
+                continue
             if f.default_factory is not dataclasses.MISSING:
                 setattr(stats, f.name, f.default_factory())
             elif f.default is not dataclasses.MISSING:

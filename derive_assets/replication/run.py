@@ -55,7 +55,7 @@ def replicate(
     started = time.perf_counter()
     stats = ExtractStats()
     guard, query = RowGuard(plan.source, plan.table), prepare(url, plan)
-    times = EventTimes.of(plan.table)
+    times = EventTimes.of(plan.table, plan.source.name)
     # One transaction per attempt: a retry after a dropped source connection reads every batch again (and counts
     # the event times of that attempt's rows only).
     result = load_with_retries(

@@ -165,6 +165,13 @@ def test_text_times_are_read_and_a_column_that_is_not_temporal_is_named() -> Non
         times.observe(batch(paid_at=pa.array(["soon"])))
     with pytest.raises(ValueError, match=r"event_time column 'paid_at' arrived as int64, not as a date"):
         times.observe(batch(paid_at=pa.array([1])))
+    # A retry's fresh attempt (`restarted`) empties the counts, not what names the rows.
+    named = restarted(EventTimes(("paid_at",), where="source 'payments' table payments"))
+    with pytest.raises(
+        ValueError,
+        match=r"^source 'payments' table payments: event_time column 'paid_at' holds text that is not a timestamp",
+    ):
+        named.observe(batch(paid_at=pa.array(["soon"])))
 
 
 # ------------------------------------------------------------------------------------------ the spec field
