@@ -176,7 +176,7 @@ def shown(exc: BaseException, secrets: Sequence[str] = ()) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"
 
 
-KEEP = "derive/keep_on_restart"
+KEEP = "keep_on_restart"
 """Field metadata key: `restarted` leaves the field as it is."""
 
 
