@@ -252,7 +252,7 @@ class DeriveTranslator:
         if isinstance(item, ReplicatedTable):
             return cron_condition(item.source.schedule)
         if isinstance(item, Export):
-            return export_condition(item.spec.schedule, item.window is not None)
+            return export_condition(item.spec.schedule, item.window.size if item.window is not None else None)
         spec = _table_spec(node)
         size = spec.window.size if spec.window is not None else None
         inputs = [w.size for w in map(_window, node.upstream) if w is not None]

@@ -4,19 +4,21 @@ what it reads is ready, and no sooner. docs/automation.md says which condition e
 Built only from Dagster's own operands (the daemon evaluates them; a custom condition class would need the
 user-code sensor, limited to 500 assets). Every derived asset gets one (`table_condition`, `export_condition`):
 
-    window          in_latest_time_window(lookback)        the latest complete window (+ `lookback` before it)
-    & trigger       (cron)    cron_tick_passed(cron).since_last_handled() & all_deps_updated_since_cron(cron)
+    (  window       in_latest_time_window(lookback)        the latest complete window (+ `lookback` before it)
+     & trigger      (cron)    cron_tick_passed(cron).since_last_handled() & all_deps_updated_since_cron(cron)
                     (no cron) any_deps_updated().since_last_handled()          (latest window only)
-                    | in_latest_time_window() & missing() & ~execution_failed()      (a new window, a new table)
+     | catch_up     in_latest_time_window(1 before) & missing() & ~execution_failed()   (a new window, table) )
     & ready         ~in_progress() & ~any_deps_missing() & ~any_deps_in_progress()
                     & all_deps_blocking_checks_passed() [& inputs_complete]
 
 - A window exists (is a Dagster partition) only once it has ended, so "complete" is Dagster's own rule; `lookback`
   widens `in_latest_time_window` by N windows, and only the cron trigger reaches those: lookback windows re-run
   at the tick, when their inputs changed since it (dbt microbatch style), never on each update of a source.
+- A missing window is filled in the latest window and the one before it (`_catch_up`): a day that ended while its
+  inputs were still being built is no longer the latest at 00:00, and would otherwise stay missing for good.
 - `since_last_handled` forgets a trigger once the window was requested (or updated), and a missing window whose
   run failed waits for the next trigger: a failed run is not retried every 30 s. A missing latest window needs
-  no trigger, so a fresh deployment (or a new day) fills it as soon as its inputs are there, without a cron tick.
+  no trigger, so a fresh deployment (or a new day) fills them as soon as its inputs are there, without a cron tick.
 - `inputs_complete` is only on a table that reads a table whose windows straddle its own (weekly inputs to a
   monthly table): Dagster's dependency operands see only the input windows that exist, so January would launch
   on February 1st without the week of January 26th (dagster#25723). It holds once an input-window boundary
@@ -102,18 +104,19 @@ def _table_condition(
     if cron is None or not lookback:  # lookback windows re-run on the cron's ticks only (module docstring)
         lookback = None
     window = _window(size, lookback)
-    condition = window & (trigger | (_latest() & _missing())) & _ready(size, straddling)
+    condition = ((window & trigger) | (_catch_up(size) & _missing())) & _ready(size, straddling)
     windows = f"latest {size} window" + (f" + {lookback} before it" if lookback else "")
     return condition.with_label(f"{label}; {windows}")
 
 
 @cache
-def export_condition(cron: str | None, windowed: bool) -> AutomationCondition:
+def export_condition(cron: str | None, size: WindowSize | None) -> AutomationCondition:
     """An export's: each window of its table that was updated (and passed its blocking checks) is exported,
     any window, not only the latest, so a backfill or a lookback re-run of the table reaches the online store
-    too. With an optional `schedule`, also not before a tick passed since the export last ran."""
+    too. `size` is its table's window size (None: unwindowed); a missing window is filled as a table's is
+    (`_catch_up`). With an optional `schedule`, also not before a tick passed since the export last ran."""
     follow = AutomationCondition.any_deps_updated().since_last_handled().with_label("table updated")
-    new = (_latest() & _missing()) if windowed else _missing()
+    new = _missing() if size is None else _catch_up(size) & _missing()
     condition = (follow | new) & _ready(None, ())
     if cron is not None:
         gate = AutomationCondition.cron_tick_passed(cron, "UTC").since_last_handled()
@@ -138,6 +141,16 @@ def _missing() -> AutomationCondition:
 
 def _latest() -> AutomationCondition:
     return AutomationCondition.in_latest_time_window()
+
+
+def _catch_up(size: WindowSize) -> AutomationCondition:
+    """The windows a missing one is filled in without a trigger: the latest complete window and the one before
+    it. The one before covers a window that ended while its inputs were still being built (sources replicating
+    at 23:59, their day is over at 00:00 and no longer the latest), which would otherwise stay missing; earlier
+    ones are a backfill's job."""
+    return AutomationCondition.in_latest_time_window(lookback_delta(size, 1)).with_label(
+        "latest window or the one before it"
+    )
 
 
 def _window(size: WindowSize, lookback: int | None) -> AutomationCondition:

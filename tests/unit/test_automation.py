@@ -80,7 +80,9 @@ def test_every_asset_has_the_condition_of_its_kind_and_nothing_is_a_schedule(shi
             p.spec.schedule, p.spec.window and p.spec.window.size
         )
     for e in project_.exports:
-        expected[f"online/{e.spec.name}"] = export_condition(e.spec.schedule, e.window is not None)
+        expected[f"online/{e.spec.name}"] = export_condition(
+            e.spec.schedule, e.window.size if e.window is not None else None
+        )
     graph = shipped.resolve_asset_graph()
     assert {
         k.to_user_string(): graph.get(k).automation_condition for k in graph.get_all_asset_keys()
@@ -111,7 +113,7 @@ def test_conditions_are_shared_objects_per_shape():
     assert table_condition("30 0 * * *", "1d", 3) is table_condition("30 0 * * *", "1d", 3)
     assert table_condition("30 0 * * *", "1d", 3) != table_condition("30 0 * * *", "1d", 2)
     assert table_condition(None, "1d", 3) == table_condition(None, "1d")  # lookback needs a cron (validated)
-    assert export_condition(None, True) is export_condition(None, True)
+    assert export_condition(None, "1d") is export_condition(None, "1d")
 
 
 def test_the_sensor_interval_comes_from_the_environment(monkeypatch):
@@ -173,9 +175,9 @@ def test_a_fresh_deployment_fills_the_latest_window_at_once_then_the_cron_refres
     ticks = Ticks(defs, DAY)
     assert ticks.at("10:00:00") == {}  # shop.events has never replicated: nothing can run
     ticks.materialized("shop/events")  # its sensor replicated it
-    # The latest complete window only: not the earlier ones it never built, not 03-05 (not complete).
-    assert ticks.at("10:00:30") == {"bench/daily": {"2026-03-04"}}
-    ticks.ran({"bench/daily": {"2026-03-04"}})
+    # The latest complete window and the one before it: not the earlier ones, not 03-05 (not complete).
+    assert ticks.at("10:00:30") == {"bench/daily": {"2026-03-03", "2026-03-04"}}
+    ticks.ran({"bench/daily": {"2026-03-03", "2026-03-04"}})
     assert ticks.at("10:01:00") == {}
     ticks.materialized("shop/events")
     assert ticks.at("10:01:30") == {}  # a cron table does not follow each update between ticks
@@ -192,6 +194,20 @@ def test_a_fresh_deployment_fills_the_latest_window_at_once_then_the_cron_refres
     ticks.instance.dispose()
 
 
+def test_a_window_that_ended_while_its_inputs_were_being_built_is_still_filled_after_midnight(tmp_path):
+    """The CI race of stop 20: the sources replicated at 23:59, so 03-04 could not run before midnight; at 00:00
+    03-05 is the latest window, and 03-04 must not stay missing for good."""
+    defs = project(tmp_path, table("daily", ["shop.events"], start="2026-03-04", schedule="30 0 * * *"))
+    ticks = Ticks(defs, DAY)
+    assert ticks.at("23:59:30", days=-1) == {}  # 03-04 is not complete yet; 03-03 does not exist
+    assert ticks.at("23:59:50") == {}  # 03-04 is complete and missing, its input has not replicated yet
+    ticks.materialized("shop/events")  # its first replication ends after midnight
+    assert ticks.at("00:00:20", days=1) == {"bench/daily": {"2026-03-04", "2026-03-05"}}
+    ticks.ran({"bench/daily": {"2026-03-04", "2026-03-05"}})
+    assert ticks.at("00:00:50", days=1) == {}
+    ticks.instance.dispose()
+
+
 def test_before_its_first_window_ends_a_windowed_table_is_not_requested(tmp_path):
     defs = project(tmp_path, table("daily", ["shop.events"], start="2026-03-05", schedule="30 0 * * *"))
     ticks = Ticks(defs, DAY)
@@ -203,7 +219,11 @@ def test_before_its_first_window_ends_a_windowed_table_is_not_requested(tmp_path
 
 
 def test_a_table_without_a_schedule_follows_each_update_of_its_input_latest_window_only(tmp_path):
-    defs = project(tmp_path, table("daily", ["shop.events"]), table("whole", ["shop.events"], size=None))
+    defs = project(
+        tmp_path,
+        table("daily", ["shop.events"], start="2026-03-04"),
+        table("whole", ["shop.events"], size=None),
+    )
     ticks = Ticks(defs, DAY)
     ticks.materialized("shop/events")
     first = ticks.at("10:00:00")
@@ -219,7 +239,11 @@ def test_a_table_without_a_schedule_follows_each_update_of_its_input_latest_wind
 
 
 def test_a_missing_table_whose_run_failed_is_not_requested_every_tick_but_at_its_next_trigger(tmp_path):
-    defs = project(tmp_path, table("whole", ["shop.events"], size=None), table("daily", ["shop.events"]))
+    defs = project(
+        tmp_path,
+        table("whole", ["shop.events"], size=None),
+        table("daily", ["shop.events"], start="2026-03-04"),
+    )
     ticks = Ticks(defs, DAY)
     ticks.materialized("shop/events")
     assert ticks.at("10:00:00") == {"bench/whole": {None}, "bench/daily": {"2026-03-04"}}
@@ -255,7 +279,7 @@ def test_a_table_waits_for_every_input_window_it_reads_and_for_inputs_in_progres
         tmp_path,
         table("a", ["shop.events"], schedule="0 0 1 1 *"),
         table("b", ["shop.events"], schedule="0 0 1 1 *"),
-        table("both", ["bench.a", "bench.b"]),
+        table("both", ["bench.a", "bench.b"], start="2026-03-04"),
     )
     ticks = Ticks(defs, DAY)
     ticks.materialized("shop/events")
@@ -280,7 +304,7 @@ def _completed() -> Any:
 def test_an_export_follows_its_table_not_before_its_blocking_checks_passed(tmp_path):
     defs = project(
         tmp_path,
-        table("daily", ["shop.events"], schedule="30 0 * * *"),
+        table("daily", ["shop.events"], start="2026-03-04", schedule="30 0 * * *"),
         table("whole", ["shop.events"], size=None),
         exports=(export("daily_online", "bench.daily"), export("whole_online", "bench.whole")),
     )
@@ -328,10 +352,11 @@ def test_a_fresh_demo_flows_from_replicated_sources_to_exports_without_a_cron_ti
     assert rounds == [
         # The unwindowed tables (one run: the same partitions definition) and the core table's export.
         {USER_DETAIL: {None}, PROFILE_EXPORT: {None}, TOP_SPENDERS: {None}},
-        # The daily tables' latest window, once the core table they read has materialized (another run).
-        {DAILY: {"2026-03-04"}, ORDER_FACTS: {"2026-03-04"}},
-        # What reads that window, once it materialized and its blocking checks passed.
-        {SCORES: {"2026-03-04"}, REGION_EXPORT: {"2026-03-04"}},
+        # The daily tables' latest window and the one before it, once the core table they read has
+        # materialized (another run).
+        {DAILY: {"2026-03-03", "2026-03-04"}, ORDER_FACTS: {"2026-03-03", "2026-03-04"}},
+        # What reads those windows, once they materialized and their blocking checks passed.
+        {SCORES: {"2026-03-03", "2026-03-04"}, REGION_EXPORT: {"2026-03-03", "2026-03-04"}},
     ]
 
 

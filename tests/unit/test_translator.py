@@ -156,7 +156,7 @@ def test_the_default_conditions_are_the_specs_crons(tmp_path):
     assert conditions["accounts/auth"] == cron_condition(accounts.get("schedule"))
     assert conditions["analytics/daily_payments_by_region"] == table_condition("30 0 * * *", "1d")
     assert conditions["features/region_scores"] == table_condition(None, "1d")
-    assert conditions["online/region_payments_online"] == export_condition(None, windowed=True)
+    assert conditions["online/region_payments_online"] == export_condition(None, "1d")
 
 
 def test_no_schedule_and_no_job_per_spec_and_the_automation_sensor_runs_from_the_start(tmp_path):
