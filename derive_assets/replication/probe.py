@@ -81,7 +81,7 @@ def fence_cleared(
             source,
             table,
             token,
-            query=lambda sql: _postgres_value(source, table, url, sql, [], timeout_seconds),
+            query=lambda sql: postgres_value(source, table, url, sql, [], timeout_seconds),
         )
     if source.type == "mysql":
         return fence.cleared(
@@ -89,7 +89,7 @@ def fence_cleared(
             source,
             table,
             token,
-            query=lambda sql: _mysql_value(source, table, url, sql, [], timeout_seconds),
+            query=lambda sql: mysql_value(source, table, url, sql, [], timeout_seconds),
         )
     return True
 
@@ -116,14 +116,16 @@ def _bound(value: Any) -> Any:
 
 def _postgres(source: SourceSpec, table: SourceTable, url: str, watermark: Any, timeout: float) -> Any:
     params = [] if watermark is None else [_bound(watermark)]
-    return _postgres_value(
+    return postgres_value(
         source, table, url, _max_query(source, table, watermark is not None), params, timeout
     )
 
 
-def _postgres_value(
+def postgres_value(
     source: SourceSpec, table: SourceTable, url: str, sql: str, params: list[Any], timeout: float
 ) -> Any:
+    """The first value of `sql` (psycopg `%s` parameters) under a `timeout` connect and statement timeout, in a
+    read-only transaction that is rolled back; raises `ProbeTimeout` or `ProbeError` (no secret in either)."""
     import psycopg
 
     where = f"source '{source.name}' table '{table.name}'"
@@ -150,7 +152,7 @@ def _postgres_value(
 def _mysql(source: SourceSpec, table: SourceTable, url: str, watermark: Any, timeout: float) -> Any:
     params = [] if watermark is None else [_mysql_param(watermark)]
     sql = _max_query(source, table, watermark is not None).replace("?", "%s")  # identifiers hold no '?'
-    value = _mysql_value(source, table, url, sql, params, timeout)
+    value = mysql_value(source, table, url, sql, params, timeout)
     if isinstance(value, dt.datetime) and table.cursor_column.type == "TIMESTAMP":
         value = value.replace(tzinfo=dt.UTC)  # the session is in UTC
     return value
@@ -162,9 +164,11 @@ def _mysql_param(value: Any) -> Any:
     return value
 
 
-def _mysql_value(
+def mysql_value(
     source: SourceSpec, table: SourceTable, url: str, sql: str, params: list[Any], timeout: float
 ) -> Any:
+    """The first value of `sql` (pymysql `%s` parameters) under a `timeout` connect and statement timeout
+    (MariaDB's `max_statement_time`, MySQL's `MAX_EXECUTION_TIME`); raises `ProbeTimeout` or `ProbeError`."""
     import pymysql
 
     where = f"source '{source.name}' table '{table.name}'"
@@ -242,7 +246,7 @@ def _sqlite(source: SourceSpec, table: SourceTable, url: str, watermark: Any, ti
     deadline = time.monotonic() + timeout
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
     con.text_factory = sqlite_values.decode_text
-    con.set_progress_handler(_past(deadline), 10_000)
+    con.set_progress_handler(past_deadline(deadline), 10_000)
     try:
         rows = con.execute(query.sql("sqlite"), params).fetchall()
     except sqlite3.OperationalError as exc:
@@ -261,7 +265,8 @@ def _sqlite(source: SourceSpec, table: SourceTable, url: str, watermark: Any, ti
     return newest if newest is None or watermark is None or newest > watermark else None
 
 
-def _past(deadline: float) -> Callable[[], int]:
+def past_deadline(deadline: float) -> Callable[[], int]:
+    """A SQLite progress handler that interrupts the query once `time.monotonic()` passes `deadline`."""
     def handler() -> int:
         return 1 if time.monotonic() > deadline else 0  # non-zero interrupts the query
 
