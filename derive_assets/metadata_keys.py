@@ -160,6 +160,57 @@ class ReplicationRunMetadata(WriteMetadata, WatermarkMetadata):
     undeclared_field_count: int | None = None
 
 
+class ReconcileMetadata(DeriveMetadataSet):
+    """A replicated table's key reconciliation (`reconcile:` in its spec, `derive_assets/replication/reconcile.py`),
+    on its replication materialization; the next run reads `reconciled_at` and `runs_since_reconcile` back to
+    know when the next one is due."""
+
+    reconciled_at: str | None = None
+    """When the last completed reconciliation (or the first load, which reads every key) began, ISO 8601 UTC;
+    carried over by the runs in between."""
+    runs_since_reconcile: int | None = None
+    """Replication runs since the last completed reconciliation (0: this run reconciled)."""
+    reconcile_keys_read: int | None = None
+    """Primary keys the source sent to this run's reconciliation."""
+    reconcile_rows_deleted: int | None = None
+    """Warehouse rows this run's reconciliation deleted (also counted in `rows_deleted`)."""
+    reconcile_seconds: float | None = None
+    """How long this run's reconciliation took (key read, staging, delete)."""
+    reconcile_error: str | None = None
+    """Why this run's reconciliation deleted nothing (the key read failed, or the delete guard refused); the
+    load itself was kept, and the next run reconciles again."""
+
+
+class SnapshotMetadata(DeriveMetadataSet):
+    """A chunked first load of a replicated table (`derive_assets/replication/snapshot.py`): on the table's
+    `AssetObservation` after each committed chunk (the checkpoint the next run resumes from), and the chunk counts
+    on the final materialization."""
+
+    snapshot_id: str | None = None
+    """Names one snapshot (a uuid): the checkpoints of one chunked load share it."""
+    snapshot_chunks: int | None = None
+    """Chunks committed to `<dataset>.<table>__snapshot` so far (on the materialization: in all)."""
+    snapshot_rows: int | None = None
+    """Source rows committed to the staging table so far."""
+    snapshot_last_key: str | None = None
+    """JSON list of the primary-key values (as text) the last committed chunk ended at; the next chunk starts
+    there."""
+    snapshot_watermark: str | None = None
+    """The cursor's largest source value taken before the snapshot's first chunk: the watermark the final
+    materialization records."""
+    snapshot_fence: str | None = None
+    """The open-transaction fence token taken with `snapshot_watermark` (PostgreSQL, MySQL)."""
+    snapshot_floor_safe: bool | None = None
+    """True when every transaction open at `snapshot_fence` had ended before the first chunk was read: the next
+    run may then read from `snapshot_watermark`; False: it reads every row once more."""
+    snapshot_code_version: str | None = None
+    """The table's code version when the snapshot began; a different one starts the snapshot over."""
+    snapshot_chunk_rows: int | None = None
+    """`snapshot.chunk_rows` when the snapshot began; a different one starts the snapshot over."""
+    snapshot_resumed_chunks: int | None = None
+    """On the materialization: chunks an earlier run had committed, which this run resumed after."""
+
+
 class ExportRunMetadata(WriteMetadata, WatermarkMetadata, OnlineTableMetadata):
     """Materialization metadata of an export to the online store."""
 
@@ -170,6 +221,8 @@ class ExportRunMetadata(WriteMetadata, WatermarkMetadata, OnlineTableMetadata):
     rows_per_second: int | None = None
     watermark_held: bool | None = None
     """True when the export's verification failed and the old watermark was kept."""
+    writers: int | None = None
+    """Writer processes the online store used (1: the export's own process)."""
 
 
 METADATA_SETS: tuple[type[DeriveMetadataSet], ...] = (
@@ -183,6 +236,8 @@ METADATA_SETS: tuple[type[DeriveMetadataSet], ...] = (
     MultiPartitionRunMetadata,
     WatermarkMetadata,
     ReplicationRunMetadata,
+    ReconcileMetadata,
+    SnapshotMetadata,
     ExportRunMetadata,
 )
 """Every `derive` metadata set (tests check that each key is declared once and the constants match)."""
@@ -269,6 +324,26 @@ QUARANTINED_DOCUMENTS = ReplicationRunMetadata.key("quarantined_documents")
 UNDECLARED_FIELDS = ReplicationRunMetadata.key("undeclared_fields")
 UNDECLARED_FIELD_COUNT = ReplicationRunMetadata.key("undeclared_field_count")
 
+# --- materialization metadata: key reconciliation of a replicated table
+RECONCILED_AT = ReconcileMetadata.key("reconciled_at")
+RUNS_SINCE_RECONCILE = ReconcileMetadata.key("runs_since_reconcile")
+RECONCILE_KEYS_READ = ReconcileMetadata.key("reconcile_keys_read")
+RECONCILE_ROWS_DELETED = ReconcileMetadata.key("reconcile_rows_deleted")
+RECONCILE_SECONDS = ReconcileMetadata.key("reconcile_seconds")
+RECONCILE_ERROR = ReconcileMetadata.key("reconcile_error")
+
+# --- observation (checkpoint) and materialization metadata: chunked first loads
+SNAPSHOT_ID = SnapshotMetadata.key("snapshot_id")
+SNAPSHOT_CHUNKS = SnapshotMetadata.key("snapshot_chunks")
+SNAPSHOT_ROWS = SnapshotMetadata.key("snapshot_rows")
+SNAPSHOT_LAST_KEY = SnapshotMetadata.key("snapshot_last_key")
+SNAPSHOT_WATERMARK = SnapshotMetadata.key("snapshot_watermark")
+SNAPSHOT_FENCE = SnapshotMetadata.key("snapshot_fence")
+SNAPSHOT_FLOOR_SAFE = SnapshotMetadata.key("snapshot_floor_safe")
+SNAPSHOT_CODE_VERSION = SnapshotMetadata.key("snapshot_code_version")
+SNAPSHOT_CHUNK_ROWS = SnapshotMetadata.key("snapshot_chunk_rows")
+SNAPSHOT_RESUMED_CHUNKS = SnapshotMetadata.key("snapshot_resumed_chunks")
+
 # --- materialization metadata: exports
 ROWS_WRITTEN = ExportRunMetadata.key("rows_written")
 ROWS_IN_SLICE = ExportRunMetadata.key("rows_in_slice")
@@ -276,6 +351,7 @@ BATCHES = ExportRunMetadata.key("batches")
 WRITE_RETRIES = ExportRunMetadata.key("write_retries")
 ROWS_PER_SECOND = ExportRunMetadata.key("rows_per_second")
 WATERMARK_HELD = ExportRunMetadata.key("watermark_held")
+WRITERS = ExportRunMetadata.key("writers")
 
 
 def extra(name: str) -> str:

@@ -93,6 +93,7 @@ from resources.reads import SliceReads
 from resources.schema_diff import ExistingTable, SchemaChange, SchemaDiff
 from resources.sql_text import table_name
 from resources.warehouse import (
+    DEFAULT_MAX_DELETE_PERCENT,
     EstimateUnavailable,
     LoadRequest,
     MissingColumns,
@@ -315,6 +316,27 @@ class BigQueryWarehouse(SliceReads, ConfigurableResource):
         `not_null` columns, then create the target if missing and `MERGE` into it: a refused load leaves the
         target as it was (and creates none)."""
         return strategy.load(self, request, batches)
+
+    def reconcile(
+        self,
+        request: LoadRequest,
+        key_batches: Iterable[pa.RecordBatch],
+        max_delete_percent: float = DEFAULT_MAX_DELETE_PERCENT,
+    ) -> WriteResult:
+        """Stage every source key (one Parquet file, one load job), then delete the rows whose key is gone with
+        one DELETE (atomic on its own; `resources.strategy.reconcile`): a failed key read deletes nothing."""
+        return strategy.reconcile(self, request, key_batches, max_delete_percent)
+
+    def promote(self, staging: TargetTable, target: TargetTable) -> int:
+        """A copy job puts `staging` in `target`'s place (`resources.bigquery_swap` when `target` exists; into a
+        missing one, with WRITE_EMPTY: atomic, no bytes scanned), then `staging` is deleted."""
+        with self.session() as s:
+            if s.exists(target):
+                return s.swap(staging, target)
+            project = s.calls.project
+            s.calls.copy_table(f"{project}.{staging.ref}", f"{project}.{target.ref}", "WRITE_EMPTY")
+            s.calls.delete_table(f"{project}.{staging.ref}")
+            return 0
 
     @contextmanager
     def session(self) -> Iterator[BigQuerySession]:

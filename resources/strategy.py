@@ -28,6 +28,9 @@ delete; `rows_inserted` = staged rows kept minus `rows_updated`. Counts come fro
 reports them, otherwise from a count query just before the statement. A merge with `delete_missing` counts the rows
 it deleted in `rows_deleted`. With `WriteRequest.partitions`, `WriteResult.by_partition` holds each partition's
 rows (`resources.partition_counts`). A rebuild (`WriteRequest.rebuild`) is `resources.rebuild`.
+
+A reconciliation (`reconcile`, a replicated table's hard deletes without a flag column): stage every primary key
+of the source, then delete the target rows whose key was not staged, guarded by `max_delete_percent`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,15 @@ from resources import evolution
 from resources.engine import BatchScreen, Capabilities, Engine, Session, Staged
 from resources.lazy_import import lazy_module
 from resources.partition_counts import partition_counts
-from resources.warehouse import LoadRequest, TargetTable, WarehouseError, WriteRequest, WriteResult
+from resources.warehouse import (
+    DEFAULT_MAX_DELETE_PERCENT,
+    LoadRequest,
+    ReconcileRefused,
+    TargetTable,
+    WarehouseError,
+    WriteRequest,
+    WriteResult,
+)
 from resources.warehouse_rules import (
     check_row_source,
     load_counts,
@@ -329,6 +340,48 @@ def _merge_load(
     result.rows_deleted = deleted
     result.rows_updated = existing - deleted
     result.rows_inserted = kept - result.rows_updated
+
+
+# ----------------------------------------------------------------------------------------------- reconcile
+
+
+def reconcile(
+    engine: Engine,
+    request: LoadRequest,
+    key_batches: Iterable[pa.RecordBatch],
+    max_delete_percent: float = DEFAULT_MAX_DELETE_PERCENT,
+) -> WriteResult:
+    """Hard deletes by key: stage every primary key the source has, then delete the target rows whose key was
+    not staged, in one transaction (one DELETE on engines without a transactional session).
+
+    The keys are staged batch by batch like a load's rows (`Session.stage_batches`: bounded memory), so nothing is
+    deleted before the last key arrived: a key stream that raises leaves the target as it was. The delete is
+    counted first (an anti-join, `NOT EXISTS`) and refused with `ReconcileRefused` when it would remove more
+    than `max_delete_percent` % of the target's rows (a source answering with no keys must not empty the table).
+    `rows_read` = keys staged, `rows_deleted` = target rows deleted; the other counts stay 0."""
+    caps = engine.CAPABILITIES
+    target, keys = request.target, request.primary_key
+    key_table = TargetTable(
+        target.dataset, target.name, tuple(target.column(k) for k in keys), unique_key=keys
+    )
+    with engine.session() as s:
+        if not s.exists(target):
+            raise WarehouseError(
+                f"{target.ref}: there is no table to reconcile; load the table first (a reconciliation runs after "
+                "a replication run's load). Nothing was deleted."
+            )
+        staged = s.stage_batches(key_table, key_batches, "source")
+        result = WriteResult(rows_read=staged.rows or 0)
+        everything = q.all_rows(target)
+        total = _count(s, True, q.count_where(target, everything), {})
+        counting = q.count_unmatched(target, staged.source, keys, everything)
+        gone = _count(s, True, counting, {})
+        if gone * 100 > max_delete_percent * total:
+            raise ReconcileRefused(target.ref, gone, total, result.rows_read, max_delete_percent)
+        if gone:
+            removed = s.execute(q.delete_unmatched(target, staged.source, keys, everything))
+            result.rows_deleted = int(removed) if caps.dml_row_counts and removed is not None else gone
+    return result
 
 
 # ----------------------------------------------------------------------------------------------- statements

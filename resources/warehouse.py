@@ -29,6 +29,10 @@ class EstimateUnavailable(WarehouseError):
     """The warehouse could not estimate a query (e.g. a table it reads does not exist yet)."""
 
 
+DEFAULT_MAX_DELETE_PERCENT = 50.0
+"""A key reconciliation deletes at most this share of a table unless told otherwise (`ReconcileSpec`)."""
+
+
 @dataclass(frozen=True)
 class TargetTable:
     """What a warehouse needs to know about a table it writes: name, declared columns, layout."""
@@ -161,6 +165,25 @@ class Warehouse(Protocol):
 
     def load(self, request: LoadRequest, batches: Iterable[pa.RecordBatch]) -> WriteResult:
         """Stream source batches into staging, then merge them by primary key, in one transaction."""
+        ...
+
+    def reconcile(
+        self,
+        request: LoadRequest,
+        key_batches: Iterable[pa.RecordBatch],
+        max_delete_percent: float = DEFAULT_MAX_DELETE_PERCENT,
+    ) -> WriteResult:
+        """Stage every primary key the source has (`key_batches`: the key columns only, bounded memory), then,
+        only once every key was read, delete the target rows whose key was not staged, in one transaction
+        (`resources.strategy.reconcile`). `rows_read` = keys staged, `rows_deleted` = rows deleted. A key stream
+        that raises deletes nothing; more than `max_delete_percent` % of the rows to delete raises
+        `ReconcileRefused` and deletes nothing."""
+        ...
+
+    def promote(self, staging: TargetTable, target: TargetTable) -> int:
+        """Put the filled table `staging` (same dataset, same spec) in the place of `target` in one atomic step
+        (a chunked first load's `<table>__snapshot`); `staging` is gone afterwards. Returns the rows `target`
+        held before (0 when it did not exist)."""
         ...
 
     def count_violations(self, check: CheckQuery) -> int:
@@ -348,6 +371,24 @@ class MissingColumns(WarehouseError):
                 "columns. Nothing was written."
             )
         super().__init__(message)
+
+
+class ReconcileRefused(WarehouseError):
+    """A key reconciliation would delete more of the table than its `max_delete_percent` allows."""
+
+    def __init__(
+        self, ref: str, would_delete: int, rows: int, keys_read: int, max_delete_percent: float
+    ) -> None:
+        self.ref, self.would_delete, self.rows = ref, would_delete, rows
+        self.keys_read, self.max_delete_percent = keys_read, max_delete_percent
+        share = 100.0 * would_delete / rows if rows else 0.0
+        super().__init__(
+            f"{ref}: the key reconciliation would delete {would_delete:,} of its {rows:,} rows ({share:.1f} %; the "
+            f"source sent {keys_read:,} keys), more than reconcile.max_delete_percent ({max_delete_percent:g} %) "
+            "allows, so it deleted nothing. If the source table really lost those rows, raise "
+            "reconcile.max_delete_percent in the spec (100: no limit) for one run; otherwise check that the "
+            "source URL points at the right database and the table is complete."
+        )
 
 
 class WarehouseUnavailable(WarehouseError):

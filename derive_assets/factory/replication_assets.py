@@ -24,6 +24,7 @@ from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.policies import step_retry_policy
 from derive_assets.factory.pools import source_pool
 from derive_assets.factory.quality_checks import asset_checks, check_run
+from derive_assets.factory.run_events import full_refresh
 from derive_assets.factory.targets import source_target
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.watermark import CursorState
@@ -70,7 +71,10 @@ def build_replication_asset(
 
         warehouse = context.resources.warehouse
         state = CursorState()
-        if warehouse.table_exists(target.ref):
+        existed = warehouse.table_exists(target.ref)
+        # A `derive/full_refresh` run (`derive rebuild`) reads every row and replaces the table.
+        rebuild = full_refresh(context.run.tags, rt.path)
+        if existed and not rebuild:
             # A missing table means a first (or rebuilt) warehouse: copy everything, whatever the event log says.
             state = _stored_state(context, context.asset_key, cursor_type)
         url = context.resources.sources.checked_url(source)  # fails fast: wrong password, dead server
@@ -86,11 +90,15 @@ def build_replication_asset(
         )
         plan = ExtractPlan(source, table, since, state, cleared)
         try:
-            metadata = replicate(warehouse, plan, request, url, context.log)
+            chunked = None if existed and not rebuild else _snapshot(context, plan, request, url, rebuild)
+            metadata = (
+                chunked if chunked is not None else replicate(warehouse, plan, request, url, context.log)
+            )
         except (
             WarehouseError
         ) as exc:  # the source's rows broke a load rule, or the spec no longer fits the table
             raise warehouse_failure(rt.path, exc) from None
+        metadata = _reconciled(context, rt, request, url, metadata, first_load=not existed)
         # A failed blocking check fails this step after Dagster has recorded the materialization (and so the new
         # watermark: the rows are in the warehouse); assets downstream wait.
         checks_run = check_run(context, warehouse, TableSlice(rt.ref), (), {})
@@ -104,9 +112,41 @@ def build_replication_asset(
     return _replicate
 
 
+def _snapshot(
+    context: AssetExecutionContext, plan: Any, request: LoadRequest, url: str, rebuild: bool
+) -> dict[str, Any] | None:
+    """A first load (or a rebuild) of a large table, chunked and resumable (`replication/snapshot.py`); None:
+    the table is read in one pass."""
+    from derive_assets.replication import snapshot
+
+    return snapshot.load_if_large(context, context.resources.warehouse, plan, request, url, rebuild)
+
+
 def _stored_state(context: AssetExecutionContext, key: AssetKey, cursor_type: Any) -> CursorState:
     event = context.instance.get_latest_materialization_event(key)
     materialization = event.asset_materialization if event else None
     if materialization is None:
         return CursorState()
     return CursorState.from_metadata(materialization.metadata, cursor_type)
+
+
+def _reconciled(
+    context: AssetExecutionContext,
+    rt: ReplicatedTable,
+    request: LoadRequest,
+    url: str,
+    metadata: dict[str, Any],
+    first_load: bool,
+) -> dict[str, Any]:
+    """The run's metadata after the table's key reconciliation (`reconcile:`), when one is declared and due: it
+    runs after the load, so it never deletes a row the run just loaded (`replication/reconcile.py`)."""
+    if rt.table.reconcile is None:
+        return metadata
+    from derive_assets.replication import reconcile
+
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    previous = event.asset_materialization.metadata if event and event.asset_materialization else None
+    found = reconcile.reconcile_after_load(
+        context.resources.warehouse, request, rt.source, rt.table, url, previous, first_load, context.log
+    )
+    return reconcile.merge_counts(metadata, found)

@@ -745,6 +745,52 @@ class SoftDelete(StrictModel):
     `is_deleted`). Marked rows are removed from the warehouse table."""
 
 
+class ReconcileSpec(StrictModel):
+    """Hard deletes without a flag column: now and then read every primary key of the source table and delete
+    the warehouse rows whose key the source no longer has (docs/replication.md, "Hard deletes")."""
+
+    every_runs: int | None = Field(default=None, ge=1, le=100_000)
+    """Reconcile on every N-th replication run of the table (1: every run), counted in the event log. Exactly
+    one of `every_runs` and `schedule`."""
+    schedule: str | None = None
+    """Reconcile on the first replication run after each tick of this cron (UTC, five fields, e.g.
+    `"0 3 * * *"`). Exactly one of `every_runs` and `schedule`."""
+    max_delete_percent: float = Field(default=50, gt=0, le=100)
+    """A reconciliation that would delete more than this share of the warehouse table's rows deletes nothing
+    and says so (a source that answers with an empty or truncated key list must not empty the table). 100:
+    no limit."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> ReconcileSpec:
+        """Exactly one of `every_runs` and `schedule` says when a reconciliation is due."""
+        if (self.every_runs is None) == (self.schedule is None):
+            raise ValueError(
+                "set exactly one of `every_runs` (reconcile every N runs, e.g. 24) and `schedule` (a cron, e.g. "
+                f"'0 3 * * *'); got every_runs={self.every_runs!r}, schedule={self.schedule!r}"
+            )
+        return self
+
+
+class SnapshotSpec(StrictModel):
+    """How a first load (the warehouse table missing, or a rebuild) of a large PostgreSQL or MySQL/MariaDB table is
+    read: in primary-key chunks, each committed to `<dataset>.<table>__snapshot` and checkpointed in the event log,
+    so a run that dies part-way resumes at the next chunk (docs/replication.md, "Resumable first loads")."""
+
+    chunk_rows: int = Field(default=1_000_000, ge=1_000, le=100_000_000)
+    """Rows per committed chunk. A first load whose source holds no more rows than this (the source's row
+    estimate) is read in one pass, as before."""
+    parallel: int = Field(default=1, ge=1, le=16)
+    """Connections that read one chunk at once (connectorx partitions of a single INT64 primary key; other keys
+    read with one). Default 1: measured on the 2-core reference machines, a second connection did not pay
+    (benchmarks/README.md, "snapshot"). Not bounded by the source's `max_concurrent_extractions`, which limits
+    tables, not the connections of one table's read."""
+
+
 EVENT_TIME_TYPES = ("TIMESTAMP", "DATETIME", "DATE")
 """The column types `SourceTable.event_time` accepts."""
 
@@ -775,6 +821,15 @@ class SourceTable(StrictModel):
     row. Such rows never advance the watermark; they fail the run or are quarantined, per `on_invalid`."""
     soft_delete: SoftDelete | None = None
     """How hard deletes reach the warehouse: rows flagged by this column are deleted there."""
+    reconcile: ReconcileSpec | None = None
+    """Hard deletes without a flag column: on every N-th run (`every_runs`) or after each cron tick
+    (`schedule`), read only the primary-key columns of the source table after the load and delete the
+    warehouse rows whose key is gone (counted in `derive/rows_deleted`). Default: none. Works with or without
+    `soft_delete`: flagged rows are deleted by every load, vanished ones by the reconciliation."""
+    snapshot: SnapshotSpec = Field(default_factory=SnapshotSpec)
+    """How a first load of a large table is read: in primary-key chunks of `chunk_rows`, committed one by one
+    and resumed after a crash at the next chunk (PostgreSQL and MySQL/MariaDB sources). Default: chunks of
+    1,000,000 rows read by one connection."""
     on_invalid: Literal["fail", "quarantine"] = "fail"
     """What to do with an invalid row: a NULL primary key, a NULL cursor, a cursor beyond `max_future_seconds`,
     or a value that cannot be read as its column's type (SQLite text, MongoDB documents). `fail` stops the run
