@@ -36,6 +36,7 @@ from croniter import croniter
 from derive_assets import metadata_keys as K
 from derive_assets.progress import Progress
 from derive_assets.replication import mongo
+from derive_assets.replication.estimate import estimate_rows
 from derive_assets.replication.extract import ExtractPlan, SourceReadError, read_batches
 from derive_assets.replication.mongo_client import open_mongo
 from derive_assets.replication.retry import load_with_retries, shown
@@ -108,13 +109,14 @@ def key_columns_only(table: SourceTable) -> SourceTable:
 
 
 def read_keys(
-    url: str, source: SourceSpec, table: SourceTable, batch_rows: int = KEY_BATCH_ROWS
+    url: str, source: SourceSpec, table: SourceTable, batch_rows: int | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Every primary key of the source table, as Arrow batches of the key columns in their declared types.
 
     A key with a NULL (or, for SQLite and MongoDB, a value that is not its declared type) is left out: the load
-    refuses such rows, so the warehouse cannot hold them."""
+    refuses such rows, so the warehouse cannot hold them. `batch_rows`: keys per batch (`KEY_BATCH_ROWS`)."""
     keys = key_columns_only(table)
+    batch_rows = batch_rows or KEY_BATCH_ROWS
     if source.type == "mongodb":
         yield from _mongo_keys(url, source, keys, batch_rows)
         return
@@ -179,7 +181,8 @@ def reconcile_after_load(
     ref = request.target.ref
     what = f"source '{source.name}' table {table.name}"
     started = time.perf_counter()
-    progress = Progress(log.info, f"{ref}: reconciling keys")
+    total = estimate_rows(url, source, table)  # None when the source cannot tell quickly
+    progress = Progress(log.info, f"{ref}: reconciling keys", total=total)
     try:
         result = load_with_retries(
             lambda: warehouse.reconcile(
