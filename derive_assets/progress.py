@@ -100,7 +100,9 @@ class Progress:
         if rows > total:  # the estimate was low: say so rather than show 104 % or a negative time left
             return f"{self._what}: {_number(rows)} rows (more than the estimated ~{_number(total)}), {speed}"
         share = f"{rows * 100 // total} %" if total else "100 %"
-        left = f", ~{_seconds(max(1.0, (total - rows) / rate), whole=True)} left" if rate > 0 else ""
+        left = ""
+        if rate > 0 and rows < total:  # at the estimate: the rest is the commit, whose time no rate predicts
+            left = f", ~{_seconds(max(1.0, (total - rows) / rate), whole=True)} left"
         return f"{self._what}: {_number(rows)} of ~{_number(total)} rows ({share}), {speed}{left}"
 
 

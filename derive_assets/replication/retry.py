@@ -67,9 +67,12 @@ _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*):[^\s'\"@]*@")
 
 
 class Log(Protocol):
-    """The part of a Dagster log manager (or `logging.Logger`) the retry writes to."""
+    """The part of a Dagster log manager (or `logging.Logger`) the retry (warnings) and a load's progress lines
+    (info) write to."""
 
     def warning(self, msg: str) -> Any: ...
+
+    def info(self, msg: str) -> Any: ...
 
 
 class SourceRetriesExhausted(SourceConnectionError):

@@ -21,7 +21,9 @@ import pyarrow as pa
 from dagster import MetadataValue
 
 from derive_assets import metadata_keys as K
+from derive_assets.progress import Progress
 from derive_assets.replication import fence, watermark
+from derive_assets.replication.estimate import estimate_rows
 from derive_assets.replication.event_time import EventTimes
 from derive_assets.replication.extract import ExtractPlan, prepare, read_batches
 from derive_assets.replication.mongo import ExtractStats
@@ -56,15 +58,20 @@ def replicate(
     stats = ExtractStats()
     guard, query = RowGuard(plan.source, plan.table), prepare(url, plan)
     times = EventTimes.of(plan.table, plan.source.name)
+    # A full read's progress shows a total (the source's estimate); the rows changed since a watermark have none.
+    total = estimate_rows(url, plan.source, plan.table) if plan.since is None else None
+
+    def attempt():  # one progress bar per attempt: a retry reads every row again
+        progress = Progress(log.info, request.target.ref, total)
+        batches = read_batches(url, plan, stats=restarted(stats), guard=restarted(guard), query=query)
+        loaded = warehouse.load(request, progress.batches(restarted(times).observed(batches)))
+        progress.done()
+        return loaded
+
     # One transaction per attempt: a retry after a dropped source connection reads every batch again (and counts
     # the event times of that attempt's rows only).
     result = load_with_retries(
-        lambda: warehouse.load(
-            request,
-            restarted(times).observed(
-                read_batches(url, plan, stats=restarted(stats), guard=restarted(guard), query=query)
-            ),
-        ),
+        attempt,
         what=f"source '{plan.source.name}' table {plan.table.name}",
         log=log,
         secrets=(url,),
@@ -101,6 +108,10 @@ def _quarantine(warehouse: Warehouse, target: TargetTable, rows: list[dict[str, 
     request = LoadRequest(table, ("_id",), "quarantined_at")
     warehouse.load(request, [pa.RecordBatch.from_pylist(unique, schema=QUARANTINE_SCHEMA)])
     return table.ref
+
+
+quarantine_rows = _quarantine
+"""`_quarantine` for a chunked first load (`replication/snapshot.py`), which quarantines each chunk's rows."""
 
 
 def _document_metadata(plan: ExtractPlan, stats: ExtractStats, quarantine: str | None) -> dict[str, Any]:
