@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_partition_events, replication, report, scale
+from benchmarks import bench_partition_events, reconcile, replication, report, scale
 from benchmarks import warehouse_and_online as other
 from benchmarks.core import Context, log, remove
 from benchmarks.data import check_local
@@ -36,11 +36,13 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "cql_export": other.cql_export,
     "online_reads": other.online_reads,
     "partition_events": bench_partition_events.partition_events,
+    "reconcile": reconcile.reconcile,
 }
 RATIO_ORDER = [
     "pg_full", "mysql_full", "memory", "incremental", "noop", "merge", "definitions_warm", "definitions_cold",
     "validate_loadable", "automation_tick", "cli", "cli_scale", "step_import", "step_rss", "cql_export",
     "reads_sqlite", "reads_cassandra", "dlt", "partition_events_sqlite", "partition_events_postgres",
+    "reconcile_time", "reconcile_rss",
 ]  # fmt: skip
 """Ratio ids in report order; an id may end in `_<spec count>` (`definitions_warm_2500`)."""
 
@@ -64,7 +66,9 @@ def spec_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
-NEEDS = {"pg_full": "postgres", "dlt": "postgres", "incremental": "postgres", "mysql_full": "mysql"}
+NEEDS = {
+    "pg_full": "postgres", "dlt": "postgres", "incremental": "postgres", "mysql_full": "mysql", "reconcile": "postgres",
+}  # fmt: skip
 
 
 def service_urls() -> dict[str, str]:
