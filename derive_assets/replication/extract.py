@@ -194,11 +194,21 @@ def read_batches(
     yield from guard.guarded(raw)
 
 
-def _connectorx_batches(url: str, sql: str, batch_rows: int, plan: ExtractPlan) -> Iterator[pa.RecordBatch]:
+def _connectorx_batches(
+    url: str,
+    sql: str,
+    batch_rows: int,
+    plan: ExtractPlan,
+    partitions: tuple[str, int, int, int] | None = None,
+) -> Iterator[pa.RecordBatch]:
     import connectorx as cx
 
+    split: dict[str, Any] = {}
+    if partitions is not None:  # a snapshot's range chunk read by several connections (`read_chunk`)
+        column, low, high, count = partitions
+        split = {"partition_on": column, "partition_range": (low, high), "partition_num": count}
     try:
-        reader = cx.read_sql(url, sql, return_type="arrow_stream", batch_size=batch_rows)
+        reader = cx.read_sql(url, sql, return_type="arrow_stream", batch_size=batch_rows, **split)
         assert isinstance(reader, pa.RecordBatchReader)
         yield from reader
     except RuntimeError as exc:  # connectorx raises RuntimeError with the driver's message
@@ -328,3 +338,146 @@ def _check_sqlite_columns(con: sqlite3.Connection, table: SourceTable) -> None:
             f"sqlite source: table '{table.name}' has no columns {missing} that its spec declares; "
             f"it has {sorted(found)}. Update the spec's columns or the source table."
         )
+
+
+# ----------------------------------------------------------------------------------------------- chunked reads
+# A snapshot (`replication/snapshot.py`) reads a first load in primary-key chunks. Each chunk starts AT the
+# previous chunk's last key (`>=`, not `>`): the rows of that key are read twice (merged by key: idempotent), so
+# a key that the source holds twice, which a LIMIT could split across two chunks, is always seen whole by one
+# chunk, and the load refuses it as in an unchunked read.
+
+
+@dataclass(frozen=True)
+class ChunkBounds:
+    """Which rows one chunk reads, in primary-key order."""
+
+    start: tuple[Any, ...] | None = None
+    """Rows whose key is >= this (None: from the first key)."""
+    limit: int | None = None
+    """At most this many rows, in key order (keyset chunks)."""
+    through: tuple[Any, ...] | None = None
+    """Rows whose key is <= this (range chunks, read in parallel partitions)."""
+    null_keys: bool = False
+    """The last read of a snapshot: only the rows with a NULL in a key column (which key order cannot reach),
+    so the row guard and the load rules see them as in an unchunked read."""
+
+
+def build_chunk_query(
+    plan: ExtractPlan, bounds: ChunkBounds, source_timestamps: frozenset[str] = frozenset()
+) -> str:
+    """The declared columns of one chunk, in primary-key order (PostgreSQL, MySQL/MariaDB). Key values are
+    rendered as typed literals (`_literal`): connectorx takes no bind parameters, and the values are the ones the
+    previous chunk read, never user text pasted into SQL."""
+    kind = plan.source.type
+    table = plan.table
+    columns = [_select_column(c, kind, source_timestamps) for c in table.columns]
+    name = exp.to_identifier(table.name, quoted=True)
+    # Qualified by the table, so ORDER BY and WHERE mean the source column, not a converted output alias.
+    keys = [exp.column(k, table=name.copy(), quoted=True) for k in table.primary_key]
+    query = exp.select(*columns).from_(exp.Table(this=name))
+    if bounds.null_keys:
+        return query.where(exp.or_(*[k.is_(exp.null()) for k in keys])).sql(SQLGLOT_DIALECT[kind])
+    conditions: list[exp.Expr] = [exp.not_(k.is_(exp.null())) for k in keys]
+    if bounds.start is not None:
+        start = _key_literals(bounds.start, table.primary_key, kind, source_timestamps)
+        conditions.append(exp.GTE(this=_row(keys), expression=_row(start)))
+    if bounds.through is not None:
+        upper = _key_literals(bounds.through, table.primary_key, kind, source_timestamps)
+        conditions.append(exp.LTE(this=_row([k.copy() for k in keys]), expression=_row(upper)))
+    query = query.where(exp.and_(*conditions)).order_by(*[k.copy() for k in keys])
+    if bounds.limit is not None:
+        query = query.limit(bounds.limit)
+    return query.sql(SQLGLOT_DIALECT[kind])
+
+
+def nth_key_query(plan: ExtractPlan, start: tuple[Any, ...] | None, offset: int) -> str:
+    """The key `offset` rows into key order from `start` (a range chunk's upper end; no row: the chunk is the
+    last). Only the key columns are read: an index-only scan on the primary key."""
+    kind = plan.source.type
+    name = exp.to_identifier(plan.table.name, quoted=True)
+    keys = [exp.column(k, table=name.copy(), quoted=True) for k in plan.table.primary_key]
+    conditions: list[exp.Expr] = [exp.not_(k.is_(exp.null())) for k in keys]
+    if start is not None:
+        literal = _key_literals(start, plan.table.primary_key, kind)
+        conditions.append(exp.GTE(this=_row([k.copy() for k in keys]), expression=_row(literal)))
+    query = (
+        exp.select(*[k.copy() for k in keys])
+        .from_(exp.Table(this=name))
+        .where(exp.and_(*conditions))
+        .order_by(*[k.copy() for k in keys])
+        .limit(1)
+        .offset(offset)
+    )
+    return query.sql(SQLGLOT_DIALECT[kind])
+
+
+def max_cursor_query(plan: ExtractPlan, source_timestamps: frozenset[str], limit: Any) -> str:
+    """The largest cursor value at the source, ignoring values beyond `limit` (the row guard's
+    `max_future_seconds` bound, for time cursors; None: no bound): a snapshot's watermark, taken before it reads."""
+    kind = plan.source.type
+    column = plan.cursor_column
+    value = _select_column(column, kind, source_timestamps)
+    value = value.this if isinstance(value, exp.Alias) else value
+    query = exp.select(exp.alias_(exp.Max(this=value), "m")).from_(
+        exp.Table(this=exp.to_identifier(plan.table.name, quoted=True))
+    )
+    if limit is not None:
+        raw = exp.column(column.name, quoted=True)
+        query = query.where(
+            exp.LTE(this=raw, expression=_literal(limit, kind, column.name in source_timestamps))
+        )
+    return query.sql(SQLGLOT_DIALECT[kind])
+
+
+def _row(values: list[Any]) -> exp.Expr:
+    """One value, or a row constructor `(a, b)` for a composite key (row comparison: lexicographic)."""
+    return values[0] if len(values) == 1 else exp.Tuple(expressions=values)
+
+
+def _key_literals(
+    values: tuple[Any, ...], keys: list[str], kind: str, source_timestamps: frozenset[str] = frozenset()
+) -> list[exp.Expr]:
+    return [_key_literal(v, kind, k in source_timestamps) for v, k in zip(values, keys, strict=True)]
+
+
+def _key_literal(value: Any, kind: str, source_timestamp: bool = False) -> exp.Expr:
+    if isinstance(value, str):
+        return exp.Literal.string(value)
+    return _literal(value, kind, source_timestamp)
+
+
+def source_timestamp_columns(url: str, plan: ExtractPlan) -> frozenset[str]:
+    """MySQL: the columns whose source type is TIMESTAMP (read converted to UTC); empty elsewhere."""
+    return _mysql_timestamp_columns(url, plan) if plan.source.type == "mysql" else frozenset()
+
+
+def read_chunk(
+    url: str,
+    plan: ExtractPlan,
+    sql: str,
+    guard: RowGuard,
+    seen: ChunkSeen,
+    batch_rows: int = BATCH_ROWS,
+    partitions: tuple[str, int, int, int] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """One chunk's rows (checked by `guard`, which raises at the end on `on_invalid: fail`). `seen` counts the
+    rows the source sent and keeps the last row's key, before the guard drops any. `partitions`
+    (column, low, high, n) reads the chunk through n connections (connectorx `partition_on`)."""
+    raw = _connectorx_batches(url, sql, batch_rows, plan, partitions)
+    yield from guard.guarded(seen.tap(raw, plan.table.primary_key))
+
+
+@dataclass
+class ChunkSeen:
+    """What the source sent for one chunk: rows, and the key of the last one (key order, unguarded)."""
+
+    rows: int = 0
+    last_key: tuple[Any, ...] | None = None
+
+    def tap(self, batches: Iterator[pa.RecordBatch], keys: list[str]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if batch.num_rows:
+                self.rows += batch.num_rows
+                last = batch.slice(batch.num_rows - 1, 1)
+                self.last_key = tuple(last.column(k)[0].as_py() for k in keys)
+            yield batch
