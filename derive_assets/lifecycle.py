@@ -32,6 +32,9 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 log, with stacks, is in the Dagster instance)."""
 CHECK_FAILED = "DagsterAssetCheckFailedError"
 QUARANTINE_SUFFIX = "__quarantine"
+SNAPSHOT_SUFFIX = "__snapshot"
+"""A chunked first load's staging table (`replication.snapshot.SNAPSHOT_SUFFIX`, which imports pyarrow): kept by
+`prune`, since the next run resumes from it."""
 
 
 class LifecycleError(ValueError):
@@ -49,12 +52,14 @@ def datasets(project: SpecProject) -> set[str]:
 
 
 def owned(project: SpecProject) -> set[str]:
-    """Every table some spec (or Python table) writes, with the replicated tables' quarantine companions."""
+    """Every table some spec (or Python table) writes, with the replicated tables' quarantine and snapshot
+    companions."""
     replicated = {rt.ref for rt in project.replicated}
     return (
         {t.spec.ref for t in project.tables}
         | replicated
         | {ref + QUARANTINE_SUFFIX for ref in replicated}
+        | {ref + SNAPSHOT_SUFFIX for ref in replicated}
         | {t.spec.ref for t in PYTHON_TABLES}
     )
 
