@@ -1,4 +1,7 @@
-"""When a key reconciliation is due, how it reads its state back, how its counts join the run's, and its spec."""
+"""When a key reconciliation is due, how it reads its state back, how its counts join the run's, and its spec.
+
+(Not `test_reconcile.py`: pytest refuses two test modules of one basename, and tests/integration has that one.)
+"""
 
 from __future__ import annotations
 
