@@ -126,6 +126,32 @@ def _operator_errors() -> Iterator[None]:
         raise OperatorError(str(exc)) from None
 
 
+TERMINAL_PROGRESS_LOGGERS = ("derive_assets.progress", "derive_assets.demo.generate")
+"""The loggers whose INFO lines (progress of long reads and loads, of sample-data generation) a long command
+prints on stderr; everything else a run logs stays in its Dagster run log."""
+
+
+@contextmanager
+def _progress_on_terminal() -> Iterator[None]:
+    """While a long command runs, print the progress lines of `TERMINAL_PROGRESS_LOGGERS` on stderr (stdout keeps
+    the command's result)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    loggers = [logging.getLogger(name) for name in TERMINAL_PROGRESS_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
 def _url_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accounts-url", help="default: embedded SQLite under $DERIVE_HOME/sources")
     parser.add_argument("--orders-url")
@@ -184,7 +210,7 @@ def _rebuild(args: argparse.Namespace) -> int:
             print("nothing done", file=sys.stderr)
             return 1
         warehouse = build_warehouse(settings)
-        with _instance(settings) as instance:
+        with _instance(settings) as instance, _progress_on_terminal():
             result = execute_rebuild(settings, project, run, instance, warehouse)
     print(f"rebuilt {result.ref}: {result.rows:,} rows in {result.seconds:.1f}s (run {result.run_id})")
     return 0
@@ -274,7 +300,7 @@ def _generate(args: argparse.Namespace) -> int:
     from derive_assets.demo.generate import generate
 
     urls = _urls(args)
-    with _sample_source_errors(urls):
+    with _sample_source_errors(urls), _progress_on_terminal():
         counts = generate(urls, users=args.users, seed=args.seed)
     for table, count in counts.items():
         print(f"{table}: {count:,} rows")
@@ -337,7 +363,7 @@ def _demo(args: argparse.Namespace) -> int:
     settings = DeriveSettings.from_env()
     home = settings.dagster_home()
     warehouse = settings.warehouse_config()
-    with _instance(settings) as instance:
+    with _instance(settings) as instance, _progress_on_terminal():
         summary = run_demo(settings, instance, users=args.users, days=args.days, fresh=args.fresh)
     width = max(len(ref) for ref in summary)
     print(f"\n{'table':<{width}} {'rows':>9}  watermark / strategy")

@@ -14,12 +14,18 @@ Example:
     logs `accounts.auth: 1,200,000 of ~5,000,000 rows (24 %), 410,000 rows/s, ~9 s left` every 5 s, then
     `accounts.auth: 5,000,000 rows in 12.2 s (410,000 rows/s)`.
 
+The lines also go to the Python logger `derive_assets.progress` at INFO, which has no handler of its own:
+`derive` commands that run long (`derive demo`, `derive rebuild`) attach one that prints them on the terminal
+(`cli.py`); elsewhere Python drops them (its last-resort handler prints warnings only). The terminal gets the
+final line only after progress lines, so work that ends within `every_seconds` stays quiet there.
+
 The total is an estimate (statistics lag the table), so it is shown with a `~`; once the count passes it the
 line says so instead of showing a share above 100 % or a negative time left.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +33,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pyarrow is imported by the work that streams batches, not by whoever imports this module
     import pyarrow as pa
+
+terminal = logging.getLogger(__name__)
+"""Where every line is echoed (at INFO) for a command's terminal handler; no handler by default."""
 
 
 class Progress:
@@ -54,6 +63,7 @@ class Progress:
         self._started = clock()
         self._next_line = self._started + every_seconds
         self._rows = 0
+        self._lines = 0
         self._finished = False
         self._lock = threading.Lock()
 
@@ -70,8 +80,10 @@ class Progress:
             if now < self._next_line:
                 return
             self._next_line = now + self._every
+            self._lines += 1
             line = self._line(now)
         self._log(line)
+        terminal.info(line)
 
     def done(self) -> None:
         """Log the final line (rows, seconds, rows/s). Only the first call logs."""
@@ -82,7 +94,10 @@ class Progress:
             elapsed = self._clock() - self._started
             rows = self._rows
         rate = f" ({_number(rows / elapsed)} rows/s)" if elapsed > 0 and rows else ""
-        self._log(f"{self._what}: {_number(rows)} {_rows_word(rows)} in {_seconds(elapsed)}{rate}")
+        line = f"{self._what}: {_number(rows)} {_rows_word(rows)} in {_seconds(elapsed)}{rate}"
+        self._log(line)
+        if self._lines:
+            terminal.info(line)
 
     def batches(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Pass `batches` through, counting each one's rows. Does not call `done()` (the caller knows when the

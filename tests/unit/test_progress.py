@@ -177,3 +177,41 @@ def test_add_from_several_threads_loses_no_rows(clock: Clock) -> None:
     for t in threads:
         t.join()
     assert p.rows == 40_000
+
+
+def test_a_long_command_prints_the_lines_on_stderr_and_only_while_it_runs(clock: Clock, capsys) -> None:
+    from derive_assets.cli import _progress_on_terminal
+
+    with _progress_on_terminal():
+        p, lines = progress(clock, total=2_000)
+        clock.now += 5
+        p.add(1_000)
+        clock.now += 5
+        p.add(1_000)
+        p.done()
+    p, _ = progress(clock)  # after the command: nothing on the terminal
+    clock.now += 5
+    p.add(1)
+    p.done()
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "accounts.auth: 1,000 of ~2,000 rows (50 %), 200 rows/s, ~5 s left",
+        "accounts.auth: 2,000 of ~2,000 rows (100 %), 200 rows/s",
+        "accounts.auth: 2,000 rows in 10 s (200 rows/s)",
+    ]
+    assert lines == captured.err.splitlines()  # the run log has the same lines
+
+
+def test_short_work_is_quiet_on_the_terminal_but_keeps_its_final_line_in_the_run_log(
+    clock: Clock, capsys
+) -> None:
+    from derive_assets.cli import _progress_on_terminal
+
+    with _progress_on_terminal():
+        p, lines = progress(clock)
+        clock.now += 1
+        p.add(10)
+        p.done()
+    assert capsys.readouterr().err == ""
+    assert lines == ["accounts.auth: 10 rows in 1.0 s (10 rows/s)"]
