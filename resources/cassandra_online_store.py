@@ -247,14 +247,34 @@ class CassandraOnlineStore(ConfigurableResource):
             result.batches += 1
         return result
 
+    def delete(self, table: OnlineTable, keys: Iterable[pa.RecordBatch]) -> int:
+        """One prepared `DELETE … WHERE <primary key>` per key, concurrent and retried like writes."""
+        where = " AND ".join(f"{_q(k)} = ?" for k in table.primary_key)
+        statement = self._prepare(f"DELETE FROM {_ref(table)} WHERE {where}")
+        statement.consistency_level = getattr(ConsistencyLevel, table.consistency)
+        types = {c.name: c.type for c in table.columns}
+        result = ExportResult()
+        for batch in keys:
+            columns = [batch.column(k).to_pylist() for k in table.primary_key]
+            rows = [
+                tuple(_encode(v, types[k]) for v, k in zip(values, table.primary_key, strict=True))
+                for values in zip(*columns, strict=True)
+            ]
+            self._write_rows(statement, rows, table, result, names=table.primary_key, verb="deleted from")
+        return result.rows_written
+
     def _write_rows(
         self,
         statement: PreparedStatement,
         rows: list[tuple[Any, ...]],
         table: OnlineTable,
         result: ExportResult,
+        names: Sequence[str] | None = None,
+        verb: str = "written to",
     ) -> None:
-        """Write rows concurrently; retry those that failed transiently, with backoff. Counts into `result`."""
+        """Run `statement` over rows concurrently; retry those that failed transiently, with backoff. Counts
+        into `result`. `names`: the columns of a row tuple (default: the table's); `verb`: for messages."""
+        names = list(names or table.column_names)
         pending = list(range(len(rows)))
         delay = self.retry_backoff_seconds
         for attempt in range(self.write_retries + 1):
@@ -265,7 +285,7 @@ class CassandraOnlineStore(ConfigurableResource):
             refused = [(i, exc) for i, exc in failed if exc is not None and not isinstance(exc, TRANSIENT)]
             if refused:
                 index, exc = refused[0]
-                key = {k: rows[index][table.column_names.index(k)] for k in table.primary_key}
+                key = {k: rows[index][names.index(k)] for k in table.primary_key}
                 raise OnlineWriteError(
                     f"{table.ref}: Cassandra refused {len(refused)} row(s) of a batch, first the row with key "
                     f"{key}: {_describe(exc)}; such an error is not retried: fix the row in the warehouse "
@@ -276,7 +296,7 @@ class CassandraOnlineStore(ConfigurableResource):
             if attempt == self.write_retries:
                 cause = next((exc for _, exc in failed if exc is not None), None)
                 raise OnlineWriteError(
-                    f"{table.ref}: {len(failed):,} row(s) of a batch could not be written to Cassandra at "
+                    f"{table.ref}: {len(failed):,} row(s) of a batch could not be {verb} Cassandra at "
                     f"{self._where()} after {self.write_retries} retries over about {self._retry_span():g} s "
                     f"(last error: {_describe(cause)}); check that the cluster is up and reachable "
                     f"({SETTINGS_HINT}); more patience: DERIVE_CASSANDRA_WRITE_RETRIES, "

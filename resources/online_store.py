@@ -1,7 +1,8 @@
 """The online-store interface the export assets talk to; SQLite (embedded) and Cassandra/ScyllaDB implement it.
 
 An online table is keyed like a CQL table: a partition key (what every lookup gives) and optional clustering
-columns (rows sorted within a partition). Writes are idempotent upserts, so re-exporting a window is harmless.
+columns (rows sorted within a partition). Writes are idempotent upserts, so re-exporting a window is harmless;
+deletes by primary key are idempotent too (the export deletes the keys that left its table, `export_deletes.py`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,16 @@ class OnlineStore(Protocol):
         """Upsert every row, batch by batch, with bounded memory; honour the TTL.
 
         Raises `OnlineWriteError` (with how many rows were written) when it gives up part-way.
+        """
+        ...
+
+    def delete(self, table: OnlineTable, keys: Iterable[pa.RecordBatch]) -> int:
+        """Delete the rows with these primary keys (batches of the primary-key columns only), batch by batch,
+        with bounded memory; a key that is not online is no error. Returns how many keys were sent (a store
+        cannot always tell which existed).
+
+        Raises `OnlineWriteError` (`rows_written`: keys deleted so far) when it gives up part-way; the export
+        keeps what it still has to delete and deletes it on its next run.
         """
         ...
 

@@ -107,6 +107,29 @@ class SQLiteOnlineStore(ConfigurableResource):
                 result.batches += 1
         return result
 
+    def delete(self, table: OnlineTable, keys: Iterable[pa.RecordBatch]) -> int:
+        """Delete by primary key, one transaction per batch; a failed batch rolls back and raises."""
+        where = " AND ".join(f'"{k}" = ?' for k in table.primary_key)
+        sql = f'DELETE FROM "{_name(table)}" WHERE {where}'
+        deleted = 0
+        with self._connect() as con:
+            for batch in keys:
+                columns = [batch.column(k).to_pylist() for k in table.primary_key]
+                rows = [tuple(_encode(v) for v in values) for values in zip(*columns, strict=True)]
+                try:
+                    with con:
+                        con.executemany(sql, rows)
+                except sqlite3.DatabaseError as exc:  # locked, full, or refused (e.g. by a trigger)
+                    raise OnlineWriteError(
+                        f"{table.ref}: the SQLite online store {self.path} refused to delete a batch of "
+                        f"{len(rows):,} key(s) ({exc}); no other process may hold it locked for more than 60 s, "
+                        "and the disk must have room; the next export deletes them again",
+                        rows_written=deleted,
+                        transient=True,
+                    ) from None
+                deleted += len(rows)
+        return deleted
+
     def lookup(self, table: OnlineTable, key: Sequence[Any]) -> list[dict[str, Any]]:
         values = key_values(table, key)
         where = " AND ".join(f'"{k}" = ?' for k in values)

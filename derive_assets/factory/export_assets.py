@@ -26,11 +26,21 @@ from dagster import (
 )
 
 from derive_assets import metadata_keys as K
-from derive_assets.factory.export_verify import CHECK_NAME, verify
+from derive_assets.factory.export_deletes import (
+    KEYS_DATASET,
+    KeyRecorder,
+    KeySet,
+    drop_scratch,
+    find_gone,
+    mark_deleted,
+    record_written,
+)
+from derive_assets.factory.export_verify import CHECK_NAME, merge_checks, verify, verify_deleted
 from derive_assets.factory.failures import run_failure
 from derive_assets.factory.policies import backfill_policy, step_retry_policy
 from derive_assets.factory.pools import table_pool
 from derive_assets.factory.targets import column_defs
+from derive_assets.progress import Progress
 from derive_assets.replication import watermark
 from derive_assets.specs.models import TableSpec
 from derive_assets.specs.project import Export
@@ -104,31 +114,47 @@ def build_export_asset(
         columns = tuple(table.column_names)
         rows = TableSlice(spec.table, columns)  # the whole table, unless a window or cursor narrows it
         meta: dict[str, Any] = {}
+        keys = key_set(export, table)
         if partitions_def is not None and export.partition_key:
             tw = context.partition_time_window
             window = TimeWindow(tw.start, tw.end)
             key_type: ColumnType = next(c.type for c in export.columns if c.name == export.partition_key)
             rows = TableSlice(spec.table, columns, window=WindowBound(export.partition_key, key_type, window))
             meta = {K.WINDOW_START: window.start.isoformat(), K.WINDOW_END: window.end.isoformat()}
+            keys = key_set(export, table, window)
         elif spec.cursor and cursor_type:
+            keys = dataclasses.replace(keys, cursor=True)
             changed, meta = _cursor_slice(
                 context, context.asset_key, warehouse, rows, spec.cursor, cursor_type
             )
             if changed is None:
-                return _nothing_changed(meta, verified)
+                # nothing to write, but rows may have left the table: their keys still leave the store
+                record_written(warehouse, keys, None)
+                deleted, check = _delete_gone(export, warehouse, store, table, keys, None)
+                return _nothing_changed({**meta, K.ROWS_DELETED: deleted}, verified, check)
             rows = changed
 
         started, write_started = time.perf_counter(), time.monotonic()
-        batches = warehouse.iter_slice(rows, BATCH_ROWS)
+        progress = Progress(context.log.info, f"export {spec.name}", total=warehouse.count_slice(rows))
+        recorder = KeyRecorder(keys.names)
         try:
-            result = store.write(table, batches)
-        except OnlineWriteError as exc:
-            total = warehouse.count_slice(rows)
-            raise _failure(export, store, exc, exc.rows_written, total) from None
+            batches = progress.batches(recorder.tee(warehouse.iter_slice(rows, BATCH_ROWS)))
+            try:
+                result = store.write(table, batches)
+            except OnlineWriteError as exc:
+                record_written(warehouse, keys, recorder)  # what reached the store may be online: remember it
+                total = warehouse.count_slice(rows)
+                raise _failure(export, store, exc, exc.rows_written, total) from None
+            progress.done()
+            record_written(warehouse, keys, recorder)
+        finally:
+            recorder.close()
         duration = time.perf_counter() - started
         expected = warehouse.count_slice(rows)
         try:
+            deleted, deleted_check = _delete_gone(export, warehouse, store, table, keys, result.rows_written)
             check = verify(warehouse, store, table, rows, result.rows_written, expected, write_started)
+            check = merge_checks(check, deleted_check)
         except OnlineStoreError as exc:
             raise run_failure(
                 export.path,
@@ -145,6 +171,7 @@ def build_export_asset(
             metadata={
                 **meta,
                 K.ROWS_WRITTEN: result.rows_written,
+                K.ROWS_DELETED: deleted,
                 K.BATCHES: result.batches,
                 K.WRITE_RETRIES: result.retries,
                 K.DURATION_SECONDS: round(duration, 3),
@@ -188,11 +215,60 @@ def _cursor_slice(
     return dataclasses.replace(rows, cursor=CursorRange(cursor, after=before, upto=after)), meta
 
 
-def _nothing_changed(meta: dict[str, Any], verified: bool) -> MaterializeResult:
+def _nothing_changed(
+    meta: dict[str, Any], verified: bool, deleted: AssetCheckResult | None
+) -> MaterializeResult:
     passed = AssetCheckResult(
         check_name=CHECK_NAME, passed=True, metadata={"rows_exported": 0}, description="nothing changed"
     )
-    return MaterializeResult(metadata={**meta, K.ROWS_WRITTEN: 0}, check_results=[passed] if verified else [])
+    check = merge_checks(passed, deleted)
+    return MaterializeResult(metadata={**meta, K.ROWS_WRITTEN: 0}, check_results=[check] if verified else [])
+
+
+def key_set(export: Export, table: OnlineTable, window: TimeWindow | None = None) -> KeySet:
+    """Where `export` keeps the keys it put online (`export_deletes.py`), for a run over `window` (None: the
+    whole table)."""
+    window_column = next((c for c in table.columns if c.name == export.partition_key), None)
+    return KeySet(
+        export=export.spec.name,
+        table_ref=export.spec.table,
+        key_columns=tuple(c for k in table.primary_key for c in table.columns if c.name == k),
+        window_column=window_column if window is not None else None,
+        window=window,
+    )
+
+
+def _delete_gone(
+    export: Export, warehouse: Warehouse, store: Any, table: OnlineTable, keys: KeySet, written: int | None
+) -> tuple[int, AssetCheckResult | None]:
+    """Delete online the keys that left the table (`export_deletes.py`); how many, and the check that they are
+    gone (None when none left). Marks them deleted only once they all were and the check found none online."""
+    gone = find_gone(warehouse, keys)
+    if gone is None:
+        return 0, None
+    try:
+        deleted = store.delete(table, warehouse.iter_slice(gone, BATCH_ROWS))
+    except OnlineWriteError as exc:
+        total = warehouse.count_slice(gone)
+        drop_scratch(warehouse, gone.ref)
+        wrote = f"wrote {written:,} rows to {store.kind}, then " if written is not None else ""
+        raise run_failure(
+            export.path,
+            f"export {export.spec.name} {wrote}stopped deleting the rows that left {export.spec.table} after "
+            f"{exc.rows_written:,} of {total:,} keys: {exc}. The keys not yet removed stay "
+            f"recorded in the warehouse ({KEYS_DATASET}), so the next run of the export deletes them again; no "
+            "materialization was recorded.",
+            {K.ROWS_WRITTEN: written or 0, K.ROWS_DELETED: exc.rows_written},
+            allow_retries=None if exc.transient else False,
+        ) from None
+    check = verify_deleted(warehouse, store, table, gone)
+    if check.passed:
+        mark_deleted(warehouse, keys, gone)
+    else:
+        drop_scratch(
+            warehouse, gone.ref
+        )  # not marked: the next run finds the same keys and deletes them again
+    return deleted, check
 
 
 def _failure(export: Export, store: Any, exc: OnlineStoreError, written: int, total: int | None) -> Failure:

@@ -13,6 +13,9 @@ them, never looser:
 
 A difference finer than the store's precision cannot be seen online and is not reported; any other is.
 
+Deletes: up to `SAMPLE_KEYS` of the keys the run deleted online (they left the warehouse table) are looked up, and
+none may be found (`verify_deleted`).
+
 With a `ttl_seconds`, a key missing online is counted as expired, not missing, once the TTL has passed since the
 write began (rows written then may have expired by right); before that, a missing key fails the check as always.
 """
@@ -105,6 +108,40 @@ def verify(
         if passed
         else f"warehouse has {expected} rows, {written} written; of {len(rows)} sampled keys {missing} missing "
         f"and {different} different online" + (f" (first: {first})" if first else ""),
+    )
+
+
+def verify_deleted(
+    warehouse: Warehouse, store: Any, table: OnlineTable, gone: TableSlice
+) -> AssetCheckResult:
+    """Look up to `SAMPLE_KEYS` of the keys this run deleted (they left the warehouse table): none may still be
+    online. This catches rows online that the table no longer holds, wherever the export knows their keys."""
+    sample = next(iter(warehouse.iter_slice(gone, SAMPLE_KEYS)), None)
+    rows = sample.to_pylist() if sample is not None else []
+    still = [key for key in ([row[k] for k in table.primary_key] for row in rows) if store.lookup(table, key)]
+    return AssetCheckResult(
+        check_name=CHECK_NAME,
+        passed=not still,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"deleted_sampled_keys": len(rows), "deleted_still_online": len(still)},
+        description=None
+        if not still
+        else f"of {len(rows)} sampled keys that left the warehouse table and were deleted online, {len(still)} "
+        f"are still online (first: key {still[0]})",
+    )
+
+
+def merge_checks(check: AssetCheckResult, other: AssetCheckResult | None) -> AssetCheckResult:
+    """One `online_matches_warehouse` result from the written rows' check and the deleted keys' check."""
+    if other is None:
+        return check
+    descriptions = [d for d in (check.description, other.description) if d]
+    return AssetCheckResult(
+        check_name=CHECK_NAME,
+        passed=check.passed and other.passed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={**check.metadata, **other.metadata},
+        description="; ".join(descriptions) or None,
     )
 
 
