@@ -26,7 +26,7 @@ from dagster import AssetKey, AssetMaterialization, DagsterInstance
 from derive_assets import metadata_keys as K
 from derive_assets.demo.connections import sqlalchemy_url
 from derive_assets.factory.build import build_definitions
-from derive_assets.replication import reconcile
+from derive_assets.replication import reconcile, retry
 from derive_assets.settings import DeriveSettings
 from resources.bigquery_warehouse import BigQueryWarehouse
 from resources.duckdb_warehouse import DuckDBWarehouse
@@ -284,6 +284,30 @@ def test_a_key_read_that_fails_part_way_deletes_nothing_and_keeps_the_load(tmp_p
     healed = shop.run()["items"]  # the next run is due again
     assert (healed[K.RECONCILE_ROWS_DELETED], K.RECONCILE_ERROR in healed) == (2, False)
     assert shop.keys("items") == shop.source_keys("items")
+
+
+def test_a_connection_dropped_in_every_key_read_deletes_nothing(tmp_path, postgres_url, monkeypatch):
+    """A real drop: the view ends its own server backend when the key scan reaches one row (SQLSTATE 57P01, a
+    transient error), on every attempt; the retries run out, nothing is deleted, and the load is kept."""
+    monkeypatch.setenv(URL_ENV, postgres_url)
+    monkeypatch.setenv(retry.ATTEMPTS_ENV, "2")
+    monkeypatch.setenv(retry.BACKOFF_ENV, "0.1")
+    monkeypatch.setattr(reconcile, "KEY_BATCH_ROWS", 100)
+    shop = Shop(tmp_path, postgres_url, "postgres", items={"every_runs": 1}, lines={"every_runs": 1})
+    shop.run()
+    shop.sql("DELETE FROM items_data WHERE id = 3")
+    shop.touch(7)
+    shop.sql("DROP VIEW items")
+    shop.sql(
+        "CREATE VIEW items AS SELECT CASE WHEN id = 1800 AND pg_terminate_backend(pg_backend_pid()) THEN -id "
+        "ELSE id END AS id, name, updated_at FROM items_data"
+    )
+
+    dropped = shop.run()["items"]
+    assert (3,) in shop.keys("items") and dropped[K.ROWS_UPDATED] == 1
+    assert "the source connection failed on all 2 attempts" in dropped[K.RECONCILE_ERROR]
+    assert "attempt 1 of 2 failed with a transient source error" in shop.logs
+    assert "derive:derive@" not in dropped[K.RECONCILE_ERROR] + shop.logs  # the URL's password never shows
 
 
 def test_the_guard_refuses_to_empty_the_table(tmp_path, server):
