@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_partition_events, reconcile, replication, report, scale
+from benchmarks import bench_partition_events, reconcile, replication, report, scale, snapshot
 from benchmarks import warehouse_and_online as other
 from benchmarks.core import Context, log, remove
 from benchmarks.data import check_local
@@ -37,12 +37,13 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "online_reads": other.online_reads,
     "partition_events": bench_partition_events.partition_events,
     "reconcile": reconcile.reconcile,
+    "snapshot": snapshot.snapshot,
 }
 RATIO_ORDER = [
     "pg_full", "mysql_full", "memory", "incremental", "noop", "merge", "definitions_warm", "definitions_cold",
     "validate_loadable", "automation_tick", "cli", "cli_scale", "step_import", "step_rss", "cql_export",
     "reads_sqlite", "reads_cassandra", "dlt", "partition_events_sqlite", "partition_events_postgres",
-    "reconcile_time", "reconcile_rss",
+    "reconcile_time", "reconcile_rss", "snapshot_resume", "snapshot_parallel", "snapshot_chunks", "snapshot_rss",
 ]  # fmt: skip
 """Ratio ids in report order; an id may end in `_<spec count>` (`definitions_warm_2500`)."""
 
@@ -68,6 +69,7 @@ def spec_counts(text: str) -> tuple[int, ...]:
 
 NEEDS = {
     "pg_full": "postgres", "dlt": "postgres", "incremental": "postgres", "mysql_full": "mysql", "reconcile": "postgres",
+    "snapshot": "postgres",
 }  # fmt: skip
 
 
