@@ -12,8 +12,8 @@ table itself, under the probe's connect and statement timeouts (`probe.py`):
   or small.
 - MySQL/MariaDB: `information_schema.TABLES.TABLE_ROWS`, InnoDB's sampled estimate (often 10-50 % off; MySQL 8
   also caches it for `information_schema_stats_expiry`, a day by default).
-- MongoDB: `estimated_document_count` (the collection's metadata count, `maxTimeMS` bounded); a collection that
-  does not exist has no estimate (MongoDB would say 0). The embedded montydb store has no metadata count.
+- MongoDB: `estimated_document_count` (the collection's metadata count, `maxTimeMS` bounded; 0 for a
+  collection that does not exist). The embedded montydb store has no metadata count.
 - SQLite keeps no row count (`sqlite_stat1` exists only after an ANALYZE, and goes stale): `max(rowid)`, which
   reads one leaf of the table's b-tree. It equals the count for a table that was only ever appended to,
   over-counts after deletes, and is no estimate for a `WITHOUT ROWID` table.
@@ -86,10 +86,8 @@ def _mongo(url: str, source: SourceSpec, table: SourceTable, timeout: float) -> 
     milliseconds = max(1, int(timeout * 1000))
     try:
         with open_mongo(url, timeout) as client:
-            database = client[source.mongo_database]
-            if not database.list_collection_names(filter={"name": table.name}, maxTimeMS=milliseconds):
-                return None
-            return database[table.name].estimated_document_count(maxTimeMS=milliseconds)
+            collection = client[source.mongo_database][table.name]
+            return collection.estimated_document_count(maxTimeMS=milliseconds)
     except (
         pymongo.errors.PyMongoError
     ) as exc:  # ExecutionTimeout, an OperationFailure open_mongo leaves to us

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -110,9 +111,13 @@ def test_postgres_estimate_is_cut_off_by_its_statement_timeout(postgres_url, cap
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     with psycopg.connect(postgres_url) as locker:
         locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        started = time.monotonic()
-        assert estimate_rows(postgres_url, spec, table, timeout_seconds=0.5) is None
-        assert time.monotonic() - started < 30  # a bound against a hang, not a timing assertion
+        # Released after 10 s whatever happens: an estimate without a timeout would then answer (and fail here).
+        release = threading.Timer(10, locker.rollback)
+        release.start()
+        try:
+            assert estimate_rows(postgres_url, spec, table, timeout_seconds=0.5) is None
+        finally:
+            release.cancel()
         locker.rollback()
     assert "source 'shop' table 'events': no row estimate: " in caplog.text
     assert "took longer than 0.5 s" in caplog.text
@@ -241,13 +246,14 @@ def test_sqlite_estimate_of_a_missing_table_or_file_or_a_without_rowid_table_is_
 def test_sqlite_estimate_waits_for_a_writers_lock_only_until_its_timeout(sqlite_file, caplog):
     spec, table = source("sqlite")
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    writer = sqlite3.connect(sqlite_file, isolation_level=None)
+    writer = sqlite3.connect(sqlite_file, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN EXCLUSIVE")
+    # Released after 3 s: an estimate that waited longer than its 0.5 s (sqlite3's default is 5 s) would answer.
+    release = threading.Timer(3, lambda: writer.execute("ROLLBACK"))
+    release.start()
     try:
-        writer.execute("BEGIN EXCLUSIVE")
-        started = time.monotonic()
         assert estimate_rows(f"sqlite:///{sqlite_file}", spec, table, timeout_seconds=0.5) is None
-        assert time.monotonic() - started < 30
     finally:
-        writer.execute("ROLLBACK")
+        release.join()
         writer.close()
     assert "source 'shop' table 'events': no row estimate: database is locked" in caplog.text
