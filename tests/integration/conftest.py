@@ -91,6 +91,19 @@ def mongodb_server_url() -> str:
     return _server_url("DERIVE_TEST_MONGODB_URL")
 
 
+@pytest.fixture
+def mongo_database(mongodb_server_url: str) -> Iterator[tuple[str, Any]]:
+    """(URL, pymongo database) of a fresh database on the FerretDB server, dropped after the test."""
+    import pymongo
+
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    with pymongo.MongoClient(mongodb_server_url, tz_aware=True) as client:
+        try:
+            yield mongodb_server_url, client[name]
+        finally:
+            client.drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def bigquery_emulator() -> tuple[str, str]:
     """(REST endpoint, project) of the local BigQuery emulator."""

@@ -8,14 +8,12 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-import pymongo
 import pytest
 
 from derive_assets.replication.estimate import estimate_rows
@@ -92,10 +90,12 @@ def test_postgres_estimate_of_an_analyzed_empty_table_is_none(postgres_url):
     assert estimate_rows(postgres_url, spec, table) is None
 
 
-def test_postgres_estimate_of_a_missing_table_is_none(postgres_url, caplog):
-    spec, table = source("postgres", table="missing")
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_the_estimate_of_a_missing_table_is_none(request, kind, caplog):
+    url = request.getfixturevalue(f"{kind}_url")
+    spec, table = source(kind, table="missing")
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    assert estimate_rows(postgres_url, spec, table) is None
+    assert estimate_rows(url, spec, table) is None
     assert "Traceback" not in caplog.text
 
 
@@ -154,13 +154,6 @@ def test_mariadb_estimate_after_analyze(mysql_url, mysql_connect: Callable[[str]
     assert within_a_factor_of_two(estimate_rows(mysql_url, spec, table), ROWS)
 
 
-def test_mariadb_estimate_of_a_missing_table_is_none(mysql_url, caplog):
-    spec, table = source("mysql", table="missing")
-    caplog.set_level(logging.DEBUG, logger=LOGGER)
-    assert estimate_rows(mysql_url, spec, table) is None
-    assert "Traceback" not in caplog.text
-
-
 def test_mariadb_estimate_with_a_wrong_password_is_none_and_logs_no_secret(mysql_url, caplog):
     spec, table = source("mysql")
     caplog.set_level(logging.DEBUG, logger=LOGGER)
@@ -173,26 +166,15 @@ def test_mariadb_estimate_with_a_wrong_password_is_none_and_logs_no_secret(mysql
 # --------------------------------------------------------------------------------------------------- FerretDB
 
 
-@pytest.fixture
-def mongo(mongodb_server_url: str) -> Iterator[tuple[str, Any]]:
-    """(URL, database) of a fresh database on the FerretDB server, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:8]}"
-    with pymongo.MongoClient(mongodb_server_url, tz_aware=True) as client:
-        try:
-            yield mongodb_server_url, client[name]
-        finally:
-            client.drop_database(name)
-
-
-def test_mongo_estimate_is_the_collections_count(mongo):
-    url, database = mongo
+def test_mongo_estimate_is_the_collections_count(mongo_database):
+    url, database = mongo_database
     database.events.insert_many([{"id": i} for i in range(ROWS)])
     spec, table = source("mongodb", database=database.name)
     assert within_a_factor_of_two(estimate_rows(url, spec, table), ROWS)
 
 
-def test_mongo_estimate_of_a_missing_collection_is_none(mongo):
-    url, database = mongo
+def test_mongo_estimate_of_a_missing_collection_is_none(mongo_database):
+    url, database = mongo_database
     database.other.insert_one({"id": 1})  # the database exists; the collection does not
     spec, table = source("mongodb", database=database.name)
     assert estimate_rows(url, spec, table) is None

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pymongo
 import pytest
 import support
 import yaml
@@ -163,19 +161,8 @@ def test_a_slow_probe_is_cut_off_by_the_statement_timeout(request, kind, mysql_c
 # ---------------------------------------------------------------------------------------------- FerretDB
 
 
-@pytest.fixture
-def mongo(mongodb_server_url: str) -> Iterator[tuple[str, Any]]:
-    """(URL, database) of a fresh database on the FerretDB server, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:8]}"
-    with pymongo.MongoClient(mongodb_server_url, tz_aware=True) as client:
-        try:
-            yield mongodb_server_url, client[name]
-        finally:
-            client.drop_database(name)
-
-
-def test_mongo_probe_finds_documents_beyond_the_watermark_and_none_at_it(mongo):
-    url, database = mongo
+def test_mongo_probe_finds_documents_beyond_the_watermark_and_none_at_it(mongo_database):
+    url, database = mongo_database
     source = SourceSpec.model_validate(spec("mongodb", database=database.name))
     table = source.tables[0]
     database.events.insert_many(
@@ -187,8 +174,8 @@ def test_mongo_probe_finds_documents_beyond_the_watermark_and_none_at_it(mongo):
     assert probe(source, table, url, T0, 5) == T0 + dt.timedelta(milliseconds=1)
 
 
-def test_mongo_probe_of_an_object_id_cursor(mongo):
-    url, database = mongo
+def test_mongo_probe_of_an_object_id_cursor(mongo_database):
+    url, database = mongo_database
     columns = [{"name": "id", "type": "STRING", "path": "_id"}]
     source = SourceSpec.model_validate(
         {

@@ -30,11 +30,24 @@ def progress(clock: Clock, total: int | None = None, every: float = 5.0) -> tupl
     return Progress(lines.append, "accounts.auth", total=total, every_seconds=every, clock=clock), lines
 
 
-def test_a_line_with_a_total_shows_share_speed_and_time_left(clock: Clock) -> None:
-    p, lines = progress(clock, total=5_000_000)
-    clock.now += 5
-    p.add(2_050_000)
-    assert lines == ["accounts.auth: 2,050,000 of ~5,000,000 rows (41 %), 410,000 rows/s, ~7 s left"]
+@pytest.mark.parametrize(
+    ("total", "seconds", "rows", "line"),
+    [
+        (5_000_000, 5, 2_050_000, "2,050,000 of ~5,000,000 rows (41 %), 410,000 rows/s, ~7 s left"),
+        (None, 6, 1_200, "1,200 rows, 200 rows/s"),
+        # The estimate was low: say so, never a share above 100 % or a negative time left.
+        (1_000_000, 10, 1_500_000, "1,500,000 rows (more than the estimated ~1,000,000), 150,000 rows/s"),
+        (1_000, 5, 1_000, "1,000 of ~1,000 rows (100 %), 200 rows/s"),  # at the estimate: no time left
+        (0, 5, 10, "10 rows (more than the estimated ~0), 2 rows/s"),
+        (0, 6, 0, "0 of ~0 rows (100 %), 0 rows/s"),
+        (-1, 5, 10, "10 rows, 2 rows/s"),  # PostgreSQL's reltuples of a never-analyzed table: no total
+    ],
+)
+def test_one_progress_line(clock: Clock, total: int | None, seconds: float, rows: int, line: str) -> None:
+    p, lines = progress(clock, total=total)
+    clock.now += seconds
+    p.add(rows)
+    assert lines == [f"accounts.auth: {line}"]
 
 
 def test_lines_are_throttled_to_every_seconds(clock: Clock) -> None:
@@ -53,35 +66,6 @@ def test_work_shorter_than_every_seconds_logs_only_the_final_line(clock: Clock) 
     p.add(1000)
     p.done()
     assert lines == ["accounts.auth: 1,000 rows in 1.2 s (800 rows/s)"]
-
-
-def test_without_a_total_rows_and_speed_only(clock: Clock) -> None:
-    p, lines = progress(clock)
-    clock.now += 6
-    p.add(1_200)
-    assert lines == ["accounts.auth: 1,200 rows, 200 rows/s"]
-
-
-def test_passing_the_estimate_says_so_never_a_negative_time(clock: Clock) -> None:
-    p, lines = progress(clock, total=1_000_000)
-    clock.now += 10
-    p.add(1_500_000)
-    assert lines == ["accounts.auth: 1,500,000 rows (more than the estimated ~1,000,000), 150,000 rows/s"]
-    assert "left" not in lines[0] and "%" not in lines[0]
-
-
-def test_reaching_the_estimate_exactly_is_100_percent(clock: Clock) -> None:
-    p, lines = progress(clock, total=1_000)
-    clock.now += 5
-    p.add(1_000)
-    assert lines == ["accounts.auth: 1,000 of ~1,000 rows (100 %), 200 rows/s"]
-
-
-def test_an_estimate_of_zero_rows_that_has_rows(clock: Clock) -> None:
-    p, lines = progress(clock, total=0)
-    clock.now += 5
-    p.add(10)
-    assert lines == ["accounts.auth: 10 rows (more than the estimated ~0), 2 rows/s"]
 
 
 def test_zero_rows(clock: Clock) -> None:
@@ -140,14 +124,6 @@ def test_time_left_reads_like_a_person_would_say_it(clock: Clock, rows_per_secon
     clock.now += 5
     p.add(5 * rows_per_second)
     assert lines[0].endswith(left)
-
-
-def test_a_negative_total_is_no_total(clock: Clock) -> None:
-    """PostgreSQL's reltuples is -1 for a never-analyzed table: no share, no time left."""
-    p, lines = progress(clock, total=-1)
-    clock.now += 5
-    p.add(10)
-    assert lines == ["accounts.auth: 10 rows, 2 rows/s"]
 
 
 def test_batches_counts_each_batch_and_passes_it_through(clock: Clock) -> None:
