@@ -64,6 +64,14 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
 
     path: str = Field(description="Path of the DuckDB database file; created with its directory if missing.")
     memory_limit: str = Field(default="2GB", description="DuckDB memory limit; larger work spills to disk.")
+    load_memory_limit: str = Field(
+        default="256MB",
+        description=(
+            "DuckDB's memory limit while a replication load runs (staging, its checks and the merge). DuckDB "
+            "keeps the blocks a load writes cached up to its limit, so without this a load's memory grows with "
+            "the table up to `memory_limit`; larger work spills to disk next to the database file."
+        ),
+    )
     lock_timeout_seconds: float = Field(
         default=120.0,
         description=(
@@ -216,8 +224,9 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
 
     def load(self, request: LoadRequest, batches: Iterable[pa.RecordBatch]) -> WriteResult:
         """Stream batches into staging (straight into the table on a first load), refuse NULL and duplicate
-        primary keys and NULLs in `not_null` columns, then merge; a refusal rolls everything back."""
-        return strategy.load(self, request, batches)
+        primary keys and NULLs in `not_null` columns, then merge; a refusal rolls everything back. Runs under
+        `load_memory_limit`, so its memory stays flat however large the extraction."""
+        return strategy.load(_LoadEngine(self), request, batches)
 
     def reconcile(
         self,
@@ -297,7 +306,7 @@ class DuckDBSession:
         or (a direct first load) into the target itself. `screen` passes each raw batch first, so a refusal
         counts the rows of the first bad batch, as before."""
         from resources import arrow_conform
-        from resources.batch_stream import BatchStream
+        from resources.batch_stream import scan_in_thread
 
         casts = cast_select(target.columns, DUCKDB_TYPES, D)
         names = column_list([c.name for c in target.columns], D)
@@ -307,36 +316,38 @@ class DuckDBSession:
             self.con.execute(
                 f"CREATE TEMP TABLE {dest} AS SELECT {casts} FROM {_empty_source(target)} WHERE FALSE"
             )
-        counted = [0]
+        con, rows = self.con, 0  # `con` runs the INSERT on the stream's thread; `_screen` borrows `self.con`
 
         def prepared() -> Iterator[pa.RecordBatch]:
+            nonlocal rows
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
                 declared_columns(batch, target, origin)
                 if screen is not None:
                     self._screen(screen, batch)
-                counted[0] += batch.num_rows
+                rows += batch.num_rows
                 yield arrow_conform.conform(batch, target.columns, arrow_conform.DUCKDB_ARROW_TYPES)
 
-        stream = BatchStream(prepared())
+        def insert(reader: pa.RecordBatchReader) -> None:
+            con.register(_BATCH, reader)
+            try:
+                con.execute(f"INSERT INTO {dest} ({names}) SELECT {casts} FROM {_BATCH}")
+            finally:
+                con.unregister(_BATCH)
+
         try:
-            for reader in stream.readers():
-                self.con.register(_BATCH, reader)
-                with stream.raising_own_errors(duckdb.Error):
-                    self.con.execute(f"INSERT INTO {dest} ({names}) SELECT {casts} FROM {_BATCH}")
-                self.con.unregister(_BATCH)
+            scan_in_thread(insert, prepared())
         finally:
             if self._cursor is not None:
                 self._cursor.close()
                 self._cursor = None
-        rows = counted[0]
         return Staged(_relation(stg), rows=rows, in_target=into_target)
 
     def _screen(self, screen: BatchScreen, batch: pa.RecordBatch) -> None:
         """`screen` over one raw batch, on a second cursor: the session's connection is busy with the INSERT
-        that is pulling this batch (the screen's query reads only the batch, so the cursor's own transaction
-        does not matter)."""
+        of the batches before it (the screen's query reads only the batch, so the cursor's own transaction does
+        not matter)."""
         if self._cursor is None:
             self._cursor = self.con.cursor()
         self._cursor.register(_BATCH, batch)
@@ -380,6 +391,40 @@ class DuckDBSession:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
+
+class _LoadEngine:
+    """The warehouse as `strategy.load` sees it: its sessions run under `load_memory_limit`."""
+
+    CAPABILITIES: ClassVar[Capabilities] = DuckDBWarehouse.CAPABILITIES
+
+    def __init__(self, warehouse: DuckDBWarehouse) -> None:
+        self.warehouse = warehouse
+
+    @contextmanager
+    def session(self) -> Iterator[DuckDBSession]:
+        """`DuckDBWarehouse.session` with the lower limit set outside the transaction (an aborted transaction
+        refuses every statement but ROLLBACK)."""
+        with (
+            self.warehouse.get_connection() as con,
+            _memory_limit(con, self.warehouse.load_memory_limit),
+            _transaction(con),
+        ):
+            yield DuckDBSession(con)
+
+
+@contextmanager
+def _memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
+    """DuckDB's `memory_limit` (a setting of the whole database instance) lowered to `limit` for the block, then
+    set back (another connection of this process to the same file shares it)."""
+    row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    con.execute("SET memory_limit = ?", [limit])
+    try:
+        yield
+    finally:
+        if row:
+            con.execute("SET memory_limit = ?", [row[0]])
+
 
 _BATCH = "derive_batch"
 """The name a batch stream (or a batch, for `screen`) is registered under while it is read."""

@@ -264,6 +264,7 @@ def load(engine: Engine, request: LoadRequest, batches: Iterable[pa.RecordBatch]
                 s.create(target)
             evolving.apply(s, caps, before_rows=False)
             evolving.finish(s, result)
+            result.row_count = _target_rows(s, target)
             return result
         profile = _check_load(s, request, staged)
         if not exists:
@@ -271,7 +272,13 @@ def load(engine: Engine, request: LoadRequest, batches: Iterable[pa.RecordBatch]
         evolving.apply(s, caps, before_rows=False)
         _merge_load(s, caps, request, staged, profile, result)
         evolving.finish(s, result)
+        result.row_count = _target_rows(s, target)
     return result
+
+
+def _target_rows(s: Session, target: TargetTable) -> int:
+    """The target's rows as the load leaves them (`WriteResult.row_count`), in the load's own session."""
+    return int(s.rows(q.count_where(target, q.all_rows(target)))[0][0] or 0)
 
 
 def _screen(s: Session, request: LoadRequest) -> BatchScreen:

@@ -126,6 +126,9 @@ class WriteResult:
     by_partition: list[PartitionCounts] = field(default_factory=list)
     """Per-partition counts, in the order of `WriteRequest.partitions` (empty without partitions, or when the
     target has no partition key)."""
+    row_count: int | None = None
+    """`Warehouse.load` only: the target's rows after the load, counted in the load's own session (so a
+    replication run needs no second connection for `dagster/row_count`); None where nothing counted them."""
 
 
 class Warehouse(Protocol):

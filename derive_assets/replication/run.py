@@ -30,7 +30,7 @@ from derive_assets.replication.mongo import ExtractStats
 from derive_assets.replication.retry import Log, load_with_retries, restarted
 from derive_assets.replication.row_guard import RowGuard
 from resources.schema import ColumnDef
-from resources.warehouse import LoadRequest, TargetTable, Warehouse
+from resources.warehouse import LoadRequest, TargetTable, Warehouse, WriteResult
 
 QUARANTINE_COLUMNS = (
     ColumnDef("_id", "STRING", not_null=True),
@@ -90,12 +90,17 @@ def replicate(
         K.DURATION_SECONDS: round(time.perf_counter() - started, 3),
         K.SOURCE_QUERY: MetadataValue.md(f"```sql\n{query.text}\n```"),
         K.SOURCE: f"{plan.source.name} ({plan.source.type}) table {plan.table.name}",
-        K.ROW_COUNT: warehouse.row_count(request.target.ref),
+        K.ROW_COUNT: _row_count(warehouse, request.target.ref, result),
         **{K.extra(k): v for k, v in result.extra.items()},
         **_document_metadata(plan, stats, quarantine),
         **times.as_metadata(),
         **({K.QUARANTINE_TABLE: quarantine} if quarantine else {}),
     }
+
+
+def _row_count(warehouse: Warehouse, ref: str, result: WriteResult) -> int:
+    """The table's rows after the load: counted by the load itself (no second connection), else asked."""
+    return result.row_count if result.row_count is not None else warehouse.row_count(ref)
 
 
 def _quarantine(warehouse: Warehouse, target: TargetTable, rows: list[dict[str, Any]]) -> str | None:
