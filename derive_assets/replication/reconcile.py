@@ -44,7 +44,7 @@ from derive_assets.replication.row_guard import RowGuard
 from derive_assets.replication.urls import SourceConnectionError
 from derive_assets.replication.values import ARROW_TYPES
 from derive_assets.specs.models import ReconcileSpec, SourceSpec, SourceTable
-from resources.warehouse import LoadRequest, ReconcileRefused, Warehouse, WarehouseError
+from resources.warehouse import LoadRequest, ReconcileRefused, Warehouse, WarehouseError, WriteResult
 
 KEY_BATCH_ROWS = 200_000
 """Keys per Arrow batch: a batch of one or two key columns is a few MB, so memory stays flat at any size."""
@@ -182,12 +182,19 @@ def reconcile_after_load(
     what = f"source '{source.name}' table {table.name}"
     started = time.perf_counter()
     total = estimate_rows(url, source, table)  # None when the source cannot tell quickly
-    progress = Progress(log.info, f"{ref}: reconciling keys", total=total)
+
+    def attempt() -> WriteResult:
+        """One key read and delete (a retry reads every key again), with its own progress lines."""
+        progress = Progress(log.info, f"{ref}: reconciling keys", total=total)
+        try:
+            keys = progress.batches(read_keys(url, source, table))
+            return warehouse.reconcile(request, keys, spec.max_delete_percent)
+        finally:
+            progress.done()
+
     try:
         result = load_with_retries(
-            lambda: warehouse.reconcile(
-                request, progress.batches(read_keys(url, source, table)), spec.max_delete_percent
-            ),
+            attempt,
             what=f"{what} (key reconciliation)",
             log=log,
             secrets=(url,),
@@ -205,8 +212,6 @@ def reconcile_after_load(
         )
         log.warning(message)
         return {**_state(state.reconciled_at, state.runs_since + 1), K.RECONCILE_ERROR: message}
-    finally:
-        progress.done()
     log.info(
         f"{ref}: key reconciliation read {result.rows_read:,} keys and deleted {result.rows_deleted:,} rows whose "
         "key the source no longer has"
