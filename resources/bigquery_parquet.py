@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from resources.arrow_conform import BIGQUERY_ARROW_TYPES, conform_array
 from resources.warehouse import TargetTable
 from resources.warehouse_rules import declared_columns
 
@@ -73,7 +74,10 @@ def _wire_type(array: pa.Array, spec_type: str) -> tuple[pa.DataType, str]:
 
 
 def _to_wire(array: pa.Array, spec_type: str, wire: pa.DataType) -> pa.Array:
-    """An Arrow column as its wire type; naive timestamps count as UTC (as in DuckDB's session)."""
+    """An Arrow column as its wire type; naive timestamps count as UTC (as in DuckDB's session). The exact casts
+    of `resources.arrow_conform` come first (a driver's DECIMAL(38, 10) as NUMERIC's (38, 9), so the text the
+    staging table gets has BigQuery's nine places; a lossy one stays as it came, for BigQuery's rounding CAST)."""
+    array = conform_array(array, BIGQUERY_ARROW_TYPES.get(spec_type))
     kind = array.type
     if spec_type == "DATETIME" and (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
         array = pc.cast(array, pa.timestamp("us"), safe=False)  # aware -> UTC wall clock; ns -> us

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -13,7 +14,9 @@ import pytest
 
 from resources.arrow_conform import BIGQUERY_ARROW_TYPES, DUCKDB_ARROW_TYPES, conform, conform_array
 from resources.batch_stream import scan_in_thread
+from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.schema import ColumnDef
+from resources.warehouse import LoadRequest, NullKeys, TargetTable
 
 NUMERIC = DUCKDB_ARROW_TYPES["NUMERIC"]
 UTC_US = pa.timestamp("us", tz="UTC")
@@ -180,3 +183,57 @@ def test_an_engine_error_is_raised_as_the_engine_raised_it() -> None:
 
     with pytest.raises(duckdb.ConversionException, match="out of range"):
         scan_in_thread(insert, iter([_batch([1]), _batch([1000]), _batch([2])]))
+
+
+# ----------------------------------------------------------------------------------------------- DuckDB loads
+
+
+def _warehouse(tmp_path: Path) -> DuckDBWarehouse:
+    return DuckDBWarehouse(path=str(tmp_path / "w.duckdb"), memory_limit="1GB", load_memory_limit="300MB")
+
+
+TARGET = TargetTable("d", "t", (ColumnDef("id", "INT64", not_null=True), ColumnDef("x", "NUMERIC")), ("id",))
+REQUEST = LoadRequest(TARGET, ("id",), "id")
+
+
+def test_a_load_rounds_what_arrow_cannot_cast_exactly_as_duckdb_always_did(tmp_path: Path) -> None:
+    wh = _warehouse(tmp_path)
+    lossy = [Decimal("0.1234567895"), Decimal("-0.1234567895"), Decimal("2.5")]
+    batch = pa.record_batch({"id": [1, 2, 3], "x": pa.array(lossy, pa.decimal128(38, 10))})
+    result = wh.load(REQUEST, [batch])
+    assert (result.rows_read, result.row_count) == (3, 3)
+    stored = [r[0] for r in wh._query_rows("SELECT x FROM d.t ORDER BY id", {})]
+    assert stored == [Decimal("0.123456790"), Decimal("-0.123456790"), Decimal("2.500000000")]
+
+
+def test_a_load_whose_batches_change_type_goes_in_one_statement_per_run(tmp_path: Path) -> None:
+    wh = _warehouse(tmp_path)
+    batches = [
+        pa.record_batch({"id": pa.array([1], pa.int32()), "x": pa.nulls(1)}),  # x all NULL: null type
+        pa.record_batch(
+            {"id": pa.array([2], pa.int32()), "x": pa.array([Decimal("1.25")], pa.decimal128(12, 2))}
+        ),
+        pa.record_batch(
+            {"id": pa.array([3], pa.int64()), "x": pa.array(["7.5"])}
+        ),  # text: DuckDB's CAST parses it
+    ]
+    assert wh.load(REQUEST, batches).row_count == 3
+    assert wh._query_rows("SELECT id, x FROM d.t ORDER BY id", {}) == [
+        (1, None),
+        (2, Decimal("1.250000000")),
+        (3, Decimal("7.500000000")),
+    ]
+
+
+def test_a_refused_load_counts_the_first_bad_batch_and_leaves_the_memory_limit_as_it_was(
+    tmp_path: Path,
+) -> None:
+    wh = _warehouse(tmp_path)
+    good = pa.record_batch({"id": [1, 2], "x": [1, 2]})
+    bad = pa.record_batch({"id": pa.array([None, None, 5], pa.int64()), "x": [1, 2, 3]})
+    worse = pa.record_batch({"id": pa.array([None] * 4, pa.int64()), "x": [1, 2, 3, 4]})
+    with pytest.raises(NullKeys, match=r"d\.t: the source sent 2 rows with a NULL in primary key \['id'\]"):
+        wh.load(REQUEST, [good, bad, worse])
+    assert not wh.table_exists("d.t")  # the first load's CREATE TABLE rolled back with it
+    with wh.get_connection() as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone() == ("953.6 MiB",)  # 1GB
