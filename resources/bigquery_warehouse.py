@@ -329,14 +329,17 @@ class BigQueryWarehouse(SliceReads, ConfigurableResource):
 
     def promote(self, staging: TargetTable, target: TargetTable) -> int:
         """A copy job puts `staging` in `target`'s place (`resources.bigquery_swap` when `target` exists; into a
-        missing one, with WRITE_EMPTY: atomic, no bytes scanned), then `staging` is deleted."""
+        missing one, with WRITE_EMPTY: atomic, no bytes scanned), then `staging` is deleted and `target` marked."""
         with self.session() as s:
             if s.exists(target):
-                return s.swap(staging, target)
-            project = s.calls.project
-            s.calls.copy_table(f"{project}.{staging.ref}", f"{project}.{target.ref}", "WRITE_EMPTY")
-            s.calls.delete_table(f"{project}.{staging.ref}")
-            return 0
+                replaced = s.swap(staging, target)
+            else:
+                project = s.calls.project
+                s.calls.copy_table(f"{project}.{staging.ref}", f"{project}.{target.ref}", "WRITE_EMPTY")
+                s.calls.delete_table(f"{project}.{staging.ref}")
+                replaced = 0
+            s.mark(target)  # a copy keeps no description (the emulator's), where Derive's marker lives
+            return replaced
 
     @contextmanager
     def session(self) -> Iterator[BigQuerySession]:

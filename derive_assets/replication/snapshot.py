@@ -62,6 +62,7 @@ from derive_assets.replication.row_guard import RowGuard
 from derive_assets.replication.urls import SourceConnectionError, scrub
 from derive_assets.replication.watermark import CursorState
 from derive_assets.specs.models import ColumnType, SourceSpec, SourceTable
+from resources.evolution import spec_target
 from resources.warehouse import LoadRequest, TargetTable, Warehouse, WriteResult
 
 SNAPSHOT_SUFFIX = "__snapshot"
@@ -299,7 +300,7 @@ class Snapshot:
         from derive_assets.replication.run import quarantine_rows
 
         quarantine = quarantine_rows(self.warehouse, target, quarantined)
-        replaced = self.warehouse.promote(stage, target)
+        replaced = self.warehouse.promote(stage, spec_target(target, self.request.primary_key))
         state = final_state(checkpoint, self.table, fence.applies(self.source, self.table))
         rows = self.warehouse.row_count(target.ref)
         read.rows_inserted, read.rows_deleted = rows, replaced
