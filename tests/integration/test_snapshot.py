@@ -321,3 +321,31 @@ def test_parallel_range_chunks_equal_a_keyset_load(shop: Shop, reads: dict[str, 
     assert run[K.SNAPSHOT_CHUNKS] == 5
     assert any("<=" in s for s in reads["sql"])  # key ranges, each read by two connections
     assert rows(shop, "items") == source_items(shop)
+
+
+def test_a_transaction_open_when_the_snapshot_began_cannot_lose_its_row(
+    shop: Shop, reads: dict[str, Any], monkeypatch: pytest.MonkeyPatch, mysql_connect: Any
+) -> None:
+    """A transaction open at the start holds a row whose cursor lies below the snapshot's watermark: past the
+    (shortened) wait the snapshot goes on without a read floor, so the next run reads every row and gets it."""
+    shop.fill()
+    monkeypatch.setattr(snapshot, "FENCE_WAIT_SECONDS", 0.5)
+    if shop.kind == "postgres":
+        late: Any = psycopg.connect(shop.url)  # not autocommit: the INSERT stays open
+        late.execute("SET timezone = 'UTC'")
+        cursor = late.cursor()
+    else:
+        late = mysql_connect(shop.url)
+        late.autocommit(False)
+        cursor = late.cursor()
+        cursor.execute("SET time_zone = '+00:00'")
+    try:
+        cursor.execute("INSERT INTO items VALUES (9001, 'late', 1.00, '2026-01-01 00:00:10')")
+        first = shop.replicate()
+        assert first[K.WATERMARK] == BEFORE and first[K.READ_FLOOR] is None  # no floor: the fence held
+        assert shop.warehouse("SELECT count(*) FROM shop.items WHERE id = 9001") == [(0,)]
+        late.commit()
+    finally:
+        late.close()
+    shop.replicate()
+    assert rows(shop, "items") == source_items(shop)  # 9001 arrived, 4 h behind the watermark
