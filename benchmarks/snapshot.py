@@ -18,7 +18,6 @@ benchmark. The targets: rerun ≤ 0.5x `full`; peak RSS ≤ 600 MB.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -76,9 +75,8 @@ def _checkpointed_chunks(dagster_dir: Path) -> int:
     return int(getattr(value, "value", 0) or 0)
 
 
-def _kill_part_way(args: dict[str, Any], env: dict[str, str], dagster_dir: Path, chunks: int) -> float:
-    """Start the job, SIGKILL its process group once `KILL_AT` of `chunks` are checkpointed; seconds it ran."""
-    wanted = math.ceil(chunks * KILL_AT)
+def _kill_part_way(args: dict[str, Any], env: dict[str, str], dagster_dir: Path, wanted: int) -> float:
+    """Start the job, SIGKILL its process group once `wanted` chunks are checkpointed; seconds it ran."""
     argv = [PYTHON, "-m", "benchmarks.workers", "derive_job", json.dumps(args, default=str)]
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -109,7 +107,8 @@ def snapshot(ctx: Context) -> None:
     with psycopg.connect(source.url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE orders")
     chunk_rows = max(1000, ctx.rows // 10)
-    chunks = math.ceil(ctx.rows / (chunk_rows - 1))  # each chunk reads the last key of the one before again
+    # Each chunk after the first reads the last key of the one before again: chunk_rows - 1 new rows.
+    kill_after = max(1, round(KILL_AT * ctx.rows / (chunk_rows - 1)))
     spec_dirs = {
         "full": _specs(ctx.scratch("specs-snap"), chunk_rows),
         "parallel2": _specs(ctx.scratch("specs-snap-par"), chunk_rows, parallel=2),
@@ -138,7 +137,7 @@ def snapshot(ctx: Context) -> None:
         env = clean_env(**{ENV: source.url, "DAGSTER_HOME": str(dh)})
         args = {"specs": str(spec_dirs["full"]), "home": str(home), "job": f"replicate_{NAME}"}
         try:
-            killed_after.append(round(_kill_part_way(args, env, dh, chunks), 2))
+            killed_after.append(round(_kill_part_way(args, env, dh, kill_after), 2))
             sample = run_worker("derive_job", args, env)
             _check("resume", home, expected)
             return sample

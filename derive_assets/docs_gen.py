@@ -38,6 +38,7 @@ from derive_assets.specs.models import (
     Relationship,
     ReplaceStrategy,
     RowCountCheck,
+    SnapshotSpec,
     SoftDelete,
     SourceSpec,
     SourceTable,
@@ -113,6 +114,7 @@ SECTIONS: list[tuple[type[BaseModel], str, str]] = [
     ),
     (SourceTable, "`tables[]` of a source", "One replicated table."),
     (SoftDelete, "`tables[].soft_delete` of a source", "How deleted rows are recognised."),
+    (SnapshotSpec, "`tables[].snapshot` of a source", "How a large first load is chunked and resumed."),
     (
         ExportSpec,
         "a file under `table_specs/exports/` (`kind: export`)",

@@ -328,6 +328,9 @@ class Snapshot:
         """The next read: its bounds, and connectorx partitions for a range chunk read in parallel (a range
         chunk ends at the key `chunk_rows - 1` rows on; past the last such key, the rest is one keyset chunk)."""
         key = parallel_key(self.table)
+        # Opt-in: measured 2026-12-02 on the 2-core machine (benchmarks/README.md, "snapshot"), 5M rows in
+        # 500k-row chunks took 380 s with 2 connections per chunk against 277 s with 1: the warehouse's insert
+        # shares the cores, so `parallel` defaults to 1.
         if parallel > 1 and key is not None:
             start = checkpoint.last_key
             low = start[0] if start is not None else self._key_at(None, 0)
