@@ -109,9 +109,11 @@ class Shop:
         ]
         self.source("INSERT INTO pairs VALUES (%s, %s, %s, %s)", pairs)
 
-    def replicate(self, key: AssetKey = ITEMS, ok: bool = True, **tags: str) -> dict[str, Any]:
+    def replicate(
+        self, key: AssetKey = ITEMS, ok: bool = True, tags: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         result = materialize_keys(
-            self.defs, [key], instance=self.instance, tags=tags or None, run_config=support.QUIET
+            self.defs, [key], instance=self.instance, tags=tags, run_config=support.QUIET
         )
         assert result.success is ok, support.outcome(self.instance, result).errors
         return support.materializations(result).get(key.to_user_string(), {})
@@ -295,10 +297,10 @@ def test_a_rebuild_replaces_the_table_only_when_every_chunk_is_in(shop: Shop, re
     before = rows(shop, "items")
     shop.source("DELETE FROM items WHERE id > 4000")  # gone at the source: only a rebuild removes them
     reads.update(sql=[], crash_at=3)
-    shop.replicate(ok=False, **{K.FULL_REFRESH_TAG: "true"})
+    shop.replicate(ok=False, tags={K.FULL_REFRESH_TAG: "true"})
     assert rows(shop, "items") == before  # untouched until the promotion
     reads.update(sql=[], crash_at=None)
-    run = shop.replicate(**{K.FULL_REFRESH_TAG: "true"})
+    run = shop.replicate(tags={K.FULL_REFRESH_TAG: "true"})
     assert run[K.SNAPSHOT_RESUMED_CHUNKS] == 2
     assert rows(shop, "items") == source_items(shop) and len(source_items(shop)) == 4000
     assert (run[K.ROW_COUNT], run[K.ROWS_DELETED]) == (4000, ITEM_ROWS)
