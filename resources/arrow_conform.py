@@ -1,19 +1,22 @@
 """Cast each staged batch to the warehouse's column types in Arrow, before the warehouse sees it.
 
-Drivers send wider or differently tagged types than a table declares: connectorx delivers every PostgreSQL and
-MariaDB `numeric`/`DECIMAL` as `decimal128(38, 10)` and MariaDB's `DATETIME` as naive timestamps. DuckDB's
-`CAST` inside the staging `INSERT ... SELECT` rescales such a decimal at 1.1-1.2 s per million rows, where
-`pyarrow.compute.cast` takes 0.03-0.06 s (profile of issue 14), so `conform` does the exact casts in Arrow and
-leaves the staging SQL's `CAST` a no-op for them.
+Drivers send other types than a table declares: PostgreSQL and MariaDB NUMERIC columns are read as exact text
+(`derive_assets/replication/extract.py`: connectorx's own `decimal128(38, 10)` would round wider values), a
+`DECIMAL` from a Python asset may be `decimal128(38, 10)`, MariaDB's `DATETIME` arrives as naive timestamps.
+DuckDB's `CAST` inside the staging `INSERT ... SELECT` is the slow part of a load: rescaling a decimal costs
+1.1-1.2 s per million rows where `pyarrow.compute.cast` takes 0.03-0.06 s (profile of issue 14), and parsing the
+NUMERIC text took most of a 1M-row load's insert here (benchmark of 2026-12-02). So `conform` does the exact
+casts in Arrow and leaves the staging SQL's `CAST` a no-op for them.
 
 Only casts whose result is the same as the warehouse's own cast for every value are done here: between decimals,
-between integers, integers to decimals, float32 to float64, between timestamps (naive values are UTC, as in every
-Derive warehouse session; an aware value becomes its UTC wall clock), between string and binary widths, and from
-an all-NULL column. Each is a *safe* Arrow cast: a value it cannot keep exactly (a decimal with more places than
-the target's scale, nanoseconds below a microsecond, an integer out of range, an overflowing precision) makes
-Arrow raise `ArrowInvalid`, and the column is then passed on as it came, so the warehouse's rounding cast (or its
-error) applies exactly as before. Anything else (text to numbers or times, floats to decimals, JSON) is always
-left to the warehouse, whose parsing and rounding rules are the documented ones.
+between integers, integers to decimals, decimal text to decimals, float32 to float64, between timestamps (naive
+values are UTC, as in every Derive warehouse session; an aware value becomes its UTC wall clock), between string
+and binary widths, and from an all-NULL column. Each is a *safe* Arrow cast: a value it cannot keep exactly (a
+decimal with more places than the target's scale, nanoseconds below a microsecond, an integer out of range, an
+overflowing precision, text Arrow's decimal parser does not take such as ` 5` or `1_000`) makes Arrow raise
+`ArrowInvalid`, and the column is then passed on as it came, so the warehouse's rounding cast (or its error)
+applies exactly as before (tests/unit/test_arrow_conform.py checks the texts against DuckDB's CAST). Anything
+else (text to integers or times, floats to decimals, JSON) is always left to the warehouse.
 
 Example:
     ```python
@@ -78,6 +81,7 @@ _EXACT_FAMILIES: tuple[Callable[[pa.DataType, pa.DataType], bool], ...] = (
     _both(pa.types.is_decimal),
     _both(pa.types.is_integer),
     lambda have, want: pa.types.is_integer(have) and pa.types.is_decimal(want),
+    lambda have, want: _is_text(have) and pa.types.is_decimal(want),
     lambda have, want: pa.types.is_float32(have) and pa.types.is_float64(want),
     _both(pa.types.is_timestamp),
     _both(_is_text),

@@ -70,7 +70,6 @@ def test_nanoseconds_below_a_microsecond_are_left_for_the_warehouse() -> None:
 @pytest.mark.parametrize(
     ("array", "spec_type"),
     [
-        (pa.array(["12.5"]), "NUMERIC"),  # text is parsed by the warehouse
         (pa.array(["2026-01-01 00:00:00"]), "TIMESTAMP"),
         (pa.array([1.25]), "NUMERIC"),  # float -> decimal rounding is the warehouse's
         (pa.array(['{"a": 1}']), "JSON"),
@@ -81,6 +80,28 @@ def test_casts_whose_rules_are_the_warehouses_are_never_done_in_arrow(
     array: pa.Array, spec_type: str
 ) -> None:
     assert conform_array(array, DUCKDB_ARROW_TYPES[spec_type]) is array
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["-0.01", "0", "-0", "+5", ".5", "5.", "00012.50", "1e3", "1E-2", "99999999999999999999999999999.999999999",
+     "  5", "1_000", "1.0000000001", "NaN", "1,5", ""],
+)  # fmt: skip
+def test_numeric_text_becomes_a_decimal_exactly_as_duckdbs_cast_or_is_left_to_it(text: str) -> None:
+    """PostgreSQL and MariaDB numerics arrive as text: where Arrow parses one, it gives DuckDB's value; where
+    it does not (`  5`, `1_000`, a 10th place), DuckDB's CAST gets the text as before, and rounds or refuses."""
+    raw = pa.array([text, None])
+    out = conform_array(raw, NUMERIC)
+    con = duckdb.connect()
+    try:
+        by_duckdb = con.execute("SELECT CAST(? AS DECIMAL(38, 9))", [text]).fetchone()
+    except duckdb.ConversionException:
+        by_duckdb = None
+    if out is raw:
+        assert text in ("  5", "1_000", "1.0000000001", "NaN", "1,5", "")
+    else:
+        assert by_duckdb is not None
+        assert out.to_pylist() == [by_duckdb[0], None]
 
 
 def test_an_all_null_column_takes_the_declared_type() -> None:
