@@ -108,6 +108,9 @@ class Shop:
             for n in range(PAIRS_PER_REGION)
         ]
         self.source("INSERT INTO pairs VALUES (%s, %s, %s, %s)", pairs)
+        # The row estimates that make a first load chunked (a table without statistics is read in one pass).
+        for table in ("items", "pairs"):
+            self.source(f"ANALYZE {table}" if self.kind == "postgres" else f"ANALYZE TABLE {table}")
 
     def replicate(
         self, key: AssetKey = ITEMS, ok: bool = True, tags: dict[str, str] | None = None
