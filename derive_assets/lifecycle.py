@@ -24,7 +24,7 @@ from derive_assets.plan import Backfill, partition_keys
 from derive_assets.python_tables import PYTHON_TABLES
 from derive_assets.selection import near
 from derive_assets.settings import DeriveSettings
-from derive_assets.specs.project import SpecProject, Table
+from derive_assets.specs.project import ReplicatedTable, SpecProject, Table
 from resources.warehouse import Warehouse
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -88,21 +88,17 @@ def normalize_ref(text: str) -> str:
     return text.strip().replace("/", ".", 1) if "/" in text else text.strip()
 
 
-def rebuild_table(project: SpecProject, text: str) -> Table:
-    """The core/derived table `text` names; a clear `LifecycleError` for anything else."""
+def rebuild_table(project: SpecProject, text: str) -> Table | ReplicatedTable:
+    """The core/derived table or the replicated source table `text` names; a clear `LifecycleError` for anything
+    else. A source table is rebuilt by reading every row again into `<table>__snapshot` (chunked and resumable
+    where it can be, `replication/snapshot.py`) and swapping it in: rows gone from the source leave the table."""
     ref = normalize_ref(text)
     for table in project.tables:
         if table.spec.ref == ref:
             return table
     replicated = next((rt for rt in project.replicated if rt.ref == ref), None)
     if replicated is not None:
-        key = ref.replace(".", "/")
-        raise LifecycleError(
-            f"{ref} is a replicated source table ({replicated.path}); rebuilding a source table is not supported "
-            f"yet. A replicated table reloads every row when its warehouse table is missing: drop {ref} in the "
-            f"warehouse by hand, then materialize {key} again (its source job, or `dagster asset materialize -m "
-            f"derive_assets.definitions --select {key}`)."
-        )
+        return replicated
     if any(t.spec.ref == ref for t in PYTHON_TABLES):
         raise LifecycleError(
             f"{ref} is a Python table; `derive rebuild` rebuilds YAML-spec tables only for now. Materialize its "
@@ -125,23 +121,35 @@ def materialize_command(ref: str, fill: Backfill) -> str:
 class RebuildRun:
     """What one rebuild run covers."""
 
-    table: Table
+    table: Table | ReplicatedTable
     tags: dict[str, str]
     """The run's tags (the full-refresh tag); the range of `windows` is passed to the run as its partition range."""
     windows: Backfill | None
     """The partition range (None: an unpartitioned table, one run over the whole query)."""
 
+    @property
+    def ref(self) -> str:
+        return self.table.ref if isinstance(self.table, ReplicatedTable) else self.table.spec.ref
+
     def describe(self) -> str:
+        if isinstance(self.table, ReplicatedTable):
+            source = self.table.source
+            return (
+                f"rebuild {self.ref} from scratch: read every row of source '{source.name}' again (one run)"
+            )
         if self.windows is None:
-            return f"rebuild {self.table.spec.ref} from scratch (one run, unpartitioned)"
+            return f"rebuild {self.ref} from scratch (one run, unpartitioned)"
         w = self.windows
-        return f"rebuild {self.table.spec.ref} from scratch: one run over {w.count:,} window(s) {w.first} .. {w.last}"
+        return f"rebuild {self.ref} from scratch: one run over {w.count:,} window(s) {w.first} .. {w.last}"
 
 
-def rebuild_run(table: Table, now: dt.datetime | None = None) -> RebuildRun:
-    """The run that rebuilds `table`: every complete window at `now`, as one single-run backfill."""
+def rebuild_run(table: Table | ReplicatedTable, now: dt.datetime | None = None) -> RebuildRun:
+    """The run that rebuilds `table`: every complete window at `now`, as one single-run backfill (a replicated
+    table: one unpartitioned run)."""
     now = now or dt.datetime.now(dt.UTC)
     tags = {FULL_REFRESH_TAG: "true"}
+    if isinstance(table, ReplicatedTable):
+        return RebuildRun(table, tags, None)
     partitions_def = partitions_for(table.spec.window)
     if partitions_def is None:
         return RebuildRun(table, tags, None)
@@ -174,7 +182,7 @@ def execute_rebuild(
     from derive_assets.factory.build import build_definitions
     from derive_assets.factory.runs import materialize_keys
 
-    ref = run.table.spec.ref
+    ref = run.ref
     defs = build_definitions(settings, project)
     started = time.perf_counter()
     key = AssetKey(ref.split("."))  # a table's asset key: <dataset>/<name>

@@ -49,11 +49,18 @@ QUARANTINE_SCHEMA = pa.schema(
 
 
 def replicate(
-    warehouse: Warehouse, plan: ExtractPlan, request: LoadRequest, url: str, log: Log
+    warehouse: Warehouse,
+    plan: ExtractPlan,
+    request: LoadRequest,
+    url: str,
+    log: Log,
+    quarantine_target: TargetTable | None = None,
 ) -> dict[str, Any]:
     """Load `plan`'s rows into `request.target` (retrying dropped source connections); the run's metadata.
 
-    `url` carries the source's secrets: it is only connected with, and redacted from every retry message."""
+    `url` carries the source's secrets: it is only connected with, and redacted from every retry message.
+    `quarantine_target`: the table whose `__quarantine` takes the rows set aside (default `request.target`; a
+    rebuild loads into a staging table but quarantines under the table's own name)."""
     started = time.perf_counter()
     stats = ExtractStats()
     guard, query = RowGuard(plan.source, plan.table), prepare(url, plan)
@@ -80,7 +87,8 @@ def replicate(
     token = fence.take(url, plan.source, plan.table)
     fenced = fence.applies(plan.source, plan.table)
     state = plan.state.after_run(result.max_cursor, token, fenced, plan.fence_cleared)
-    quarantine = _quarantine(warehouse, request.target, [*stats.quarantined, *guard.quarantined])
+    quarantined = [*stats.quarantined, *guard.quarantined]
+    quarantine = _quarantine(warehouse, quarantine_target or request.target, quarantined)
     return {
         **state.as_metadata(),
         K.WATERMARK_BEFORE: watermark.to_text(plan.state.watermark),

@@ -474,6 +474,7 @@ def load_if_large(
     if why is not None:
         if rebuild:
             context.log.info(f"{request.target.ref}: rebuilt in one pass ({why})")
+            return rebuild_in_one_pass(warehouse, plan, request, url, context.log)
         return None
     estimate = estimate_rows(url, source, table)
     if not rebuild and not wants_chunks(table, estimate):
@@ -497,6 +498,25 @@ def load_if_large(
         estimate,
     )
     return run.run(latest_checkpoint(context.instance, key, table))
+
+
+def rebuild_in_one_pass(
+    warehouse: Warehouse, plan: ExtractPlan, request: LoadRequest, url: str, log: Any
+) -> dict[str, Any]:
+    """A rebuild of a table that cannot be chunked (SQLite, MongoDB, a NUMERIC key): every row read in one pass
+    into `<table>__snapshot`, which then replaces the table (`Warehouse.promote`), so rows gone from the source
+    leave it too; a failed read leaves the table as it was. `rows_deleted` counts the old table's rows, as a
+    chunked rebuild does."""
+    from derive_assets.replication.run import replicate
+
+    target = request.target
+    stage = staging_target(target)
+    warehouse.drop_table(stage.ref)
+    metadata = replicate(
+        warehouse, plan, dataclasses.replace(request, target=stage), url, log, quarantine_target=target
+    )
+    replaced = warehouse.promote(stage, spec_target(target, request.primary_key))
+    return {**metadata, K.ROWS_DELETED: replaced}
 
 
 def latest_checkpoint(instance: Any, key: Any, table: SourceTable) -> Checkpoint | None:

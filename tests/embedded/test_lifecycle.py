@@ -91,11 +91,28 @@ def test_rebuild_of_an_unknown_or_a_source_table_says_what_to_do(world: World):
     assert "defines 'analytics.daily_payment_by_region'; did you mean analytics.daily_payments_by_region" in (
         unknown.stderr
     )
-    source = world.derive("rebuild", "payments.payments", "--yes")
-    assert source.returncode == 2
-    assert "payments.payments is a replicated source table" in source.stderr
-    assert "not supported yet" in source.stderr and "materialize payments/payments again" in source.stderr
-    assert world.query("SELECT count(*) FROM payments.payments")[0][0] > 0  # untouched
+
+
+def test_a_source_table_is_rebuilt_from_every_source_row_and_rows_gone_at_the_source_leave(world: World):
+    """SQLite cannot be chunked: the rebuild reads every row into payments__snapshot in one pass and swaps it in,
+    so a row deleted at the source (which an incremental run never sees) is gone afterwards."""
+    import sqlite3
+
+    source_db = world.settings.embedded_sources_dir / "payments.db"
+    with sqlite3.connect(source_db) as con:
+        gone = con.execute("SELECT min(payment_id) FROM payments").fetchone()[0]
+        con.execute("DELETE FROM payments WHERE payment_id = ?", [gone])
+        left = con.execute("SELECT count(*) FROM payments").fetchone()[0]
+    con.close()
+    before = world.query("SELECT count(*) FROM payments.payments")[0][0]
+    assert before == left + 1
+    rebuilt = world.derive("rebuild", "payments/payments", "--yes")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout.startswith(f"rebuilt payments.payments: {left:,} rows")
+    assert world.query("SELECT count(*) FROM payments.payments")[0][0] == left
+    assert world.query(f"SELECT count(*) FROM payments.payments WHERE payment_id = {gone}")[0][0] == 0
+    tables = [r[0] for r in world.query("SELECT table_name FROM information_schema.tables")]
+    assert "payments__snapshot" not in tables
 
 
 def test_prune_drops_the_deleted_specs_table_only_after_a_yes_and_never_a_hand_made_one(world: World):

@@ -114,15 +114,6 @@ CASES = {
             "defines 'analytics.daily_payment_by_region'; did you mean analytics.daily_payments_by_region",
         ),
     ),
-    "rebuild-source-table": Case(
-        ("rebuild", "accounts/auth", "--yes"),
-        2,
-        (
-            "accounts.auth is a replicated source table",
-            "not supported yet",
-            "materialize accounts/auth again",
-        ),
-    ),
     "plan-warehouse-unreachable": Case(
         ("plan",),
         2,
