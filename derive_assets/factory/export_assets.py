@@ -248,26 +248,25 @@ def _delete_gone(
         return 0, None
     try:
         deleted = store.delete(table, warehouse.iter_slice(gone, BATCH_ROWS))
-    except OnlineWriteError as exc:
+        check = verify_deleted(warehouse, store, table, gone)
+    except OnlineStoreError as exc:  # a delete given up part-way, or the store unreachable for the lookups
         total = warehouse.count_slice(gone)
         drop_scratch(warehouse, gone.ref)
+        done = getattr(exc, "rows_written", 0)
         wrote = f"wrote {written:,} rows to {store.kind}, then " if written is not None else ""
         raise run_failure(
             export.path,
             f"export {export.spec.name} {wrote}stopped deleting the rows that left {export.spec.table} after "
-            f"{exc.rows_written:,} of {total:,} keys: {exc}. The keys not yet removed stay "
+            f"{done:,} of {total:,} keys: {exc}. The keys not yet removed stay "
             f"recorded in the warehouse ({KEYS_DATASET}), so the next run of the export deletes them again; no "
             "materialization was recorded.",
-            {K.ROWS_WRITTEN: written or 0, K.ROWS_DELETED: exc.rows_written},
-            allow_retries=None if exc.transient else False,
+            {K.ROWS_WRITTEN: written or 0, K.ROWS_DELETED: done},
+            allow_retries=None if getattr(exc, "transient", True) else False,
         ) from None
-    check = verify_deleted(warehouse, store, table, gone)
     if check.passed:
         mark_deleted(warehouse, keys, gone)
-    else:
-        drop_scratch(
-            warehouse, gone.ref
-        )  # not marked: the next run finds the same keys and deletes them again
+    else:  # not marked: the next run finds the same keys and deletes them again
+        drop_scratch(warehouse, gone.ref)
     return deleted, check
 
 
