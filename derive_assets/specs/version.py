@@ -61,11 +61,12 @@ def source_code_version(source: SourceSpec, table: SourceTable) -> str:
     paths, key, cursor) and which rows land (`soft_delete`, `on_invalid`, `max_future_seconds`).
 
     Left out besides descriptions, owners and schedules: the connection variable (where, not what), and
-    `cursor_overlap` and `wait_for_open_transactions`, which change how much is re-read, never the result.
+    `cursor_overlap`, `wait_for_open_transactions` and `snapshot`, which change how much is re-read or how a first
+    load is split into chunks, never the result (a snapshot's checkpoint records its own `chunk_rows`).
     """
     fields = table.model_dump(
         exclude_defaults=True,
-        exclude={"description", "columns", "cursor_overlap", "wait_for_open_transactions"},
+        exclude={"description", "columns", "cursor_overlap", "wait_for_open_transactions", "snapshot"},
     )
     return _digest(
         {

@@ -187,6 +187,7 @@ SOURCE_BASE = _source_version()
         ("the connection variable", _set("connection_env", "OTHER_URL")),
         ("the cursor overlap", _set("tables.0.cursor_overlap", 60)),
         ("waiting for open transactions", _set("tables.0.wait_for_open_transactions", False)),
+        ("how a first load is chunked", _set("tables.0.snapshot", {"chunk_rows": 5000, "parallel": 2})),
         ("a table description", _set("tables.0.description", "Orders.")),
     ],
 )
