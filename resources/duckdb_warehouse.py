@@ -407,23 +407,43 @@ class _LoadEngine:
         refuses every statement but ROLLBACK)."""
         with (
             self.warehouse.get_connection() as con,
-            _memory_limit(con, self.warehouse.load_memory_limit),
+            _memory_limit(con, self.warehouse.load_memory_limit, self.warehouse.memory_limit),
             _transaction(con),
         ):
             yield DuckDBSession(con)
 
 
 @contextmanager
-def _memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
+def _memory_limit(con: duckdb.DuckDBPyConnection, limit: str, configured: str) -> Iterator[None]:
     """DuckDB's `memory_limit` (a setting of the whole database instance) lowered to `limit` for the block, then
-    set back (another connection of this process to the same file shares it)."""
-    row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    set back to `configured` (the resource's `memory_limit`, which every connection opens with). Never raised: a
+    `configured` limit already below `limit` stays."""
     con.execute("SET memory_limit = ?", [limit])
+    lowered = _bytes(_setting(con, "memory_limit"))
+    con.execute("SET memory_limit = ?", [configured])
+    if lowered < _bytes(_setting(con, "memory_limit")):
+        con.execute("SET memory_limit = ?", [limit])
     try:
         yield
     finally:
-        if row:
-            con.execute("SET memory_limit = ?", [row[0]])
+        con.execute("SET memory_limit = ?", [configured])
+
+
+def _setting(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    row = con.execute("SELECT current_setting(?)", [name]).fetchone()
+    return str(row[0]) if row else ""
+
+
+_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
+
+
+def _bytes(size: str) -> float:
+    """DuckDB's rendering of a size (`953.6 MiB`, `12 bytes`) in bytes; unknown forms count as unlimited."""
+    number, _, unit = size.partition(" ")
+    try:
+        return float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        return float("inf")
 
 
 _BATCH = "derive_batch"

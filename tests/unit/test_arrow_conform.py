@@ -258,3 +258,19 @@ def test_a_refused_load_counts_the_first_bad_batch_and_leaves_the_memory_limit_a
     assert not wh.table_exists("d.t")  # the first load's CREATE TABLE rolled back with it
     with wh.get_connection() as con:
         assert con.execute("SELECT current_setting('memory_limit')").fetchone() == ("953.6 MiB",)  # 1GB
+
+
+def test_a_load_never_raises_a_memory_limit_set_below_load_memory_limit(tmp_path: Path) -> None:
+    wh = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"), memory_limit="100MB", load_memory_limit="300MB")
+    seen: list[str] = []
+
+    def batches():
+        with wh.get_connection() as con:  # a second connection to the same instance, during the load
+            seen.append(str(con.execute("SELECT current_setting('memory_limit')").fetchone()[0]))  # type: ignore[index]
+        yield pa.record_batch({"id": [1], "x": [1]})
+
+    # the load's session holds the file: DuckDB shares one instance between connections of one process
+    assert wh.load(REQUEST, batches()).row_count == 1
+    assert seen == ["95.3 MiB"]  # 100MB, not 300MB
+    with wh.get_connection() as con:  # and set back to memory_limit exactly (no drift through its rendering)
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone() == ("95.3 MiB",)
