@@ -260,11 +260,11 @@ class CassandraOnlineStore(ConfigurableResource):
         types = [c.type for c in table.columns]
         result = ExportResult()
         for batch in batches:
-            columns = [batch.column(n).to_pylist() for n in names]
-            rows = [
-                (*(_encode(v, t) for v, t in zip(values, types, strict=True)), ttl)
-                for values in zip(*columns, strict=True)
+            columns = [
+                _encode_column(batch.column(n).to_pylist(), t) for n, t in zip(names, types, strict=True)
             ]
+            ttls = [ttl] * batch.num_rows
+            rows = list(zip(*columns, ttls, strict=True))
             self._write_rows(statement, rows, table, result)
             result.batches += 1
         return result
@@ -489,6 +489,16 @@ def _describe(exc: BaseException | None) -> str:
         reasons = "; ".join(f"{host}: {error}" for host, error in exc.errors.items())
         return f"{type(exc).__name__}: {exc.args[0] if exc.args else ''} ({reasons})"
     return f"{type(exc).__name__}: {exc}"
+
+
+ENCODED = frozenset({"JSON", "TIMESTAMP", "DATETIME"})
+"""The spec types whose values `_encode` changes; the driver takes every other type's Python values as they are."""
+
+
+def _encode_column(values: list[Any], column_type: str) -> list[Any]:
+    """A column's values for the driver: `_encode` per value only where it changes something (a Python call per
+    value is a cost per row of every export)."""
+    return [_encode(v, column_type) for v in values] if column_type in ENCODED else values
 
 
 def _encode(value: Any, column_type: str) -> Any:
