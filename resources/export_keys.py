@@ -13,20 +13,21 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from resources.engine_sql import window_between
 from resources.reads import TableSlice
 from resources.schema import ColumnDef
 from resources.warehouse import TargetTable, TimeWindow, WriteRequest
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from sqlglot import exp
-else:
+else:  # a step process that defines the assets imports neither (tests/unit/test_import_cost.py)
     from resources.lazy_import import lazy_module
 
     exp = lazy_module("sqlglot.expressions")
+    pa = lazy_module("pyarrow")
+    pc = lazy_module("pyarrow.compute")
 
 KEYS_DATASET = "_derive_exports"
 """The warehouse dataset (schema) holding every export's key set; Derive's own, never a spec's."""
