@@ -267,6 +267,7 @@ def _sqlite(source: SourceSpec, table: SourceTable, url: str, watermark: Any, ti
 
 def past_deadline(deadline: float) -> Callable[[], int]:
     """A SQLite progress handler that interrupts the query once `time.monotonic()` passes `deadline`."""
+
     def handler() -> int:
         return 1 if time.monotonic() > deadline else 0  # non-zero interrupts the query
 
