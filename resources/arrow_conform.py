@@ -50,19 +50,9 @@ DUCKDB_ARROW_TYPES: ArrowTypes = {
 }
 """`resources.sql_text.DUCKDB_TYPES` in Arrow: DECIMAL(38, 9), TIMESTAMP (naive, UTC wall clock), TIMESTAMPTZ."""
 
-BIGQUERY_ARROW_TYPES: ArrowTypes = {
-    "STRING": pa.string(),
-    "INT64": pa.int64(),
-    "FLOAT64": pa.float64(),
-    "NUMERIC": pa.decimal128(38, 9),
-    "BOOL": pa.bool_(),
-    "DATE": pa.date32(),
-    "DATETIME": pa.timestamp("us"),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-    "JSON": None,
-    "BYTES": pa.binary(),
-}
-"""BigQuery's types in Arrow: NUMERIC is NUMERIC(38, 9), DATETIME a wall clock, TIMESTAMP an instant in µs."""
+BIGQUERY_ARROW_TYPES: ArrowTypes = DUCKDB_ARROW_TYPES
+"""BigQuery stores the same in Arrow: NUMERIC is NUMERIC(38, 9), DATETIME a wall clock, TIMESTAMP an instant in µs
+(one mapping, two names, so each engine's call site says which warehouse it means)."""
 
 
 def _both(check: Callable[[pa.DataType], bool]) -> Callable[[pa.DataType, pa.DataType], bool]:

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from resources.engine_sql import col as _col
+from resources.engine_sql import table as _table
 from resources.engine_sql import window_between
 from resources.reads import TableSlice
 from resources.schema import ColumnDef
@@ -181,18 +183,3 @@ class KeyRecorder:
         if self._writer is not None:
             self._writer.close()
         self._dir.cleanup()
-
-
-def _col(name: str, table: str | None = None) -> exp.Column:
-    return exp.column(
-        exp.to_identifier(name, quoted=True), table=exp.to_identifier(table, quoted=True) if table else None
-    )
-
-
-def _table(ref: str, alias: str | None = None) -> exp.Table:
-    dataset, name = ref.split(".")
-    return exp.table_(
-        exp.to_identifier(name, quoted=True),
-        db=exp.to_identifier(dataset, quoted=True),
-        alias=exp.to_identifier(alias, quoted=True) if alias else None,
-    )

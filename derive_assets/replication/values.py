@@ -7,18 +7,11 @@ from decimal import Context, Decimal
 
 import pyarrow as pa
 
+from resources.arrow_conform import DUCKDB_ARROW_TYPES
+
 ARROW_TYPES: dict[str, pa.DataType] = {
-    "STRING": pa.string(),
-    "INT64": pa.int64(),
-    "FLOAT64": pa.float64(),
-    "NUMERIC": pa.decimal128(38, 9),
-    "BOOL": pa.bool_(),
-    "DATE": pa.date32(),
-    "DATETIME": pa.timestamp("us"),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-    "JSON": pa.string(),
-    "BYTES": pa.binary(),
-}
+    spec_type: arrow for spec_type, arrow in DUCKDB_ARROW_TYPES.items() if arrow is not None
+} | {"JSON": pa.string()}
 NINE_PLACES = Decimal("0.000000001")
 NUMERIC_LIMIT = Decimal(10) ** 29
 """NUMERIC is BigQuery's NUMERIC (DECIMAL(38, 9)): at most 29 digits before the point."""
