@@ -91,6 +91,8 @@ def build_replication_asset(
         plan = ExtractPlan(source, table, since, state, cleared)
         try:
             chunked = None if existed and not rebuild else _snapshot(context, plan, request, url, rebuild)
+            if chunked is None and not existed:  # a first load read in one pass
+                plan = _fenced_before_read(plan, url, context.log)
             metadata = (
                 chunked if chunked is not None else replicate(warehouse, plan, request, url, context.log)
             )
@@ -120,6 +122,13 @@ def _snapshot(
     from derive_assets.replication import snapshot
 
     return snapshot.load_if_large(context, context.resources.warehouse, plan, request, url, rebuild)
+
+
+def _fenced_before_read(plan: Any, url: str, log: Any) -> Any:
+    """A one-pass first load's plan with the fence taken before the read (`snapshot.fenced_before_read`)."""
+    from derive_assets.replication import snapshot
+
+    return snapshot.fenced_before_read(plan, url, log)
 
 
 def _stored_state(context: AssetExecutionContext, key: AssetKey, cursor_type: Any) -> CursorState:

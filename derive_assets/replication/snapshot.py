@@ -378,16 +378,8 @@ class Snapshot:
 
     def _begin(self) -> Checkpoint:
         """Take the watermark and the fence before the first chunk, and wait for the fence to clear."""
-        plan, source, table = self.plan, self.source, self.table
-        limit = None
-        if table.cursor_column.type in ("TIMESTAMP", "DATETIME", "DATE"):
-            limit = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=table.max_future_seconds)
-            if table.cursor_column.type == "DATE":
-                limit = limit.date()
-        rows = _query(
-            self.url, max_cursor_query(plan, source_timestamp_columns(self.url, plan), limit), source, table
-        )
-        value = rows[0] if rows else None
+        source, table = self.source, self.table
+        value = _max_cursor(self.url, self.plan)
         token = fence.take(self.url, source, table)
         floor_safe = _wait_for_fence(self.url, source, table, token, self.log)
         return Checkpoint(
@@ -398,6 +390,43 @@ class Snapshot:
             fence=token,
             floor_safe=floor_safe,
         )
+
+
+def _max_cursor(url: str, plan: ExtractPlan) -> Any:
+    """The cursor's largest source value now, ignoring values beyond `max_future_seconds` (None: no rows)."""
+    table = plan.table
+    limit = None
+    if table.cursor_column.type in ("TIMESTAMP", "DATETIME", "DATE"):
+        limit = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=table.max_future_seconds)
+        if table.cursor_column.type == "DATE":
+            limit = limit.date()
+    rows = _query(url, max_cursor_query(plan, source_timestamp_columns(url, plan), limit), plan.source, table)
+    return rows[0] if rows else None
+
+
+ONE_PASS_FENCE_WAIT_SECONDS = 5.0
+"""How long a first load read in one pass waits for the transactions open before it (a snapshot waits longer:
+it is worth it for a large table, and a small one is cheap to read again)."""
+
+
+def fenced_before_read(plan: ExtractPlan, url: str, log: Log) -> ExtractPlan:
+    """A first load read in one pass from a fenced source (PostgreSQL, MySQL): like a snapshot, take the cursor's
+    largest value and the fence before the read, and when every transaction open then ends within
+    `ONE_PASS_FENCE_WAIT_SECONDS`, that value becomes the next run's read floor. Every transaction that began
+    later takes cursor values above it, so the next run reads from there, not every row once more. Otherwise
+    (or with nothing to read) the plan is unchanged: the next run reads every row again, as before."""
+    source, table = plan.source, plan.table
+    if not fence.applies(source, table):
+        return plan
+    value = _max_cursor(url, plan)
+    token = fence.take(url, source, table)
+    if value is None or not _wait_for_fence(
+        url, source, table, token, log, ONE_PASS_FENCE_WAIT_SECONDS, "load"
+    ):
+        return plan
+    return dataclasses.replace(
+        plan, state=CursorState(pending_floor=_typed(value, table)), fence_cleared=True
+    )
 
 
 def merge_times(into: EventTimes, chunk: EventTimes) -> None:
@@ -419,16 +448,26 @@ def _typed(value: Any, table: SourceTable) -> Any:
     return watermark.from_text(watermark.to_text(value), table.cursor_column.type)
 
 
-def _wait_for_fence(url: str, source: SourceSpec, table: SourceTable, token: str | None, log: Log) -> bool:
-    """Wait until every transaction open at `token` has ended; False if they still run after the wait."""
-    deadline = time.monotonic() + FENCE_WAIT_SECONDS
+def _wait_for_fence(
+    url: str,
+    source: SourceSpec,
+    table: SourceTable,
+    token: str | None,
+    log: Log,
+    seconds: float | None = None,
+    what: str = "snapshot",
+) -> bool:
+    """Wait (`seconds`, default `FENCE_WAIT_SECONDS`) until every transaction open at `token` has ended; False if
+    they still run after the wait."""
+    seconds = FENCE_WAIT_SECONDS if seconds is None else seconds
+    deadline = time.monotonic() + seconds
     delay = 0.1
     while not fence.cleared(url, source, table, token):
         if time.monotonic() >= deadline:
             log.warning(
-                f"source '{source.name}' table {table.name}: transactions open when the snapshot began still run "
-                f"after {FENCE_WAIT_SECONDS:g} s; the snapshot goes on, and the next run reads every row once "
-                "more so that their rows are not missed"
+                f"source '{source.name}' table {table.name}: transactions open when the {what} began still run "
+                f"after {seconds:g} s; the {what} goes on, and the next run reads every row once more so that "
+                "their rows are not missed"
             )
             return False
         time.sleep(delay)

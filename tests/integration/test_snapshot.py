@@ -354,3 +354,48 @@ def test_a_transaction_open_when_the_snapshot_began_cannot_lose_its_row(
         late.close()
     shop.replicate()
     assert rows(shop, "items") == source_items(shop)  # 9001 arrived, 4 h behind the watermark
+
+
+def test_a_one_pass_first_load_takes_its_read_floor_before_the_read(
+    shop: Shop, reads: dict[str, Any]
+) -> None:
+    """A table below `chunk_rows` is read in one pass; with no transaction open before the read, the largest
+    cursor value taken then is the next run's floor, so the second run does not read every row once more."""
+    shop.fill()
+    shop.settings = shop.project("one_pass", chunk_rows=1_000_000)
+    first = shop.replicate()
+    assert K.SNAPSHOT_CHUNKS not in first and reads["sql"] == []  # read in one pass, not in chunks
+    assert first[K.READ_FLOOR] == BEFORE
+    shop.source("UPDATE items SET name = 'changed', updated_at = '2026-01-01 02:00:00' WHERE id = 7")
+    second = shop.replicate()
+    # The overlap (600 s) re-reads the rows of the last ten minutes before the floor, not all 4,500.
+    assert second[K.ROWS_READ] < ITEM_ROWS // 2, second[K.ROWS_READ]
+    assert rows(shop, "items") == source_items(shop)
+
+
+def test_a_one_pass_first_load_with_a_transaction_open_keeps_no_floor(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch, mysql_connect: Any
+) -> None:
+    """A transaction open before the read and still open after the (shortened) wait: no floor, the next run
+    reads every row again and gets the row it commits late, 1 h 15 min behind the watermark."""
+    shop.fill()
+    shop.settings = shop.project("one_pass", chunk_rows=1_000_000)
+    monkeypatch.setattr(snapshot, "ONE_PASS_FENCE_WAIT_SECONDS", 0.5)
+    if shop.kind == "postgres":
+        late: Any = psycopg.connect(shop.url)  # not autocommit: the INSERT stays open
+        late.execute("SET timezone = 'UTC'")
+        cursor = late.cursor()
+    else:
+        late = mysql_connect(shop.url)
+        late.autocommit(False)
+        cursor = late.cursor()
+        cursor.execute("SET time_zone = '+00:00'")
+    try:
+        cursor.execute("INSERT INTO items VALUES (9001, 'late', 1.00, '2026-01-01 00:00:10')")
+        first = shop.replicate()
+        assert first[K.READ_FLOOR] is None
+        late.commit()
+    finally:
+        late.close()
+    shop.replicate()
+    assert rows(shop, "items") == source_items(shop)
