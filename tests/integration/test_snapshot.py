@@ -203,6 +203,22 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return state
 
 
+def open_late_insert(shop: Shop, mysql_connect: Any) -> Any:
+    """A connection whose transaction holds an uncommitted row (id 9001) with a cursor 1 h 15 min behind the
+    watermark `fill()` leaves; commit or close it."""
+    if shop.kind == "postgres":
+        late: Any = psycopg.connect(shop.url)  # not autocommit: the INSERT stays open
+        late.execute("SET timezone = 'UTC'")
+        cursor = late.cursor()
+    else:
+        late = mysql_connect(shop.url)
+        late.autocommit(False)
+        cursor = late.cursor()
+        cursor.execute("SET time_zone = '+00:00'")
+    cursor.execute("INSERT INTO items VALUES (9001, 'late', 1.00, '2026-01-01 00:00:10')")
+    return late
+
+
 # ------------------------------------------------------------------------------------------------ tests
 
 
@@ -335,17 +351,8 @@ def test_a_transaction_open_when_the_snapshot_began_cannot_lose_its_row(
     (shortened) wait the snapshot goes on without a read floor, so the next run reads every row and gets it."""
     shop.fill()
     monkeypatch.setattr(snapshot, "FENCE_WAIT_SECONDS", 0.5)
-    if shop.kind == "postgres":
-        late: Any = psycopg.connect(shop.url)  # not autocommit: the INSERT stays open
-        late.execute("SET timezone = 'UTC'")
-        cursor = late.cursor()
-    else:
-        late = mysql_connect(shop.url)
-        late.autocommit(False)
-        cursor = late.cursor()
-        cursor.execute("SET time_zone = '+00:00'")
+    late = open_late_insert(shop, mysql_connect)
     try:
-        cursor.execute("INSERT INTO items VALUES (9001, 'late', 1.00, '2026-01-01 00:00:10')")
         first = shop.replicate()
         assert first[K.WATERMARK] == BEFORE and first[K.READ_FLOOR] is None  # no floor: the fence held
         assert shop.warehouse("SELECT count(*) FROM shop.items WHERE id = 9001") == [(0,)]
@@ -381,17 +388,8 @@ def test_a_one_pass_first_load_with_a_transaction_open_keeps_no_floor(
     shop.fill()
     shop.settings = shop.project("one_pass", chunk_rows=1_000_000)
     monkeypatch.setattr(snapshot, "ONE_PASS_FENCE_WAIT_SECONDS", 0.5)
-    if shop.kind == "postgres":
-        late: Any = psycopg.connect(shop.url)  # not autocommit: the INSERT stays open
-        late.execute("SET timezone = 'UTC'")
-        cursor = late.cursor()
-    else:
-        late = mysql_connect(shop.url)
-        late.autocommit(False)
-        cursor = late.cursor()
-        cursor.execute("SET time_zone = '+00:00'")
+    late = open_late_insert(shop, mysql_connect)
     try:
-        cursor.execute("INSERT INTO items VALUES (9001, 'late', 1.00, '2026-01-01 00:00:10')")
         first = shop.replicate()
         assert first[K.READ_FLOOR] is None
         late.commit()
