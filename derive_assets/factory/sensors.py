@@ -42,6 +42,7 @@ from dagster import (
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from derive_assets.factory.jobs import source_job_name
+from derive_assets.metadata_keys import SOURCE_TAG
 from derive_assets.replication import watermark
 from derive_assets.replication.urls import SourceConnectionError
 from derive_assets.replication.watermark import CursorState, WatermarkError
@@ -110,6 +111,7 @@ def source_sensor(source: SourceSpec, tables: Sequence[tuple[ReplicatedTable, As
         return RunRequest(
             run_key=f"{source.name}:{digest.hexdigest()[:16]}",
             asset_selection=[d.key for d in wanted],
+            tags={SOURCE_TAG: source.name},  # the instance's per-source run limit (deployments/k8s/dagster.yaml)
         )
 
     return _probe

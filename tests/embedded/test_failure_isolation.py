@@ -187,4 +187,10 @@ def test_the_kubernetes_instance_config_validates_with_the_same_retry_and_pool_s
     )  # the installed Dagster's schema and its cross-field rules
     assert config["run_retries"] == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
     assert config["concurrency"]["pools"] == {"granularity": "op", "default_limit": 1}
-    assert config["concurrency"]["runs"] == {"max_concurrent_runs": 20}
+    assert config["concurrency"]["runs"] == {
+        "max_concurrent_runs": 20,
+        "tag_concurrency_limits": [
+            {"key": "derive/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 2},
+            {"key": "dagster/retry_number", "limit": 4},
+        ],
+    }
