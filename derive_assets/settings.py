@@ -251,6 +251,11 @@ def _flag(variable: str, *, default: bool = False) -> bool:
     )
 
 
+def _flag_if_set(variable: str) -> bool | None:
+    """A yes/no setting; None when unset or blank (the config's default applies)."""
+    return _flag(variable) if os.environ.get(variable, "").strip() else None
+
+
 def _text(variable: str) -> str | None:
     """The variable's value; None when it is unset or empty (the config's default applies)."""
     return os.environ.get(variable) or None
@@ -290,6 +295,24 @@ def _number(variable: str, kind: type[int] | type[float]) -> int | float | None:
     return value
 
 
+def _replication(variable: str) -> dict[str, int] | None:
+    """`dc1:3,dc2:3` -> {"dc1": 3, "dc2": 3}; None when unset or blank."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return None
+    replicas: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        dc, _, count = part.partition(":")
+        dc, count = dc.strip(), count.strip()
+        if not dc or not count.isdigit() or int(count) < 1 or dc in replicas:
+            raise ValueError(
+                f"{variable}={text!r} has {part!r}, which is not `<data center>:<replicas>` (each data center "
+                "once, at least 1 replica); write e.g. `dc1:3,dc2:3`, or unset it for SimpleStrategy with 1 replica"
+            )
+        replicas[dc] = int(count)
+    return replicas
+
+
 CASSANDRA_VALUES: Mapping[str, Callable[[], Any]] = {
     "hosts": lambda: _hosts("DERIVE_CASSANDRA_HOSTS"),
     "port": lambda: _number("DERIVE_CASSANDRA_PORT", int),
@@ -301,5 +324,7 @@ CASSANDRA_VALUES: Mapping[str, Callable[[], Any]] = {
     "request_timeout_seconds": lambda: _number("DERIVE_CASSANDRA_REQUEST_TIMEOUT", float),
     "write_retries": lambda: _number("DERIVE_CASSANDRA_WRITE_RETRIES", int),
     "retry_backoff_seconds": lambda: _number("DERIVE_CASSANDRA_RETRY_BACKOFF", float),
+    "keyspace_replication": lambda: _replication("DERIVE_CASSANDRA_REPLICATION"),
+    "create_keyspaces": lambda: _flag_if_set("DERIVE_CASSANDRA_CREATE_KEYSPACES"),
 }
 """Cassandra config field -> its `DERIVE_CASSANDRA_*` variable, read when the store's config is made."""

@@ -139,6 +139,12 @@ class CassandraConfig(BackendConfig):
     """Retries of rows whose write failed for a transient reason (`DERIVE_CASSANDRA_WRITE_RETRIES`)."""
     retry_backoff_seconds: float | None = Field(default=None, ge=0)
     """Pause before the first write retry; it doubles on each later one (`DERIVE_CASSANDRA_RETRY_BACKOFF`)."""
+    keyspace_replication: dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=1)]] | None = None
+    """Replicas per data center of the keyspaces Derive creates, with NetworkTopologyStrategy
+    (`DERIVE_CASSANDRA_REPLICATION=dc1:3,dc2:3`); None: SimpleStrategy, replication factor 1 (a test cluster)."""
+    create_keyspaces: bool | None = None
+    """False: keyspaces are pre-created by the cluster's operators and Derive never creates one
+    (`DERIVE_CASSANDRA_CREATE_KEYSPACES=false`); an export to a missing keyspace fails saying how to create it."""
 
     def build(self) -> OnlineStore:
         from dagster import EnvVar
@@ -154,7 +160,12 @@ class CassandraConfig(BackendConfig):
             password=EnvVar(self.password_env) if self.password_env else None,
             ssl_ca_file=self.ssl_ca_file,
             **self.given(
-                "connect_timeout_seconds", "request_timeout_seconds", "write_retries", "retry_backoff_seconds"
+                "connect_timeout_seconds",
+                "request_timeout_seconds",
+                "write_retries",
+                "retry_backoff_seconds",
+                "keyspace_replication",
+                "create_keyspaces",
             ),
         )
 

@@ -111,7 +111,20 @@ class CassandraOnlineStore(ConfigurableResource):
     )
     replication_factor: int = Field(
         default=1,
-        description="Replication of keyspaces Derive creates (SimpleStrategy); create real ones yourself.",
+        ge=1,
+        description="Replication factor of keyspaces Derive creates with SimpleStrategy, when "
+        "`keyspace_replication` is not given (a one-DC test cluster).",
+    )
+    keyspace_replication: dict[str, int] | None = Field(
+        default=None,
+        description="Replicas per data center of keyspaces Derive creates, with NetworkTopologyStrategy, e.g. "
+        "{'dc1': 3, 'dc2': 3} (`DERIVE_CASSANDRA_REPLICATION=dc1:3,dc2:3`). None: SimpleStrategy with "
+        "`replication_factor`. An existing keyspace is never altered.",
+    )
+    create_keyspaces: bool = Field(
+        default=True,
+        description="Create a missing keyspace (`DERIVE_CASSANDRA_CREATE_KEYSPACES`). False: keyspaces are "
+        "pre-created by the cluster's operators, and an export to a missing one fails, saying how to create it.",
     )
     concurrency: int = Field(default=64, description="Most write requests in flight at once.")
     batch_rows: int = Field(
@@ -216,10 +229,22 @@ class CassandraOnlineStore(ConfigurableResource):
 
     def _ensure_table(self, table: OnlineTable) -> None:
         s = self.session()
-        s.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {_q(table.keyspace)} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {int(self.replication_factor)}}}"
-        )
+        create_keyspace = f"CREATE KEYSPACE IF NOT EXISTS {_q(table.keyspace)} WITH replication = "
+        create_keyspace += self.replication_cql()
+        if self.create_keyspaces:
+            s.execute(create_keyspace)
+        elif (
+            s.execute(
+                "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = %s",
+                (table.keyspace,),
+            ).one()
+            is None
+        ):
+            raise OnlineStoreError(
+                f"keyspace '{table.keyspace}' does not exist in Cassandra at {self._where()}, and Derive creates "
+                "none (DERIVE_CASSANDRA_CREATE_KEYSPACES=false): ask the cluster's operators to create it, e.g. "
+                f"`{create_keyspace.replace(' IF NOT EXISTS', '')}`, or fix the export's `keyspace`"
+            )
         columns = ", ".join(f"{_q(c.name)} {CQL_TYPES[c.type]}" for c in table.columns)
         partition = ", ".join(_q(k) for k in table.partition_key)
         clustering = "".join(f", {_q(k)}" for k in table.clustering)
@@ -227,6 +252,13 @@ class CassandraOnlineStore(ConfigurableResource):
             f"CREATE TABLE IF NOT EXISTS {_ref(table)} ({columns}, PRIMARY KEY (({partition}){clustering}))"
         )
         self._check_layout(table)
+
+    def replication_cql(self) -> str:
+        """The `replication = {…}` map of keyspaces Derive creates."""
+        if not self.keyspace_replication:
+            return f"{{'class': 'SimpleStrategy', 'replication_factor': {int(self.replication_factor)}}}"
+        per_dc = ", ".join(f"{_literal(dc)}: {int(n)}" for dc, n in sorted(self.keyspace_replication.items()))
+        return f"{{'class': 'NetworkTopologyStrategy', {per_dc}}}"
 
     def _check_layout(self, table: OnlineTable) -> None:
         rows = self.session().execute(
@@ -475,6 +507,11 @@ class CassandraOnlineStore(ConfigurableResource):
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    """A CQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _ref(table: OnlineTable) -> str:

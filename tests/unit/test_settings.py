@@ -225,6 +225,8 @@ CASSANDRA_ENV = {
     "DERIVE_CASSANDRA_REQUEST_TIMEOUT": "7",
     "DERIVE_CASSANDRA_WRITE_RETRIES": "2",
     "DERIVE_CASSANDRA_RETRY_BACKOFF": "0.25",
+    "DERIVE_CASSANDRA_REPLICATION": " dc1:3, dc-2:5 ",
+    "DERIVE_CASSANDRA_CREATE_KEYSPACES": "false",
 }
 
 
@@ -249,6 +251,8 @@ def test_cassandra_config_comes_from_the_environment_when_the_store_is_built(cas
         request_timeout_seconds=7.0,
         write_retries=2,
         retry_backoff_seconds=0.25,
+        keyspace_replication={"dc1": 3, "dc-2": 5},
+        create_keyspaces=False,
     )
     store = build_online_store(cassandra_settings)
     assert isinstance(store, CassandraOnlineStore)
@@ -261,6 +265,8 @@ def test_cassandra_config_comes_from_the_environment_when_the_store_is_built(cas
     )
     assert (store.connect_timeout_seconds, store.request_timeout_seconds) == (1.5, 7.0)
     assert (store.write_retries, store.retry_backoff_seconds) == (2, 0.25)
+    assert (store.keyspace_replication, store.create_keyspaces) == ({"dc1": 3, "dc-2": 5}, False)
+    assert store.replication_cql() == "{'class': 'NetworkTopologyStrategy', 'dc-2': 5, 'dc1': 3}"
     assert isinstance(store.password, EnvVar) and store.password == "DERIVE_CASSANDRA_PASSWORD"
 
 
@@ -296,6 +302,15 @@ def test_unset_cassandra_variables_leave_the_stores_defaults(cassandra_settings,
             "-1",
             "is negative; set a value of at least 0, or unset it for the",
         ),
+        ("DERIVE_CASSANDRA_REPLICATION", "3", r"has '3', which is not `<data center>:<replicas>`"),
+        ("DERIVE_CASSANDRA_REPLICATION", "dc1:0", r"has 'dc1:0', which is not `<data center>:<replicas>`"),
+        (
+            "DERIVE_CASSANDRA_REPLICATION",
+            "dc1:3,dc1:2",
+            r"has 'dc1:2', which is not `<data center>:<replicas>` \(each",
+        ),
+        ("DERIVE_CASSANDRA_REPLICATION", ":3", r"has ':3', which is not `<data center>:<replicas>`"),
+        ("DERIVE_CASSANDRA_CREATE_KEYSPACES", "maybe", "is not a yes/no value; set 1"),
     ],
 )
 def test_a_bad_cassandra_variable_is_refused_by_name(
@@ -304,6 +319,13 @@ def test_a_bad_cassandra_variable_is_refused_by_name(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=rf"^{variable}='{re.escape(value)}' {message}"):
         build_online_store(cassandra_settings)
+
+
+def test_unset_replication_creates_simple_strategy_keyspaces(cassandra_settings):
+    store = build_online_store(cassandra_settings)
+    assert isinstance(store, CassandraOnlineStore)
+    assert store.create_keyspaces is True
+    assert store.replication_cql() == "{'class': 'SimpleStrategy', 'replication_factor': 1}"
 
 
 def test_only_the_chosen_backends_variables_are_read(tmp_path, monkeypatch):
