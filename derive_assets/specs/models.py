@@ -1024,7 +1024,8 @@ class ExportSpec(StrictModel):
     description: str = ""
     """What online services read from it; shown in the Dagster UI."""
     keyspace: Identifier
-    """CQL keyspace (created with SimpleStrategy, replication 1, if missing; create it yourself in production)."""
+    """CQL keyspace. Created if missing, with the replication `DERIVE_CASSANDRA_REPLICATION` sets (e.g.
+    `dc1:3,dc2:3`; unset: SimpleStrategy, 1 replica); with `DERIVE_CASSANDRA_CREATE_KEYSPACES=false` it must exist."""
     cql_table: Identifier | None = None
     """CQL table name; defaults to the export name."""
     partition_key: list[Identifier] = Field(min_length=1)
