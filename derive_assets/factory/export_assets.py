@@ -37,6 +37,7 @@ from derive_assets.factory.export_deletes import (
 )
 from derive_assets.factory.export_verify import CHECK_NAME, merge_checks, verify, verify_deleted
 from derive_assets.factory.failures import run_failure
+from derive_assets.factory.kubernetes_tags import k8s_op_tags
 from derive_assets.factory.policies import backfill_policy, step_retry_policy
 from derive_assets.factory.pools import table_pool
 from derive_assets.factory.targets import column_defs
@@ -103,6 +104,7 @@ def build_export_asset(
         backfill_policy=backfill_policy(table_spec, partitions_def),
         pool=table_pool(f"online.{spec.name}"),  # its limit follows the exported table's (`factory/pools.py`)
         retry_policy=step_retry_policy(),
+        op_tags=k8s_op_tags(spec.kubernetes),  # the step's pod under k8s_job_executor (defaults merged in)
         required_resource_keys={"warehouse", "online_store"},
     )
     def _export(context: AssetExecutionContext) -> MaterializeResult:

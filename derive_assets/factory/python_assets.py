@@ -32,6 +32,7 @@ from typing import Any
 from dagster import AssetIn, AssetKey, AssetsDefinition, AssetSpec, multi_asset
 from pydantic import Field, ValidationError
 
+from derive_assets.factory.kubernetes_tags import k8s_op_tags
 from derive_assets.factory.metadata import column_schema
 from derive_assets.factory.policies import backfill_policy, step_retry_policy
 from derive_assets.factory.pools import table_pool
@@ -127,6 +128,7 @@ def build_python_asset(
         backfill_policy=backfill_policy(table.spec, partitions_def),
         pool=table_pool(table.spec.ref),
         retry_policy=step_retry_policy(),
+        op_tags=k8s_op_tags(table.spec.kubernetes),  # its own block (no directory defaults)
     )(table.fn)
 
 

@@ -21,6 +21,7 @@ from derive_assets.factory.checks import (
     warned_checks_message,
 )
 from derive_assets.factory.failures import warehouse_failure
+from derive_assets.factory.kubernetes_tags import k8s_op_tags
 from derive_assets.factory.policies import step_retry_policy
 from derive_assets.factory.pools import source_pool
 from derive_assets.factory.quality_checks import asset_checks, check_run
@@ -28,6 +29,7 @@ from derive_assets.factory.run_events import full_refresh
 from derive_assets.factory.targets import source_target
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.watermark import CursorState
+from derive_assets.specs.kubernetes import effective as effective_k8s
 from derive_assets.specs.project import ReplicatedTable
 from resources.reads import TableSlice
 from resources.warehouse import LoadRequest, WarehouseError
@@ -61,6 +63,8 @@ def build_replication_asset(
         check_specs=check_specs,
         pool=source_pool(source.name),  # at most `max_concurrent_extractions` of the source's tables at once
         retry_policy=step_retry_policy(),
+        # the step's pod under k8s_job_executor: the table's block over its source's (defaults merged in)
+        op_tags=k8s_op_tags(effective_k8s(source.kubernetes, table.kubernetes)),
         required_resource_keys={"warehouse", "sources"},
     )
     def _replicate(context: AssetExecutionContext) -> MaterializeResult:

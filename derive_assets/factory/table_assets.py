@@ -27,6 +27,7 @@ from derive_assets.factory.checks import (
     warned_checks_message,
 )
 from derive_assets.factory.failures import warehouse_failure
+from derive_assets.factory.kubernetes_tags import k8s_op_tags
 from derive_assets.factory.metadata import column_lineage, sql_block
 from derive_assets.factory.policies import backfill_policy, step_retry_policy
 from derive_assets.factory.pools import table_pool
@@ -66,6 +67,7 @@ def build_table_asset(
         backfill_policy=backfill_policy(spec, partitions_def),
         pool=table_pool(spec.ref),  # who may write the table at once (`factory/pools.py`)
         retry_policy=step_retry_policy(),
+        op_tags=k8s_op_tags(spec.kubernetes),  # the step's pod under k8s_job_executor (defaults merged in)
         required_resource_keys={"warehouse"},
     )
     def _build(context: AssetExecutionContext) -> MaterializeResult:

@@ -7,22 +7,15 @@ documentation: ``docs/spec-reference.md`` is generated from them (``derive docs`
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import functools
-import inspect
-import itertools
 import re
-import sys
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from croniter import CroniterBadDateError, croniter
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidatorFunctionWrapHandler,
@@ -32,6 +25,9 @@ from pydantic import (
 )
 
 from derive_assets.specs.errors import show
+from derive_assets.specs.kubernetes import KubernetesSettings
+from derive_assets.specs.kubernetes import merge as merge_kubernetes
+from derive_assets.specs.strict import StrictModel
 from resources.schema import ColumnType
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -47,59 +43,6 @@ MAX_SQL_CHARS = 100_000  # a long query is a few thousand; sqlglot takes ~8 s to
 TIME_TYPES = ("DATE", "DATETIME", "TIMESTAMP")
 NOT_CLUSTERABLE = ("FLOAT64", "JSON", "BYTES")
 """BigQuery clusters by top-level STRING, INT64, NUMERIC, BOOL, DATE, DATETIME, TIMESTAMP (and GEOGRAPHY)."""
-
-
-class StrictModel(BaseModel):
-    """Forbids unknown keys, frozen; each field's docstring is its `description` (the user documentation).
-
-    pydantic's `use_attribute_docstrings` would give the same descriptions, but on Python < 3.13 it finds each
-    class's source by walking the stack with `inspect.getmodule`, whose first call resolves the file of every
-    loaded module: ~0.1 s of CPU in every process that loads the definitions (each step's), half of this module's
-    import. `_attribute_docstrings` reads them from the class's source instead, before the (deferred) schema is
-    built from the fields, so descriptions and JSON schema are unchanged.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        docstrings = _attribute_docstrings(cls)
-        for name, info in cls.__pydantic_fields__.items():
-            if info.description is None and name in docstrings:
-                info.description = docstrings[name]
-
-
-def _attribute_docstrings(cls: type) -> dict[str, str]:
-    """Field name -> the docstring right below its annotation in `cls`'s own body (pydantic's rule: the string
-    statement that follows an annotated assignment), cleaned with `inspect.cleandoc`; {} when the class's source
-    is not found (e.g. a class made in a function)."""
-    module = sys.modules.get(cls.__module__)
-    filename = getattr(module, "__file__", None)
-    if not filename or "<locals>" in cls.__qualname__:
-        return {}
-    body: list[ast.stmt] = _module_ast(filename).body
-    for part in cls.__qualname__.split("."):
-        found = [node for node in body if isinstance(node, ast.ClassDef) and node.name == part]
-        if not found:
-            return {}
-        body = found[-1].body  # the last definition of a name is the one the module holds
-    docs = {}
-    for node, after in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = inspect.cleandoc(after.value.value)
-    return docs
-
-
-@functools.cache
-def _module_ast(filename: str) -> ast.Module:
-    return ast.parse(Path(filename).read_text(encoding="utf-8"), filename=filename)
 
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=128)]
@@ -587,6 +530,10 @@ class TableSpec(StrictModel):
     checks: TableChecks = TableChecks()
     """Table-level quality checks beyond column constraints: `row_count`, `freshness` and custom `sql` checks
     (see docs/checks.md). Default: none."""
+    kubernetes: KubernetesSettings | None = None
+    """Optional: the pod this table's step runs in with `DERIVE_EXECUTOR=k8s` (resources, node selector,
+    tolerations, service account, env from Secrets), merged over the `_defaults.yaml` files of its directories
+    (docs/spec-reference.md, "Directory defaults"). Never part of the code version."""
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -846,6 +793,9 @@ class SourceTable(StrictModel):
     `derive_late_data` sensor re-runs exactly the windows of the downstream windowed tables whose SQL filters on
     that column with `@window_start`/`@window_end`, however late the rows came (see docs/late-data.md).
     Default: none."""
+    kubernetes: KubernetesSettings | None = None
+    """Optional: this table's pod settings, merged over its source's `kubernetes` (field by field: mappings key by
+    key, lists replaced), e.g. more memory for one large table."""
 
     @model_validator(mode="after")
     def _declared(self) -> SourceTable:
@@ -944,6 +894,10 @@ class SourceSpec(StrictModel):
     """How many of this source's tables may be extracted at once, across all runs (the limit of the source's
     Dagster concurrency pool `derive/source/<name>`, written to the instance by `derive pools`). Default 1: one
     query at a time on the source database, which is usually a production database."""
+    kubernetes: KubernetesSettings | None = None
+    """Optional: the pod each of the source's replication steps runs in with `DERIVE_EXECUTOR=k8s`, merged over
+    the directories' `_defaults.yaml`; a table's own `kubernetes` overrides it. E.g. `env_from_secrets:
+    [payments-db]` for the Secret holding the connection URL."""
     tables: list[SourceTable] = Field(min_length=1)
     """The tables to replicate."""
 
@@ -960,6 +914,27 @@ class SourceSpec(StrictModel):
             for i, table in enumerate(self.tables)
             for problem in table_check_problems(table.checks, table.columns, None, self.schedule)
         ]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _table_pods(self) -> SourceSpec:
+        """Each table's `kubernetes`, merged over the source's, is valid (a table's limit below the source's
+        request is refused here, at load, not when a pod is launched)."""
+        problems = []
+        for i, table in enumerate(self.tables):
+            try:
+                merge_kubernetes(self.kubernetes, table.kubernetes)
+            except ValidationError as exc:
+                for error in exc.errors(include_url=False):
+                    where = ".".join(str(p) for p in error["loc"])
+                    for line in error["msg"].removeprefix("Value error, ").split("\n"):
+                        field, sep, rest = line.partition(": ")
+                        line = f"{where}.{field}: {rest}" if sep and where else line
+                        problems.append(
+                            f"tables[{i}].kubernetes.{line} (this table's block merged over the source's)"
+                        )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -1046,6 +1021,9 @@ class ExportSpec(StrictModel):
     """Optional cron expression (UTC). Without one (the usual case) an export follows its table: each window is
     exported as soon as that window of the table materialized and passed its blocking checks. With one, also not
     before a tick of it passed since the export last ran (docs/automation.md)."""
+    kubernetes: KubernetesSettings | None = None
+    """Optional: the pod this export's step runs in with `DERIVE_EXECUTOR=k8s`, merged over the directories'
+    `_defaults.yaml` (e.g. `env_from_secrets` with the online store's credentials)."""
 
     @field_validator("schedule")
     @classmethod

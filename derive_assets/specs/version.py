@@ -4,8 +4,8 @@ Dagster marks an asset (and everything downstream) stale when its code version c
 the tables whose version differs from the one that last wrote them. So the hash covers only what changes the
 rows or the table's layout: the SQL (normalized by sqlglot, so whitespace, comments and keyword case do not
 count), the columns with their types and `not_null`, the strategy with its fields, the window, the partition and
-the cluster keys. Descriptions, owners, schedules and data-quality checks (`unique`, `accepted_values`) are left
-out: editing them changes no row.
+the cluster keys. Descriptions, owners, schedules, data-quality checks (`unique`, `accepted_values`) and the
+`kubernetes` block (the pod a step runs in) are left out: editing them changes no row.
 
 Fields are hashed without their defaults (`model_dump(exclude_defaults=True)`): writing a default out
 (`granularity: day`) is the same spec as leaving it out, and a new optional field added to the models later does
@@ -62,11 +62,19 @@ def source_code_version(source: SourceSpec, table: SourceTable) -> str:
 
     Left out besides descriptions, owners and schedules: the connection variable (where, not what), and
     `cursor_overlap`, `wait_for_open_transactions` and `snapshot`, which change how much is re-read or how a first
-    load is split into chunks, never the result (a snapshot's checkpoint records its own `chunk_rows`).
+    load is split into chunks, never the result (a snapshot's checkpoint records its own `chunk_rows`), and
+    `kubernetes` (the pod it runs in).
     """
     fields = table.model_dump(
         exclude_defaults=True,
-        exclude={"description", "columns", "cursor_overlap", "wait_for_open_transactions", "snapshot"},
+        exclude={
+            "description",
+            "columns",
+            "cursor_overlap",
+            "wait_for_open_transactions",
+            "snapshot",
+            "kubernetes",
+        },
     )
     return _digest(
         {
@@ -83,13 +91,15 @@ def source_code_version(source: SourceSpec, table: SourceTable) -> str:
 def export_code_version(spec: ExportSpec) -> str:
     """The version of an export: the table, the CQL table and key, the columns, the TTL and the cursor.
 
-    The write consistency level is left out (it changes how a write is acknowledged, not what is stored).
+    The write consistency level is left out (it changes how a write is acknowledged, not what is stored), and so
+    is `kubernetes` (the pod it runs in).
     """
     return _digest(
         {
             "kind": "export",
             **spec.model_dump(
-                exclude_defaults=True, exclude={"description", "owner", "schedule", "consistency"}
+                exclude_defaults=True,
+                exclude={"description", "owner", "schedule", "consistency", "kubernetes"},
             ),
             "cql_table": spec.target_table,
         }

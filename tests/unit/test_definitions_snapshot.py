@@ -1,6 +1,6 @@
 """A snapshot of the whole asset graph built from the shipped specs: every asset's key, deps, group, kinds, owners,
-tags, partitions, checks, code version and automation condition (its whole condition tree, as one line), the jobs
-with the assets each selects, the schedules (none) and the sensors.
+tags, op tags (the steps' `dagster-k8s/config`), partitions, checks, code version and automation condition (its
+whole condition tree, as one line), the jobs with the assets each selects, the schedules (none) and the sensors.
 
 Any change to a spec or to the factory shows up here as a reviewable diff. After an intended change, refresh it:
 `DERIVE_UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/unit/test_definitions_snapshot.py`.
@@ -49,6 +49,9 @@ def graph_of(defs: Definitions) -> dict:
             "code_version": node.code_version,
             "automation_condition": condition_text(node.automation_condition),
         }
+        op_tags = dict(node.assets_def.node_def.tags) if node.is_materializable else {}
+        if op_tags:  # the step's `dagster-k8s/config` (a spec's `kubernetes` block, defaults merged in)
+            assets[key.to_user_string()]["op_tags"] = op_tags
     repo = defs.get_repository_def()
     jobs = {
         job.name: sorted(k.to_user_string() for k in repo.get_job(job.name).asset_layer.selected_asset_keys)
