@@ -61,6 +61,24 @@ def main(argv: list[str] | None = None) -> int:
     act.add_argument("--fraction", type=float, default=0.01)
     _url_args(act)
 
+    pod = sub.add_parser(
+        "pod",
+        help="the Kubernetes Job k8s_job_executor would launch for each selected asset's step (resources, node "
+        "selector, service account, Secrets by name), from deployments/k8s/; needs no cluster",
+    )
+    pod.add_argument(
+        "selection",
+        nargs="+",
+        help="assets, as `derive plan` selects them: analytics.order_facts, online/user_profile_online, "
+        "payments.payments (a source table), analytics/*",
+    )
+    pod.add_argument(
+        "--instance", type=Path, help="the instance file (default: deployments/k8s/dagster.yaml)"
+    )
+    pod.add_argument("--values", type=Path, help="the Helm values (default: deployments/k8s/values.yaml)")
+    pod.add_argument("--release", default="dagster", help="the Helm release name (default: dagster)")
+    pod.add_argument("--namespace", default="default", help="the release's namespace (default: default)")
+
     sub.add_parser(
         "pools",
         help="write the limit of every concurrency pool (sources' max_concurrent_extractions, tables) to the "
@@ -86,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "activity": _activity,
             "demo": _demo,
             "pools": _pools,
+            "pod": _pod,
         }[args.command](args)
     except SpecValidationError as exc:
         print(exc, file=sys.stderr)
@@ -354,6 +373,44 @@ def _pools(args: argparse.Namespace) -> int:
     for pool, limit in sorted(changed.items()):
         print(f"{pool}: {limit}")
     print(f"{len(changed)} pool limit(s) written" if changed else "pool limits up to date")
+    return 0
+
+
+def _pod(args: argparse.Namespace) -> int:
+    """Print the step Job of each selected asset as YAML (`derive_assets/k8s_pods.py`), Secrets by name only."""
+    from dataclasses import replace
+
+    from derive_assets.factory.build import build_definitions
+    from derive_assets.k8s_pods import (
+        INSTANCE_YAML,
+        VALUES_YAML,
+        PodSpecError,
+        Release,
+        job_dict,
+        job_yaml,
+        step_jobs,
+    )
+    from derive_assets.selection import select
+
+    settings = replace(DeriveSettings.from_env(), executor="k8s")  # as the image runs: DERIVE_EXECUTOR=k8s
+    with _operator_errors():
+        try:
+            release = Release.load(
+                args.instance or INSTANCE_YAML,
+                args.values or VALUES_YAML,
+                name=args.release,
+                namespace=args.namespace,
+            )
+            defs = build_definitions(settings)
+            graph = defs.resolve_asset_graph()
+            keys = select(args.selection, graph, graph.get_all_asset_keys())
+            jobs = step_jobs(defs, release, keys)
+        except PodSpecError as exc:
+            raise OperatorError(str(exc)) from None
+    for key, job in jobs.items():
+        step = job_dict(job)["metadata"]["labels"]["dagster/op"]
+        print(f"---\n# {key.to_user_string()}: the Job of step {step} (its name follows the run id)")
+        print(job_yaml(job, release), end="")
     return 0
 
 
