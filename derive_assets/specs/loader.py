@@ -144,14 +144,15 @@ def read_specs(root: Path, cache: SpecCache | None = None) -> RawSpecs:
         if error:
             errors.extend(error)
             continue
+        alone = data
         data, inherited, broken = defaults.apply(path, data)
         if broken is not None:
             errors.append(
                 SpecError(
                     shown,
                     "kubernetes",
-                    f"left out: its directory defaults {broken} have errors (above); fix that file, and this "
-                    "spec loads with them",
+                    f"not loaded: the directory defaults {broken} apply to it and have errors (listed with that "
+                    "file); fix them and this spec loads with its defaults",
                 )
             )
             intended = _intended_refs(data.get("kind", "table"), data)
@@ -171,7 +172,9 @@ def read_specs(root: Path, cache: SpecCache | None = None) -> RawSpecs:
         try:
             spec = model.model_validate(data)
         except ValidationError as exc:
-            errors.extend(_at_most(shown, _inherited(_pydantic_errors(shown, model, exc), inherited)))
+            errors.extend(
+                _at_most(shown, _inherited(_pydantic_errors(shown, model, exc), inherited, model, alone))
+            )
             intended = _intended_refs(kind, data)
             failed_refs |= intended
             for ref in sorted(intended):
@@ -264,7 +267,8 @@ class _Defaults:
                 try:  # each file was valid alone; merged, a limit of one may be below a request of another
                     k8s.DefaultsFile.model_validate({"kubernetes": merged})
                 except ValidationError as exc:
-                    self.errors.extend(_inherited(_pydantic_errors(shown, k8s.DefaultsFile, exc), files))
+                    errors = _pydantic_errors(shown, k8s.DefaultsFile, exc)
+                    self.errors.extend(_inherited(errors, files, k8s.DefaultsFile, {"kubernetes": own}))
                     broken = shown
             values, files = merged, [*files, shown]
         self._chains[directory] = (values, files, broken)
@@ -281,14 +285,22 @@ class _Defaults:
         return {**data, "kubernetes": values if own is None else k8s.merge_data(values, own)}, files, None
 
 
-def _inherited(errors: list[SpecError], files: list[Path]) -> list[SpecError]:
-    """Say, on each error in a `kubernetes` block, which defaults files were merged under it."""
+def _inherited(
+    errors: list[SpecError], files: list[Path], model: type[BaseModel], alone: dict[str, Any]
+) -> list[SpecError]:
+    """Say which defaults files were merged under a file's `kubernetes` block on each error about it that the file
+    alone (`alone`: its values without the defaults) does not have: one the merge made (a limit below a request)."""
     if not files:
         return errors
+    try:
+        model.model_validate(alone)
+        own: set[tuple[str, str]] = set()
+    except ValidationError as exc:
+        own = {(e.field, e.message) for e in _pydantic_errors(Path(), model, exc)}
     merged = ", ".join(str(f) for f in files)
     return [
-        replace(e, message=f"{e.message} (merged over the directory defaults {merged})")
-        if e.field == "kubernetes" or e.field.startswith("kubernetes.")
+        replace(e, message=f"{e.message} (with the directory defaults {merged} merged under this block)")
+        if (e.field == "kubernetes" or e.field.startswith("kubernetes.")) and (e.field, e.message) not in own
         else e
         for e in errors
     ]
@@ -403,6 +415,13 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
                 message = "must be a dot path of field names, e.g. `settings.timezone`"
             elif r"\." in pattern:
                 message = "must be `dataset.name`: two plain identifiers joined by a dot"
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type") and loc[:1] == (
+            "kubernetes",
+        ):
+            allowed = _allowed_fields(model, loc)
+            message = "must be a mapping (key: value pairs)" + (
+                f"; allowed fields: {allowed}" if allowed else ""
+            )
         elif err["type"] == "model_attributes_type" and loc == ("strategy",):
             message = (
                 "must be `merge`, `append`, `replace` or a mapping with a `type` "
@@ -445,8 +464,10 @@ _FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\[\]]*): ")
 def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Walk the model along a location to list the fields allowed where an unknown key was found."""
     current: Any = model
+    key_next = False
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or key_next:  # a list index, or a key of a mapping of models (`secret_env`)
+            key_next = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
@@ -454,6 +475,7 @@ def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if field is None:
             return []
         current = _model_in(field.annotation)
+        key_next = get_origin(field.annotation) is dict
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     if current == "strategy":
