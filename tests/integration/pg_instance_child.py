@@ -7,12 +7,13 @@ test_postgres_instance.py to run two at once.
 The run meets the other process inside its step: once it has read its watermark from the event log it writes
 `<meet>/<me>` and waits for `<meet>/<other>` before it goes on. So both runs are inside their steps at the same
 moment, and each writes the rest of its events (rows, materialization, success) while the other one does too.
-Prints the run's id on its last line; exit code 0 when the run succeeded.
+Prints the run's id and the types of the events it emitted (JSON) on its last line; exit code 0 when the run succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         result = materialize_keys(
             defs, [AssetKey.from_user_string(args.asset)], instance=instance, run_config=QUIET
         )
-    print(result.run_id)
+    # What the run itself saw of its events, to compare with what its event log in PostgreSQL holds.
+    print(json.dumps({"run_id": result.run_id, "events": [e.event_type_value for e in result.all_events]}))
     return 0 if result.success else 1
 
 

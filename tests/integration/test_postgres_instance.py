@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
@@ -49,6 +49,11 @@ LOCAL_INSTANCE = PROJECT_ROOT / "dagster.yaml"
 CHILD = Path(__file__).with_name("pg_instance_child.py")
 ORDERS, PAYMENTS = AssetKey(["orders", "orders"]), AssetKey(["payments", "payments"])
 USERS = 300
+PLANNED = (
+    DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value,
+    DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
+)
+"""The events `create_run` writes for a run before it executes (not among the events the run itself emits)."""
 TARGETED = ("db_name", "port")
 """The only storage fields the tests change: the test server is not on 5432, and each test has its own database."""
 
@@ -122,8 +127,8 @@ def production_instance_config(database: str, port: int) -> dict[str, Any]:
 def pg_home(postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PgHome]:
     server = urlsplit(postgres_server_url)
     monkeypatch.setenv("DAGSTER_PG_HOST", server.hostname or "")
-    monkeypatch.setenv("DAGSTER_PG_USER", server.username or "")
-    monkeypatch.setenv("DAGSTER_PG_PASSWORD", server.password or "")
+    monkeypatch.setenv("DAGSTER_PG_USER", unquote(server.username or ""))
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", unquote(server.password or ""))
     database = f"t_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
@@ -196,6 +201,7 @@ def test_a_watermark_is_written_to_and_read_back_from_the_postgres_event_log(
     assert rep.warehouse("SELECT count(*) FROM orders.orders") == rep.source("SELECT count(*) FROM orders")
 
 
+@pytest.mark.slow  # the `derive` CLI, in process
 def test_the_demo_graph_runs_on_the_postgres_instance(
     pg_home: PgHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
@@ -238,6 +244,7 @@ def test_the_demo_graph_runs_on_the_postgres_instance(
     assert len(limits) >= len(expected_keys) // 2  # one per source and one per table: the steps ran in them
 
 
+@pytest.mark.slow  # two child processes
 def test_two_runs_at_once_in_two_processes_do_not_interfere(
     pg_home: PgHome, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -245,9 +252,12 @@ def test_two_runs_at_once_in_two_processes_do_not_interfere(
     rep.generate(users=USERS)
     with pg_home.instance() as instance:
         rep.instance = instance
-        rep.replicate("orders")
-        rep.replicate("payments")
+        before = {key: materializations(rep.materialize(".".join(key.path))) for key in (ORDERS, PAYMENTS)}
+    marks = {key: before[key][".".join(key.path)]["derive/watermark"] for key in (ORDERS, PAYMENTS)}
     rep.apply_activity()
+    changed = {
+        key: rep.source_changed_since(".".join(key.path), as_time(mark)) for key, mark in marks.items()
+    }
     # Each process has a warehouse of its own (a copy), as production's steps share BigQuery rather than a DuckDB
     # file one process at a time may write: the two runs overlap in the event log, not in a lock queue.
     homes = {key: shutil.copytree(rep.home, tmp_path / f"home_{key.path[0]}") for key in (ORDERS, PAYMENTS)}
@@ -262,7 +272,8 @@ def test_two_runs_at_once_in_two_processes_do_not_interfere(
     }
     done = {key: proc.communicate(timeout=240) for key, proc in procs.items()}
     assert [procs[k].returncode for k in done] == [0, 0], [err[-3000:] for _, err in done.values()]
-    run_ids = {key: out.strip().splitlines()[-1] for key, (out, _) in done.items()}
+    reported = {key: json.loads(out.strip().splitlines()[-1]) for key, (out, _) in done.items()}
+    run_ids = {key: seen["run_id"] for key, seen in reported.items()}
 
     events = {key: pg_home.run_events(run_id) for key, run_id in run_ids.items()}
     with pg_home.instance() as instance:
@@ -277,10 +288,16 @@ def test_two_runs_at_once_in_two_processes_do_not_interfere(
             for kind in ("RUN_START", "STEP_START", "ASSET_MATERIALIZATION", "STEP_SUCCESS", "RUN_SUCCESS"):
                 assert kinds.count(DagsterEventType[kind].value) == 1, (key, kind, kinds)
             assert kinds[-1] == DagsterEventType.RUN_SUCCESS.value, key
+            # Every event the run emitted is in its event log, in order, after the events its creation wrote.
+            stored = [kind for kind in kinds if kind]
+            planned = [kind for kind in stored if kind in PLANNED]
+            assert stored == planned + reported[key]["events"], key
+            assert planned[0] == DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value, key
             # Its materialization is of its own table, with the watermark of that table's rows at the source.
             ((_, stored_run, meta),) = [row for row in pg_home.materializations(key) if row[1] == run_id]
             ref = ".".join(key.path)
-            assert meta["derive/rows_read"] > 0, key
+            assert meta["derive/watermark_before"] == marks[key], key  # its own table's watermark, from PG
+            assert meta["derive/rows_read"] == changed[key] > 0, key
             assert as_time(meta["derive/watermark"]) == rep.source_max_updated_at(ref), key
             latest = instance.get_latest_materialization_event(key)
             assert latest is not None and latest.run_id == stored_run == run_id, key
