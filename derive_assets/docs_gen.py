@@ -21,9 +21,17 @@ from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
-from pydantic import AfterValidator, BaseModel, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, TypeAdapter
 from pydantic.fields import FieldInfo
 
+from derive_assets.specs.kubernetes import (
+    DefaultsFile,
+    KubernetesSettings,
+    ResourceName,
+    Resources,
+    SecretKeyRef,
+    Toleration,
+)
 from derive_assets.specs.models import (
     IDENTIFIER,
     AppendStrategy,
@@ -121,6 +129,21 @@ SECTIONS: list[tuple[type[BaseModel], str, str]] = [
         "A warehouse table exported to the online store (ScyllaDB/Cassandra in production, SQLite locally) for "
         "millisecond reads by key.",
     ),
+    (
+        KubernetesSettings,
+        "`kubernetes` of a table, a source, a source table or an export, and of a `_defaults.yaml`",
+        "The pod the asset's step runs in when runs execute with `DERIVE_EXECUTOR=k8s` (dagster-k8s "
+        "`k8s_job_executor`, one pod per step): it becomes the step's `dagster-k8s/config` tag. Other executors "
+        "ignore it. Never part of a code version. Inherited from directory defaults (see "
+        "[Directory defaults](#directory-defaults)).",
+    ),
+    (
+        Resources,
+        "`kubernetes.resources`",
+        "Requests and limits of the step's container, as [Kubernetes quantities](#quantity).",
+    ),
+    (Toleration, "`kubernetes.tolerations[]`", "A node taint the step's pod tolerates."),
+    (SecretKeyRef, "`kubernetes.secret_env.<VARIABLE>`", "One key of one Secret, read into one variable."),
 ]
 
 # Closed choices that get their own section (other Literals are short enough to show inline).
@@ -139,6 +162,12 @@ NAMED_LITERALS: list[tuple[str, Any, str]] = [
         "needs a window of at least a day.",
     ),
     ("Granularity", Granularity, "BigQuery time-partitioning unit of the table (`partition.granularity`)."),
+    (
+        "ResourceName",
+        ResourceName,
+        "The resources a `kubernetes.resources` block may request or limit (other Kubernetes resources, such as "
+        "GPUs, are the run launcher's to configure).",
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------------- markdown
@@ -182,7 +211,12 @@ def render_reference() -> str:
     ]
     out += [f"- [{model.__name__}](#{model.__name__.lower()}) — {where}" for model, where, _ in SECTIONS]
     out += [f"- [{name}](#{name.lower()}) — allowed values" for name, _, _ in NAMED_LITERALS]
-    out += ["- [Rules across fields and files](#rules-across-fields-and-files)", ""]
+    out += [
+        "- [Quantity](#quantity) — CPU, memory and storage amounts",
+        "- [Directory defaults](#directory-defaults) — `_defaults.yaml`",
+        "- [Rules across fields and files](#rules-across-fields-and-files)",
+        "",
+    ]
     for model, where, about in SECTIONS:
         out += _model_section(model, where, about)
     for name, literal, about in NAMED_LITERALS:
@@ -193,8 +227,48 @@ def render_reference() -> str:
             out += ["", *_type_check_section()]
         else:
             out += [", ".join(f"`{v}`" for v in get_args(literal)), ""]
+    out += _kubernetes_sections()
     out += _rules_section()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _kubernetes_sections() -> list[str]:
+    """Quantities and `_defaults.yaml` (`derive_assets.specs.kubernetes`)."""
+    return [
+        "## Quantity",
+        "",
+        "A CPU, memory or storage amount in Kubernetes' notation, checked when the specs load: a non-negative "
+        "number (`2`, `0.5`, `.5`, `1e3`) with an optional unit. CPU is counted in cores: `500m` is half a core "
+        "(millicores). Memory and storage are counted in bytes: `Ki`, `Mi`, `Gi`, `Ti`, `Pi`, `Ei` are powers of "
+        "1024 (`512Mi`, `2Gi`), `k`, `M`, `G`, `T`, `P`, `E` powers of 1000 (`1k`, `4G`). `2GB`, `1 Gi`, `-1` and "
+        "`abc` are refused with the unit to write instead. A limit below its request (`limits.memory: 1Gi` with "
+        "`requests.memory: 2Gi`) is refused too, also when one of them comes from a defaults file.",
+        "",
+        "## Directory defaults",
+        "",
+        "A file named `_defaults.yaml` (or `_defaults.yml`) in a directory under `table_specs/` is not a spec: it "
+        "holds one field, `kubernetes` (a [KubernetesSettings](#kubernetessettings)), that every spec file in its "
+        "directory and below inherits, e.g. a dataset's node pool and default pod size:",
+        "",
+        "```yaml",
+        "# table_specs/analytics/_defaults.yaml",
+        "kubernetes:",
+        "  resources:",
+        "    requests: {cpu: 250m, memory: 512Mi}",
+        "    limits: {memory: 1Gi}",
+        "  node_selector: {cloud.google.com/gke-nodepool: etl}",
+        "```",
+        "",
+        "- Files nearer the spec win: the specs root's `_defaults.yaml` first, then each directory's down to the "
+        "spec's own, then the spec's `kubernetes` block (a source table's over its source's).",
+        "- Merging is field by field: mappings (`resources.requests`, `node_selector`, `secret_env`) key by key; "
+        "lists (`tolerations`, `env_from_secrets`) are replaced whole, and `[]` clears an inherited list.",
+        "- A defaults file is checked like a spec (unknown fields, quantities, names), and its errors name it. "
+        "While it has errors, the specs it applies to are not loaded (each says so), rather than run in pods "
+        "without their defaults.",
+        "- `derive pod <dataset.table>` prints the Kubernetes Job a table's step gets, defaults included.",
+        "",
+    ]
 
 
 def _model_section(model: type[BaseModel], where: str, about: str) -> list[str]:
@@ -310,6 +384,9 @@ def _type_text(annotation: Any, metadata: Iterable[Any] = ()) -> str:
         args = [a for a in get_args(annotation) if a is not NoneType]
         text = " or ".join(_type_text(a) for a in args)
         return f"{text} or null" if len(args) < len(get_args(annotation)) else text
+    if origin is dict:
+        key, value = get_args(annotation)
+        return f"mapping of {_type_text(key)} to {_type_text(value)}"
     if origin is list:
         (item,) = get_args(annotation)
         text = _type_text(item)
@@ -328,6 +405,10 @@ def _scalar_text(annotation: Any, metadata: list[Any]) -> str:
     pattern = next((getattr(m, "pattern", None) for m in metadata if getattr(m, "pattern", None)), None)
     if pattern == IDENTIFIER:
         return "identifier"
+    checks = {m.func.__name__ for m in metadata if isinstance(m, AfterValidator | BeforeValidator)}
+    for check, text in _K8S_SCALARS.items():
+        if check in checks:
+            return text
     if any(isinstance(m, AfterValidator) and m.func.__name__ == "_check_duration" for m in metadata):
         return "duration (`2h`, `30m`, `1d12h`)"
     if pattern and r"\." in pattern:
@@ -344,6 +425,16 @@ def _scalar_text(annotation: Any, metadata: list[Any]) -> str:
     return text
 
 
+_K8S_SCALARS = {
+    "_check_quantity": "[quantity](#quantity) (`500m`, `2Gi`)",
+    "_check_dns_subdomain": "Kubernetes name (`payments-db`)",
+    "_check_label_key": "label key (`cloud.google.com/gke-nodepool`)",
+    "_check_label_value": "label value",
+    "_check_secret_key": "Secret key (`token`)",
+}
+"""The Kubernetes strings of `derive_assets.specs.kubernetes`, by their check."""
+
+
 def _length_rules(metadata: list[Any]) -> str:
     rules = []
     for m in metadata:
@@ -356,7 +447,7 @@ def _length_rules(metadata: list[Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- JSON Schema
 
-Spec = Annotated[SourceSpec | TableSpec | ExportSpec, Field(title="Derive spec")]
+Spec = Annotated[SourceSpec | TableSpec | ExportSpec | DefaultsFile, Field(title="Derive spec")]
 
 
 def render_schema() -> str:
@@ -379,7 +470,8 @@ def render_schema() -> str:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "description": (
             "A Derive spec under table_specs/: a core/derived table (kind: table, the default), a source "
-            f"(kind: source) or an online export (kind: export). Generated from derive_assets/specs/models.py by `{REGENERATE}`."
+            "(kind: source), an online export (kind: export), or a directory's _defaults.yaml (kubernetes: only). "
+            f"Generated from derive_assets/specs/models.py by `{REGENERATE}`."
         ),
         **schema,
     }

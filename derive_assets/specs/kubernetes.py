@@ -29,7 +29,7 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 
 from derive_assets.specs.errors import show
 from derive_assets.specs.strict import StrictModel
@@ -106,7 +106,15 @@ def _check_quantity(value: Any) -> Any:
 Quantity = Annotated[
     str,
     BeforeValidator(_check_quantity),
-    Field(json_schema_extra={"pattern": rf"^{_QUANTITY.pattern}$"}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": rf"^{_QUANTITY.pattern}$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "A Kubernetes quantity, e.g. 500m, 2, 0.5, 2Gi, 512Mi, 1e3, 1k.",
+        }
+    ),
 ]
 """A Kubernetes quantity: `500m`, `2`, `0.5`, `2Gi`, `512Mi`, `1e3`, `1k`."""
 
