@@ -8,10 +8,10 @@ environment. The factory turns the block into the step's `dagster-k8s/config` op
 Where the effective settings live (what the factory reads):
 
 - A `_defaults.yaml` (or `_defaults.yml`) in a specs directory holds only `kubernetes:` and applies to every spec
-  file in that directory and below. The loader merges the chain of defaults files (the specs root first, the
-  spec's own directory last) and then the spec's own block into the spec's `kubernetes` field **before** the
-  model validates it (`merge_data`): after loading, `spec.kubernetes` of a table, an export or a source IS the
-  effective block, defaults included.
+  file in that directory and below (`derive_assets.specs.defaults`). The loader merges the chain of defaults files
+  (the specs root first, the spec's own directory last) and then the spec's own block into the spec's `kubernetes`
+  field **before** the model validates it (`merge_data`): after loading, `spec.kubernetes` of a table, an export or
+  a source IS the effective block, defaults included.
 - A source table's own `kubernetes` overrides its source's the same way; the model keeps what the file says, and
   `effective(source.kubernetes, table.kubernetes)` (= `merge`) is the table's effective block. `SourceSpec` checks
   at load that each table's merged block is valid (a table's `limits` below its source's `requests`).
@@ -33,9 +33,6 @@ from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, mod
 
 from derive_assets.specs.errors import show
 from derive_assets.specs.strict import StrictModel
-
-DEFAULTS_STEMS = ("_defaults",)
-"""The file name (without `.yaml`/`.yml`) of a directory's defaults file."""
 
 ResourceName = Literal["cpu", "memory", "ephemeral-storage"]
 
@@ -154,6 +151,15 @@ def _check_label_value(value: str) -> str:
     return value
 
 
+def _text_label(value: Any) -> Any:
+    """YAML reads `spot: true` or `zone: 1` as a boolean or number; Kubernetes labels are text."""
+    if isinstance(value, bool | int | float):
+        raise ValueError(
+            f"a label value is text: quote it, e.g. '{str(value).lower()}' (YAML read it as {value!r})"
+        )
+    return value
+
+
 def _check_secret_key(value: str) -> str:
     if not (len(value) <= 253 and re.fullmatch(r"[-._a-zA-Z0-9]+", value)) or value in (".", ".."):
         raise ValueError("not a Secret key; allowed: letters, digits, '-', '_' and '.' (e.g. 'token')")
@@ -167,7 +173,7 @@ ObjectName = Annotated[
 ]
 """The name of a Kubernetes object (Secret, ServiceAccount): DNS-1123, e.g. `payments-db`."""
 LabelKey = Annotated[str, AfterValidator(_check_label_key)]
-LabelValue = Annotated[str, AfterValidator(_check_label_value)]
+LabelValue = Annotated[str, BeforeValidator(_text_label), AfterValidator(_check_label_value)]
 SecretKey = Annotated[str, AfterValidator(_check_secret_key)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=128)]
 

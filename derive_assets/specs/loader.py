@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from derive_assets.settings import specs_dir_from_env
-from derive_assets.specs import kubernetes as k8s
+from derive_assets.specs.defaults import DirectoryDefaults, is_defaults_file, note_inherited
 from derive_assets.specs.errors import SHOWN_CHARS, SpecError, SpecValidationError, format_loc, show
 from derive_assets.specs.models import (
     MAX_CLUSTER_KEYS,
@@ -135,7 +136,7 @@ def read_specs(root: Path, cache: SpecCache | None = None) -> RawSpecs:
     failed_refs: set[str] = set()
     failed_files: dict[str, Path] = {}
     files = spec_files(root)
-    defaults = _Defaults(root, [p for p in files if is_defaults_file(p)], errors)
+    defaults = DirectoryDefaults(root, [p for p in files if is_defaults_file(p)], errors, _check, _shown)
     for path in files:
         if is_defaults_file(path):
             continue
@@ -172,8 +173,9 @@ def read_specs(root: Path, cache: SpecCache | None = None) -> RawSpecs:
         try:
             spec = model.model_validate(data)
         except ValidationError as exc:
+            own_errors = _pydantic_errors(shown, model, exc)
             errors.extend(
-                _at_most(shown, _inherited(_pydantic_errors(shown, model, exc), inherited, model, alone))
+                _at_most(shown, note_inherited(own_errors, inherited, partial(_check, shown, model, alone)))
             )
             intended = _intended_refs(kind, data)
             failed_refs |= intended
@@ -191,119 +193,13 @@ def read_specs(root: Path, cache: SpecCache | None = None) -> RawSpecs:
     return RawSpecs(root, sources, tables, errors, exports, failed_refs, failed_files)
 
 
-def is_defaults_file(path: Path) -> bool:
-    """`_defaults.yaml`/`_defaults.yml`: a directory's defaults (`derive_assets.specs.kubernetes`), not a spec."""
-    return path.stem in k8s.DEFAULTS_STEMS and path.suffix in SPEC_SUFFIXES
-
-
-class _Defaults:
-    """The `_defaults.yaml` files of one load: each read and checked once (its errors name it), and merged per
-    directory from the specs root down, the nearest file winning field by field."""
-
-    def __init__(self, root: Path, paths: list[Path], errors: list[SpecError]):
-        self.root = root
-        self.errors = errors
-        self.own: dict[Path, tuple[Path, Any]] = {}
-        """Directory -> (its defaults file as errors name it, its `kubernetes` values)."""
-        self.broken: dict[Path, Path] = {}
-        """Directory -> its defaults file, which has errors."""
-        self._chains: dict[Path, tuple[Any, list[Path], Path | None]] = {}
-        for path in paths:
-            shown = _shown(path, root)
-            if path.parent in self.own or path.parent in self.broken:
-                first = self.own.get(path.parent, (self.broken.get(path.parent),))[0]
-                self._fail(
-                    path.parent, shown, f"{first} is this directory's defaults file too; keep only one"
-                )
-                continue
-            self._read(path, shown)
-
-    def _fail(self, directory: Path, shown: Path, message: str, value: Any = None) -> None:
-        self.errors.append(
-            SpecError(shown, "", message) if value is None else SpecError(shown, "", message, value)
-        )
-        self.own.pop(directory, None)
-        self.broken.setdefault(directory, shown)
-
-    def _read(self, path: Path, shown: Path) -> None:
-        data, problems = read_yaml_file(path)
-        if problems:
-            self.errors.extend(SpecError(shown, p.field, p.message) for p in problems)
-            self.broken[path.parent] = shown
-        elif data is None:
-            self._fail(
-                path.parent,
-                shown,
-                "the defaults file is empty (or only comments); write `kubernetes:` and the settings every spec "
-                "of this directory inherits, or delete the file",
-            )
-        elif not isinstance(data, dict):
-            self._fail(path.parent, shown, "a defaults file must be a YAML mapping with `kubernetes:`", data)
-        else:
-            try:
-                k8s.DefaultsFile.model_validate(data)
-            except ValidationError as exc:
-                self.errors.extend(_at_most(shown, _pydantic_errors(shown, k8s.DefaultsFile, exc)))
-                self.broken[path.parent] = shown
-                return
-            self.own[path.parent] = (shown, data.get("kubernetes"))
-
-    def chain(self, directory: Path) -> tuple[Any, list[Path], Path | None]:
-        """(the merged `kubernetes` values for specs in `directory`, the defaults files merged, root first; the
-        first broken defaults file on the way, if any)."""
-        if directory in self._chains:
-            return self._chains[directory]
-        if directory == self.root or self.root not in directory.parents:
-            parent: tuple[Any, list[Path], Path | None] = (None, [], None)
-        else:
-            parent = self.chain(directory.parent)
-        values, files, broken = parent
-        if broken is None and directory in self.broken:
-            broken = self.broken[directory]
-        elif broken is None and directory in self.own:
-            shown, own = self.own[directory]
-            merged = own if values is None else k8s.merge_data(values, own) if own is not None else values
-            if files and merged is not None:
-                try:  # each file was valid alone; merged, a limit of one may be below a request of another
-                    k8s.DefaultsFile.model_validate({"kubernetes": merged})
-                except ValidationError as exc:
-                    errors = _pydantic_errors(shown, k8s.DefaultsFile, exc)
-                    self.errors.extend(_inherited(errors, files, k8s.DefaultsFile, {"kubernetes": own}))
-                    broken = shown
-            values, files = merged, [*files, shown]
-        self._chains[directory] = (values, files, broken)
-        return self._chains[directory]
-
-    def apply(self, path: Path, data: dict[str, Any]) -> tuple[dict[str, Any], list[Path], Path | None]:
-        """The spec's values with the defaults merged under its `kubernetes`; the files merged; a broken one."""
-        values, files, broken = self.chain(path.parent)
-        if broken is not None or values is None:
-            return data, [], broken
-        own = data.get("kubernetes")
-        if own is not None and not isinstance(own, dict):
-            return data, files, None  # not a mapping: the model says so, about the spec's own value
-        return {**data, "kubernetes": values if own is None else k8s.merge_data(values, own)}, files, None
-
-
-def _inherited(
-    errors: list[SpecError], files: list[Path], model: type[BaseModel], alone: dict[str, Any]
-) -> list[SpecError]:
-    """Say which defaults files were merged under a file's `kubernetes` block on each error about it that the file
-    alone (`alone`: its values without the defaults) does not have: one the merge made (a limit below a request)."""
-    if not files:
-        return errors
+def _check(shown: Path, model: type[BaseModel], data: Any) -> list[SpecError]:
+    """`data` validated by `model`: its errors as this loader words them (none: valid)."""
     try:
-        model.model_validate(alone)
-        own: set[tuple[str, str]] = set()
+        model.model_validate(data)
     except ValidationError as exc:
-        own = {(e.field, e.message) for e in _pydantic_errors(Path(), model, exc)}
-    merged = ", ".join(str(f) for f in files)
-    return [
-        replace(e, message=f"{e.message} (with the directory defaults {merged} merged under this block)")
-        if (e.field == "kubernetes" or e.field.startswith("kubernetes.")) and (e.field, e.message) not in own
-        else e
-        for e in errors
-    ]
+        return _at_most(shown, _pydantic_errors(shown, model, exc))
+    return []
 
 
 def _shown(path: Path, root: Path) -> Path:
