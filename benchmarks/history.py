@@ -71,6 +71,7 @@ BATCH_EVENTS = 500
 CHUNK_DAYS = 61
 """Days generated per pass over the streams: each key's events of those days are one batch (or a few)."""
 MEASURED = ("watermark_latest", "watermark_partition", "tick", "asset_page", "asset_page_replication")
+ALSO = ("tick_first", "late_data_partitions", "watermark_latest_pooled", "watermark_partition_pooled")
 """The reads the issue's 2x target is about; also reported: the watermark reads on a pooled connection (the
 query without the connection's setup) and the first tick."""
 INSTANCES = ("empty", "one_day", "full")
@@ -156,6 +157,7 @@ def replication_builder(rt: Any, every: dt.timedelta) -> Callable[..., dict[str,
 
     from derive_assets import metadata_keys as K
     from derive_assets.replication import fence, mongo, watermark
+    from derive_assets.replication.event_time import EventTimes
     from derive_assets.replication.extract import ExtractPlan, build_query
     from derive_assets.replication.watermark import CursorState
 
@@ -182,6 +184,9 @@ def replication_builder(rt: Any, every: dt.timedelta) -> Callable[..., dict[str,
         result = _counts(rng, 5000)
         total["rows"] += result.rows_inserted
         holder["state"] = after
+        times = EventTimes.of(table, source.name)
+        if times.columns:  # `derive/event_time/<column>`: the hours the rows touched, now and then a late one
+            times.observe(_event_time_batch(times.columns, moment, every, rng))
         return {
             **after.as_metadata(),
             K.WATERMARK_BEFORE: watermark.to_text(state.watermark),
@@ -191,9 +196,23 @@ def replication_builder(rt: Any, every: dt.timedelta) -> Callable[..., dict[str,
             K.SOURCE_QUERY: MetadataValue.md(f"```sql\n{queries[day]}\n```"),
             K.SOURCE: f"{source.name} ({source.type}) table {table.name}",
             K.ROW_COUNT: total["rows"],
+            **times.as_metadata(),
         }
 
     return build
+
+
+def _event_time_batch(
+    columns: Sequence[str], moment: dt.datetime, every: dt.timedelta, rng: random.Random
+) -> Any:
+    """The event-time columns of a run's rows: within the run's interval, and in one run of 20 a row days late."""
+    import pyarrow as pa
+
+    span = int(every.total_seconds())
+    values = [moment - dt.timedelta(seconds=rng.randint(0, span)) for _ in range(20)]
+    if rng.random() < 0.05:
+        values.append(moment - dt.timedelta(days=rng.randint(2, 40), seconds=rng.randint(0, 86400)))
+    return pa.RecordBatch.from_pydict({c: pa.array(values, pa.timestamp("us", tz="UTC")) for c in columns})
 
 
 def table_builder(
@@ -587,6 +606,16 @@ def read_partition(instance: Any, t: Targets) -> Any:
     return result.records[0] if result.records else None
 
 
+def read_built_partitions(instance: Any, t: Targets) -> dict[str, int]:
+    """What the `derive_late_data` sensor reads for each windowed table every tick (`factory/late_data.py`): the
+    latest materialization's storage id of every partition the table has."""
+    from dagster import DagsterEventType
+
+    return dict(
+        instance.get_latest_storage_id_by_partition(t.partitioned_key, DagsterEventType.ASSET_MATERIALIZATION)
+    )
+
+
 def asset_page(context: Any, key: Any) -> dict[str, Any]:
     """The asset page's events query (100 events), as the UI sends it."""
     from dagster_graphql.test.utils import execute_dagster_graphql
@@ -644,6 +673,8 @@ def measure_round(side: Side, defs: Any, t: Targets, first: bool) -> None:
     side.seen["watermark"] = watermark_text(state)
     found = side.timed("watermark_partition", lambda: read_partition(side.instance, t))
     side.seen["partition_found"] = found is not None
+    built = side.timed("late_data_partitions", lambda: read_built_partitions(side.instance, t))
+    side.seen["late_data_partitions"] = len(built)
     side.timed("watermark_latest_pooled", lambda: read_watermark(side.web, t))
     side.timed("watermark_partition_pooled", lambda: read_partition(side.web, t))
     assert side.clock is not None
@@ -664,6 +695,7 @@ def measure_round(side: Side, defs: Any, t: Targets, first: bool) -> None:
 
 
 WARM_UP = (
+    "late_data_partitions",
     "watermark_latest",
     "watermark_partition",
     "watermark_latest_pooled",
@@ -714,6 +746,7 @@ def explain(side: Side, t: Targets) -> dict[str, list[dict[str, Any]]]:
     reads: dict[str, Callable[[], Any]] = {
         "watermark_latest": lambda: read_watermark(side.web, t),
         "watermark_partition": lambda: read_partition(side.web, t),
+        "late_data_partitions": lambda: read_built_partitions(side.web, t),
         "asset_page": lambda: asset_page(side.context, t.partitioned_key),
     }
     storage = side.web.event_log_storage
@@ -897,7 +930,7 @@ def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     """full/empty (and full/one day) of each measured read."""
     inst = result["instances"]
     rows = []
-    for what in (*MEASURED, "tick_first", "watermark_latest_pooled", "watermark_partition_pooled"):
+    for what in (*MEASURED, *ALSO):
         e, o, f = (inst[n].get(f"{what}_median_s") for n in INSTANCES)
         if not (e and f):
             continue
@@ -921,6 +954,7 @@ TITLES = {
     "tick_first": "first automation tick (no cursor, status caches cold)",
     "asset_page": "asset page GraphQL query (RecentAssetEventsQuery, 100 events) of a daily table",
     "asset_page_replication": "the same query for a replication asset (96 events a day)",
+    "late_data_partitions": "late-data sensor's read per windowed table: every partition's latest storage id",
     "watermark_latest_pooled": "watermark read (latest), on a pooled connection: the query alone",
     "watermark_partition_pooled": "watermark read (one partition), on a pooled connection: the query alone",
 }

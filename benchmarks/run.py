@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_partition_events, reconcile, replication, report, scale, snapshot
+from benchmarks import bench_partition_events, history, reconcile, replication, report, scale, snapshot
 from benchmarks import warehouse_and_online as other
 from benchmarks.core import Context, log, remove
 from benchmarks.data import check_local
@@ -38,12 +38,17 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "partition_events": bench_partition_events.partition_events,
     "reconcile": reconcile.reconcile,
     "snapshot": snapshot.snapshot,
+    "history": lambda ctx: history.history(ctx, ctx.state.get("history_days", history.DEFAULT_DAYS)),
 }
 RATIO_ORDER = [
     "pg_full", "mysql_full", "memory", "incremental", "noop", "merge", "definitions_warm", "definitions_cold",
     "validate_loadable", "automation_tick", "cli", "cli_scale", "step_import", "step_rss", "cql_export",
     "reads_sqlite", "reads_cassandra", "dlt", "partition_events_sqlite", "partition_events_postgres",
     "reconcile_time", "reconcile_rss", "snapshot_resume", "snapshot_parallel", "snapshot_chunks", "snapshot_rss",
+    "history_watermark_latest", "history_watermark_partition", "history_tick", "history_asset_page",
+    "history_asset_page_replication", "history_tick_first", "history_late_data_partitions",
+    "history_watermark_latest_pooled",
+    "history_watermark_partition_pooled",
 ]  # fmt: skip
 """Ratio ids in report order; an id may end in `_<spec count>` (`definitions_warm_2500`)."""
 
@@ -69,7 +74,7 @@ def spec_counts(text: str) -> tuple[int, ...]:
 
 NEEDS = {
     "pg_full": "postgres", "dlt": "postgres", "incremental": "postgres", "mysql_full": "mysql", "reconcile": "postgres",
-    "snapshot": "postgres",
+    "snapshot": "postgres", "history": "postgres",
 }  # fmt: skip
 
 
@@ -200,6 +205,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2500,
         help="specs in the large project of the cli scenario's one-asset run (default 2,500)",
     )
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=365,
+        help="days of simulated history in the history scenario (default 365: ~1.5 M events, about an hour)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (its path is logged)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
@@ -230,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         specs=args.specs,
         cli_specs=args.cli_specs,
     )
+    ctx.state["history_days"] = args.history_days
     if ctx.profile_dir:
         ctx.profile_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
