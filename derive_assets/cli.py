@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     pod.add_argument("--values", type=Path, help="the Helm values (default: deployments/k8s/values.yaml)")
     pod.add_argument("--release", default="dagster", help="the Helm release name (default: dagster)")
-    pod.add_argument("--namespace", default="default", help="the release's namespace (default: default)")
+    pod.add_argument(
+        "--namespace",
+        help="the release's namespace (default: the run launcher's job_namespace, else default)",
+    )
 
     sub.add_parser(
         "pools",

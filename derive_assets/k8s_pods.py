@@ -82,7 +82,8 @@ class Release:
     name: str = "dagster"
     """The Helm release name (`helm upgrade --install <name> dagster/dagster`)."""
     namespace: str = "default"
-    """The namespace the release is installed in (`-n`); step Jobs are created there."""
+    """The namespace the release is installed in (`-n`); step Jobs are created there (the chart's container
+    context names it). `load` defaults it to the run launcher's `job_namespace`."""
 
     @classmethod
     def load(
@@ -91,9 +92,10 @@ class Release:
         values_yaml: Path = VALUES_YAML,
         deployment: str | None = None,
         name: str = "dagster",
-        namespace: str = "default",
+        namespace: str | None = None,
     ) -> Release:
-        """Read both files; `deployment` names the user-code deployment (default: the only one)."""
+        """Read both files; `deployment` names the user-code deployment (default: the only one), `namespace` the
+        release's (default: where the run launcher launches, its `job_namespace`, else `default`)."""
         instance = _yaml_mapping(instance_yaml)
         launcher = instance.get("run_launcher") or {}
         if launcher.get("class") != "K8sRunLauncher":
@@ -123,7 +125,7 @@ class Release:
             user_deployments=user,
             global_values=values.get("global") or {},
             name=name,
-            namespace=namespace,
+            namespace=namespace or str((launcher.get("config") or {}).get("job_namespace") or "default"),
         )
 
     @property
@@ -488,7 +490,6 @@ def _launch(
     )
     list(handler.launch_step(context))
     [(namespace, body)] = recorder.created
-    cast(
-        Any, body
-    ).metadata.namespace = namespace  # passed beside the body to the API; kept on it for the reader
+    # The API call takes the namespace beside the body; it is kept on the Job for the reader.
+    cast(Any, body).metadata.namespace = namespace
     return body

@@ -199,6 +199,58 @@ def test_secrets_reach_the_pod_by_name_only(shipped, asset, project):
             assert env.value_from.secret_key_ref.name and env.value_from.secret_key_ref.key
 
 
+def env_refs(node: Any) -> set[str]:
+    """The variables a YAML config reads with `{env: NAME}`."""
+    if isinstance(node, dict):
+        if set(node) == {"env"} and isinstance(node["env"], str):
+            return {node["env"]}
+        return set().union(*(env_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(env_refs(v) for v in node))
+    return set()
+
+
+def provided_env(job: Any) -> set[str]:
+    """The variables a step pod gets: its own `env`, and the keys of each ConfigMap or Secret of its `envFrom` as
+    deployments/k8s/secrets.template.yaml lists them (names and keys only)."""
+    template = [
+        d for d in yaml.safe_load_all((INSTANCE_YAML.parent / "secrets.template.yaml").read_text()) if d
+    ]
+    keys = {
+        (d["kind"], d["metadata"]["name"]): {*(d.get("data") or {}), *(d.get("stringData") or {})}
+        for d in template
+    }
+    main = container(job)
+    names = {e.name for e in main.env or []}
+    for source in main.env_from or []:
+        if source.secret_ref is not None:
+            names |= keys.get(("Secret", source.secret_ref.name), set())
+        if source.config_map_ref is not None:
+            names |= keys.get(("ConfigMap", source.config_map_ref.name), set())
+    return names
+
+
+def test_the_pod_gets_every_variable_its_step_reads(shipped, asset, project):
+    """The instance (the step loads it from the run's instance ref: its storage reads DAGSTER_PG_*) and, for a
+    replication step, its source's URL; the payments URL only where the payments spec mounts its Secret."""
+    provided = provided_env(shipped[asset])
+    needed = env_refs(yaml.safe_load(INSTANCE_YAML.read_text()))
+    sources = {AssetKey(rt.ref.split(".")): rt.source for rt in project.replicated}
+    if asset in sources:
+        needed.add(sources[asset].connection_env)
+    assert needed <= provided, f"{asset.to_user_string()}'s pod lacks {sorted(needed - provided)}"
+    assert ("DERIVE_PAYMENTS_URL" in provided) == (asset == AssetKey(["payments", "payments"]))
+
+
+def test_the_user_deployments_volumes_reach_every_step_pod(shipped, asset):
+    [deployment] = yaml.safe_load(VALUES_YAML.read_text())["dagster-user-deployments"]["deployments"]
+    job = shipped[asset]
+    volumes = {v.name for v in pod_spec(job).volumes or []}
+    mounts = {(m.name, m.mount_path) for m in container(job).volume_mounts or []}
+    assert {v["name"] for v in deployment.get("volumes", [])} <= volumes
+    assert {(m["name"], m["mountPath"]) for m in deployment.get("volumeMounts", [])} <= mounts
+
+
 def test_the_pod_has_what_the_spec_kubernetes_block_asks_for(shipped, asset, project, release):
     job = shipped[asset]
     settings = expected_settings(project)[asset] or KubernetesSettings()
@@ -408,3 +460,49 @@ def test_unusable_deployment_files_are_refused_with_the_fix(tmp_path, release):
     local = build_definitions(replace(k8s_settings(tmp_path / "home2"), executor="multiprocess"))
     with pytest.raises(PodSpecError, match=r"'multiprocess' executor, not k8s_job_executor: build them with"):
         step_jobs(local, release, [key])
+
+
+def test_the_container_context_is_the_charts_helper_read_as_python(tmp_path):
+    """What the chart's `dagsterUserDeployments.k8sContainerContext` renders for a release `dagster` (release
+    `dagster` of chart `dagster-user-deployments`: fullname `dagster-dagster-user-deployments`)."""
+    deployment = {
+        "name": "derive",
+        "image": {"repository": "registry.example/derive", "tag": "1.2.3", "pullPolicy": "IfNotPresent"},
+        "dagsterApiGrpcArgs": ["-m", "derive_assets.definitions"],
+        "port": 4000,
+        "envConfigMaps": [{"name": "derive-settings"}],
+        "envSecrets": [{"name": "derive-cassandra"}],
+        "resources": {"requests": {"cpu": "100m"}},
+        "annotations": {"example.com/a": "b"},
+    }
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"dagster-user-deployments": {"deployments": [deployment]}}))
+    release = Release.load(INSTANCE_YAML, values, namespace="data")
+    assert release.image == "registry.example/derive:1.2.3"
+    assert release.code_module() == "derive_assets.definitions"
+    assert release.container_context() == {
+        "k8s": {
+            "image_pull_policy": "IfNotPresent",
+            "env_config_maps": ["dagster-dagster-user-deployments-derive-user-env", "derive-settings"],
+            "env_secrets": ["derive-cassandra"],
+            "resources": {"requests": {"cpu": "100m"}},
+            "namespace": "data",
+            "service_account_name": "dagster-dagster-user-deployments-user-deployments",
+            "run_k8s_config": {
+                "pod_spec_config": {"automount_service_account_token": True},
+                "pod_template_spec_metadata": {"annotations": {"example.com/a": "b"}},
+            },
+        }
+    }
+    named = {"dagster-user-deployments": {"deployments": [deployment], "serviceAccount": {"name": "derive"}}}
+    values.write_text(yaml.safe_dump(named))
+    assert Release.load(INSTANCE_YAML, values).service_account_name == "derive"
+    values.write_text(yaml.safe_dump({**named, "global": {"serviceAccountName": "everyone"}}))
+    assert Release.load(INSTANCE_YAML, values).service_account_name == "everyone"
+    off = {**deployment, "includeConfigInLaunchedRuns": {"enabled": False}}
+    values.write_text(yaml.safe_dump({"dagster-user-deployments": {"deployments": [off]}}))
+    assert Release.load(INSTANCE_YAML, values).container_context() is None
+    untagged = {**deployment, "image": {"repository": "registry.example/derive"}}
+    values.write_text(yaml.safe_dump({"dagster-user-deployments": {"deployments": [untagged]}}))
+    with pytest.raises(PodSpecError, match=r"no image\.repository/image\.tag: pin both"):
+        _ = Release.load(INSTANCE_YAML, values).image
