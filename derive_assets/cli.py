@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     pod.add_argument("--values", type=Path, help="the Helm values (default: deployments/k8s/values.yaml)")
     pod.add_argument("--release", default="dagster", help="the Helm release name (default: dagster)")
+    pod.add_argument("--deployment", help="the values' user-code deployment (default: the only one)")
     pod.add_argument(
         "--namespace",
         help="the release's namespace (default: the run launcher's job_namespace, else default)",
@@ -401,6 +402,7 @@ def _pod(args: argparse.Namespace) -> int:
             release = Release.load(
                 args.instance or INSTANCE_YAML,
                 args.values or VALUES_YAML,
+                deployment=args.deployment,
                 name=args.release,
                 namespace=args.namespace,
             )

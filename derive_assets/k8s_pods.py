@@ -6,16 +6,20 @@ instance's `K8sRunLauncher` from the `run_launcher.config` of `deployments/k8s/d
 implicit asset job for that asset (as the UI's "Materialize" or the automation sensor do), whose code origin is
 the one the Helm chart's user-code deployment reports (its image and, as the chart's `includeConfigInLaunchedRuns`
 does by default, its container context), makes the executor with `k8s_job_executor`'s own creation function, and
-calls `K8sStepHandler.launch_step`. The Job it would send to the Kubernetes API is caught instead: the only part
-replaced is the client (`create_namespaced_job` records the body) and the kubeconfig it loads (a placeholder;
-nothing is contacted). So the pod's image, command, env, `envFrom` Secrets and ConfigMaps, service account,
-labels and the resources, node selector and tolerations of the step's `dagster-k8s/config` op tag are exactly
-what dagster-k8s makes of them.
+calls `K8sStepHandler.launch_step`, which merges the run launcher's settings, the container context and the step's
+`dagster-k8s/config` op tag and builds the Job with `construct_dagster_k8s_job`. So the pod's image, command, env,
+`envFrom` Secrets and ConfigMaps, volumes, service account, labels, resources, node selector and tolerations are
+exactly what dagster-k8s makes of these files and specs.
+
+What is replaced, none of which a pod is made of: the Kubernetes API client (its `create_namespaced_job` records
+the Job instead of sending it); how the launcher and the executor reach a cluster (a placeholder kubeconfig instead
+of the in-cluster config); the instance's storage (in memory; the step's args carry the production instance's ref,
+made from the same file); the run (a fresh one per call, so the Job's name, which follows the run id, differs).
 
 What mirrors rather than runs: the container context is the chart's `dagsterUserDeployments.k8sContainerContext`
-helper (helm/dagster/charts/dagster-user-deployments/templates/helpers/_helpers.tpl) read as Python, for a release
-named `release` in `namespace`; the code origin is what `dagster api grpc -m <module>` in the image reports
-(`dagsterApiGrpcArgs`, entry point `dagster`, the image from `DAGSTER_CURRENT_IMAGE`, which the chart sets).
+helper (helm/dagster/charts/dagster-user-deployments/templates/helpers/_helpers.tpl) read as Python, for the
+release `Release.name` in `Release.namespace`; the code origin is what `dagster api grpc -m <module>` reports in the
+image (`dagsterApiGrpcArgs`, entry point `dagster`, the image from `DAGSTER_CURRENT_IMAGE`, which the chart sets).
 
 `derive pod <table>` prints `job_yaml` of these Jobs.
 """
@@ -105,19 +109,18 @@ class Release:
             )
         values = _yaml_mapping(values_yaml)
         user = values.get("dagster-user-deployments") or {}
-        found = [d for d in user.get("deployments") or [] if deployment in (None, d.get("name"))]
+        every = user.get("deployments") or []
+        found = [d for d in every if deployment in (None, d.get("name"))]
         if len(found) != 1:
-            names = [d.get("name") for d in user.get("deployments") or []]
-            raise PodSpecError(
-                f"{values_yaml}: dagster-user-deployments.deployments has {names}; "
-                + (
-                    "name the one to use"
-                    if found
-                    else f"no deployment {deployment!r}"
-                    if deployment
-                    else "none"
-                )
+            names = [d.get("name") for d in every]
+            problem = (
+                f"has {names}: name the one whose image runs the steps"
+                if found
+                else f"has no deployment {deployment!r} (it has {names})"
+                if every
+                else "is empty: the step pods run the user-code deployment's image"
             )
+            raise PodSpecError(f"{values_yaml}: dagster-user-deployments.deployments {problem}")
         return cls(
             instance_yaml=instance_yaml,
             run_launcher_config=launcher.get("config") or {},

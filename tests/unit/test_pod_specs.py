@@ -457,6 +457,15 @@ def test_unusable_deployment_files_are_refused_with_the_fix(tmp_path, release):
     other.write_text(yaml.safe_dump({"run_launcher": {"module": "dagster", "class": "DefaultRunLauncher"}}))
     with pytest.raises(PodSpecError, match=r"run_launcher is 'DefaultRunLauncher'; step pods need"):
         step_job(defs, key, other, VALUES_YAML)
+    two = tmp_path / "values.yaml"
+    two.write_text(
+        yaml.safe_dump({"dagster-user-deployments": {"deployments": [{"name": "a"}, {"name": "b"}]}})
+    )
+    with pytest.raises(PodSpecError, match=r"has \['a', 'b'\]: name the one whose image runs the steps"):
+        Release.load(INSTANCE_YAML, two)
+    with pytest.raises(PodSpecError, match=r"has no deployment 'c' \(it has \['a', 'b'\]\)"):
+        Release.load(INSTANCE_YAML, two, deployment="c")
+    assert Release.load(INSTANCE_YAML, two, deployment="b").deployment == {"name": "b"}
     local = build_definitions(replace(k8s_settings(tmp_path / "home2"), executor="multiprocess"))
     with pytest.raises(PodSpecError, match=r"'multiprocess' executor, not k8s_job_executor: build them with"):
         step_jobs(local, release, [key])
