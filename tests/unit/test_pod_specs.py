@@ -242,6 +242,41 @@ def test_the_pod_gets_every_variable_its_step_reads(shipped, asset, project):
     assert ("DERIVE_PAYMENTS_URL" in provided) == (asset == AssetKey(["payments", "payments"]))
 
 
+def deployment_objects(kind: str) -> dict[str, set[str]]:
+    """The objects of `kind` that deployments/k8s/rbac.yaml and secrets.template.yaml create: name -> keys."""
+    found: dict[str, set[str]] = {}
+    for name in ("rbac.yaml", "secrets.template.yaml"):
+        for doc in yaml.safe_load_all((INSTANCE_YAML.parent / name).read_text()):
+            if doc and doc["kind"] == kind:
+                found[doc["metadata"]["name"]] = {*(doc.get("data") or {}), *(doc.get("stringData") or {})}
+    return found
+
+
+def test_every_object_a_step_pod_names_is_created_by_the_deployment(shipped, asset, release):
+    """Its service account (rbac.yaml), each Secret and key it reads (secrets.template.yaml), each ConfigMap (the
+    template's, or one the chart makes: `<release>-pipeline-env`, `<fullname>-<deployment>-user-env`)."""
+    job = shipped[asset]
+    spec, main = pod_spec(job), container(job)
+    assert spec.service_account_name in deployment_objects("ServiceAccount")
+    secrets = deployment_objects("Secret")
+    chart_made = {f"{release.name}-pipeline-env", f"{release.fullname}-{release.deployment['name']}-user-env"}
+    config_maps = set(deployment_objects("ConfigMap")) | chart_made
+    for source in main.env_from or []:
+        if source.secret_ref is not None:
+            assert source.secret_ref.name in secrets
+        if source.config_map_ref is not None:
+            assert source.config_map_ref.name in config_maps
+    for env in main.env or []:
+        if env.value_from is not None and env.value_from.secret_key_ref is not None:
+            ref = env.value_from.secret_key_ref
+            assert ref.key in secrets.get(ref.name, set()), (
+                f"{env.name}: no key {ref.key} in Secret {ref.name}"
+            )
+    for volume in spec.volumes or []:
+        if volume.secret is not None:
+            assert {i.key for i in volume.secret.items or []} <= secrets[volume.secret.secret_name]
+
+
 def test_the_user_deployments_volumes_reach_every_step_pod(shipped, asset):
     [deployment] = yaml.safe_load(VALUES_YAML.read_text())["dagster-user-deployments"]["deployments"]
     job = shipped[asset]
