@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 
-from derive_assets.specs.errors import show
+from derive_assets.specs.errors import _MISSING, SpecError, mask_secrets, show
 from derive_assets.specs.strict import StrictModel
 
 ResourceName = Literal["cpu", "memory", "ephemeral-storage"]
@@ -268,6 +268,25 @@ class DefaultsFile(StrictModel):
 
     kubernetes: KubernetesSettings | None = None
     """The `kubernetes` block merged under each spec's own (see `derive_assets.specs.kubernetes`)."""
+
+
+class KubernetesFieldError(SpecError):
+    """A `SpecError` about a field of a `kubernetes` block, whose field path is never masked.
+
+    `SpecError` masks its whole line, so a path ending in a word that looks like a secret's key (a Secret
+    reference's `secret`, a variable named `PASSWORD` or `TOKEN` in `secret_env`) followed by `: ` turned the
+    message's first word into `***` (`secret_env.TOKEN.secret: *** field is missing`). A block holds Secret names,
+    never values, but its message and value are still masked, as everywhere."""
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.field}" if self.field else str(self.file)
+        shown = "" if self.value is _MISSING else f" (got {show(self.value)})"
+        return f"{where}: {mask_secrets(self.message)}{mask_secrets(shown)}"
+
+
+def in_block(field: str) -> bool:
+    """Whether an error's field path lies in a `kubernetes` block (`kubernetes.…`, `tables[0].kubernetes.…`)."""
+    return field == "kubernetes" or field.startswith("kubernetes.") or ".kubernetes" in field
 
 
 def merge_data(base: Any, own: Any) -> Any:
