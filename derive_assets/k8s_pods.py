@@ -433,8 +433,8 @@ def _launch(
     from dagster._grpc.types import ExecuteStepArgs
     from dagster_k8s.client import DagsterKubernetesClient
 
-    location = GrpcServerCodeLocationOrigin(
-        host=f"{release.fullname}-{release.deployment['name']}",
+    location = GrpcServerCodeLocationOrigin(  # as the chart's workspace names the deployment's Service
+        host=release.deployment["name"],
         port=int(release.deployment.get("port") or 3030),
         location_name=release.deployment["name"],
     )
