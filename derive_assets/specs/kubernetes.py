@@ -191,7 +191,14 @@ class Resources(StrictModel):
 
     @model_validator(mode="after")
     def _limits_cover_requests(self) -> Resources:
+        """A limit is never below its request, and CPU is counted in whole millicores (Kubernetes' precision)."""
         problems = [
+            f"{kind}.cpu: {values['cpu']} is finer than Kubernetes counts CPU (1m, a thousandth of a core); "
+            "round it to whole millicores, e.g. '1m' or '250m'"
+            for kind, values in (("requests", self.requests), ("limits", self.limits))
+            if "cpu" in values and (quantity_value(values["cpu"]) * 1000) % 1
+        ]
+        problems += [
             f"limits.{name}: {limit} is below the request {self.requests[name]}; Kubernetes refuses a pod whose "
             f"limit is below its request: raise limits.{name} or lower requests.{name}"
             for name, limit in self.limits.items()

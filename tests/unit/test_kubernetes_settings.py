@@ -155,6 +155,17 @@ def test_an_invalid_quantity_fails_the_load_with_file_field_value_and_what_is_al
     assert str(error).endswith("(got '2GB')")
 
 
+def test_cpu_finer_than_a_millicore_is_refused() -> None:
+    with pytest.raises(
+        ValidationError, match=r"requests.cpu: 0.0005 is finer than Kubernetes counts CPU \(1m"
+    ):
+        KubernetesSettings.model_validate({"resources": {"requests": {"cpu": "0.0005"}}})
+    with pytest.raises(ValidationError, match=r"limits.cpu: 1500u is finer"):
+        KubernetesSettings.model_validate({"resources": {"limits": {"cpu": "1500u"}}})
+    fine = {"resources": {"requests": {"cpu": "0.001", "memory": "1.5Gi"}, "limits": {"cpu": "1500m"}}}
+    assert KubernetesSettings.model_validate(fine).resources is not None  # a fraction of a unit of memory is fine
+
+
 def test_a_limit_below_its_request_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"limits.cpu: 500m is below the request 1; .*raise limits.cpu"):
         KubernetesSettings.model_validate({"resources": {"requests": {"cpu": 1}, "limits": {"cpu": "500m"}}})
