@@ -239,7 +239,7 @@ def _kubernetes_sections() -> list[str]:
         "",
         "A CPU, memory or storage amount in Kubernetes' notation, checked when the specs load: a non-negative "
         "number (`2`, `0.5`, `.5`, `1e3`) with an optional unit. CPU is counted in cores: `500m` is half a core "
-        "(millicores). Memory and storage are counted in bytes: `Ki`, `Mi`, `Gi`, `Ti`, `Pi`, `Ei` are powers of "
+        "(millicores), and nothing finer than `1m`. Memory and storage are counted in bytes: `Ki`, `Mi`, `Gi`, `Ti`, `Pi`, `Ei` are powers of "
         "1024 (`512Mi`, `2Gi`), `k`, `M`, `G`, `T`, `P`, `E` powers of 1000 (`1k`, `4G`). `2GB`, `1 Gi`, `-1` and "
         "`abc` are refused with the unit to write instead. A limit below its request (`limits.memory: 1Gi` with "
         "`requests.memory: 2Gi`) is refused too, also when one of them comes from a defaults file.",
