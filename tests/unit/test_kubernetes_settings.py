@@ -163,7 +163,7 @@ def test_cpu_finer_than_a_millicore_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"limits.cpu: 1500u is finer"):
         KubernetesSettings.model_validate({"resources": {"limits": {"cpu": "1500u"}}})
     fine = {"resources": {"requests": {"cpu": "0.001", "memory": "1.5Gi"}, "limits": {"cpu": "1500m"}}}
-    assert KubernetesSettings.model_validate(fine).resources is not None  # a fraction of a unit of memory is fine
+    assert KubernetesSettings.model_validate(fine).resources is not None  # and a fraction of a Gi
 
 
 def test_a_limit_below_its_request_is_refused() -> None:
