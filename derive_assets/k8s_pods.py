@@ -311,7 +311,8 @@ def _copied_env_names(release: Release) -> set[str]:
 
 def _run_launcher(release: Release, tmp: Path) -> Any:
     """The instance's `K8sRunLauncher`, from its config as written: schema defaults applied and env vars resolved
-    by Dagster's config processing. Only how it reaches a cluster is replaced (a placeholder kubeconfig)."""
+    by Dagster's config processing. Only how it reaches a cluster is replaced: a placeholder kubeconfig, which
+    loading makes the kubernetes client's default configuration in this process (nothing connects to it)."""
     from dagster._config import process_config, resolve_to_config_type
     from dagster_k8s import K8sRunLauncher
 
