@@ -47,6 +47,7 @@ def _documents(name: str) -> list[dict[str, Any]]:
 VALUES = _yaml("values.yaml")
 INSTANCE = _yaml("dagster.yaml")
 RBAC = _documents("rbac.yaml")
+(POOLS_JOB,) = _documents("pools-job.yaml")
 TEMPLATES = _documents("secrets.template.yaml")
 (DEPLOYMENT,) = VALUES["dagster-user-deployments"]["deployments"]
 
@@ -561,7 +562,9 @@ def test_the_service_account_has_workload_identity_and_the_role_dagster_k8s_need
     assert VALUES["runLauncher"]["config"]["k8sRunLauncher"]["jobNamespace"] == NAMESPACE
 
 
-@pytest.mark.parametrize("document", RBAC + TEMPLATES, ids=lambda d: f"{d['kind']}-{d['metadata']['name']}")
+@pytest.mark.parametrize(
+    "document", [*RBAC, *TEMPLATES, POOLS_JOB], ids=lambda d: f"{d['kind']}-{d['metadata']['name']}"
+)
 def test_the_manifests_validate_with_the_kubernetes_models(document):
     rbac = "rbac.authorization.k8s.io/v1"
     api_versions = {
@@ -570,6 +573,7 @@ def test_the_manifests_validate_with_the_kubernetes_models(document):
         "Secret": "v1",
         "Role": rbac,
         "RoleBinding": rbac,
+        "Job": "batch/v1",
     }
     assert document["apiVersion"] == api_versions[document["kind"]]
     assert _round_trip(document, f"V1{document['kind']}") == document  # no field unknown to the model
@@ -612,3 +616,27 @@ def test_the_port_of_the_chart_refuses_run_limits_in_both_places():
     both["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["maxConcurrentRuns"] = 5
     with pytest.raises(AssertionError):
         render_instance(both)
+
+
+def test_the_pools_job_runs_the_deployed_image_on_the_charts_instance():
+    pod = POOLS_JOB["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["derive", "pools"]
+    assert container["image"] == f"{DEPLOYMENT['image']['repository']}:{DEPLOYMENT['image']['tag']}"
+    (volume,) = pod["volumes"]
+    assert volume["configMap"]["name"] == chart_env(VALUES)["DAGSTER_K8S_INSTANCE_CONFIG_MAP"]
+    (mount,) = container["volumeMounts"]
+    assert (
+        mount["mountPath"] == f"{VALUES['global']['dagsterHome']}/dagster.yaml"
+        and mount["subPath"] == "dagster.yaml"
+    )
+    (password,) = [e for e in container["env"] if e["name"] == "DAGSTER_PG_PASSWORD"]
+    ref = password["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == VALUES["global"]["postgresqlSecretName"] and ref["key"] in _keys(
+        "Secret", ref["name"]
+    )
+    assert [e["configMapRef"]["name"] for e in container["envFrom"]] == [
+        m["name"] for m in DEPLOYMENT["envConfigMaps"]
+    ]  # the settings DeriveSettings.from_env needs (the image's warehouse is bigquery: its project)
+    assert pod["serviceAccountName"] == VALUES["global"]["serviceAccountName"]
+    assert POOLS_JOB["metadata"]["namespace"] == NAMESPACE
