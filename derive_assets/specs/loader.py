@@ -312,9 +312,7 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
                 message = "must be a dot path of field names, e.g. `settings.timezone`"
             elif r"\." in pattern:
                 message = "must be `dataset.name`: two plain identifiers joined by a dot"
-        elif err["type"] in ("model_type", "model_attributes_type", "dict_type") and loc[:1] == (
-            "kubernetes",
-        ):
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type") and "kubernetes" in loc:
             allowed = _allowed_fields(model, loc)
             message = "must be a mapping (key: value pairs)" + (
                 f"; allowed fields: {allowed}" if allowed else ""
