@@ -479,9 +479,13 @@ def test_every_source_url_is_a_key_of_a_secret_its_pods_mount():
         if spec.get("kind") != "source" or not spec.get("connection_env"):
             continue
         sources += 1
-        secrets = mounted_everywhere | set(_source_secrets(path, spec))
-        holders = [name for name in secrets if spec["connection_env"] in _keys("Secret", name)]
-        assert holders, f"{path.name}: {spec['connection_env']} is in none of the Secrets {sorted(secrets)}"
+        source_level = _source_secrets(path, spec)
+        for table in spec.get("tables") or [{}]:  # a table's own list replaces its source's
+            own = (table.get("kubernetes") or {}).get("env_from_secrets")
+            secrets = mounted_everywhere | set(source_level if own is None else own)
+            holders = [name for name in secrets if spec["connection_env"] in _keys("Secret", name)]
+            where = f"{path.name}, table {table.get('name')!r}"
+            assert holders, f"{where}: {spec['connection_env']} is in none of the Secrets {sorted(secrets)}"
     assert sources >= 4
 
 
