@@ -394,6 +394,7 @@ def _pod(args: argparse.Namespace) -> int:
         job_yaml,
         step_jobs,
     )
+    from derive_assets.metadata_keys import STEP_OP_LABEL
     from derive_assets.selection import select
 
     settings = replace(DeriveSettings.from_env(), executor="k8s")  # as the image runs: DERIVE_EXECUTOR=k8s
@@ -413,7 +414,7 @@ def _pod(args: argparse.Namespace) -> int:
         except PodSpecError as exc:
             raise OperatorError(str(exc)) from None
     for key, job in jobs.items():
-        step = job_dict(job)["metadata"]["labels"]["dagster/op"]
+        step = job_dict(job)["metadata"]["labels"][STEP_OP_LABEL]
         print(f"---\n# {key.to_user_string()}: the Job of step {step} (its name follows the run id)")
         print(job_yaml(job, release), end="")
     return 0

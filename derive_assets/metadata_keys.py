@@ -78,7 +78,7 @@ class RunTags(DeriveTagSet):
     late_data: str | None = None
     """On a backfill the `derive_late_data` sensor requested: the replication materialization(s) whose late rows
     it re-runs, as `<asset key>#<storage id>`, comma-separated (see `derive_assets/factory/late_data.py`)."""
-    source: str | None = None
+    source_database: str | None = None
     """On a run a source's sensor requested: the source's name. The production instance limits how many runs of
     one source database are in flight at once by this tag (`tag_concurrency_limits` in deployments/k8s/dagster.yaml)."""
 
@@ -261,7 +261,9 @@ it `dagster/relation_identifier` until 2024 (dagster-io/dagster#25400) and still
 LAYER = key_of(AssetTags, "layer")
 FULL_REFRESH_TAG = key_of(RunTags, "full_refresh")
 LATE_DATA_TAG = key_of(RunTags, "late_data")
-SOURCE_TAG = key_of(RunTags, "source")
+SOURCE_TAG = key_of(RunTags, "source_database")
+STEP_OP_LABEL = "dagster/op"
+"""The label dagster-k8s puts on a step's Job and pod: the op (step) it runs (`derive pod` prints it)."""
 RANGE_START_TAG: str = dagster_tags.ASSET_PARTITION_RANGE_START_TAG
 """Dagster's run tag `dagster/asset_partition_range_start`: the first partition of a run over several."""
 RANGE_END_TAG: str = dagster_tags.ASSET_PARTITION_RANGE_END_TAG

@@ -190,7 +190,7 @@ def test_the_kubernetes_instance_config_validates_with_the_same_retry_and_pool_s
     assert config["concurrency"]["runs"] == {
         "max_concurrent_runs": 20,
         "tag_concurrency_limits": [
-            {"key": "derive/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 2},
+            {"key": "derive/source_database", "value": {"applyLimitPerUniqueValue": True}, "limit": 2},
             {"key": "dagster/retry_number", "limit": 4},
         ],
     }
