@@ -644,3 +644,59 @@ def test_the_pools_job_runs_the_deployed_image_on_the_charts_instance():
     ]  # the settings DeriveSettings.from_env needs (the image's warehouse is bigquery: its project)
     assert pod["serviceAccountName"] == VALUES["global"]["serviceAccountName"]
     assert POOLS_JOB["metadata"]["namespace"] == NAMESPACE
+
+
+# Key names of the chart's values schema (helm/dagster/values.schema.json and schema/charts/.../values.py of the
+# chart), for the blocks values.yaml sets: Helm ignores an unknown key, so a misspelled one would change nothing.
+CHART_KEYS = {
+    "": {
+        "global", "nameOverride", "fullnameOverride", "rbacEnabled", "imagePullSecrets", "dagsterWebserver",
+        "dagster-user-deployments", "postgresql", "generatePostgresqlPasswordSecret", "generateCeleryConfigSecret",
+        "rabbitmq", "redis", "flower", "ingress", "computeLogManager", "scheduler", "runLauncher", "pythonLogs",
+        "dagsterDaemon", "busybox", "migrate", "telemetry", "serviceAccount", "retention", "concurrency",
+        "additionalInstanceConfig",
+    },
+    "global": {
+        "postgresqlSecretName", "postgresqlSecretUsernameKey", "dagsterHome", "serviceAccountName",
+        "celeryConfigSecretName", "fullnameOverride", "nameOverride",
+    },
+    "serviceAccount": {"create", "name", "annotations"},
+    "postgresql": {
+        "image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword", "postgresqlDatabase",
+        "postgresqlParams", "postgresqlScheme", "service",
+    },
+    "dagster-user-deployments": {"enabled", "enableSubchart", "imagePullSecrets", "deployments", "rbacEnabled", "serviceAccount"},
+    "deployment": {
+        "name", "image", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns", "deploymentNamespace",
+        "port", "env", "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity", "tolerations",
+        "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe",
+        "labels", "volumeMounts", "volumes", "schedulerName", "initContainers", "sidecarContainers",
+    },
+    "dagsterDaemon": {
+        "enabled", "image", "runCoordinator", "heartbeatTolerance", "env", "envConfigMaps", "envSecrets",
+        "deploymentLabels", "labels", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
+        "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "annotations",
+        "runMonitoring", "runRetries", "sensors", "schedules", "schedulerName", "volumeMounts", "volumes",
+    },
+    "concurrency": {"enabled", "pools", "runs"},
+    "image": {"repository", "tag", "pullPolicy"},
+}  # fmt: skip
+
+
+def test_the_values_use_only_keys_the_chart_knows():
+    blocks = {
+        "": VALUES,
+        "global": VALUES["global"],
+        "serviceAccount": VALUES["serviceAccount"],
+        "postgresql": VALUES["postgresql"],
+        "dagster-user-deployments": VALUES["dagster-user-deployments"],
+        "deployment": DEPLOYMENT,
+        "dagsterDaemon": VALUES["dagsterDaemon"],
+        "concurrency": VALUES["concurrency"],
+    }
+    for name, block in blocks.items():
+        assert not set(block) - CHART_KEYS[name], (
+            f"values.yaml {name or 'top level'}: {sorted(set(block) - CHART_KEYS[name])}"
+        )
+    for image in (DEPLOYMENT["image"], VALUES["dagsterWebserver"]["image"], VALUES["dagsterDaemon"]["image"]):
+        assert set(image) == CHART_KEYS["image"], image
