@@ -558,6 +558,9 @@ def test_the_service_account_has_workload_identity_and_the_role_dagster_k8s_need
         "event": "events",
     }
     for api, verb, resource in sorted(calls):
+        assert resource in resources, (
+            f"dagster-k8s calls {api}_api.{verb}_namespaced_{resource}: grant it in rbac.yaml"
+        )
         needed = ("batch" if api == "batch" else "", resources[resource], verbs[verb])
         assert needed in granted, (
             f"dagster-k8s calls {api}_api.{verb}_namespaced_{resource}: {role['metadata']['name']} lacks {needed}"
