@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import dagster_k8s
 import pytest
 import yaml
 from dagster._config import process_config
@@ -529,8 +530,6 @@ def test_the_service_account_has_workload_identity_and_the_role_dagster_k8s_need
         for v in rule["verbs"]
     }
     # what the installed dagster-k8s calls (its Pipes client, which creates bare pods, is not used by Derive)
-    import dagster_k8s
-
     package = Path(dagster_k8s.__file__).parent
     calls = set()
     for source in package.glob("*.py"):
