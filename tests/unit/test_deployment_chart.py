@@ -105,7 +105,7 @@ def _run_launcher(values: Mapping[str, Any]) -> dict[str, Any]:
     _known(
         k8s,
         {"image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps",
-         "envSecrets", "envVars", "volumeMounts", "volumes"},
+         "envSecrets", "envVars", "volumeMounts", "volumes", "runK8sConfig"},
         "runLauncher.config.k8sRunLauncher",
     )  # fmt: skip
     config: dict[str, Any] = {"load_incluster_config": k8s["loadInclusterConfig"]}
@@ -134,7 +134,23 @@ def _run_launcher(values: Mapping[str, Any]) -> dict[str, Any]:
     ):
         if k8s.get(value_key):
             config[key] = k8s[value_key]
+    run_k8s = k8s.get("runK8sConfig") or {}
+    _known(run_k8s, set(RUN_K8S_CONFIG), "runLauncher.config.k8sRunLauncher.runK8sConfig")
+    if run_k8s:
+        config["run_k8s_config"] = {
+            key: run_k8s[value_key] for value_key, key in RUN_K8S_CONFIG.items() if run_k8s.get(value_key)
+        }
     return {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": config}
+
+
+RUN_K8S_CONFIG = {
+    "containerConfig": "container_config",
+    "podSpecConfig": "pod_spec_config",
+    "podTemplateSpecMetadata": "pod_template_spec_metadata",
+    "jobSpecConfig": "job_spec_config",
+    "jobMetadata": "job_metadata",
+}
+"""The chart's `runK8sConfig` keys -> the run launcher's `run_k8s_config` keys (each block copied as it is)."""
 
 
 def _run_coordinator(values: Mapping[str, Any]) -> dict[str, Any]:

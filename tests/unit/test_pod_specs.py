@@ -286,6 +286,19 @@ def test_the_user_deployments_volumes_reach_every_step_pod(shipped, asset):
     assert {(m["name"], m["mountPath"]) for m in deployment.get("volumeMounts", [])} <= mounts
 
 
+def test_every_step_pod_runs_as_the_images_non_root_user_without_privileges(shipped, asset):
+    """The "restricted" Pod Security Standard: the run launcher's run_k8s_config reaches every step pod."""
+    job = shipped[asset]
+    pod, step = pod_spec(job).security_context, container(job).security_context
+    assert pod is not None and step is not None
+    assert (pod.run_as_non_root, pod.run_as_user, pod.run_as_group) == (True, 10001, 10001)
+    assert pod.seccomp_profile is not None and pod.seccomp_profile.type == "RuntimeDefault"
+    assert step.allow_privilege_escalation is False
+    assert step.capabilities is not None and step.capabilities.drop == ["ALL"]
+    dockerfile = (VALUES_YAML.parent / "Dockerfile").read_text()
+    assert f"USER {pod.run_as_user}" in dockerfile or f"USER {pod.run_as_user}:" in dockerfile
+
+
 def test_the_pod_has_what_the_spec_kubernetes_block_asks_for(shipped, asset, project, release):
     job = shipped[asset]
     settings = expected_settings(project)[asset] or KubernetesSettings()
