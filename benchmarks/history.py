@@ -959,6 +959,24 @@ def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def methods(result: dict[str, Any], rss_mb: float) -> dict[str, dict[str, Any]]:
+    """Each instance's reads as the report's method rows (label, median, range; the orchestrator's peak RSS)."""
+    out = {}
+    for name, inst in result["instances"].items():
+        for what in (*MEASURED, *ALSO):
+            if f"{what}_median_s" in inst:
+                out[f"{name}_{what}"] = {
+                    "label": f"{name} instance: {what}",
+                    "kind": "derive",
+                    "repeats": result["repeats"],
+                    "median_s": inst[f"{what}_median_s"],
+                    "min_s": inst[f"{what}_min_s"],
+                    "max_s": inst[f"{what}_max_s"],
+                    "peak_rss_mb": rss_mb,
+                }
+    return out
+
+
 TITLES = {
     "watermark_latest": "watermark read: latest materialization of a replication asset",
     "watermark_partition": "watermark read: one partition's latest materialization",
@@ -974,14 +992,14 @@ TITLES = {
 
 def history(ctx: Context, days: int = DEFAULT_DAYS, extra_keys: int = DEFAULT_EXTRA_KEYS) -> None:
     """The benchmark runner's scenario: a year (`days`) of history, each read full against empty."""
-    title = f"{days} days of history (~{DEFAULT_EXTRA_KEYS + 11:,} keys), PostgreSQL instance"
+    from benchmarks.workers import peak_rss_mb
+
+    title = f"{days} days of history ({extra_keys + 11:,} keys), PostgreSQL instance"
     if not ctx.urls.get("postgres"):
         not_measured(ctx, "history", title, "no PostgreSQL URL (DERIVE_TEST_POSTGRES_URL)")
         return
     result = run_history(ctx.urls["postgres"], ctx.scratch("history"), days, extra_keys, ctx.repeats)
-    record(
-        ctx, "history", title, result["instances"], **{k: v for k, v in result.items() if k != "instances"}
-    )
+    record(ctx, "history", title, methods(result, peak_rss_mb()), **result)
     for row in ratios(result):
         ratio(
             ctx,
