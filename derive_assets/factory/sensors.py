@@ -111,7 +111,8 @@ def source_sensor(source: SourceSpec, tables: Sequence[tuple[ReplicatedTable, As
         return RunRequest(
             run_key=f"{source.name}:{digest.hexdigest()[:16]}",
             asset_selection=[d.key for d in wanted],
-            tags={SOURCE_TAG: source.name},  # the instance's per-source run limit (deployments/k8s/dagster.yaml)
+            # The instance's run limit per source database (deployments/k8s/dagster.yaml).
+            tags={SOURCE_TAG: source.name},
         )
 
     return _probe

@@ -260,3 +260,10 @@ def test_bad_sensor_settings_name_the_file_field_value_and_what_is_allowed(tmp_p
     [error] = [e for e in info.value.errors if e.field == field]
     assert str(error.file).endswith("sources/shop.yaml")
     assert re.search(says, str(error)), str(error)
+
+
+def test_a_sources_runs_carry_its_name_for_the_instances_run_limit_per_source(shop):
+    """deployments/k8s/dagster.yaml limits runs per value of this tag (`tag_concurrency_limits`)."""
+    shop.insert("events", 1, "2026-03-05T10:00:00+00:00")
+    [request] = support.sensor_tick(shop.defs, SENSOR, shop.instance).run_requests
+    assert request.tags == {"derive/source_database": "shop"}
