@@ -153,6 +153,27 @@ def shop_source(columns: Sequence[tuple[str, str]] = SHOP_COLUMNS) -> dict[str, 
     }
 
 
+def daily_orders_table(name: str, schedule: str = "0 1 * * *", **fields: Any) -> dict[str, Any]:
+    """A daily merge table `bench.<name>` over `shop.orders` (`shop_source`), with the cron `schedule`; `fields`
+    add or override top-level fields, e.g. `kubernetes`."""
+    return {
+        "name": name,
+        "dataset": "bench",
+        "owner": "team:shop",
+        "strategy": {"type": "merge", "unique_key": ["order_id"]},
+        "schedule": schedule,
+        "window": {"size": "1d", "start": "2026-03-01"},
+        "partition": {"key": "day"},
+        "columns": [
+            {"name": "order_id", "type": "INT64"},
+            {"name": "day", "type": "DATE", "constraints": {"not_null": True}},
+        ],
+        "sql": "SELECT o.order_id, DATE(o.created_at) AS day FROM shop.orders AS o\n"
+        "WHERE o.created_at >= @window_start AND o.created_at < @window_end\n",
+        **fields,
+    }
+
+
 def events_source(**fields: Any) -> dict[str, Any]:
     """A fresh spec of the SQLite source `shop` with one table, `events` (key `id`, cursor `updated_at`), whose
     URL variable is never set (the tests that use it build definitions or simulate runs); `fields` override or add

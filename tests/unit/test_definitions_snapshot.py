@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 from dagster import AssetKey, AutomationCondition, DefaultSensorStatus, Definitions
-from support import shop_source
+from support import daily_orders_table, shop_source
 
 from derive_assets.factory.automation import table_condition
 from derive_assets.factory.build import build_definitions
@@ -139,21 +139,7 @@ def test_many_tables_of_one_dataset_make_one_job(tmp_path):
     (specs / "bench").mkdir()
     (specs / "sources" / "shop.yaml").write_text(yaml.safe_dump(shop_source()))
     for n in range(6):
-        table = {
-            "name": f"orders_{n}",
-            "dataset": "bench",
-            "owner": "team:shop",
-            "strategy": {"type": "merge", "unique_key": ["order_id"]},
-            "schedule": f"{n} 1 * * *",
-            "window": {"size": "1d", "start": "2026-03-01"},
-            "partition": {"key": "day"},
-            "columns": [
-                {"name": "order_id", "type": "INT64"},
-                {"name": "day", "type": "DATE", "constraints": {"not_null": True}},
-            ],
-            "sql": "SELECT o.order_id, DATE(o.created_at) AS day FROM shop.orders AS o\n"
-            "WHERE o.created_at >= @window_start AND o.created_at < @window_end\n",
-        }
+        table = daily_orders_table(f"orders_{n}", schedule=f"{n} 1 * * *")
         (specs / "bench" / f"orders_{n}.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
     defs = build_definitions(DeriveSettings(specs_dir=specs, home=tmp_path / "home"))
     assert sorted(j.name for j in defs.jobs or []) == ["bench_job", "replicate_shop"]

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from dagster import AssetKey
 from kubernetes.utils import parse_quantity
-from support import shop_source
+from support import daily_orders_table, shop_source
 
 from derive_assets import cli
 from derive_assets.factory.build import build_definitions
@@ -386,22 +386,7 @@ def test_a_specs_block_and_its_directory_defaults_reach_the_pod(tmp_path, releas
             },
         ]
     ):
-        table = {
-            "name": f"orders_{n}",
-            "dataset": "bench",
-            "owner": "team:shop",
-            "strategy": {"type": "merge", "unique_key": ["order_id"]},
-            "schedule": "0 1 * * *",
-            "window": {"size": "1d", "start": "2026-03-01"},
-            "partition": {"key": "day"},
-            "columns": [
-                {"name": "order_id", "type": "INT64"},
-                {"name": "day", "type": "DATE", "constraints": {"not_null": True}},
-            ],
-            "sql": "SELECT o.order_id, DATE(o.created_at) AS day FROM shop.orders AS o\n"
-            "WHERE o.created_at >= @window_start AND o.created_at < @window_end\n",
-            **({"kubernetes": own} if own else {}),
-        }
+        table = daily_orders_table(f"orders_{n}", **({"kubernetes": own} if own else {}))
         (specs / "bench" / f"orders_{n}.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
     defs = build_definitions(k8s_settings(tmp_path / "home", specs))
     jobs = step_jobs(defs, release)
