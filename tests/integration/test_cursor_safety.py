@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,6 +85,28 @@ def execute(con: Any, sql: str, params: tuple = ()) -> None:
         con.execute(sql, params)
 
 
+def assert_no_other_writers(con: Any, kind: str, wait_seconds: float = 60.0) -> None:
+    """On MariaDB, wait until no transaction that modified rows is open on the server, else fail naming them."""
+    if kind != "mysql":
+        return
+    sql = (
+        "SELECT t.trx_id, t.trx_started, t.trx_mysql_thread_id, p.DB, p.COMMAND, LEFT(p.INFO, 200) "
+        "FROM information_schema.INNODB_TRX AS t LEFT JOIN information_schema.PROCESSLIST AS p "
+        "ON p.ID = t.trx_mysql_thread_id WHERE t.trx_rows_modified > 0"
+    )
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        with con.cursor() as cur:
+            cur.execute(sql)
+            open_writers = cur.fetchall()
+        if not open_writers or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not open_writers, (
+        f"writing transactions of other clients still open after {wait_seconds:g} s: {open_writers}"
+    )
+
+
 SERVERS = {"postgres": "postgres_url", "mysql": "mysql_url"}
 ID_TABLE = {
     "postgres": "CREATE TABLE events (id bigserial PRIMARY KEY, note text)",
@@ -111,6 +134,9 @@ def test_an_id_committed_late_behind_a_higher_one_is_still_read(
         assert shop.rows() == [(2, "early"), (3, "meanwhile")]
         assert second["derive/read_floor"] is None
         execute(late, "COMMIT")
+        # MariaDB's fence sees writers of the whole server: none of another client may still be open here, or the
+        # floor rightly waits for it too. Wait for them, and name any that stays (a leaked test connection).
+        assert_no_other_writers(writer, kind)
         shop.run()  # reads again from the old floor: the open transaction had ended
         assert shop.rows() == [(1, "late"), (2, "early"), (3, "meanwhile")]
         execute(writer, "INSERT INTO events (note) VALUES ('next')")
