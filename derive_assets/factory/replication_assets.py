@@ -29,7 +29,7 @@ from derive_assets.factory.run_events import full_refresh
 from derive_assets.factory.targets import source_target
 from derive_assets.replication import fence, watermark
 from derive_assets.replication.watermark import CursorState
-from derive_assets.specs.kubernetes import effective as effective_k8s
+from derive_assets.specs.kubernetes import merge as merge_k8s
 from derive_assets.specs.project import ReplicatedTable
 from resources.reads import TableSlice
 from resources.warehouse import LoadRequest, WarehouseError
@@ -64,7 +64,7 @@ def build_replication_asset(
         pool=source_pool(source.name),  # at most `max_concurrent_extractions` of the source's tables at once
         retry_policy=step_retry_policy(),
         # the step's pod under k8s_job_executor: the table's block over its source's (defaults merged in)
-        op_tags=k8s_op_tags(effective_k8s(source.kubernetes, table.kubernetes)),
+        op_tags=k8s_op_tags(merge_k8s(source.kubernetes, table.kubernetes)),
         required_resource_keys={"warehouse", "sources"},
     )
     def _replicate(context: AssetExecutionContext) -> MaterializeResult:

@@ -28,7 +28,8 @@ class SpecError:
     def __str__(self) -> str:
         where = f"{self.file}: {self.field}" if self.field else str(self.file)
         shown = "" if self.value is _MISSING else f" (got {show(self.value)})"
-        return mask_secrets(f"{where}: {self.message}{shown}")
+        # Each part masked on its own: a field path ending in `secret` (a Secret reference) is no `secret: <value>`.
+        return f"{mask_secrets(where)}: {mask_secrets(self.message)}{mask_secrets(shown)}"
 
 
 def show(value: Any, limit: int = SHOWN_CHARS) -> str:

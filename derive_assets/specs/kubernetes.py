@@ -13,7 +13,7 @@ Where the effective settings live (what the factory reads):
   field **before** the model validates it (`merge_data`): after loading, `spec.kubernetes` of a table, an export or
   a source IS the effective block, defaults included.
 - A source table's own `kubernetes` overrides its source's the same way; the model keeps what the file says, and
-  `effective(source.kubernetes, table.kubernetes)` (= `merge`) is the table's effective block. `SourceSpec` checks
+  `merge(source.kubernetes, table.kubernetes)` is the table's effective block. `SourceSpec` checks
   at load that each table's merged block is valid (a table's `limits` below its source's `requests`).
 
 Merging is field by field: mappings (`resources.requests`, `node_selector`, `secret_env`, ...) key by key, lists
@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 
-from derive_assets.specs.errors import _MISSING, SpecError, mask_secrets, show
+from derive_assets.specs.errors import show
 from derive_assets.specs.strict import StrictModel
 
 ResourceName = Literal["cpu", "memory", "ephemeral-storage"]
@@ -277,25 +277,6 @@ class DefaultsFile(StrictModel):
     """The `kubernetes` block merged under each spec's own (see `derive_assets.specs.kubernetes`)."""
 
 
-class KubernetesFieldError(SpecError):
-    """A `SpecError` about a field of a `kubernetes` block, whose field path is never masked.
-
-    `SpecError` masks its whole line, so a path ending in a word that looks like a secret's key (a Secret
-    reference's `secret`, a variable named `PASSWORD` or `TOKEN` in `secret_env`) followed by `: ` turned the
-    message's first word into `***` (`secret_env.TOKEN.secret: *** field is missing`). A block holds Secret names,
-    never values, but its message and value are still masked, as everywhere."""
-
-    def __str__(self) -> str:
-        where = f"{self.file}: {self.field}" if self.field else str(self.file)
-        shown = "" if self.value is _MISSING else f" (got {show(self.value)})"
-        return f"{where}: {mask_secrets(self.message)}{mask_secrets(shown)}"
-
-
-def in_block(field: str) -> bool:
-    """Whether an error's field path lies in a `kubernetes` block (`kubernetes.…`, `tables[0].kubernetes.…`)."""
-    return field == "kubernetes" or field.startswith("kubernetes.") or ".kubernetes" in field
-
-
 def merge_data(base: Any, own: Any) -> Any:
     """`own` merged over `base`, as YAML values: mappings key by key (recursively), anything else replaced."""
     if isinstance(base, dict) and isinstance(own, dict):
@@ -315,10 +296,6 @@ def merge(defaults: KubernetesSettings | None, own: KubernetesSettings | None) -
         return own if defaults is None else defaults
     data = merge_data(_as_data(defaults), _as_data(own))
     return KubernetesSettings.model_validate(data)
-
-
-effective = merge
-"""A source table's effective settings: `effective(source.kubernetes, table.kubernetes)`."""
 
 
 def _as_data(settings: KubernetesSettings) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from derive_assets.settings import specs_dir_from_env
-from derive_assets.specs import kubernetes as k8s
 from derive_assets.specs.defaults import DirectoryDefaults, is_defaults_file, note_inherited
 from derive_assets.specs.errors import SHOWN_CHARS, SpecError, SpecValidationError, format_loc, show
 from derive_assets.specs.models import (
@@ -350,10 +349,7 @@ def _pydantic_errors(path: Path, model: type[BaseModel], exc: ValidationError) -
             out.append(SpecError(path, field, message))
         else:
             out.append(SpecError(path, field, message, value))
-    return [
-        k8s.KubernetesFieldError(e.file, e.field, e.message, e.value) if k8s.in_block(e.field) else e
-        for e in out
-    ]
+    return out
 
 
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\[\]]*): ")

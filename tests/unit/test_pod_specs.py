@@ -41,7 +41,7 @@ from derive_assets.k8s_pods import (
 )
 from derive_assets.python_tables import python_tables
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
-from derive_assets.specs.kubernetes import KubernetesSettings, effective
+from derive_assets.specs.kubernetes import KubernetesSettings, merge
 from derive_assets.specs.project import SpecProject, load_project
 
 SPECS = PROJECT_ROOT / "table_specs"
@@ -61,7 +61,7 @@ def expected_settings(project: SpecProject) -> dict[AssetKey, KubernetesSettings
     a table's, an export's, a Python table's own field; a source table's over its source's."""
     found: dict[AssetKey, KubernetesSettings | None] = {}
     for rt in project.replicated:
-        found[AssetKey(rt.ref.split("."))] = effective(rt.source.kubernetes, rt.table.kubernetes)
+        found[AssetKey(rt.ref.split("."))] = merge(rt.source.kubernetes, rt.table.kubernetes)
     for table in project.tables:
         found[AssetKey(table.spec.ref.split("."))] = table.spec.kubernetes
     for python_table in python_tables(project):
