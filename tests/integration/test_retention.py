@@ -31,6 +31,7 @@ from dagster import (
 from psycopg import sql
 
 from derive_assets import metadata_keys as K
+from derive_assets import retention
 from derive_assets.retention import RetentionError, plan_prune, prune
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,12 @@ days = DailyPartitionsDefinition(start_date="2026-01-01")
 
 
 @pytest.fixture
-def instance(postgres_server_url: str, tmp_path: Path) -> Iterator[DagsterInstance]:
+def instance(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[DagsterInstance]:
+    monkeypatch.setenv(
+        "DAGSTER_HOME", str(tmp_path)
+    )  # `python -m derive_assets.retention` opens this instance
     name = f"t_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -134,3 +140,28 @@ def test_recent_runs_are_never_candidates(instance: DagsterInstance) -> None:
     plan = plan_prune(instance, keep_days=7)
     assert plan.delete == [] and plan.kept == {}
     assert all(instance.get_run_by_id(r) is not None for r in runs)
+
+
+def test_the_command_lists_by_default_and_deletes_only_with_apply(
+    instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m derive_assets.retention --keep-days N [--apply]`, as docs/retention.md gives it (nine days on)."""
+    old = _replicate(instance, "2026-03-01 00:00:00+00:00")
+    latest = _replicate(instance, "2026-03-02 00:00:00+00:00")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=9)
+    monkeypatch.setattr(retention, "plan_prune", lambda opened, days: plan_prune(opened, days, now=later))
+
+    assert retention.main(["--keep-days", "7"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith("1 finished runs last updated before ") and "1 kept" in listed
+    assert "nothing deleted: run again with --apply" in listed
+    assert instance.get_run_by_id(old) is not None
+
+    assert retention.main(["--keep-days", "7", "--apply"]) == 0
+    assert "deleted 1 runs and their events" in capsys.readouterr().out
+    assert instance.get_run_by_id(old) is None and instance.get_run_by_id(latest) is not None
+
+    with pytest.raises(SystemExit) as refused:
+        retention.main(["--keep-days", "3"])
+    assert refused.value.code == 2
+    assert "keep_days=3 is under 7" in capsys.readouterr().err
