@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
+import importlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from derive_assets.settings import PROJECT_ROOT, DeriveSettings
+from derive_assets.commands import (
+    COMMAND_MODULES,
+    OperatorError,
+    existing_instance,
+    open_instance,
+    operator_errors,
+)
+from derive_assets.settings import DeriveSettings
 from derive_assets.specs.errors import SpecValidationError
 
 
@@ -96,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--days", type=int, default=7, help="materialize windows of the last N days")
     demo.add_argument("--fresh", action="store_true", help="regenerate the sources and rebuild the warehouse")
 
+    for module in COMMAND_MODULES:  # the commands that live in their own module (`derive_assets/commands/`)
+        importlib.import_module(module).register(sub)
+
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "run"):
+            return args.run(args)
         return {
             "validate": _validate,
             "plan": _plan,
@@ -119,34 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     except OperatorError as exc:
         print(f"derive {args.command}: {exc}", file=sys.stderr)
         return 2
-
-
-class OperatorError(RuntimeError):
-    """A mistake or an unreachable service behind an operator's command, already worded as one clear message."""
-
-
-@contextmanager
-def _operator_errors() -> Iterator[None]:
-    """The errors an operator's command may meet, each as one message (never a traceback): an unknown selection,
-    table or export, a wrong key type, a warehouse or online store that cannot be reached or opened (the engines
-    raise `WarehouseUnavailable` for that), a failed rebuild."""
-    from derive_assets.lifecycle import LifecycleError
-    from derive_assets.online import BadKeyValue, UnknownExport
-    from derive_assets.selection import SelectionError
-    from resources.online_store import OnlineStoreError
-    from resources.warehouse import WarehouseError
-
-    try:
-        yield
-    except (
-        SelectionError,
-        LifecycleError,
-        UnknownExport,
-        BadKeyValue,
-        WarehouseError,
-        OnlineStoreError,
-    ) as exc:
-        raise OperatorError(str(exc)) from None
 
 
 TERMINAL_PROGRESS_LOGGERS = ("derive_assets.progress", "derive_assets.demo.generate")
@@ -215,7 +198,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     settings = DeriveSettings.from_env()
     project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
-    with _operator_errors(), _existing_instance(settings) as instance:
+    with operator_errors(), existing_instance(settings) as instance:
         print(render_full(full_plan(settings, project, build_warehouse(settings), args.selection, instance)))
     return 0
 
@@ -227,13 +210,13 @@ def _rebuild(args: argparse.Namespace) -> int:
 
     settings = DeriveSettings.from_env()
     project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
-    with _operator_errors():
+    with operator_errors():
         run = rebuild_run(rebuild_table(project, args.table))
         if not _confirmed(f"{run.describe()}?", args.yes):
             print("nothing done", file=sys.stderr)
             return 1
         warehouse = build_warehouse(settings)
-        with _instance(settings) as instance, _progress_on_terminal():
+        with open_instance(settings) as instance, _progress_on_terminal():
             result = execute_rebuild(settings, project, run, instance, warehouse)
     print(f"rebuilt {result.ref}: {result.rows:,} rows in {result.seconds:.1f}s (run {result.run_id})")
     return 0
@@ -246,7 +229,7 @@ def _prune(args: argparse.Namespace) -> int:
 
     settings = DeriveSettings.from_env()
     project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
-    with _operator_errors():
+    with operator_errors():
         warehouse = build_warehouse(settings)
         found = orphans(project, warehouse)
         if not found:
@@ -271,46 +254,12 @@ def _confirmed(question: str, yes: bool) -> bool:
     return answer in ("y", "yes")
 
 
-def _use_dagster_home(settings: DeriveSettings) -> Path:
-    """Point Dagster at the project's instance (`DAGSTER_HOME`, else under the Derive home); returns its path."""
-    home = settings.dagster_home()
-    os.environ["DAGSTER_HOME"] = str(home)  # for the Dagster instance, which reads it
-    return home
-
-
-@contextmanager
-def _instance(settings: DeriveSettings) -> Iterator[Any]:
-    """The project's Dagster instance, created on first use (telemetry off, run monitoring on)."""
-    from dagster import DagsterInstance
-
-    home = _use_dagster_home(settings)
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    with DagsterInstance.get() as instance:
-        yield instance
-
-
-@contextmanager
-def _existing_instance(settings: DeriveSettings) -> Iterator[Any]:
-    """The project's Dagster instance if one exists (for watermarks and materialized partitions), else None;
-    never creates one."""
-    from dagster import DagsterInstance
-
-    home = _use_dagster_home(settings)
-    if not (home / "dagster.yaml").exists():
-        yield None
-        return
-    with DagsterInstance.get() as instance:
-        yield instance
-
-
 def _lookup(args: argparse.Namespace) -> int:
     import json
 
     from derive_assets.online import OnlineReader
 
-    with _operator_errors():
+    with operator_errors():
         rows = OnlineReader.from_env().lookup(args.export, *args.key)
     for row in rows:
         print(json.dumps(row, default=str))
@@ -372,7 +321,7 @@ def _pools(args: argparse.Namespace) -> int:
 
     settings = DeriveSettings.from_env()
     project = load_project(settings.specs_dir, strict=settings.strict_specs, cache_dir=settings.cache_dir)
-    with _instance(settings) as instance:
+    with open_instance(settings) as instance:
         changed = apply_pool_limits(instance, project)
     for pool, limit in sorted(changed.items()):
         print(f"{pool}: {limit}")
@@ -398,7 +347,7 @@ def _pod(args: argparse.Namespace) -> int:
     from derive_assets.selection import select
 
     settings = replace(DeriveSettings.from_env(), executor="k8s")  # as the image runs: DERIVE_EXECUTOR=k8s
-    with _operator_errors():
+    with operator_errors():
         try:
             release = Release.load(
                 args.instance or INSTANCE_YAML,
@@ -426,7 +375,7 @@ def _demo(args: argparse.Namespace) -> int:
     settings = DeriveSettings.from_env()
     home = settings.dagster_home()
     warehouse = settings.warehouse_config()
-    with _instance(settings) as instance, _progress_on_terminal():
+    with open_instance(settings) as instance, _progress_on_terminal():
         summary = run_demo(settings, instance, users=args.users, days=args.days, fresh=args.fresh)
     width = max(len(ref) for ref in summary)
     print(f"\n{'table':<{width}} {'rows':>9}  watermark / strategy")
