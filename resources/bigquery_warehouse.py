@@ -94,6 +94,7 @@ from resources.schema_diff import ExistingTable, SchemaChange, SchemaDiff
 from resources.sql_text import table_name
 from resources.warehouse import (
     DEFAULT_MAX_DELETE_PERCENT,
+    DatasetNotEmpty,
     EstimateUnavailable,
     LoadRequest,
     MissingColumns,
@@ -266,6 +267,28 @@ class BigQueryWarehouse(SliceReads, ConfigurableResource):
                 return
             evolution.refuse_unmarked(ref, existing)
             calls.delete_table(f"{calls.project}.{ref}")
+
+    def datasets(self) -> list[str]:
+        """The project's datasets, sorted."""
+        with self.calls() as calls:
+            listed = calls.client.list_datasets(calls.project, **calls.policy.kwargs)
+            return sorted(str(d.dataset_id) for d in listed)
+
+    def drop_dataset(self, name: str) -> None:
+        """Delete an empty dataset (never its contents: BigQuery itself refuses a non-empty one without
+        `delete_contents`); `DatasetNotEmpty` naming its tables otherwise, nothing when it does not exist."""
+        with self.calls() as calls:
+            try:
+                held = sorted(
+                    f"{name}.{t.table_id}" for t in calls.client.list_tables(name, **calls.policy.kwargs)
+                )
+            except NotFound:
+                return
+            if held:
+                raise DatasetNotEmpty(name, held)
+            calls.client.delete_dataset(
+                f"{calls.project}.{name}", delete_contents=False, not_found_ok=True, **calls.policy.kwargs
+            )
 
     def _query_rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self.calls() as calls:

@@ -34,6 +34,7 @@ from resources.schema_diff import ExistingTable, SchemaChange, SchemaDiff
 from resources.sql_text import DUCKDB_TYPES, cast_select, column_list, quote, table_name
 from resources.warehouse import (
     DEFAULT_MAX_DELETE_PERCENT,
+    DatasetNotEmpty,
     LoadRequest,
     TargetTable,
     WarehouseLocked,
@@ -201,6 +202,40 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
                 return
             evolution.refuse_unmarked(ref, existing)
             con.execute(f"DROP TABLE {table_name(ref, D)}")
+
+    def datasets(self) -> list[str]:
+        """The file's schemas but DuckDB's own (`main` and the catalogs'), sorted; none for a missing file."""
+        if not Path(self.path).exists():
+            return []
+        with self.get_connection() as con:
+            rows = con.execute(
+                "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database() "
+                "AND NOT internal ORDER BY schema_name"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def drop_dataset(self, name: str) -> None:
+        """`DROP SCHEMA` of an empty schema; `DatasetNotEmpty` naming its tables and views otherwise."""
+        if not Path(self.path).exists():
+            return
+        with self.get_connection() as con, _transaction(con):
+            found = con.execute(
+                "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database() "
+                "AND NOT internal AND lower(schema_name) = lower($s)",
+                {"s": name},
+            ).fetchone()
+            if found is None:
+                return
+            held = con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND NOT temporary AND lower(schema_name) = lower($s) UNION ALL "
+                "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() "
+                "AND NOT internal AND NOT temporary AND lower(schema_name) = lower($s) ORDER BY 1",
+                {"s": name},
+            ).fetchall()
+            if held:
+                raise DatasetNotEmpty(str(found[0]), [f"{found[0]}.{r[0]}" for r in held])
+            con.execute(f"DROP SCHEMA {quote(str(found[0]), D)}")
 
     def _query_rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self.get_connection() as con:

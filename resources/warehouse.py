@@ -240,6 +240,16 @@ class Warehouse(Protocol):
         """Drop a table Derive created; refuses (`WarehouseError`) one without Derive's marker."""
         ...
 
+    def datasets(self) -> list[str]:
+        """Every dataset of the warehouse (DuckDB: the schemas of the file; BigQuery: the project's datasets),
+        sorted; empty when the warehouse holds none (a DuckDB file that does not exist is not created)."""
+        ...
+
+    def drop_dataset(self, name: str) -> None:
+        """Drop an empty dataset (nothing when it does not exist); refuses (`DatasetNotEmpty`) one that still
+        holds a table or view."""
+        ...
+
 
 # ----------------------------------------------------------------------------------------------- errors
 # One class per broken rule, with the values as fields (the dlt style): callers and tests can tell the cases apart
@@ -391,6 +401,18 @@ class ReconcileRefused(WarehouseError):
             "allows, so it deleted nothing. If the source table really lost those rows, raise "
             "reconcile.max_delete_percent in the spec (100: no limit) for one run; otherwise check that the "
             "source URL points at the right database and the table is complete."
+        )
+
+
+class DatasetNotEmpty(WarehouseError):
+    """`drop_dataset` of a dataset that still holds tables: nothing was dropped."""
+
+    def __init__(self, dataset: str, tables: Sequence[str]) -> None:
+        self.dataset, self.tables = dataset, tuple(tables)
+        shown = ", ".join(self.tables[:10]) + (", ..." if len(self.tables) > 10 else "")
+        super().__init__(
+            f"dataset {dataset} still holds {len(self.tables)} table(s) ({shown}), so it was not dropped; drop "
+            "those tables first (Derive drops only the tables it created), or keep the dataset."
         )
 
 
