@@ -311,6 +311,11 @@ class BigQueryWarehouse(SliceReads, ConfigurableResource):
             # The Storage Read API is faster on BigQuery; the emulator's is not reachable through this client.
             return rows.to_arrow(create_bqstorage_client=self.api_endpoint is None)
 
+    def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of a small read-only query (`Warehouse.query`): `@name` parameters typed by
+        `query_parameters`, one query job with the resource's timeouts."""
+        return self._query_rows(sql, params)
+
     def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int | None:
         """Bytes the query would scan, from a dry run (free; the emulator always says 0)."""
         with self.calls() as calls:

@@ -163,6 +163,10 @@ class DuckDBWarehouse(SliceReads, ConfigurableResource):
     def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int | None:
         return None  # DuckDB has no dry run; local scans cost nothing to estimate
 
+    def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of a small read-only query (`Warehouse.query`); `$name` parameters."""
+        return self._query_rows(sql, params)
+
     def row_count(self, ref: str) -> int:
         with self.get_connection() as con:
             return _scalar(con, f"SELECT count(*) FROM {table_name(ref, D)}")

@@ -159,6 +159,13 @@ class Warehouse(Protocol):
         """Bytes a query would process (a dry run), or None where the warehouse cannot tell."""
         ...
 
+    def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of one read-only query (in the warehouse's `dialect`, values bound as `params`), as tuples.
+
+        For small results only (counts, sums, a few sample rows: `derive diff`), never for reading a table: the
+        whole result comes back into memory. Nothing checks that the query only reads; callers send SELECTs."""
+        ...
+
     def write(self, request: WriteRequest, batches: Iterable[pa.RecordBatch] | None = None) -> WriteResult:
         """Run a core/derived table's query for one window with its strategy, in one transaction.
 
