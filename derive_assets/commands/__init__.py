@@ -16,7 +16,10 @@ from typing import Any
 
 from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "derive_assets.commands.build",
+    "derive_assets.commands.env",
+)
 """The modules whose `register(sub)` `derive_assets.cli.main` calls, in the order `derive --help` lists them."""
 
 
