@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     demo = sub.add_parser(
-        "demo", help="generate sample data and materialize the whole graph, embedded engines"
+        "demo",
+        help="generate sample data (later runs: a batch of activity) in the sources the replication reads "
+        "(each spec's connection_env URL, else embedded), then materialize the whole graph",
     )
     demo.add_argument("--users", type=int, default=10_000)
     demo.add_argument("--days", type=int, default=7, help="materialize windows of the last N days")
@@ -159,24 +161,49 @@ def _progress_on_terminal() -> Iterator[None]:
 
 
 def _url_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--accounts-url", help="default: embedded SQLite under $DERIVE_HOME/sources")
-    parser.add_argument("--orders-url")
-    parser.add_argument("--payments-url")
+    """The `--<source>-url` options; each defaults to what the replication (and `derive demo`) reads: the URL in
+    the source spec's `connection_env` variable (e.g. DERIVE_ACCOUNTS_URL), else the embedded store."""
+    default = "default: the URL in the source spec's connection_env variable (shipped specs: {}), else {}"
+    sqlite = "embedded SQLite under $DERIVE_HOME/sources"
+    for source in ("accounts", "orders", "payments"):
+        parser.add_argument(
+            f"--{source}-url",
+            help="sqlite:///…, postgresql://…/db or mysql://…/db; "
+            + default.format(f"DERIVE_{source.upper()}_URL", sqlite),
+        )
     parser.add_argument(
-        "--profiles-url", help="mongodb://… (default: embedded montydb under $DERIVE_HOME/sources)"
+        "--profiles-url",
+        help="mongodb://host/db (documents go to the database in the URL's path, else to the one the profiles "
+        "spec reads); "
+        + default.format("DERIVE_PROFILES_URL", "embedded montydb under $DERIVE_HOME/sources"),
     )
 
 
-def _urls(args: argparse.Namespace):
-    from derive_assets.demo.generate import SourceUrls, embedded_urls
+def _urls(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The sample sources' URLs (the options, else what the replication reads, `demo.sources.sample_urls`), and
+    a note when the profiles go to a database the profiles spec does not read."""
+    from derive_assets.demo.sources import sample_urls, spec_database_mismatch
+    from derive_assets.replication.urls import SourceConnectionError
+    from derive_assets.specs.project import load_project
 
-    default = embedded_urls(DeriveSettings.from_env().embedded_sources_dir)
-    return SourceUrls(
-        accounts=args.accounts_url or default.accounts,
-        orders=args.orders_url or default.orders,
-        payments=args.payments_url or default.payments,
-        profiles=args.profiles_url or default.profiles,
-    )
+    settings = DeriveSettings.from_env()
+    project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
+    given = {
+        source: getattr(args, f"{source}_url") for source in ("accounts", "orders", "payments", "profiles")
+    }
+    try:
+        urls = sample_urls(project, settings.embedded_sources_dir, given)
+    except SourceConnectionError as exc:
+        raise OperatorError(f"{exc} (or pass the URL with its --<source>-url option)") from None
+    return urls, spec_database_mismatch(project, urls)
+
+
+def _print_sample_sources(urls: Any, mismatch: str | None) -> None:
+    from derive_assets.demo.sources import describe
+
+    print("sample sources:\n" + "\n".join(f"  {line}" for line in describe(urls)))
+    if mismatch:
+        print(f"note: {mismatch}.", file=sys.stderr)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -271,9 +298,10 @@ def _lookup(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from derive_assets.demo.generate import generate
 
-    urls = _urls(args)
+    urls, mismatch = _urls(args)
     with _sample_source_errors(urls), _progress_on_terminal():
         counts = generate(urls, users=args.users, seed=args.seed)
+    _print_sample_sources(urls, mismatch)
     for table, count in counts.items():
         print(f"{table}: {count:,} rows")
     return 0
@@ -282,9 +310,10 @@ def _generate(args: argparse.Namespace) -> int:
 def _activity(args: argparse.Namespace) -> int:
     from derive_assets.demo.generate import apply_activity
 
-    urls = _urls(args)
+    urls, mismatch = _urls(args)
     with _sample_source_errors(urls):
         counts = apply_activity(urls, fraction=args.fraction)
+    _print_sample_sources(urls, mismatch)
     for key, count in counts.items():
         print(f"{key}: {count:,}")
     return 0
@@ -300,16 +329,21 @@ def _sample_source_errors(urls: Any) -> Iterator[None]:
     import pymongo.errors
     import sqlalchemy.exc
 
-    from derive_assets.replication.urls import scrub
+    from derive_assets.replication.urls import SourceConnectionError, scrub
 
     try:
         yield
-    except (sqlalchemy.exc.SQLAlchemyError, pymongo.errors.PyMongoError, OSError) as exc:
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        pymongo.errors.PyMongoError,
+        SourceConnectionError,
+        OSError,
+    ) as exc:
         every = (urls.accounts, urls.orders, urls.payments, urls.profiles)
         reason = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, *every)
         raise SampleSourceError(
-            f"could not write the sample data: {reason}. Check the --*-url options (or start the servers: "
-            "`make services`)."
+            f"could not write the sample data: {reason}. Check the --*-url options or the sources' connection "
+            "variables (DERIVE_ACCOUNTS_URL, …), or start the servers: `make services`."
         ) from None
 
 
@@ -371,12 +405,17 @@ def _pod(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from derive_assets.demo.run import run_demo
+    from derive_assets.demo.sources import SampleSourceMismatch, SampleSourceUnavailable
+    from derive_assets.replication.urls import SourceConnectionError
 
     settings = DeriveSettings.from_env()
     home = settings.dagster_home()
     warehouse = settings.warehouse_config()
-    with open_instance(settings) as instance, _progress_on_terminal():
-        summary = run_demo(settings, instance, users=args.users, days=args.days, fresh=args.fresh)
+    try:
+        with open_instance(settings) as instance, _progress_on_terminal():
+            summary = run_demo(settings, instance, users=args.users, days=args.days, fresh=args.fresh)
+    except (SampleSourceMismatch, SampleSourceUnavailable, SourceConnectionError) as exc:
+        raise OperatorError(str(exc)) from None
     width = max(len(ref) for ref in summary)
     print(f"\n{'table':<{width}} {'rows':>9}  watermark / strategy")
     for ref, info in summary.items():

@@ -233,7 +233,7 @@ def apply_activity(
     schema = source_tables()
     (auth,), (orders,), (payments,) = schema["accounts"], schema["orders"], schema["payments"]
     embedded = is_embedded(urls.profiles)
-    with connect(urls) as conns, open_profiles(urls.profiles) as profiles:
+    with connect(urls) as conns, open_profiles(urls) as profiles:
         state = _state(conns, schema, profiles, embedded)
         if state.latest is not None and moment <= state.latest:
             latest = state.latest.isoformat()

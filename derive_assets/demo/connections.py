@@ -1,5 +1,10 @@
 """Where the demo's sources live and how to open them: `SourceUrls`, one SQLAlchemy connection per SQL
-source, the profile collection of the document store, and the UTC timestamp rules every writer follows."""
+source, the profile collection of the document store, and the UTC timestamp rules every writer follows.
+
+Every store is written in the database its URL names: SQL URLs carry it (`postgresql://…/db`,
+`mysql://…/db`, the SQLite file), and a `mongodb://host/db` URL names the document database in its path; a
+URL without one (`mongodb://host/`, `montydb:///dir`) uses `SourceUrls.default_database`, the database the
+`profiles` source spec reads (`database:`, `MONGO_DATABASE` in the project's specs)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
@@ -18,22 +24,35 @@ from derive_assets.replication.mongo_client import MONGO_DATABASE, open_mongo
 SOURCES = ("accounts", "orders", "payments")
 """The SQL sources; the profile documents live in `SourceUrls.profiles`."""
 PROFILE_COLLECTION = "profile"
-PROFILES = f"{MONGO_DATABASE}.{PROFILE_COLLECTION}"
-"""The profile documents' key in the returned counts, like `source.table` for the SQL tables."""
+PROFILES = f"profiles.{PROFILE_COLLECTION}"
+"""The profile documents' key in the returned counts, `source.table` as for the SQL tables (whichever database
+holds them)."""
 
 
 @dataclass(frozen=True)
 class SourceUrls:
     """Connection URLs of the demo's sources.
 
-    `accounts`, `orders` and `payments`: `sqlite:///path`, `postgresql://…` or `mysql://…`. `profiles`: the
-    document store, `mongodb://…` or `montydb:///path` (database `MONGO_DATABASE`, collection `profile`).
+    `accounts`, `orders` and `payments`: `sqlite:///path`, `postgresql://…/db` or `mysql://…/db`. `profiles`:
+    the document store, `mongodb://host/db` or `montydb:///path`, collection `profile` in the database the URL
+    names, else in `default_database`.
     """
 
     accounts: str
     orders: str
     payments: str
     profiles: str
+    default_database: str = MONGO_DATABASE
+    """The document database when the `profiles` URL names none."""
+
+    @property
+    def profiles_database(self) -> str:
+        """The document database the profiles are written to: the URL's, else `default_database`."""
+        return url_database(self.profiles) or self.default_database
+
+    def every(self) -> dict[str, str]:
+        """Each source's URL, by source name (`accounts`, …, `profiles`)."""
+        return {source: getattr(self, source) for source in (*SOURCES, "profiles")}
 
 
 def embedded_urls(base: Path) -> SourceUrls:
@@ -93,11 +112,20 @@ def truncate_ms(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
+def url_database(url: str) -> str | None:
+    """The database a `mongodb://host/db` URL names in its path (percent-decoded), else None; montydb URLs name
+    a directory, never a database."""
+    if not url.startswith(("mongodb://", "mongodb+srv://")):
+        return None
+    return unquote(urlsplit(url).path.lstrip("/")) or None
+
+
 @contextmanager
-def open_profiles(url: str) -> Iterator[Any]:
-    """The profile collection of the document store at `url` (pymongo or montydb: one API, no common type)."""
-    with open_mongo(url) as client:
-        yield client[MONGO_DATABASE][PROFILE_COLLECTION]
+def open_profiles(urls: SourceUrls) -> Iterator[Any]:
+    """The profile collection in `urls.profiles_database` of the document store at `urls.profiles` (pymongo or
+    montydb: one API, no common type)."""
+    with open_mongo(urls.profiles) as client:
+        yield client[urls.profiles_database][PROFILE_COLLECTION]
 
 
 def is_embedded(url: str) -> bool:

@@ -111,7 +111,7 @@ def generate(
     counts = {f"{source}.{t.name}": 0 for source in SOURCES for t in schema[source]} | {PROFILES: 0}
     rng, extra = random.Random(seed), random.Random(f"{seed}:profiles")
     started = time.monotonic()
-    with connect(urls) as conns, open_profiles(urls.profiles) as profiles:
+    with connect(urls) as conns, open_profiles(urls) as profiles:
         for source in SOURCES:
             recreate(conns[source], schema[source])
         profiles.drop()

@@ -1,6 +1,8 @@
-"""The demo's main job: sample sources -> replicated tables -> core and derived tables, on embedded engines.
+"""The demo's main job: sample sources -> replicated tables -> core and derived tables.
 
-The first run generates the sample databases and loads everything; every later run plays one batch of new
+The sample sources are the ones the replication reads (`demo/sources.py`): each source spec's `connection_env`
+URL when set (PostgreSQL, MariaDB, a MongoDB server), else the embedded SQLite files and montydb store. The first
+run (or any run that finds a source's tables missing or empty) generates the sample databases and loads everything; every later run plays one batch of new
 activity on the sources first, so it shows what an incremental run reads. Each step is one run of one source's
 tables or of one asset, by asset key (`factory/runs.py`, as `dagster asset materialize --select` runs them), in
 dependency order, on the persistent instance in `DAGSTER_HOME`, so `dagster dev` shows their history.
@@ -12,7 +14,6 @@ the steps downstream of it, as it would in one run, and `derive demo` exits non-
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,7 +31,15 @@ from dagster import (
 
 from derive_assets import metadata_keys as K
 from derive_assets.demo.connections import SOURCES
-from derive_assets.demo.generate import apply_activity, embedded_urls, generate
+from derive_assets.demo.generate import apply_activity, generate
+from derive_assets.demo.sources import (
+    SampleSourceMismatch,
+    describe,
+    incomplete_sources,
+    sample_source_errors,
+    sample_urls,
+    spec_database_mismatch,
+)
 from derive_assets.factory.build import build_definitions, build_online_store, build_warehouse
 from derive_assets.factory.export_assets import export_key, online_table
 from derive_assets.factory.replication_assets import replication_key
@@ -41,6 +50,8 @@ from derive_assets.python_tables import python_tables
 from derive_assets.replication.watermark import WATERMARK_KEY
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject, load_project
+
+__all__ = ["DemoSummary", "FailedCheck", "incomplete_sources", "run_demo"]
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 CHECK_FAILED = "DagsterAssetCheckFailedError"  # the step error Dagster raises for a failed blocking check
@@ -78,26 +89,34 @@ def run_demo(
     fresh: bool = False,
     say: Callable[[str], None] = print,
 ) -> DemoSummary:
-    """Generate (or update) the sample sources, then materialize the whole graph. Returns a summary."""
+    """Generate (or update) the sample sources, then materialize the whole graph. Returns a summary.
+
+    The sample data goes to the sources the replication reads (`demo.sources.sample_urls`); raises
+    `SampleSourceMismatch` when the profiles URL names a database the profiles spec does not read, the
+    replication's `SourceConnectionError` when a source's variable holds a URL its spec's `type` refuses, and
+    `SampleSourceUnavailable` when a source cannot be read or written.
+    """
     project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
     defs = build_definitions(settings, project)
-    urls = embedded_urls(settings.embedded_sources_dir)
-    missing = incomplete_sources(settings.embedded_sources_dir)
-    first_run = fresh or bool(missing)
-    if missing and len(missing) < len(SOURCES) + 1:
-        say(
-            f"==> the sample sources under {settings.embedded_sources_dir} are incomplete ({', '.join(missing)})"
-        )
-    if first_run:
-        say(f"==> generating sample sources: {users:,} users, 14 days of history")
-        counts = generate(urls, users=users)
-        say("    " + ", ".join(f"{k}: {v:,}" for k, v in counts.items()))
-        if (local := settings.warehouse_config().local_file) and Path(local).exists():
-            Path(local).unlink()  # a fresh source means a fresh warehouse (full reloads on BigQuery)
-    else:
-        say("==> applying a batch of new activity to the sample sources (inserts, updates, soft deletes)")
-        changes = apply_activity(urls)
-        say("    " + ", ".join(f"{k}: {v:,}" for k, v in changes.items() if v))
+    urls = sample_urls(project, settings.embedded_sources_dir)
+    if (mismatch := spec_database_mismatch(project, urls)) is not None:
+        raise SampleSourceMismatch(mismatch)
+    with sample_source_errors(urls):
+        missing = incomplete_sources(urls)
+        first_run = fresh or bool(missing)
+        if missing and len(missing) < len(SOURCES) + 1:
+            say(f"==> the sample sources are incomplete ({', '.join(missing)})")
+        where = "\n".join(f"    {line}" for line in describe(urls))
+        if first_run:
+            say(f"==> generating sample sources: {users:,} users, 14 days of history, into\n{where}")
+            counts = generate(urls, users=users)
+            say("    " + ", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+        else:
+            say(f"==> applying a batch of new activity (inserts, updates, soft deletes) to\n{where}")
+            changes = apply_activity(urls)
+            say("    " + ", ".join(f"{k}: {v:,}" for k, v in changes.items() if v))
+    if first_run and (local := settings.warehouse_config().local_file) and Path(local).exists():
+        Path(local).unlink()  # a fresh source means a fresh warehouse (full reloads on BigQuery)
 
     steps: list[tuple[str, list[AssetKey], dict[str, str] | None]] = []
     for source in project.sources():
@@ -146,24 +165,6 @@ def _upstream(graph: Any, keys: Iterable[AssetKey]) -> set[AssetKey]:
             seen.add(key)
             todo.extend(graph.get(key).parent_keys)
     return seen
-
-
-def incomplete_sources(base: Path) -> list[str]:
-    """The embedded demo sources under `base` that are missing or hold no table (an interrupted generation, an
-    emptied file): any of them means the demo generates every source afresh."""
-    missing = []
-    for source in SOURCES:
-        path = base / f"{source}.db"
-        try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-                tables = con.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
-        except sqlite3.Error:
-            tables = None
-        if not tables or not tables[0]:
-            missing.append(f"{source}.db")
-    if not (base / "profiles").is_dir():
-        missing.append("profiles")
-    return missing
 
 
 def _recent_windows(partitions_def: TimeWindowPartitionsDefinition, days: int) -> dict[str, str]:
