@@ -192,12 +192,14 @@ def execute_rebuild(
     )
     seconds = time.perf_counter() - started
     if not result.success:
-        raise LifecycleError(_failure(ref, result))
+        raise LifecycleError(failed_run_message(ref, result, "rebuild", "derive rebuild"))
     return RebuildResult(ref, warehouse.row_count(ref), seconds, result.run_id)
 
 
-def _failure(ref: str, result: ExecuteInProcessResult) -> str:
-    """The first failed step's errors (without Dagster's own wrappers), in one paragraph."""
+def failed_run_message(ref: str, result: ExecuteInProcessResult, what: str, command: str) -> str:
+    """The first failed step's errors (without Dagster's own wrappers), in one paragraph. `what`: the run's kind
+    (`rebuild`, `build`); `command`: what to run again once the cause is fixed (`derive rebuild`,
+    `derive build --env alice ...`)."""
     checks = []
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
@@ -212,15 +214,15 @@ def _failure(ref: str, result: ExecuteInProcessResult) -> str:
                 messages.append(_text(error))
             error = error.cause or error.context
         return (
-            f"{ref}: the rebuild run {result.run_id} failed: {' <- '.join(messages) or 'see the run in the UI'}. "
-            "A failed rebuild leaves the old table as it was; fix the cause and run `derive rebuild` again."
+            f"{ref}: the {what} run {result.run_id} failed: {' <- '.join(messages) or 'see the run in the UI'}. "
+            f"A failed run leaves the old table as it was; fix the cause and run `{command}` again."
         )
     if checks:
         return (
-            f"{ref}: the table was rebuilt, but a blocking check failed: {'; '.join(checks)}. Fix the data or the "
-            "spec, then run `derive rebuild` again."
+            f"{ref}: the table was written, but a blocking check failed: {'; '.join(checks)}. Fix the data or the "
+            f"spec, then run `{command}` again."
         )
-    return f"{ref}: the rebuild run {result.run_id} did not succeed; see it in the Dagster UI."
+    return f"{ref}: the {what} run {result.run_id} did not succeed; see it in the Dagster UI."
 
 
 def _text(error: SerializableErrorInfo) -> str:

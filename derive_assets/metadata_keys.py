@@ -78,6 +78,9 @@ class RunTags(DeriveTagSet):
     late_data: str | None = None
     """On a backfill the `derive_late_data` sensor requested: the replication materialization(s) whose late rows
     it re-runs, as `<asset key>#<storage id>`, comma-separated (see `derive_assets/factory/late_data.py`)."""
+    env: str | None = None
+    """On a run that builds into an environment (`derive build --env`, `DERIVE_ENV`): the environment's name. Its
+    tables are written to `<env>__<dataset>` under asset keys `<env>__<dataset>/<name>` (derive_assets/environments.py)."""
     source_database: str | None = None
     """On a run a source's sensor requested: the source's name. The production instance limits how many runs of
     one source database are in flight at once by this tag (`tag_concurrency_limits` in deployments/k8s/dagster.yaml)."""
@@ -262,6 +265,7 @@ LAYER = key_of(AssetTags, "layer")
 FULL_REFRESH_TAG = key_of(RunTags, "full_refresh")
 LATE_DATA_TAG = key_of(RunTags, "late_data")
 SOURCE_TAG = key_of(RunTags, "source_database")
+ENV_TAG = key_of(RunTags, "env")
 STEP_OP_LABEL = "dagster/op"
 """The label dagster-k8s puts on a step's Job and pod: the op (step) it runs (`derive pod` prints it)."""
 RANGE_START_TAG: str = dagster_tags.ASSET_PARTITION_RANGE_START_TAG

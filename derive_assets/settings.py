@@ -4,7 +4,7 @@ When each variable is read:
 
 - by `DeriveSettings.from_env()`, when definitions build: `DERIVE_SPECS_DIR`, `DERIVE_HOME`, `DERIVE_WAREHOUSE`,
   `DERIVE_BIGQUERY_*` (checked whichever warehouse is chosen), `DERIVE_EXECUTOR`, `DERIVE_ONLINE_STORE`,
-  `DERIVE_STRICT_SPECS`, `DERIVE_CACHE_DIR`, `DERIVE_SPEC_CACHE`;
+  `DERIVE_STRICT_SPECS`, `DERIVE_CACHE_DIR`, `DERIVE_SPEC_CACHE`, `DERIVE_ENV`;
 - when a backend's config is made (`warehouse_config()` / `online_store_config()`, which `build_warehouse` and
   `build_online_store` call): `DERIVE_DUCKDB_PATH` and the `DERIVE_CASSANDRA_*` variables, so settings made in code
   (`DeriveSettings(specs_dir=..., home=...)`, as tests and tools do) follow them as well. Only the chosen backend's
@@ -88,10 +88,19 @@ class DeriveSettings:
     default `cache/` under the Derive home; None (`DERIVE_SPEC_CACHE=off`) analyses every spec on every load.
     Deleting the directory is always safe."""
 
+    env: str | None = None
+    """`DERIVE_ENV`: build into this environment (derive_assets/environments.py) instead of production: its tables
+    and replications are written to `<env>__<dataset>` under asset keys `<env>__<dataset>/<name>`, read unchanged
+    upstream tables from production, and never write a production dataset or the online store. Unset: production."""
+
     def __post_init__(self) -> None:
         """An engine name no registry has is refused here, with the registered choices."""
         config_class(WAREHOUSES, "DERIVE_WAREHOUSE", self.warehouse)
         config_class(ONLINE_STORES, "DERIVE_ONLINE_STORE", self.online_store)
+        if self.env is not None:
+            from derive_assets.environments import validate_name
+
+            validate_name(self.env)
         if self.cache_dir == IN_HOME:
             object.__setattr__(self, "cache_dir", self.home / "cache")
 
@@ -162,6 +171,7 @@ class DeriveSettings:
             bigquery_retry_deadline_seconds=_seconds("DERIVE_BIGQUERY_RETRY_DEADLINE_SECONDS", 120.0),
             strict_specs=_flag("DERIVE_STRICT_SPECS"),
             cache_dir=_cache_dir(home),
+            env=os.environ.get("DERIVE_ENV") or None,
         )
 
 

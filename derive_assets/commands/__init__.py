@@ -19,6 +19,7 @@ from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 COMMAND_MODULES: tuple[str, ...] = (
     "derive_assets.commands.build",
     "derive_assets.commands.env",
+    "derive_assets.commands.new",
 )
 """The modules whose `register(sub)` `derive_assets.cli.main` calls, in the order `derive --help` lists them."""
 

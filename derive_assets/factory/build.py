@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from derive_assets.factory.automation import automation_sensor
+from derive_assets.factory.environment import Environment
 from derive_assets.factory.error_assets import broken_specs, error_asset, warn
 from derive_assets.factory.export_assets import build_export_asset
 from derive_assets.factory.freshness import freshness_checks, freshness_rules, freshness_sensors
@@ -96,7 +97,8 @@ def build_definitions(
     )
     translator = translator or DeriveTranslator()
     resources = build_resources(settings)
-    graph = _Graph(translator, settings, resources["warehouse"])
+    env = Environment(settings.env) if settings.env else None
+    graph = _Graph(translator, settings, resources["warehouse"], env)
     jobs = []
 
     for source in project.sources():
@@ -125,6 +127,12 @@ def build_definitions(
 
     broken = broken_specs(project, _python_tables_left_out(project))
     warn(broken)
+    if env is not None:  # an environment is built when asked: no jobs, schedules, sensors or freshness checks
+        return Definitions(
+            executor=build_executor(settings),
+            assets=[*graph.assets, *(error_asset(b) for b in broken)],
+            resources=resources,
+        )
     freshness = freshness_checks(freshness_rules(graph.nodes.values(), translator.get_asset_key))
 
     return Definitions(
@@ -142,7 +150,8 @@ def build_definitions(
     )
 
 
-AssetBuilder = Callable[[Any, AssetSpec, Sequence[AssetCheckSpec]], AssetsDefinition]
+AssetBuilder = Callable[..., AssetsDefinition]
+"""`(item, asset spec, check specs)` -> the asset; the table and replication builders also take `env=`."""
 
 
 def _node_keys(graph: _Graph) -> dict[str, AssetKey]:
@@ -160,22 +169,44 @@ def _replicated_keys(project: SpecProject, graph: _Graph) -> dict[str, AssetKey]
 
 
 class _Graph:
-    """The nodes translated so far, by ref (a node's upstream is always translated before it), and their assets."""
+    """The nodes translated so far, by ref (a node's upstream is always translated before it), and their assets.
 
-    def __init__(self, translator: DeriveTranslator, settings: DeriveSettings, warehouse: Warehouse) -> None:
+    With an environment (`factory/environment.py`), tables and replicated tables become the environment's assets
+    (shadow keys and targets, no automation); Python tables stay production's, as specs this build cannot
+    materialize; exports are left out (an environment never writes the online store)."""
+
+    def __init__(
+        self,
+        translator: DeriveTranslator,
+        settings: DeriveSettings,
+        warehouse: Warehouse,
+        env: Environment | None = None,
+    ) -> None:
         self.translator = translator
         self.warehouse_kind, self.online_store_kind = settings.warehouse, settings.online_store
         self.warehouse = warehouse
+        self.env = env
+        self.versions: dict[str, str | None] = {}
+        """Each table's and replicated table's code version, which the environment compares with production's."""
+        self.shadowed: dict[AssetKey, AssetKey] = {}
+        """Production key -> the environment's key, of every node the environment builds."""
         self.nodes: dict[str, DeriveNode] = {}
-        self.assets: list[AssetsDefinition] = []
+        self.assets: list[AssetsDefinition | AssetSpec] = []
         self.members: list[JobMember] = []
+        if env is not None:
+            self.env = replace(env, versions=self.versions)
 
     def upstream(self, refs: Iterable[str]) -> tuple[DeriveNode, ...]:
         return tuple(self.nodes[ref] for ref in refs)
 
     def add(self, node: DeriveNode, build: AssetBuilder, member: bool = True) -> AssetKey:
         """Translate `node`, build its asset with `build`; return its key. `member`: in its dataset's job."""
-        identifier = None if isinstance(node.item, Export) else self.warehouse.relation_identifier(node.ref)
+        env = self.env
+        shadow = env is not None and node.kind in ("table", "source_table")
+        identifier = None
+        if not isinstance(node.item, Export):
+            ref = env.ref(node.ref) if shadow and env is not None else node.ref
+            identifier = self.warehouse.relation_identifier(ref)
         node = replace(
             node,
             warehouse_kind=self.warehouse_kind,
@@ -183,8 +214,18 @@ class _Graph:
             relation_identifier=identifier,
         )
         spec = self.translator.get_asset_spec(node)
-        self.assets.append(build(node.item, spec, self.translator.get_check_specs(node, spec.key)))
         self.nodes[node.ref] = node
+        if env is None:
+            self.assets.append(build(node.item, spec, self.translator.get_check_specs(node, spec.key)))
+        elif shadow:
+            self.versions[node.ref] = spec.code_version
+            production_key = spec.key
+            spec = env.asset_spec(spec, self.shadowed)
+            self.shadowed[production_key] = spec.key
+            checks = self.translator.get_check_specs(node, spec.key)
+            self.assets.append(build(node.item, spec, checks, env=env))
+        elif node.kind == "python_table":
+            self.assets.append(AssetSpec(spec.key, group_name=spec.group_name, description=spec.description))
         if member:
             self.members.append(JobMember(spec.key, node.dataset, spec.partitions_def))
         return spec.key

@@ -11,7 +11,7 @@ checks are reported with `AssetCheckSeverity.WARN` and block nothing. Table-leve
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -51,6 +51,9 @@ class CheckRun:
     """A table without windows: its row count at its previous materialization (from the event log), or None."""
     params: dict[str, Any] = field(default_factory=dict)
     """`window_start`/`window_end` of the run (a custom check's query may read them)."""
+    relations: Mapping[str, str] = field(default_factory=dict)
+    """In an environment: the tables a custom check's query names (`dataset.name`) -> the relations it reads
+    instead (the table's own copy, changed upstreams' copies); empty in production."""
 
 
 class Check(Protocol):

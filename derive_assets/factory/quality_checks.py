@@ -17,7 +17,7 @@ Freshness checks are not run in the step (a stale table has no run): see `freshn
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,9 @@ class CustomSql:
             analysis = analyse(self.rule.query)
         except SqlProblem as exc:  # refused when the project loaded; only a hand-built spec gets here
             return self._result(None, (), f"{self.spec_file}: checks.sql {self.name}: {exc}")
-        expression = analysis.expression
+        from derive_assets.factory.environment import rewrite_tables
+
+        expression = rewrite_tables(analysis.expression, run.relations)
         assert isinstance(expression, exp.Query), "analyse() accepts only queries"
         params = {k: v for k, v in run.params.items() if k in analysis.parameters}
         check = SqlCheckQuery(expression, params)
@@ -205,6 +207,7 @@ def check_run(
     rows: TableSlice,
     windows: Sequence[TimeWindow],
     params: dict[str, Any],
+    relations: Mapping[str, str] | None = None,
 ) -> CheckRun:
     """The `CheckRun` of a table asset's step: `rows` (its window or the whole table), each window of the run, the
     window before one (from the asset's partitions), and its previous row count (from the event log)."""
@@ -224,7 +227,9 @@ def check_run(
         count = getattr(value, "value", None)
         return count if isinstance(count, int) else None
 
-    return CheckRun(warehouse, rows, run_windows, previous_window, previous_row_count, params)
+    return CheckRun(
+        warehouse, rows, run_windows, previous_window, previous_row_count, params, dict(relations or {})
+    )
 
 
 def _partitions_def(context: AssetExecutionContext) -> PartitionsDefinition | None:

@@ -20,6 +20,7 @@ from derive_assets.factory.checks import (
     selected,
     warned_checks_message,
 )
+from derive_assets.factory.environment import Environment
 from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.kubernetes_tags import k8s_op_tags
 from derive_assets.factory.policies import step_retry_policy
@@ -41,12 +42,17 @@ def replication_key(rt: ReplicatedTable) -> AssetKey:
 
 
 def build_replication_asset(
-    rt: ReplicatedTable, asset_spec: AssetSpec, check_specs: Sequence[AssetCheckSpec]
+    rt: ReplicatedTable,
+    asset_spec: AssetSpec,
+    check_specs: Sequence[AssetCheckSpec],
+    env: Environment | None = None,
 ) -> AssetsDefinition:
     """The asset `asset_spec` (from the translator), whose body replicates `rt`, then runs the column checks of
-    `check_specs` (by name) in the same step: a run of N source tables is N steps, each one process."""
+    `check_specs` (by name) in the same step: a run of N source tables is N steps, each one process. `env`:
+    replicate into that environment's copy (`factory/environment.py`), with its own watermark (its asset key's)."""
     source, table = rt.source, rt.table
-    target = source_target(source.target_dataset, table, code_version=asset_spec.code_version)
+    dataset = env.dataset(source.target_dataset) if env is not None else source.target_dataset
+    target = source_target(dataset, table, code_version=asset_spec.code_version)
     request = LoadRequest(
         target=target,
         primary_key=tuple(table.primary_key),
@@ -107,11 +113,11 @@ def build_replication_asset(
         metadata = _reconciled(context, rt, request, url, metadata, first_load=not existed)
         # A failed blocking check fails this step after Dagster has recorded the materialization (and so the new
         # watermark: the rows are in the warehouse); assets downstream wait.
-        checks_run = check_run(context, warehouse, TableSlice(rt.ref), (), {})
+        checks_run = check_run(context, warehouse, TableSlice(target.ref), (), {})
         check_results = run_checks(selected(context, checks), warehouse, checks_run)
-        if failed := failed_checks_message(rt.path, rt.ref, check_results):
+        if failed := failed_checks_message(rt.path, target.ref, check_results):
             context.log.error(failed)
-        if warned := warned_checks_message(rt.path, rt.ref, check_results):
+        if warned := warned_checks_message(rt.path, target.ref, check_results):
             context.log.warning(warned)  # `severity: warn`: reported, never blocking
         return MaterializeResult(metadata=metadata, check_results=check_results)
 

@@ -7,6 +7,7 @@ materialization per partition, each with that partition's own window and counts 
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from dagster import (
@@ -26,6 +27,7 @@ from derive_assets.factory.checks import (
     selected,
     warned_checks_message,
 )
+from derive_assets.factory.environment import Environment, rewrite_tables
 from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.kubernetes_tags import k8s_op_tags
 from derive_assets.factory.metadata import column_lineage, sql_block
@@ -49,14 +51,21 @@ def table_key(ref: str) -> AssetKey:
 
 
 def build_table_asset(
-    table: Table, asset_spec: AssetSpec, check_specs: Sequence[AssetCheckSpec]
+    table: Table,
+    asset_spec: AssetSpec,
+    check_specs: Sequence[AssetCheckSpec],
+    env: Environment | None = None,
 ) -> AssetsDefinition:
     """The asset `asset_spec` (from the translator), whose body runs `table`'s SQL, then the column checks of
-    `check_specs` (by name) in the same step."""
+    `check_specs` (by name) in the same step. `env`: build into that environment's copy of the table
+    (`factory/environment.py`), reading each upstream as `Environment.relations` chooses when the run starts."""
     spec, analysis = table.spec, table.analysis
     partitions_def = asset_spec.partitions_def
     checks = asset_checks(spec.columns, spec.checks, table.path)
     target = table_target(spec, code_version=asset_spec.code_version)
+    if env is not None:
+        target = replace(target, dataset=env.dataset(spec.dataset))
+    ref = target.ref
     delete_missing = isinstance(spec.strategy, MergeStrategy) and spec.strategy.delete_missing
 
     @multi_asset(
@@ -65,7 +74,7 @@ def build_table_asset(
         check_specs=check_specs,
         # A backfill of many windows runs as one statement over their union (or in chunks: `spec.backfill`).
         backfill_policy=backfill_policy(spec, partitions_def),
-        pool=table_pool(spec.ref),  # who may write the table at once (`factory/pools.py`)
+        pool=table_pool(ref),  # who may write the table at once (`factory/pools.py`)
         retry_policy=step_retry_policy(),
         op_tags=k8s_op_tags(spec.kubernetes),  # the step's pod under k8s_job_executor (defaults merged in)
         required_resource_keys={"warehouse"},
@@ -74,7 +83,11 @@ def build_table_asset(
         warehouse = context.resources.warehouse
         scope = RunScope.of(context, partitions_def, table.path)
         window = scope.window
-        sql = transpile(analysis.expression, warehouse.dialect)
+        try:
+            relations = env.relations(warehouse, spec.ref, analysis.reads) if env is not None else {}
+        except WarehouseError as exc:  # an environment's changed upstream is not built yet: says how
+            raise warehouse_failure(table.path, exc) from None
+        sql = transpile(rewrite_tables(analysis.expression, relations), warehouse.dialect)
         params = {
             name: value
             for name, value in (window.as_params() if window else {}).items()
@@ -99,21 +112,23 @@ def build_table_asset(
             raise warehouse_failure(table.path, exc) from None
         duration = time.perf_counter() - started
         # checks cover the run's window of a partitioned table, else all of it
-        rows = window_rows(spec.ref, spec.columns, spec.partition.key if spec.partition else None, window)
-        checks_run = check_run(context, warehouse, rows, scope.windows, window.as_params() if window else {})
+        rows = window_rows(ref, spec.columns, spec.partition.key if spec.partition else None, window)
+        checks_run = check_run(
+            context, warehouse, rows, scope.windows, window.as_params() if window else {}, relations
+        )
         check_results = run_checks(selected(context, checks), warehouse, checks_run)
-        if failed := failed_checks_message(table.path, spec.ref, check_results):
+        if failed := failed_checks_message(table.path, ref, check_results):
             # Dagster fails the step itself for a failed blocking check (downstream assets wait; `derive demo` and
             # `derive rebuild` tell it apart from other failures), and its error names only the checks: this
             # line, logged first, names the spec file, the offending values and what to do.
             context.log.error(failed)
-        if warned := warned_checks_message(table.path, spec.ref, check_results):
+        if warned := warned_checks_message(table.path, ref, check_results):
             context.log.warning(warned)  # `severity: warn`: reported, never blocking
         run_metadata: dict[str, Any] = {
             K.DURATION_SECONDS: round(duration, 3),
             K.RENDERED_SQL: sql_block(sql),
-            K.UPSTREAM_TABLES: analysis.reads,
-            K.ROW_COUNT: warehouse.row_count(spec.ref),
+            K.UPSTREAM_TABLES: [relations.get(r, r) for r in analysis.reads],
+            K.ROW_COUNT: warehouse.row_count(ref),
             K.COLUMN_LINEAGE: column_lineage(analysis.lineage),
             **({K.ESTIMATED_BYTES: estimate} if estimate is not None else {}),
             **write_metadata(result),

@@ -46,6 +46,22 @@ NOT_CLUSTERABLE = ("FLOAT64", "JSON", "BYTES")
 
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=128)]
+ENVIRONMENT_SEPARATOR = "__"
+"""Reserved in dataset names: an environment's copy of dataset `analytics` is `<env>__analytics`
+(derive_assets/environments.py)."""
+
+
+def _check_dataset(value: str) -> str:
+    if ENVIRONMENT_SEPARATOR in value:
+        raise ValueError(
+            f"{value!r} contains '{ENVIRONMENT_SEPARATOR}', which Derive reserves for environments' datasets "
+            f"(`<env>__<dataset>`); use a name without a double underscore, e.g. {value.replace('__', '_')!r}"
+        )
+    return value
+
+
+Dataset = Annotated[Identifier, AfterValidator(_check_dataset)]
+"""A warehouse dataset a spec names: a plain identifier without `__`."""
 
 _EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}"  # the check Dagster applies to asset owners
 
@@ -86,6 +102,26 @@ def _check_bound(value: Any) -> Any:
             "not a number, date (YYYY-MM-DD) or timestamp (YYYY-MM-DDTHH:MM:SS, optionally with a UTC offset)"
         )
     return value
+
+
+MAX_BYTES_BILLED = 2**63 - 1
+"""BigQuery keeps `maximumBytesBilled` as a signed 64-bit integer."""
+
+
+def _check_byte_count(value: Any) -> Any:
+    """`max_bytes_billed`: a whole number of bytes; a size with a unit (`10GB`) or true/false is refused by name."""
+    if isinstance(value, bool):
+        raise ValueError("a byte count is a whole number of bytes, e.g. 10000000000 (10 GB), not true/false")
+    if isinstance(value, str) and not value.strip().isdigit():
+        raise ValueError(
+            "write the limit as a whole number of bytes, e.g. 10000000000 for 10 GB or 1099511627776 for 1 TiB "
+            "(units like '10GB' are not read)"
+        )
+    return value
+
+
+ByteCount = Annotated[int, BeforeValidator(_check_byte_count), Field(gt=0, le=MAX_BYTES_BILLED)]
+"""A positive whole number of bytes (`max_bytes_billed`)."""
 
 
 Bound = Annotated[int | float | dt.datetime | dt.date, BeforeValidator(_check_bound)]
@@ -492,8 +528,8 @@ class TableSpec(StrictModel):
     """Always `table` for core and derived tables."""
     name: Identifier
     """Table name; the asset key is `[dataset, name]`."""
-    dataset: Identifier
-    """Warehouse dataset (BigQuery dataset, DuckDB schema). Other SQL refers to the table as `dataset.name`."""
+    dataset: Dataset
+    """Warehouse dataset (BigQuery dataset, DuckDB schema); no `__` (reserved for environments). Other SQL refers to the table as `dataset.name`."""
     layer: Literal["core", "derived"] = "derived"
     """`core` for tables shaped straight from sources (e.g. joins of them), `derived` for the rest."""
     description: str = ""
@@ -534,6 +570,12 @@ class TableSpec(StrictModel):
     """Optional: the pod this table's step runs in with `DERIVE_EXECUTOR=k8s` (resources, node selector,
     tolerations, service account, env from Secrets), merged over the `_defaults.yaml` files of its directories
     (docs/spec-reference.md, "Directory defaults"). Never part of the code version."""
+    max_bytes_billed: ByteCount | None = None
+    """Optional, BigQuery only: the most bytes one run's query may process, as a whole number of bytes (e.g.
+    `10000000000` for 10 GB). Before anything is written a dry run estimates the query: above the limit the run
+    fails without running it (nothing written, nothing billed); the query job also carries it as BigQuery's
+    `maximumBytesBilled`, so BigQuery itself refuses a job that would bill more. `derive plan` shows the estimate
+    against it. Accepted and ignored on DuckDB (no estimate). Never part of the code version (docs/cost-limits.md)."""
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -878,8 +920,9 @@ class SourceSpec(StrictModel):
     connection_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
     """Environment variable holding the connection URL (never the URL itself): `postgresql://…`, `mysql://…` or
     `sqlite:///path`. For sqlite sources it may be unset: the demo database `.derive/sources/<name>.db` is used."""
-    dataset: Identifier | None = None
-    """Warehouse dataset for the replicated tables; defaults to the source name."""
+    dataset: Dataset | None = None
+    """Warehouse dataset for the replicated tables; defaults to the source name. No `__` (reserved for
+    environments)."""
     owner: Owner
     """Who answers for the source (Dagster asset owner): an e-mail address or `team:<name>`."""
     description: str = ""
@@ -937,6 +980,17 @@ class SourceSpec(StrictModel):
                         )
         if problems:
             raise ValueError("\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _dataset_from_name(self) -> SourceSpec:
+        if self.dataset is None:
+            try:
+                _check_dataset(self.name)
+            except ValueError as exc:
+                raise ValueError(
+                    f"name: {exc}; or set `dataset` (the name is the source's dataset)"
+                ) from None
         return self
 
     @model_validator(mode="after")

@@ -1,0 +1,129 @@
+"""Definitions for an environment (`DERIVE_ENV=alice`, `derive build --env alice`): the same tables and
+replications as production, written to shadow datasets under shadow asset keys, reading unchanged upstreams from
+production.
+
+What changes against production (everything else is the production asset, unchanged):
+
+- keys: `alice__analytics/order_facts` (the first part of the translator's key gets the environment's prefix), so
+  the environment's watermarks, code versions, partitions and checks live apart in the same event log;
+- targets: `alice__analytics.order_facts`; the body writes nothing else (exports and Python tables are not part of
+  an environment: they stay production assets, and an environment never writes the online store);
+- no automation condition, schedule or sensor: an environment is built when someone asks for it;
+- reads: each table the SQL reads is chosen when the run starts (`Environment.relations`): production's table when
+  its spec is unchanged (the code version on production's table marker equals the checkout's), else the
+  environment's own copy, which must exist with the checkout's version (`derive build --env` builds it first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from dagster import AssetDep, AssetKey, AssetSpec
+from sqlglot import exp
+
+from derive_assets import metadata_keys as K
+from derive_assets.environments import shadow_dataset, shadow_ref, validate_name
+from resources.warehouse import Warehouse, WarehouseError
+
+
+class EnvironmentReadError(WarehouseError):
+    """A table of an environment reads an upstream whose spec changed, and the environment has no current copy."""
+
+    def __init__(self, env: str, table: str, upstream: str, reason: str) -> None:
+        self.env, self.table, self.upstream = env, table, upstream
+        copy = shadow_ref(env, upstream)
+        super().__init__(
+            f"{shadow_ref(env, table)} reads {upstream}, whose spec differs from production's table, so it must "
+            f"read the environment's copy {copy}, which {reason}. Build it first, in the same environment: "
+            f"`derive build --env {env} +{table.replace('.', '/')}` (the table with what it reads)."
+        )
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One environment of a definitions build."""
+
+    name: str
+    versions: Mapping[str, str | None] = field(default_factory=dict)
+    """Every table and replicated table of the checkout (`dataset.name`) -> its code version (the translator's):
+    what decides, when a run starts, whether production's copy of an upstream is current."""
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+
+    def dataset(self, dataset: str) -> str:
+        """`alice__analytics` for `analytics`."""
+        return shadow_dataset(self.name, dataset)
+
+    def ref(self, ref: str) -> str:
+        return shadow_ref(self.name, ref)
+
+    def key(self, key: AssetKey) -> AssetKey:
+        """The environment's key of production key `key`: its first part prefixed."""
+        return AssetKey([self.dataset(key.path[0]), *key.path[1:]])
+
+    def asset_spec(self, spec: AssetSpec, shadowed: Mapping[AssetKey, AssetKey]) -> AssetSpec:
+        """`spec` as the environment's asset: its key and the keys of its shadowed upstreams (`shadowed`:
+        production key -> environment key) replaced, no automation, the environment's tag."""
+        deps = [
+            AssetDep(shadowed.get(dep.asset_key, dep.asset_key), partition_mapping=dep.partition_mapping)
+            for dep in spec.deps
+        ]
+        return spec.replace_attributes(
+            key=self.key(spec.key),
+            deps=deps,
+            automation_condition=None,
+            tags={**spec.tags, K.ENV_TAG: self.name},
+        )
+
+    def relations(self, warehouse: Warehouse, table: str, reads: Iterable[str]) -> dict[str, str]:
+        """What table `table` reads, when a run starts: each upstream ref -> the relation to read (production's
+        ref, or the environment's copy), and `table` itself -> its copy (a custom check reads it)."""
+        chosen = {table: self.ref(table)}
+        for upstream in reads:
+            if upstream == table or upstream not in self.versions:
+                continue  # itself, or not a Derive table of this checkout (a Python table: production's)
+            chosen[upstream] = self._relation(warehouse, table, upstream)
+        return chosen
+
+    def _relation(self, warehouse: Warehouse, table: str, upstream: str) -> str:
+        version = self.versions[upstream]
+        production = warehouse.describe(upstream)
+        recorded = production.layout.code_version if production and production.layout else None
+        if production is not None and (recorded is None or recorded == version):
+            return upstream  # unchanged (or from before Derive recorded versions): production's table
+        copy = warehouse.describe(self.ref(upstream))
+        if copy is None:
+            raise EnvironmentReadError(self.name, table, upstream, "does not exist")
+        built = copy.layout.code_version if copy.layout else None
+        if built != version:
+            raise EnvironmentReadError(
+                self.name, table, upstream, "was built from another version of its spec"
+            )
+        return self.ref(upstream)
+
+
+def rewrite_tables(expression: exp.Expr, relations: Mapping[str, str]) -> exp.Expr:
+    """A copy of `expression` whose `dataset.name` tables in `relations` read the relation given instead (aliases
+    kept; a table without an alias gets its old name as alias, so `orders.amount` still resolves). Production
+    (no relations) gets `expression` itself."""
+    if not relations:
+        return expression
+
+    def swap(node: exp.Expr) -> exp.Expr:
+        if not isinstance(node, exp.Table) or not node.args.get("db"):
+            return node
+        ref = f"{node.db}.{node.name}"
+        target = relations.get(ref)
+        if target is None or target == ref:
+            return node
+        dataset, name = target.split(".", 1)
+        copy = node.copy()
+        copy.set("db", exp.to_identifier(dataset))
+        copy.set("this", exp.to_identifier(name))
+        if not node.alias:
+            copy.set("alias", exp.TableAlias(this=exp.to_identifier(node.name)))
+        return copy
+
+    return expression.copy().transform(swap)
