@@ -290,6 +290,20 @@ def mismatches(
     return out
 
 
+def computed_types(analysis: SqlAnalysis, duckdb_types: list[str]) -> list[tuple[str, str | None]]:
+    """Each output column's type as `mismatches` sees it: (DuckDB's bound type in the spec vocabulary, sqlglot's
+    BigQuery type or None where sqlglot cannot tell); `(NULL, NULL)` for a bare NULL, which takes any type.
+
+    `analysis` has been through `resolve_columns`; `duckdb_types` are its bound output types, in column order.
+    `derive new --sql` declares its columns from these."""
+    bigquery = _bigquery_types(analysis)
+    nulls = _null_columns(analysis)
+    return [
+        (NULL, NULL) if i in nulls else (from_duckdb(duck), bigquery[i] if i < len(bigquery) else None)
+        for i, duck in enumerate(duckdb_types)
+    ]
+
+
 def type_errors(
     path: Path, analysis: SqlAnalysis, declared: list[tuple[str, str]], duckdb_types: list[str]
 ) -> list[SpecError]:

@@ -1,0 +1,727 @@
+"""`derive new`: a commented spec skeleton for a new table that `derive validate` accepts exactly as written.
+
+The skeleton's columns come from an existing table (`--from`: a table spec's or a replicated source table's
+declared columns) or from a query (`--sql`: output names and types found by the same bind and type annotation
+that check every spec's SQL, `specs/duckdb_check.py` and `specs/type_check.py`), or are two placeholders. The text
+is built line by line (comments are the point of it); every value is written so that YAML reads it back as it
+was meant, and the file is validated with the whole project before it is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+
+from derive_assets.specs.models import IDENTIFIER, NOT_CLUSTERABLE, TIME_TYPES, WindowSize
+
+if TYPE_CHECKING:
+    from derive_assets.specs.models import Column
+    from derive_assets.specs.project import SpecProject
+
+StrategyName = Literal["merge", "append", "replace"]
+STRATEGIES: tuple[str, ...] = get_args(StrategyName)
+WINDOW_SIZES: tuple[str, ...] = get_args(WindowSize)
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "docs" / "spec.schema.json"
+KEY_UNFIT = (*NOT_CLUSTERABLE,)
+"""Types a merge key should not have (JSON and BYTES do not compare in BigQuery, FLOAT64 keys are a trap)."""
+NAME_RULE = "letters, digits and _, not starting with a digit, at most 128 characters"
+
+
+class ScaffoldError(ValueError):
+    """Why `derive new` writes nothing, worded for the user: the value, what is allowed, the fix."""
+
+
+@dataclass(frozen=True)
+class NewColumn:
+    name: str
+    type: str
+    description: str = ""
+    todo: str = ""
+    """A comment written beside the type (a type that could not be inferred, a placeholder)."""
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """Everything the spec file says; `render` turns it into the commented YAML text."""
+
+    dataset: str
+    name: str
+    strategy: StrategyName
+    columns: tuple[NewColumn, ...]
+    sql: str
+    window: str | None = None
+    start: dt.date | None = None
+    partition_key: str | None = None
+    unique_key: tuple[str, ...] = ()
+    key_note: str = ""
+    origin: str = ""
+    """What the columns come from, for the header comment: `orders.orders`, `the --sql query`, or ''."""
+    sql_note: str = ""
+    schema_ref: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dataset}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Scaffolded:
+    path: Path
+    skeleton: Skeleton
+    notes: list[str] = field(default_factory=list)
+    """What the user should know (types not inferred, defaults taken), one line each, for stderr."""
+
+
+# ---------------------------------------------------------------------------------------------- the target
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """`dataset/name` (or `dataset.name`) as (dataset, name), or `ScaffoldError` naming what is wrong."""
+    dataset, sep, name = text.strip().replace(".", "/", 1).partition("/")
+    if not sep or not dataset or not name:
+        raise ScaffoldError(
+            f"{text!r} is not <dataset>/<name>; name the dataset and the table, e.g. analytics/daily_revenue"
+        )
+    for what, value in (("dataset", dataset), ("name", name)):
+        if not re.match(IDENTIFIER, value) or len(value) > 128:
+            raise ScaffoldError(f"{what} {value!r} is not a plain identifier; allowed: {NAME_RULE}")
+    if "__" in dataset:
+        raise ScaffoldError(
+            f"dataset {dataset!r} contains '__', which Derive reserves for environments' datasets "
+            f"(<env>__<dataset>); allowed: {NAME_RULE}, without '__', e.g. {re.sub('_+', '_', dataset)!r}"
+        )
+    return dataset, name
+
+
+# ---------------------------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """The columns a skeleton starts from, with what is known about their table."""
+
+    columns: list[NewColumn]
+    key: list[str] = field(default_factory=list)
+    key_note: str = ""
+    time_preferred: list[str] = field(default_factory=list)
+    """Columns the window should filter on, best first (event-time columns, the table's partition key)."""
+    time_avoided: list[str] = field(default_factory=list)
+    """Time columns to filter on only when nothing else is there (a replication cursor: when a row last changed)."""
+    table: str = ""
+
+
+def from_table(project: SpecProject, text: str) -> _Origin:
+    """The declared columns of a table spec or replicated source table of `project`."""
+    from derive_assets.lifecycle import normalize_ref
+    from derive_assets.selection import near
+
+    ref = normalize_ref(text)
+    for table in project.tables:
+        if table.spec.ref == ref:
+            spec = table.spec
+            key, note = _table_key(spec.strategy, spec.columns)
+            preferred = [spec.partition.key] if spec.partition else []
+            return _Origin(_copied(spec.columns), key, note, preferred, table=ref)
+    for rt in project.replicated:
+        if rt.ref == ref:
+            t = rt.table
+            avoided = [t.cursor, *([t.soft_delete.column] if t.soft_delete else [])]
+            note = f"the primary key of {ref}"
+            return _Origin(_copied(t.columns), list(t.primary_key), note, list(t.event_time), avoided, ref)
+    broken = next((lo for lo in project.left_out if lo.name == ref), None)
+    if broken is not None:
+        raise ScaffoldError(
+            f"--from {text}: its spec {broken.path} has errors (see `derive validate`); fix them first"
+        )
+    known = sorted({t.spec.ref for t in project.tables} | {rt.ref for rt in project.replicated})
+    raise ScaffoldError(
+        f"--from {text}: no table spec or replicated source table defines {ref!r}; {near(ref, known)}"
+    )
+
+
+def _copied(columns: list[Column]) -> list[NewColumn]:
+    return [NewColumn(c.name, c.type, c.description) for c in columns]
+
+
+def _table_key(strategy: Any, columns: list[Column]) -> tuple[list[str], str]:
+    """A table spec's key: its merge `unique_key`, else its first column declared unique."""
+    if strategy.type == "merge":
+        return list(strategy.unique_key), "the unique_key of the table read"
+    unique = next((c.name for c in columns if c.constraints.unique), None)
+    return ([unique], f"'{unique}' is unique in the table read") if unique else ([], "")
+
+
+def from_sql(project: SpecProject, sql: str, windowed: bool) -> tuple[_Origin, list[str]]:
+    """The query's output columns with their types, found as `derive validate` finds them; notes for stderr."""
+    from sqlglot import exp
+
+    from derive_assets.lifecycle import normalize_ref
+    from derive_assets.selection import near
+    from derive_assets.specs.duckdb_check import bound_types
+    from derive_assets.specs.sql_analysis import WINDOW_PARAMETERS, SqlProblem, analyse, resolve_columns
+    from derive_assets.specs.type_check import NULL, computed_types
+
+    schema = project_schema(project)
+    known = sorted(f"{d}.{n}" for d, tables in schema.items() for n in tables)
+    try:
+        analysis = analyse(sql)
+        for ref in analysis.reads:
+            if ref not in known:
+                raise ScaffoldError(
+                    f"--sql reads {ref!r}, which no table spec or replicated source table defines; "
+                    f"{near(normalize_ref(ref), known)} (refer to tables as dataset.name)"
+                )
+        unknown = [p for p in analysis.parameters if p not in WINDOW_PARAMETERS]
+        if unknown:
+            raise ScaffoldError(
+                f"--sql uses the parameters {unknown}; allowed: @window_start and @window_end (with --window)"
+            )
+        if analysis.parameters and not windowed:
+            raise ScaffoldError(
+                "--sql uses @window_start/@window_end, but the table has no window; pass --window (e.g. 1d)"
+            )
+        analysis = resolve_columns(analysis, schema)
+        types = computed_types(analysis, bound_types(schema, analysis))
+    except SqlProblem as exc:
+        raise ScaffoldError(f"--sql: {exc}") from None
+    query = analysis.expression
+    while isinstance(query, exp.SetOperation):
+        query = query.this
+    selects = query.selects if isinstance(query, exp.Query) else []
+    for select in selects:
+        if not isinstance(select, exp.Alias | exp.Column | exp.Star):
+            raise ScaffoldError(
+                f"--sql: the output column `{select.sql('bigquery')}` has no name; name it with AS, e.g. "
+                f"`{select.sql('bigquery')} AS total`"
+            )
+    names = analysis.output_columns
+    for name in names:
+        if not re.match(IDENTIFIER, name):
+            raise ScaffoldError(
+                f"--sql: the output column {name!r} is not a plain identifier ({NAME_RULE}); rename it with AS"
+            )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ScaffoldError(
+            f"--sql outputs {twice} more than once; give each output column its own name (AS)"
+        )
+    columns, notes = [], []
+    for name, (duck, bigquery) in zip(names, types, strict=True):
+        column, note = _declared(name, duck, bigquery, NULL)
+        columns.append(column)
+        notes += [note] if note else []
+    if windowed and not any(p in WINDOW_PARAMETERS for p in analysis.parameters):
+        notes.append("--sql does not filter on @window_start/@window_end: each window's run reads everything")
+    filtered = [
+        ref.rsplit(".", 1)[-1] for ref in analysis.window_columns
+    ]  # partition by what the window filters
+    return _Origin(columns, time_preferred=[n for n in names if n in filtered]), notes
+
+
+def _declared(name: str, duck: str, bigquery: str | None, null: str) -> tuple[NewColumn, str]:
+    """The spec type a column is declared with: BigQuery's type where sqlglot knows one a spec can declare (it is
+    the production dialect), else DuckDB's; a column whose type no spec type takes, STRING with a TODO."""
+    from resources.schema import COLUMN_TYPES
+
+    if duck == null:
+        todo = "TODO: the SQL gives a bare NULL, whose type cannot be inferred; declare what it will hold"
+        return NewColumn(name, "STRING", todo=todo), f"column {name!r}: {todo.removeprefix('TODO: ')}"
+    for candidate in (bigquery, duck):
+        if candidate in COLUMN_TYPES:
+            return NewColumn(name, candidate), ""
+    computed = bigquery or duck
+    if computed in ("TIME", "INTERVAL"):
+        todo = f"TODO: the SQL computes {computed}, which a spec cannot declare: stored as text"
+        return NewColumn(name, "STRING", todo=todo), f"column {name!r}: {todo.removeprefix('TODO: ')}"
+    raise ScaffoldError(
+        f"--sql: the output column {name!r} is {computed}, which no spec column type holds (allowed: "
+        f"{', '.join(COLUMN_TYPES)}); compute TO_JSON(<expression>) AS {name} for a JSON column"
+    )
+
+
+def project_schema(project: SpecProject) -> dict[str, dict[str, dict[str, str]]]:
+    """{dataset: {table: {column: type}}} of every table the project's SQL may read."""
+    schema: dict[str, dict[str, dict[str, str]]] = {}
+    for rt in project.replicated:
+        schema.setdefault(rt.source.target_dataset, {})[rt.table.name] = {
+            c.name: c.type for c in rt.table.columns
+        }
+    for t in project.tables:
+        schema.setdefault(t.spec.dataset, {})[t.spec.name] = {c.name: c.type for c in t.spec.columns}
+    return schema
+
+
+# ---------------------------------------------------------------------------------------------- the skeleton
+
+
+def build(
+    dataset: str,
+    name: str,
+    *,
+    strategy: str | None,
+    window: str | None,
+    origin: _Origin | None,
+    sql: str | None,
+    today: dt.date,
+) -> tuple[Skeleton, list[str]]:
+    """The skeleton for the user's choices: a strategy and window that validate together, a partition column, a
+    merge key and the SQL (the given `sql`, a SELECT of `origin`'s table, or a placeholder)."""
+    notes: list[str] = []
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ScaffoldError(f"--strategy {strategy!r} is unknown; allowed: {', '.join(STRATEGIES)}")
+    if window is not None and window not in WINDOW_SIZES:
+        raise ScaffoldError(f"--window {window!r} is unknown; allowed: {', '.join(WINDOW_SIZES)}")
+    if strategy == "replace" and window is not None:
+        raise ScaffoldError(
+            f"--strategy replace rebuilds the whole table on every run, so it cannot have --window {window} (each "
+            "window's run would delete the others'); use --strategy append or merge with a window, or drop --window"
+        )
+    if strategy == "append" and window is None:
+        window = "1d"
+        notes.append("append replaces one window's rows per run, so it needs a window: --window 1d was taken")
+    chosen = cast(StrategyName, strategy or ("merge" if window else "replace"))
+    placeholder = origin is None
+    if origin is None:
+        origin = _Origin(
+            [NewColumn("id", "INT64", todo="TODO: a placeholder; declare the columns your SQL outputs")]
+            + ([NewColumn("event_at", "TIMESTAMP")] if window else [])
+        )
+    time = _time_column(origin, window) if window else None
+    if window and time is None and chosen == "append":
+        raise ScaffoldError(
+            f"--strategy append partitions the table by the DATE, DATETIME or TIMESTAMP column each window's rows "
+            f"are chosen by{' (DATETIME or TIMESTAMP for 1h windows)' if window == '1h' else ''}, and "
+            f"{origin.table or 'the query'} has none; output one, or use --strategy merge"
+        )
+    key: tuple[str, ...] = ()
+    key_note = ""
+    if chosen == "merge":
+        names = [c.name for c in origin.columns]
+        if origin.key and all(k in names for k in origin.key):
+            key, key_note = tuple(origin.key), origin.key_note
+        else:
+            fit = next((c.name for c in origin.columns if c.type not in KEY_UNFIT), names[0])
+            key, key_note = (fit,), f"TODO: the columns that identify a row; '{fit}' is a guess, change it"
+    sql_note = ""
+    if sql is None:
+        sql, sql_note = _select(origin, time, window, placeholder)
+    elif window and time is None:
+        sql_note = (
+            "TODO: no DATE, DATETIME or TIMESTAMP column to partition by; output one to add `partition`"
+        )
+    skeleton = Skeleton(
+        dataset=dataset,
+        name=name,
+        strategy=chosen,
+        columns=tuple(origin.columns),
+        sql=sql,
+        window=window,
+        start=today.replace(day=1) if window else None,
+        partition_key=time.name if time else None,
+        unique_key=key,
+        key_note=key_note,
+        origin=origin.table or ("" if placeholder else "the --sql query"),
+        sql_note=sql_note,
+    )
+    if window and time is None:
+        notes.append(f"no DATE, DATETIME or TIMESTAMP column to filter on: {skeleton.ref} has no partition")
+    return skeleton, notes
+
+
+def _time_column(origin: _Origin, window: str | None) -> NewColumn | None:
+    """The column the window filters on and the table is partitioned by (a DATE cannot tell hours apart)."""
+    fits = ("DATETIME", "TIMESTAMP") if window == "1h" else TIME_TYPES
+    by_name = {c.name: c for c in origin.columns}
+    order = [*origin.time_preferred, *(c.name for c in origin.columns if c.name not in origin.time_avoided)]
+    order += origin.time_avoided
+    return next((by_name[n] for n in order if n in by_name and by_name[n].type in fits), None)
+
+
+_WINDOW_BOUND = {"DATE": "DATE(@{})", "DATETIME": "DATETIME(@{})", "TIMESTAMP": "@{}"}
+"""A window bound (a TIMESTAMP) as a value of the column's type: BigQuery compares only like with like."""
+
+
+def _select(
+    origin: _Origin, time: NewColumn | None, window: str | None, placeholder: bool
+) -> tuple[str, str]:
+    """`SELECT <columns> FROM <table>` filtered on the window, built with sqlglot (identifiers quoted where
+    BigQuery needs it); the placeholder selects literals. Returns (sql, a comment for above it)."""
+    import sqlglot
+    from sqlglot import exp
+
+    if placeholder:
+        parts = ["1 AS id"] + (["@window_start AS event_at"] if window else [])
+        note = "TODO: replace with your query (BigQuery Standard SQL; tables as dataset.name)"
+        return "SELECT\n  " + ",\n  ".join(parts) + "\n", note
+    dataset, _, name = origin.table.partition(".")
+    query = exp.select(*(exp.column(c.name) for c in origin.columns)).from_(exp.table_(name, db=dataset))
+    note = ""
+    if window and time is not None:
+        column = exp.column(time.name)
+        start, end = (
+            sqlglot.parse_one(_WINDOW_BOUND[time.type].format(p), read="bigquery")
+            for p in ("window_start", "window_end")
+        )
+        query = query.where(
+            exp.and_(exp.GTE(this=column, expression=start), exp.LT(this=column.copy(), expression=end))
+        )
+    elif window:
+        note = (
+            f"TODO: {origin.table} has no DATE, DATETIME or TIMESTAMP column: filter on the window yourself"
+        )
+    return query.sql("bigquery", pretty=True) + "\n", note
+
+
+# ---------------------------------------------------------------------------------------------- the text
+
+
+def render(s: Skeleton) -> str:
+    """The spec file's text: required fields filled and explained, optional ones commented out."""
+    out: list[str] = []
+    add = out.append
+    if s.schema_ref:
+        add(f"# yaml-language-server: $schema={s.schema_ref}")
+    made = f" from {s.origin}" if s.origin else ""
+    add(f"# {s.ref}: scaffolded by `derive new`{made}. Edit it, then run `derive validate`.")
+    add("# Every field is described in docs/spec-reference.md; commented-out lines are optional fields.")
+    add("")
+    add(_pair("name", s.name, f"the table's name; its asset key is {s.dataset}/{s.name}"))
+    add(_pair("dataset", s.dataset, f"BigQuery dataset / DuckDB schema: other SQL reads it as {s.ref}"))
+    add(_pair("owner", f"team:{s.dataset}", "TODO: who answers for it: an e-mail address or team:<name>"))
+    add(_comment("description: What the table holds, shown in the Dagster UI."))
+    add(_comment("layer: core", "core: shaped straight from sources; derived (the default): the rest"))
+    add("")
+    add(
+        "# How a run changes the table: merge (upsert by unique_key), append (replace the window's rows; needs"
+    )
+    add("# window and partition) or replace (rebuild the whole table; no window).")
+    add("strategy:")
+    add(f"  type: {s.strategy}")
+    if s.strategy == "merge":
+        add(_line(f"  unique_key: [{', '.join(_scalar(k) for k in s.unique_key)}]", s.key_note))
+        if s.window and s.partition_key:
+            add(
+                _comment(
+                    "delete_missing: true",
+                    "drop keys a re-run no longer outputs (partition key in unique_key)",
+                    2,
+                )
+            )
+    add("")
+    _render_time(s, add)
+    add(
+        _comment(
+            'schedule: "30 0 * * *"', "cron (UTC): refresh at each tick (without one: when its inputs update)"
+        )
+    )
+    if s.window:
+        add(
+            _comment(
+                "lookback: 3", "with a schedule: also re-run the 3 windows before the latest at each tick"
+            )
+        )
+        add(_comment("backfill: {max_partitions_per_run: 30}", "a backfill runs at most 30 windows per run"))
+    clusterable = next((c.name for c in s.columns if c.type not in NOT_CLUSTERABLE), None)
+    if clusterable:
+        add(
+            _comment(
+                f"cluster: [{_scalar(clusterable)}]",
+                "up to four columns to cluster (BigQuery) / sort (DuckDB) by",
+            )
+        )
+    add("")
+    add(
+        "# The columns the SQL outputs, in the same order; type: STRING, INT64, FLOAT64, NUMERIC, BOOL, DATE,"
+    )
+    add("# DATETIME, TIMESTAMP, JSON or BYTES. Constraints become asset checks (docs/checks.md).")
+    add("columns:")
+    for i, c in enumerate(s.columns):
+        add(f"  - name: {_scalar(c.name)}")
+        add(_line(f"    type: {c.type}", c.todo))
+        if c.description:
+            add(f"    description: {_scalar(c.description)}")
+        if i == 0:
+            add(
+                _comment(
+                    "constraints: {not_null: true, unique: true}",
+                    "also accepted_values, min, max, relationships",
+                    4,
+                )
+            )
+    add("")
+    add(
+        "# BigQuery Standard SQL, one SELECT; tables as dataset.name"
+        + (", the window as @window_start/@window_end." if s.window else ".")
+    )
+    if s.sql_note:
+        add(f"# {s.sql_note}")
+    add(_sql_block(s.sql))
+    add("")
+    first = s.columns[0].name
+    add(_comment("checks:", "table-level checks (docs/checks.md)"))
+    add(_comment("  row_count: {min: 1}", "the table (a windowed table: each window) has rows"))
+    if s.window:
+        add(_comment("  freshness: {grace: 2h}", "fails when the latest window is over 2h late"))
+    add(_comment("  sql:", "each query returns the rows that break a rule"))
+    add(_comment(f"    - name: {first}_is_set"))
+    add(_comment(f"      query: {_null_check(s.ref, first)}"))
+    return "\n".join(out) + "\n"
+
+
+def _render_time(s: Skeleton, add: Any) -> None:
+    if s.window is None:
+        add("# No window: each run processes all the data. For runs of one time range each, add one (and use")
+        add("# strategy merge or append): the SQL then reads @window_start/@window_end.")
+        add(
+            _comment(
+                "window: {size: 1d, start: 2026-01-01}", "size 1h, 1d, 1w or 1mo; start YYYY-MM-DD (UTC)"
+            )
+        )
+        add("")
+        return
+    assert s.start is not None
+    add(
+        "# The time range one run processes, one Dagster partition each: the SQL reads @window_start/@window_end."
+    )
+    add("window:")
+    add(_line(f"  size: {s.window}", f"one of {', '.join(WINDOW_SIZES)}"))
+    add(_line(f"  start: {s.start.isoformat()}", "the first window (YYYY-MM-DD, UTC); none before it"))
+    add(_comment("end: 2030-01-01", "no window past this day (exclusive); default: up to now", 2))
+    add("")
+    if s.partition_key:
+        add("# Each run writes only its window's slice of this DATE, DATETIME or TIMESTAMP column.")
+        add("partition:")
+        add(_line(f"  key: {_scalar(s.partition_key)}", "the column whose value falls in the run's window"))
+        add(_line("  granularity: day", "BigQuery partitioning unit: hour, day, month or year"))
+    else:
+        add(
+            _comment(
+                "partition: {key: <a DATE, DATETIME or TIMESTAMP column>}", "each run writes its slice only"
+            )
+        )
+    add("")
+
+
+COMMENT_COLUMN = 40
+"""Where inline comments start, so that they line up."""
+
+
+def _null_check(ref: str, column: str) -> str:
+    """`SELECT * FROM <ref> WHERE <column> IS NULL`, built with sqlglot (the column quoted where it must be)."""
+    from sqlglot import exp
+
+    dataset, _, name = ref.partition(".")
+    query = exp.select("*").from_(exp.table_(name, db=dataset)).where(exp.column(column).is_(exp.null()))
+    return query.sql("bigquery")
+
+
+def _line(text: str, comment: str) -> str:
+    if not comment:
+        return text
+    return (
+        f"{text.ljust(COMMENT_COLUMN - 1)} # {comment}"
+        if len(text) < COMMENT_COLUMN - 1
+        else f"{text}  # {comment}"
+    )
+
+
+def _comment(text: str, comment: str = "", indent: int = 0) -> str:
+    return _line(" " * indent + f"# {text}", comment)
+
+
+def _pair(key: str, value: str, comment: str) -> str:
+    return _line(f"{key}: {_scalar(value)}", comment)
+
+
+def _reads_back(text: str) -> Any:
+    from derive_assets.specs.yaml_read import parse_yaml_bytes
+
+    data, problems = parse_yaml_bytes(f"v: {text}\n".encode())
+    return None if problems or not isinstance(data, dict) else data.get("v")
+
+
+def _scalar(value: str) -> str:
+    """`value` as a YAML scalar that reads back as this very string: plain when it does (`order_id`), else
+    double-quoted (`"on"`, `"Amount: in cents # approx"`)."""
+    if value and "\n" not in value and _reads_back(value) == value:
+        return value
+    for ascii_only in (False, True):
+        quoted = json.dumps(value, ensure_ascii=ascii_only)
+        if _reads_back(quoted) == value:
+            return quoted
+    raise ScaffoldError(f"{value!r} cannot be written as a YAML value; remove its control characters")
+
+
+def clean_sql(sql: str) -> str:
+    """The query as the user gave it, normalized for a block scalar: Unix line ends, no trailing blanks, common
+    indentation and surrounding empty lines removed, one final newline."""
+    lines = [line.rstrip() for line in sql.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    text = textwrap.dedent("\n".join(lines)).strip("\n")
+    if not text.strip():
+        raise ScaffoldError(
+            '--sql is empty; give one SELECT query, e.g. --sql "SELECT ... FROM payments.payments"'
+        )
+    return text + "\n"
+
+
+def _sql_block(sql: str) -> str:
+    """`sql: |` and the query indented by two spaces (`|2` when its first line is itself indented), or a quoted
+    scalar for a query a block cannot hold."""
+    lines = sql.removesuffix("\n").split("\n")
+    head = "sql: |2" if lines[0].startswith(" ") else "sql: |"
+    block = "\n".join([head, *(f"  {line}" if line else "" for line in lines)])
+    from derive_assets.specs.yaml_read import parse_yaml_bytes
+
+    data, problems = parse_yaml_bytes(f"{block}\n".encode())
+    if not problems and isinstance(data, dict) and data.get("sql") == sql:
+        return block
+    return f"sql: {_scalar(sql)}"
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def scaffold(
+    root: Path,
+    target: str,
+    *,
+    strategy: str | None = None,
+    window: str | None = None,
+    from_: str | None = None,
+    sql: str | None = None,
+    force: bool = False,
+    today: dt.date | None = None,
+    cache_dir: Path | None = None,
+) -> Scaffolded:
+    """Write `<root>/<dataset>/<name>.yaml` for `target` (`dataset/name`) once the whole project with it validates
+    (leniently: other specs' errors are theirs); `ScaffoldError` for every refusal, nothing written then."""
+    from derive_assets.specs.errors import SpecValidationError
+    from derive_assets.specs.project import load_project
+
+    dataset, name = parse_target(target)
+    if from_ is not None and sql is not None:
+        raise ScaffoldError("give --from or --sql, not both: the columns come from one of them")
+    if not root.is_dir():
+        raise ScaffoldError(f"specs directory {root} does not exist; pass --dir (or set DERIVE_SPECS_DIR)")
+    path = root / dataset / f"{name}.yaml"
+    shown = Path(root.name, dataset, path.name)
+    if path.exists() and not force:
+        raise ScaffoldError(f"{path} already exists; edit it, or pass --force to overwrite it")
+    twin = path.with_suffix(".yml")
+    if twin.exists():
+        raise ScaffoldError(f"{twin} already defines this file's table; edit it, or delete it first")
+    try:
+        project = load_project(root, strict=False, cache_dir=cache_dir)
+    except SpecValidationError as exc:
+        raise ScaffoldError(str(exc)) from None
+    _refuse_taken(project, f"{dataset}.{name}", shown)
+    notes: list[str] = []
+    origin = None
+    if from_ is not None:
+        origin = from_table(project, from_)
+    elif sql is not None:
+        sql = clean_sql(sql)
+        origin, notes = from_sql(project, sql, windowed=window is not None or strategy == "append")
+    skeleton, more = build(
+        dataset,
+        name,
+        strategy=strategy,
+        window=window,
+        origin=origin,
+        sql=sql,
+        today=today or dt.datetime.now(dt.UTC).date(),
+    )
+    skeleton = replace(skeleton, schema_ref=schema_reference(path))
+    text = render(skeleton)
+    _check_reads_back(text, skeleton)
+    _check_validates(root, path, text, shown, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return Scaffolded(path, skeleton, notes + more)
+
+
+def schema_reference(path: Path) -> str:
+    """The editor schema (`docs/spec.schema.json`) for the spec at `path`: relative inside the project (as the
+    shipped specs have it), else absolute."""
+    where = path.parent.resolve()
+    if where.is_relative_to(SCHEMA_FILE.parents[1]):
+        return os.path.relpath(SCHEMA_FILE, where)
+    return str(SCHEMA_FILE)
+
+
+def _refuse_taken(project: SpecProject, ref: str, shown: Path) -> None:
+    """The table must not be defined already, except by the file being overwritten (`--force`)."""
+    from derive_assets.python_tables import python_tables
+
+    defined = [(t.spec.ref, t.path) for t in project.tables]
+    defined += [(rt.ref, rt.path) for rt in project.replicated]
+    defined += [(lo.name, lo.path) for lo in project.left_out]
+    defined += [(t.spec.ref, Path("derive_assets/python_tables")) for t in python_tables(project)]
+    other = next((p for r, p in defined if r == ref and p != shown), None)
+    if other is not None:
+        raise ScaffoldError(f"{ref} is already defined in {other}; choose another name (or edit that file)")
+
+
+def _check_reads_back(text: str, s: Skeleton) -> None:
+    """YAML reads the text back as the skeleton says (names, types, descriptions, the SQL, byte for byte)."""
+    from derive_assets.specs.yaml_read import parse_yaml_bytes
+
+    data, problems = parse_yaml_bytes(text.encode())
+    expected = [
+        {"name": c.name, "type": c.type, **({"description": c.description} if c.description else {})}
+        for c in s.columns
+    ]
+    if problems or not isinstance(data, dict) or data.get("sql") != s.sql or data.get("columns") != expected:
+        raise ScaffoldError(
+            f"the skeleton of {s.ref} does not read back as written (a bug in derive new); nothing written: "
+            f"{'; '.join(p.message for p in problems) or 'the values differ'}"
+        )
+
+
+def _check_validates(root: Path, path: Path, text: str, shown: Path, cache_dir: Path | None) -> None:
+    """Load the project with the new file, in a temporary tree of links to the spec files (nothing is written
+    under `root` before it passes); its errors, if any, are the refusal."""
+    from derive_assets.specs.loader import spec_files
+    from derive_assets.specs.project import load_project
+
+    with tempfile.TemporaryDirectory(prefix="derive-new-") as tmp:
+        copy = Path(tmp) / root.name  # same name: errors (and the spec cache) see the same paths
+        for existing in spec_files(root):
+            link = copy / existing.relative_to(root)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                link.symlink_to(existing.resolve())
+            except OSError:
+                shutil.copyfile(existing, link)
+        new = copy / path.relative_to(root)
+        new.parent.mkdir(parents=True, exist_ok=True)
+        new.unlink(missing_ok=True)
+        new.write_text(text)
+        project = load_project(copy, strict=False, cache_dir=cache_dir)
+    errors = [e for e in project.errors if e.file == shown]
+    if errors:
+        raise ScaffoldError(
+            f"{shown} would not pass `derive validate`, so nothing was written:\n"
+            + "\n".join(f"  {e}" for e in errors)
+        )
+
+
+def next_steps(s: Skeleton, env: str) -> Sequence[str]:
+    """What to do after the file is written."""
+    key = f"{s.dataset}/{s.name}"
+    return (
+        "next:",
+        "  1. edit it: owner, description, the SQL and its columns, constraints (the TODO comments first)",
+        "  2. derive validate",
+        f"  3. derive plan {key}",
+        f"  4. derive build --env {env} {key}     # into your own environment ({env}__{s.dataset}), never production",
+    )
