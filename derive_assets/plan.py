@@ -4,8 +4,9 @@ For every core/derived spec: whether its spec changed since the table was last w
 table's Derive marker against the spec's), the schema diff against the existing table and what a run will do about
 it (nothing, add a column, widen a type, or refuse until `derive rebuild`), the window its cron tick builds next,
 the number of partitions, the rendered SQL with its bound parameters, the table's DDL and the warehouse's estimate
-of bytes processed (a BigQuery dry run). Replications and exports are planned in `plan_feeds`; orphaned tables
-(marked by Derive, owned by no spec) are found by `lifecycle.orphans`.
+of bytes processed (a BigQuery dry run), against the spec's `max_bytes_billed` when it sets one. Replications and
+exports are planned in `plan_feeds`; orphaned tables (marked by Derive, owned by no spec) are found by
+`lifecycle.orphans`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.models import Window
 from derive_assets.specs.project import SpecProject, Table
 from derive_assets.specs.sql_analysis import transpile
+from resources.bytes_limit import exceeds
 from resources.schema_diff import diff
 from resources.warehouse import EstimateUnavailable, TargetTable, TimeWindow, Warehouse
 
@@ -65,6 +67,26 @@ class PlanEntry:
     evolution: Evolution | None = None
     partitions: int | None = None
     """How many partitions the table's window has up to now (None: not partitioned)."""
+    max_bytes_billed: int | None = None
+    """The spec's cost limit (None: none): a run whose estimate is above it fails before writing."""
+
+    @property
+    def over_limit(self) -> bool:
+        """The estimate is above `max_bytes_billed`: the run will fail (`BytesBilledLimitExceeded`)."""
+        return exceeds(self.estimated_bytes, self.max_bytes_billed)
+
+    def estimate_text(self) -> str:
+        """`1,234 bytes`, or why there is no estimate; with a limit, how the estimate compares with it."""
+        cost = f"{self.estimated_bytes:,} bytes" if self.estimated_bytes is not None else self.estimate_note
+        if self.max_bytes_billed is None:
+            return cost
+        if self.estimated_bytes is None:
+            verdict = "no estimate to check it against"
+        elif self.over_limit:
+            verdict = "over the limit, the run will fail"
+        else:
+            verdict = "within the limit"
+        return f"{cost} (max_bytes_billed {self.max_bytes_billed:,}: {verdict})"
 
 
 def next_window(table: Table, now: dt.datetime) -> TimeWindow | None:
@@ -190,6 +212,7 @@ def _entry(
         target.code_version or "",
         change,
         count,
+        spec.max_bytes_billed,
     )
 
 
@@ -201,7 +224,6 @@ def render(entries: list[PlanEntry], backfill_hint: Callable[[str, Backfill], st
     """The tables' part of the plan; `backfill_hint(ref, backfill)` words the command that fills old windows."""
     out = []
     for e in entries:
-        cost = f"{e.estimated_bytes:,} bytes" if e.estimated_bytes is not None else e.estimate_note
         params = ", ".join(
             f"{k}={v.isoformat() if hasattr(v, 'isoformat') else v}" for k, v in e.params.items()
         )
@@ -209,7 +231,13 @@ def render(entries: list[PlanEntry], backfill_hint: Callable[[str, Backfill], st
         out += _evolution_lines(e, backfill_hint)
         if e.partitions is not None:
             out.append(f"-- partitions: {e.partitions:,}")
-        out += [f"-- estimate: {cost}", f"-- parameters: {params or 'none'}", e.ddl + ";", e.sql + ";", ""]
+        out += [
+            f"-- estimate: {e.estimate_text()}",
+            f"-- parameters: {params or 'none'}",
+            e.ddl + ";",
+            e.sql + ";",
+            "",
+        ]
     return "\n".join(out)
 
 

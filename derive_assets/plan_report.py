@@ -71,6 +71,13 @@ def full_plan(
 
 def render_full(report: FullPlan) -> str:
     out = [render(report.tables, materialize_command)] if report.tables else []
+    over = [e for e in report.tables if e.over_limit]
+    if over:
+        out.append(
+            f"== over max_bytes_billed: {len(over)} table(s) whose next run will fail before writing (raise the "
+            "spec's max_bytes_billed, or narrow its window or SQL):"
+        )
+        out += [f"  {e.ref}: {e.estimate_text()}" for e in over]
     out += [feed.render() for feed in report.feeds]
     if report.orphans:
         out.append(

@@ -52,7 +52,8 @@ Emulator gaps (bqemulator 1.4.0; where real BigQuery differs, tests check the ge
 - REQUIRED columns are not enforced on INSERT: every run counts NULLs in `not_null` columns itself and refuses
   them with `NullsInRequiredColumns` (BigQuery would refuse the statement anyway, with a vaguer error).
 - `require_partition_filter` is neither kept nor enforced; table expiration (`expiration_timestamp` in CTAS
-  OPTIONS, `Table.expires`) is accepted but not kept; dry runs report 0 bytes; `PARSE_JSON(...)` columns of a
+  OPTIONS, `Table.expires`) is accepted but not kept; dry runs report 0 bytes and a job's `maximumBytesBilled` is
+  accepted but not enforced (`max_bytes_billed` never refuses a run there); `PARSE_JSON(...)` columns of a
   CTAS are reported as STRING; `MERGE ... INSERT ROW` does not parse (column lists are written out);
   `load_table_from_dataframe` and other small multipart uploads fail (`size=None` makes the upload resumable).
 - A copy job with WRITE_TRUNCATE onto an existing table keeps the destination's schema and layout (it copies the
@@ -82,7 +83,7 @@ from google.cloud import bigquery
 from pydantic import Field
 from sqlglot import exp
 
-from resources import bigquery_ddl, bigquery_schema, bigquery_swap, evolution, strategy
+from resources import bigquery_ddl, bigquery_schema, bigquery_swap, bytes_limit, evolution, strategy
 from resources.bigquery_calls import UNREACHABLE_ERRORS, CallPolicy, Calls, describe_cause, describe_endpoint
 from resources.bigquery_ddl import BIGQUERY_TYPES, CAST_TYPES, check_layout, standard_type, table_for
 from resources.bigquery_parquet import write_parquet
@@ -336,7 +337,17 @@ class BigQueryWarehouse(SliceReads, ConfigurableResource):
     # ------------------------------------------------------------------------------------------- writes
 
     def write(self, request: WriteRequest, batches: Iterable[pa.RecordBatch] | None = None) -> WriteResult:
-        """Run a derived table's query (or stage a Python asset's batches) with its strategy."""
+        """Run a derived table's query (or stage a Python asset's batches) with its strategy.
+
+        With `target.max_bytes_billed`, a dry run first estimates the query, and an estimate above the limit raises
+        `BytesBilledLimitExceeded` before anything is written (no dataset, no staging table); a query the dry run
+        cannot estimate still runs under the job's `maximum_bytes_billed` (`BigQuerySession.stage_query`)."""
+        if request.sql is not None and request.target.max_bytes_billed is not None:
+            try:
+                estimate = self.estimate_bytes(request.sql, request.params)
+            except EstimateUnavailable:
+                estimate = None
+            bytes_limit.refuse_estimate(request.target, estimate)
         return strategy.write(self, request, batches)
 
     def load(self, request: LoadRequest, batches: Iterable[pa.RecordBatch]) -> WriteResult:
@@ -420,8 +431,21 @@ class BigQuerySession:
         return name, ref, table(f"{target.dataset}.{name}")
 
     def stage_query(self, target: TargetTable, sql: str, params: Mapping[str, Any]) -> Staged:
+        """The spec's query into a staging table: the one job of a write that runs the spec's SQL, so the one
+        that carries `target.max_bytes_billed` (a refusal for it raises `BytesBilledLimitExceeded`)."""
         name, ref, stg = self._new_staging(target)
-        _run(self.calls, f"CREATE TABLE {stg.sql(B)} {_STAGING_OPTIONS} AS SELECT * FROM (\n{sql}\n)", params)
+        config = _config(params)
+        if target.max_bytes_billed is not None:  # the client would send None as the string "None"
+            config.maximum_bytes_billed = target.max_bytes_billed
+        try:
+            self.calls.rows(
+                f"CREATE TABLE {stg.sql(B)} {_STAGING_OPTIONS} AS SELECT * FROM (\n{sql}\n)", config
+            )
+        except GoogleAPICallError as exc:
+            refused = bytes_limit.billing_refusal(target, exc.errors, exc.message or "")
+            if refused is not None:
+                raise refused from None
+            raise
         return Staged(source_query(target, stg, _staged_types(self.calls, ref, target)), name=name)
 
     def stage_batches(

@@ -52,6 +52,10 @@ class TargetTable:
     code_version: str | None = None
     """The spec version writing the table (Dagster's asset `code_version`); recorded in the marker on each
     successful write."""
+    max_bytes_billed: int | None = None
+    """The most bytes one query of a write may process (the spec's `max_bytes_billed`): BigQuery refuses a write
+    whose dry-run estimate exceeds it (`BytesBilledLimitExceeded`) and gives each query job that runs the spec's SQL
+    this `maximum_bytes_billed`; DuckDB ignores it. Never part of the code version."""
 
     @property
     def ref(self) -> str:
@@ -420,6 +424,40 @@ class DatasetNotEmpty(WarehouseError):
         super().__init__(
             f"dataset {dataset} still holds {len(self.tables)} table(s) ({shown}), so it was not dropped; drop "
             "those tables first (Derive drops only the tables it created), or keep the dataset."
+        )
+
+
+def _size(n: int) -> str:
+    """`12,345,678,901 bytes (11.5 GiB)`: exact bytes, and a binary size to read at a glance."""
+    units = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    value, unit = float(n), ""
+    for u in units:
+        if value < 1024:
+            break
+        value, unit = value / 1024, u
+    return f"{n:,} bytes ({value:.1f} {unit})" if unit else f"{n:,} bytes"
+
+
+class BytesBilledLimitExceeded(WarehouseError):
+    """A write's query would process more bytes than the spec's `max_bytes_billed` allows: the dry run's estimate
+    (`origin="estimate"`), or BigQuery's own refusal of the job (`origin="bigquery"`, `bytesBilledLimitExceeded`;
+    `estimate` is then the bytes BigQuery said it needs, None when it named none). Nothing was written or billed."""
+
+    def __init__(
+        self, ref: str, estimate: int | None, limit: int, origin: Literal["estimate", "bigquery"]
+    ) -> None:
+        self.ref, self.estimate, self.limit, self.origin = ref, estimate, limit, origin
+        if origin == "estimate":
+            found = f"a dry run estimates that the query processes {_size(estimate or 0)}"
+        elif estimate is not None:
+            found = f"BigQuery refused the query job: it would bill at least {_size(estimate)}"
+        else:
+            found = "BigQuery refused the query job: it would bill more"
+        super().__init__(
+            f"{ref}: {found}, more than the spec's max_bytes_billed ({_size(limit)}), so the query did not run: "
+            "nothing was written and nothing billed. If the cost is expected, raise max_bytes_billed in the spec; "
+            "otherwise make the run read less: a shorter window (or fewer windows per run), a filter on the "
+            "partition column of the tables it reads (@window_start/@window_end), or fewer columns."
         )
 
 

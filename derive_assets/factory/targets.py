@@ -16,8 +16,8 @@ def column_defs(columns: Iterable[Column]) -> tuple[ColumnDef, ...]:
 
 
 def table_target(spec: TableSpec, code_version: str | None = None) -> TargetTable:
-    """A derived or core table's target: its columns, cluster keys, partitioning, merge key and spec version
-    (`code_version`, default: the spec's own, `specs.version.code_version`)."""
+    """A derived or core table's target: its columns, cluster keys, partitioning, merge key, spec version
+    (`code_version`, default: the spec's own, `specs.version.code_version`) and `max_bytes_billed`."""
     partition = spec.partition
     unique_key = tuple(spec.strategy.unique_key) if isinstance(spec.strategy, MergeStrategy) else ()
     return TargetTable(
@@ -31,6 +31,7 @@ def table_target(spec: TableSpec, code_version: str | None = None) -> TargetTabl
         partition.require_filter if partition else False,
         unique_key=unique_key,
         code_version=code_version if code_version is not None else spec_version(spec),
+        max_bytes_billed=spec.max_bytes_billed,
     )
 
 

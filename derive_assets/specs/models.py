@@ -120,7 +120,8 @@ def _check_byte_count(value: Any) -> Any:
     return value
 
 
-ByteCount = Annotated[int, BeforeValidator(_check_byte_count), Field(gt=0, le=MAX_BYTES_BILLED)]
+# the constraints before the validator: after it, pydantic writes them into the JSON Schema as `gt`/`le`
+ByteCount = Annotated[int, Field(gt=0, le=MAX_BYTES_BILLED), BeforeValidator(_check_byte_count)]
 """A positive whole number of bytes (`max_bytes_billed`)."""
 
 
