@@ -97,10 +97,10 @@ def run_demo(
     `SampleSourceUnavailable` when a source cannot be read or written.
     """
     project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
-    defs = build_definitions(settings, project)
     urls = sample_urls(project, settings.embedded_sources_dir)
     if (mismatch := spec_database_mismatch(project, urls)) is not None:
         raise SampleSourceMismatch(mismatch)
+    defs = build_definitions(settings, project)
     with sample_source_errors(urls):
         missing = incomplete_sources(urls)
         first_run = fresh or bool(missing)
