@@ -18,6 +18,7 @@ from derive_assets.settings import PROJECT_ROOT, DeriveSettings
 
 COMMAND_MODULES: tuple[str, ...] = (
     "derive_assets.commands.build",
+    "derive_assets.commands.diff",
     "derive_assets.commands.env",
     "derive_assets.commands.new",
 )
