@@ -723,5 +723,5 @@ def next_steps(s: Skeleton, env: str) -> Sequence[str]:
         "  1. edit it: owner, description, the SQL and its columns, constraints (the TODO comments first)",
         "  2. derive validate",
         f"  3. derive plan {key}",
-        f"  4. derive build --env {env} {key}     # into your own environment ({env}__{s.dataset}), never production",
+        f"  4. derive build {key} --env {env}   # into your own environment ({env}__{s.dataset}), not production",
     )
