@@ -17,6 +17,7 @@ from derive_assets.commands import (
     open_instance,
     operator_errors,
 )
+from derive_assets.commands.build import add_env_argument, env_name
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.errors import SpecValidationError
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         help="assets to plan, as Dagster selects them: analytics/*, +analytics/foo, analytics/foo+, "
         "analytics.foo (default: all)",
     )
+    add_env_argument(plan)
 
     rebuild = sub.add_parser(
         "rebuild",
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rebuild.add_argument("table", help="the table, as dataset.name or dataset/name")
     rebuild.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_env_argument(rebuild)
 
     prune = sub.add_parser(
         "prune", help="drop the tables Derive created that no spec owns any more (listed by `derive plan`)"
@@ -231,14 +234,16 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from derive_assets.factory.build import build_warehouse
     from derive_assets.lifecycle import execute_rebuild, rebuild_run, rebuild_table
     from derive_assets.specs.project import load_project
 
-    settings = DeriveSettings.from_env()
-    project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
     with operator_errors():
-        run = rebuild_run(rebuild_table(project, args.table))
+        settings = replace(DeriveSettings.from_env(), env=env_name(args.env))
+        project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
+        run = rebuild_run(rebuild_table(project, args.table), env=settings.env)
         if not _confirmed(f"{run.describe()}?", args.yes):
             print("nothing done", file=sys.stderr)
             return 1

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 from dagster_shared.error import SerializableErrorInfo  # a step's error (not exported by dagster)
 
+from derive_assets.environments import shadow_ref
 from derive_assets.factory.windows import partitions_for
-from derive_assets.metadata_keys import FULL_REFRESH_TAG
+from derive_assets.metadata_keys import ENV_TAG, FULL_REFRESH_TAG
 from derive_assets.plan import Backfill, partition_keys
 from derive_assets.python_tables import PYTHON_TABLES
 from derive_assets.selection import near
@@ -126,10 +127,14 @@ class RebuildRun:
     """The run's tags (the full-refresh tag); the range of `windows` is passed to the run as its partition range."""
     windows: Backfill | None
     """The partition range (None: an unpartitioned table, one run over the whole query)."""
+    env: str | None = None
+    """Rebuild the environment's copy (`<env>__<dataset>.<name>`) instead of production's table."""
 
     @property
     def ref(self) -> str:
-        return self.table.ref if isinstance(self.table, ReplicatedTable) else self.table.spec.ref
+        """The table the run rebuilds (an environment's copy with `env`)."""
+        ref = self.table.ref if isinstance(self.table, ReplicatedTable) else self.table.spec.ref
+        return shadow_ref(self.env, ref) if self.env else ref
 
     def describe(self) -> str:
         if isinstance(self.table, ReplicatedTable):
@@ -143,23 +148,25 @@ class RebuildRun:
         return f"rebuild {self.ref} from scratch: one run over {w.count:,} window(s) {w.first} .. {w.last}"
 
 
-def rebuild_run(table: Table | ReplicatedTable, now: dt.datetime | None = None) -> RebuildRun:
-    """The run that rebuilds `table`: every complete window at `now`, as one single-run backfill (a replicated
-    table: one unpartitioned run)."""
+def rebuild_run(
+    table: Table | ReplicatedTable, now: dt.datetime | None = None, env: str | None = None
+) -> RebuildRun:
+    """The run that rebuilds `table` (`env`: its copy in that environment): every complete window at `now`, as
+    one single-run backfill (a replicated table: one unpartitioned run)."""
     now = now or dt.datetime.now(dt.UTC)
-    tags = {FULL_REFRESH_TAG: "true"}
+    tags = {FULL_REFRESH_TAG: "true", **({ENV_TAG: env} if env else {})}
     if isinstance(table, ReplicatedTable):
-        return RebuildRun(table, tags, None)
+        return RebuildRun(table, tags, None, env)
     partitions_def = partitions_for(table.spec.window)
     if partitions_def is None:
-        return RebuildRun(table, tags, None)
+        return RebuildRun(table, tags, None, env)
     keys = partition_keys(partitions_def, now)
     if not keys:
         raise LifecycleError(
             f"{table.spec.ref} ({table.path}): no window of it is complete yet, so there is nothing to rebuild; "
             "rebuild it once its first window (window.start) has passed."
         )
-    return RebuildRun(table, tags, Backfill(keys[0], keys[-1], len(keys)))
+    return RebuildRun(table, tags, Backfill(keys[0], keys[-1], len(keys)), env)
 
 
 @dataclass(frozen=True)
@@ -182,10 +189,17 @@ def execute_rebuild(
     from derive_assets.factory.build import build_definitions
     from derive_assets.factory.runs import materialize_keys
 
+    if run.env != settings.env:
+        raise LifecycleError(
+            f"{run.ref}: the rebuild is for environment {run.env or 'production'}, the settings build "
+            f"{settings.env or 'production'}; make both the same (derive rebuild --env NAME sets both)"
+        )
     ref = run.ref
     defs = build_definitions(settings, project)
     started = time.perf_counter()
-    key = AssetKey(ref.split("."))  # a table's asset key: <dataset>/<name>
+    key = AssetKey(
+        ref.split(".")
+    )  # a table's asset key: <dataset>/<name> (an environment's: <env>__<dataset>)
     windows = (run.windows.first, run.windows.last) if run.windows else None  # one run over all of them
     result = materialize_keys(
         defs, [key], instance=instance, partition_range=windows, tags=run.tags, run_config=QUIET

@@ -36,7 +36,7 @@ class EnvironmentReadError(WarehouseError):
         super().__init__(
             f"{shadow_ref(env, table)} reads {upstream}, whose spec differs from production's table, so it must "
             f"read the environment's copy {copy}, which {reason}. Build it first, in the same environment: "
-            f"`derive build --env {env} +{table.replace('.', '/')}` (the table with what it reads)."
+            f"`derive build --env {env} {table.replace('.', '/')}` (it builds the changed tables a table reads first)."
         )
 
 
