@@ -208,6 +208,29 @@ def keyset_finished(rows_sent: int, chunk_rows: int) -> bool:
     return rows_sent < chunk_rows
 
 
+def add_rejected(
+    guard: RowGuard, invalid: Counter[str], quarantined: list[dict[str, Any]], rejected: set[str]
+) -> None:
+    """Add the rows one committed chunk's guard rejected to the run's counts and quarantine, except those an
+    earlier chunk rejected already (`rejected`: their keys, updated here): a chunk starts at the previous chunk's
+    last key, inclusive, so an invalid row at a boundary is rejected by both. A row without a key (`row:<hash>`
+    ids, from the NULL-key read) is always counted: two such rows may have the same id.
+
+    Every rejection is in `guard.quarantined` with `on_invalid: quarantine`; with `fail` the guard raised at the
+    chunk's end, so there are none to add."""
+    if not guard.quarantined:
+        invalid.update(guard.counts)
+        return
+    for row in guard.quarantined:
+        key = row["_id"]
+        if key in rejected:
+            continue
+        if not key.startswith("row:"):
+            rejected.add(key)
+        invalid[row["error"]] += 1
+        quarantined.append(row)
+
+
 def final_state(checkpoint: Checkpoint, table: SourceTable, fenced: bool) -> CursorState:
     """The cursor state the promoted table's materialization records: the watermark taken before the snapshot.
 
@@ -273,6 +296,7 @@ class Snapshot:
         times = EventTimes.of(self.table, self.source.name)
         invalid: Counter[str] = Counter()
         quarantined: list[dict[str, Any]] = []
+        rejected: set[str] = set()
         progress = Progress(self.info, target.ref, total=self.estimate)
         progress.add(checkpoint.rows)
         timestamps = source_timestamp_columns(self.url, self.plan)
@@ -283,8 +307,7 @@ class Snapshot:
             sql = build_chunk_query(self.plan, bounds, timestamps)
             first_sql = first_sql or sql
             seen = self._chunk(stage_request, sql, guard, times, progress, partitions, read)
-            invalid.update(guard.counts)
-            quarantined.extend(guard.quarantined)
+            add_rejected(guard, invalid, quarantined, rejected)
             again = 1 if checkpoint.last_key is not None and seen.rows else 0  # the last key, read again
             last = bounds.through if bounds.through is not None else seen.last_key
             checkpoint = checkpoint.after_chunk(seen.rows - again, last)
@@ -294,8 +317,7 @@ class Snapshot:
         # Rows with a NULL key: key order never reaches them; the guard fails or quarantines them.
         sql = build_chunk_query(self.plan, ChunkBounds(null_keys=True), timestamps)
         self._chunk(stage_request, sql, guard, times, progress, None, read)
-        invalid.update(guard.counts)
-        quarantined.extend(guard.quarantined)
+        add_rejected(guard, invalid, quarantined, rejected)
         progress.done()
         from derive_assets.replication.run import quarantine_rows
 
