@@ -221,10 +221,35 @@ def from_sql(project: SpecProject, sql: str, windowed: bool) -> tuple[_Origin, l
         notes += [note] if note else []
     if windowed and not any(p in WINDOW_PARAMETERS for p in analysis.parameters):
         notes.append("--sql does not filter on @window_start/@window_end: each window's run reads everything")
-    filtered = [
+    filtered = {
         ref.rsplit(".", 1)[-1] for ref in analysis.window_columns
-    ]  # partition by what the window filters
-    return _Origin(columns, time_preferred=[n for n in names if n in filtered]), notes
+    }  # partition by what the window filters
+    key = _grouped_by(query, names)
+    note = "the GROUP BY columns of the query: one row per group" if key else ""
+    return _Origin(columns, key, note, time_preferred=[n for n in names if n in filtered]), notes
+
+
+def _grouped_by(query: Any, names: list[str]) -> list[str]:
+    """The output columns an aggregate query groups by (a natural merge key), when every GROUP BY item is one
+    (by name, alias or position); else []."""
+    from sqlglot import exp
+
+    group = query.args.get("group") if isinstance(query, exp.Select) else None
+    if group is None or not group.expressions:
+        return []
+    aliases = {s.unalias().sql("bigquery").lower(): s.alias_or_name.lower() for s in query.selects}
+    lowered = {n.lower(): n for n in names}
+    key = []
+    for item in group.expressions:
+        if isinstance(item, exp.Literal) and item.is_int and 0 < int(item.this) <= len(names):
+            key.append(names[int(item.this) - 1])
+            continue
+        found = lowered.get(item.name.lower()) if isinstance(item, exp.Column) else None
+        found = found or lowered.get(aliases.get(item.sql("bigquery").lower(), ""))
+        if found is None:
+            return []
+        key.append(found)
+    return list(dict.fromkeys(key))
 
 
 def _declared(name: str, duck: str, bigquery: str | None, null: str) -> tuple[NewColumn, str]:

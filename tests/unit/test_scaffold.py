@@ -168,6 +168,17 @@ def test_the_merge_key_is_the_read_table_s_key_else_a_guess_with_a_comment_to_ch
     )
     assert spec.strategy.type == "merge" and spec.strategy.unique_key == ["region"]
     assert "TODO: the columns that identify a row; 'region' is a guess, change it" in text
+    grouped = "SELECT COUNT(*) AS n, DATE(signed_up_at) AS day, u.region AS r FROM core.user_detail AS u GROUP BY 2, u.region"
+    _, spec, text = new(root, "analytics/fifth", sql=grouped, strategy="merge")
+    assert spec.strategy.unique_key == ["day", "r"]
+    assert "the GROUP BY columns of the query" in text
+    _, spec, _ = new(
+        root,
+        "analytics/sixth",
+        sql=grouped.replace("GROUP BY 2, u.region", "GROUP BY 2, u.region, u.country"),
+        strategy="merge",
+    )
+    assert spec.strategy.unique_key == ["n"]  # grouped by a column it does not output: no key known
 
 
 def test_an_unknown_from_table_suggests_the_nearest(root: Path) -> None:
@@ -217,6 +228,7 @@ def test_sql_columns_get_the_types_the_type_check_computes(
     ]
     assert spec.sql == clean_sql(sql)  # the query exactly as given (dedented)
     assert spec.partition is not None and spec.partition.key == "day"
+    assert spec.strategy.type == "merge" and spec.strategy.unique_key == ["day", "method"]  # the GROUP BY
     text = done.path.read_text()
     assert "type: STRING                        # TODO: the SQL gives a bare NULL" in text
     assert "# TODO: the SQL computes TIME, which a spec cannot declare" in text
@@ -457,3 +469,24 @@ def test_cli_from_and_sql_are_mutually_exclusive(cli_env: Path, capsys: pytest.C
         cli.main(["new", "analytics/x", "--from", "orders.orders", "--sql", "SELECT 1 AS x"])
     assert info.value.code == 2
     assert "argument --sql: not allowed with argument --from" in capsys.readouterr().err
+
+
+DOCS = PROJECT_ROOT / "docs" / "scaffold.md"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["analytics/top_spenders"],
+        ["payments/payments"],
+        ["dev__analytics/daily"],
+        ["analytics/x", "--from", "orders.order"],
+        ["analytics/x", "--strategy", "replace", "--window", "1d"],
+    ],
+)
+def test_the_refusals_docs_scaffold_md_shows_are_what_the_command_prints(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert cli.main(["new", *argv]) == 2
+    line = capsys.readouterr().err.strip().replace(f"{cli_env.parent}/", "")
+    assert f"\n{line}\n" in DOCS.read_text()
