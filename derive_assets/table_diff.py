@@ -28,15 +28,13 @@ Example:
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from derive_assets.environments import env_of_dataset
 from derive_assets.specs.models import MergeStrategy, TableSpec
-from derive_assets.table_diff_sql import PRODUCTION, SHADOW, Compared, DiffQueries, merged_ranges
+from derive_assets.table_diff_sql import PRODUCTION, SHADOW, Compared, DiffQueries
 from resources.schema_diff import ExistingTable
 from resources.warehouse import TimeWindow, Warehouse
 
@@ -173,28 +171,11 @@ class TableDiff:
         return found[0] if found else self.shadow_ref
 
     def summary_line(self) -> str:
-        """One line, e.g. `analytics.order_facts in alice: 2 changed rows (amount 2); rows 10 -> 11; ...`."""
-        head = f"{self.production_ref} in {self.env}"
-        scope = _scope(self)
-        if self.identical:
-            return f"{head}: identical ({_n(self.production_rows, 'row')}, {scope})"
-        parts = []
-        if self.production_rows != self.shadow_rows:
-            parts.append(f"rows {self.production_rows:,} -> {self.shadow_rows:,}")
-        unit = "key" if self.key else "row"
-        if self.only_in_production.count:
-            parts.append(f"{_n(self.only_in_production.count, unit)} only in production")
-        if self.only_in_shadow.count:
-            parts.append(f"{_n(self.only_in_shadow.count, unit)} only in {self.env}")
-        if self.changed_rows:
-            per = ", ".join(f"{c.column} {c.rows:,}" for c in self.changed_columns)
-            parts.append(f"{_n(self.changed_rows, 'changed row')} ({per})")
-        schema = _schema_words(self.schema)
-        if schema:
-            parts.append(f"schema: {schema}")
-        if self.not_compared:
-            parts.append(f"not compared: {', '.join(c for c, _ in self.not_compared)}")
-        return f"{head}: differs ({scope}): " + "; ".join(parts)
+        """One line, e.g. `analytics.order_facts in alice: differs (...): 2 changed rows (amount 2); ...`, for
+        `derive plan --env` and CI summaries."""
+        from derive_assets.table_diff_render import summary_line
+
+        return summary_line(self)
 
 
 def diff_tables(
@@ -214,7 +195,7 @@ def diff_tables(
     shadow = _described(warehouse, shadow_ref, "shadow", spec)
     schema, common = _schema(production, shadow)
     key = tuple(spec.strategy.unique_key) if isinstance(spec.strategy, MergeStrategy) else ()
-    compared, not_compared = _comparable(common, key, warehouse.dialect)
+    compared, not_compared = _comparable(common, key)
     window_column = _window_column(spec, common, windows, shadow_ref)
     queries = DiffQueries(
         dialect=warehouse.dialect,
@@ -340,10 +321,10 @@ def _schema(
 
 
 def _comparable(
-    common: dict[str, tuple[str, str]], key: Sequence[str], dialect: str
+    common: dict[str, tuple[str, str]], key: Sequence[str]
 ) -> tuple[list[Column], list[tuple[str, str]]]:
-    """The common columns whose values compare (same type, or both numeric), and why the others do not."""
-    del dialect  # JSON is compared as text on every engine (`table_diff_sql.Compared`)
+    """The common columns whose values compare (same type, or both numeric; JSON as its text), and why the
+    others do not."""
     lowered = {name.lower(): name for name in common}
     for k in key:
         if k.lower() not in lowered:
@@ -392,113 +373,9 @@ def _spec_type(spec: TableSpec, column: str) -> str:
     return next(c.type for c in spec.columns if c.name.lower() == column.lower())
 
 
-# ------------------------------------------------------------------------------------------------ rendering
-
-
-def show(value: Any) -> str:
-    """A value as a terminal shows it: NULL, 'text', 12.5 (NUMERIC without trailing zeros), ISO dates."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "\\'") + "'"
-    if isinstance(value, Decimal):
-        text = format(value.normalize(), "f")
-        return text
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    return repr(value) if isinstance(value, bytes | float) else str(value)
-
-
-def _tuple(values: Sequence[Any]) -> str:
-    return show(values[0]) if len(values) == 1 else "(" + ", ".join(show(v) for v in values) + ")"
-
-
-def _scope(diff: TableDiff) -> str:
-    if diff.windows is None:
-        return "whole table"
-    if not diff.windows:
-        return "no windows"
-    ranges = ", ".join(f"[{_instant(w.start)}, {_instant(w.end)})" for w in diff.windows)
-    return f"{diff.window_column} in {ranges}"
-
-
-def _instant(t: dt.datetime) -> str:
-    """A window bound: its date at UTC midnight (daily and longer windows), else the UTC time to the minute."""
-    t = t.astimezone(dt.UTC) if t.tzinfo else t
-    if (t.hour, t.minute, t.second, t.microsecond) == (0, 0, 0, 0):
-        return t.date().isoformat()
-    return t.strftime("%Y-%m-%d %H:%M") + (" UTC" if t.tzinfo else "")
-
-
-def _n(count: int, unit: str) -> str:
-    """`1 row`, `2 rows`, `1,000 keys`."""
-    return f"{count:,} {unit}" + ("" if count == 1 else "s")
-
-
-def _schema_words(schema: SchemaDifferences) -> str:
-    words = [f"-{c.name} {c.type}" for c in schema.only_in_production]
-    words += [f"+{c.name} {c.type}" for c in schema.only_in_shadow]
-    words += [f"{t.column} {t.production} -> {t.shadow}" for t in schema.type_changes]
-    return ", ".join(words)
-
-
 def render_diff(diff: TableDiff) -> str:
-    """The diff as plain text (no colours, no wide tables): readable in a terminal and in a CI log."""
-    env = diff.env
-    out = [
-        f"diff {diff.production_ref} (production) -> {diff.shadow_ref} (environment {env})",
-        f"  compared: {_scope(diff)}" + (" (start inclusive, end exclusive)" if diff.windows else ""),
-    ]
-    if diff.key:
-        out.append(f"  matched by key [{', '.join(diff.key)}]")
-    else:
-        out.append(
-            "  no unique_key: compared by whole rows (each distinct row's copies counted on both sides)"
-        )
-    out.append("  values compared exactly and NULL-safe (NULL = NULL); floats without tolerance")
-    out.append("schema:")
-    if diff.schema.empty:
-        out.append("  same columns and types")
-    out += [f"  only in production: {c.name} {c.type}" for c in diff.schema.only_in_production]
-    out += [f"  only in {env}: {c.name} {c.type}" for c in diff.schema.only_in_shadow]
-    out += [f"  type changed: {t.column} {t.production} -> {t.shadow}" for t in diff.schema.type_changes]
-    out += [f"  not compared: {c} ({why})" for c, why in diff.not_compared]
-    delta = diff.shadow_rows - diff.production_rows
-    out.append(f"rows: production {diff.production_rows:,}, {env} {diff.shadow_rows:,} ({delta:+,})")
-    unit = "keys" if diff.key else "rows"
-    for label, side in (("production", diff.only_in_production), (env, diff.only_in_shadow)):
-        out.append(f"{unit} only in {label}: {side.count:,}")
-        for s in side.sample:
-            copies = f"  x{s.copies}" if s.copies != 1 else ""
-            out.append(f"  {_tuple(s.values)}{copies}")
-    if diff.key:
-        out.append(f"changed rows: {diff.changed_rows:,}")
-        for c in diff.changed_columns:
-            out.append(f"  {c.column}: {_n(c.rows, 'row')}")
-            out += [f"    {_tuple(v.key)}: {show(v.before)} -> {show(v.after)}" for v in c.sample]
-    if diff.sums:
-        out.append(f"sums (difference = {env} - production):")
-        for s in diff.sums:
-            mark = "" if s.production == s.shadow else "  <- differs"
-            out.append(
-                f"  {s.column}: production {show(s.production)}, {env} {show(s.shadow)}, "
-                f"difference {show(s.difference)}{mark}"
-            )
-    out.append("result: " + ("identical" if diff.identical else "different"))
-    return "\n".join(out)
+    """The diff as plain text (no colours, no wide tables): readable in a terminal and in a CI log
+    (`table_diff_render`)."""
+    from derive_assets.table_diff_render import render
 
-
-__all__ = [
-    "ColumnChanges",
-    "ColumnSum",
-    "OneSided",
-    "SampleRow",
-    "SchemaDifferences",
-    "TableDiff",
-    "TableDiffError",
-    "TableMissing",
-    "ValueChange",
-    "diff_tables",
-    "merged_ranges",
-    "render_diff",
-]
+    return render(diff)

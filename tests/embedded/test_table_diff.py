@@ -20,6 +20,7 @@ from embedded.table_diff_scenario import (
     PROD,
     ULP,
     WINDOWS,
+    CreateTable,
     events_spec,
     facts_spec,
     seed,
@@ -61,6 +62,12 @@ def warehouse(tmp_path: Path) -> DuckDBWarehouse:
     path = tmp_path / "wh.duckdb"
     seed(duckdb_creator(path))
     return DuckDBWarehouse(path=str(path))
+
+
+@pytest.fixture
+def create_table(warehouse: DuckDBWarehouse) -> CreateTable:
+    """Another table in the test's warehouse, made through the engine's own client."""
+    return duckdb_creator(Path(warehouse.path))
 
 
 def test_by_key_over_the_windows_finds_exactly_the_seeded_differences(warehouse: DuckDBWarehouse) -> None:
@@ -212,3 +219,26 @@ def test_render_is_plain_text_with_every_difference(warehouse: DuckDBWarehouse) 
         "1 key only in production; 1 key only in alice; 3 changed rows (amount 1, status 1, weight 1); "
         "schema: -legacy STRING, +channel STRING, qty INT64 -> NUMERIC, code INT64 -> STRING; not compared: code"
     )
+
+
+def test_json_values_compare_as_their_text(warehouse, create_table: CreateTable) -> None:
+    columns = [("order_id", "INT64"), ("day", "DATE"), ("payload", "JSON")]
+    create_table(f"{PROD}.payloads", columns, [payload(1, '{"a":1}'), payload(2, None), payload(3, "[1,2]")])
+    create_table(f"{ENV}.payloads", columns, [payload(1, '{"a":2}'), payload(2, None), payload(3, "[1,2]")])
+    spec = facts_spec().model_copy(update={"name": "payloads"})
+
+    by_key = diff_tables(warehouse, spec, f"{PROD}.payloads", f"{ENV}.payloads", WINDOWS)
+    assert [(c.column, c.rows, [v.key for v in c.sample]) for c in by_key.changed_columns] == [
+        ("payload", 1, [(1,)])
+    ]
+    change = by_key.changed_columns[0].sample[0]
+    assert (change.before.replace(" ", ""), change.after.replace(" ", "")) == ('{"a":1}', '{"a":2}')
+
+    spec = events_spec().model_copy(update={"name": "payloads"})
+    whole_rows = diff_tables(warehouse, spec, f"{PROD}.payloads", f"{ENV}.payloads", WINDOWS)
+    assert whole_rows.only_in_production.count == whole_rows.only_in_shadow.count == 1
+    assert [s.values[0] for s in whole_rows.only_in_shadow.sample] == [1]
+
+
+def payload(i: int, value: str | None) -> dict[str, Any]:
+    return {"order_id": i, "day": D1, "payload": value}

@@ -12,14 +12,25 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
-from embedded.table_diff_scenario import ENV, EVENTS, FACTS, PROD, WINDOWS, events_spec, facts_spec, seed
+from embedded.table_diff_scenario import (
+    ENV,
+    EVENTS,
+    FACTS,
+    PROD,
+    WINDOWS,
+    CreateTable,
+    events_spec,
+    facts_spec,
+    seed,
+)
 from embedded.test_table_diff import (  # noqa: F401 - collected here with the BigQuery `warehouse`
     test_a_difference_outside_the_windows_is_not_reported_but_the_whole_table_shows_it,
     test_a_missing_table_is_named_with_the_command_that_builds_it,
     test_by_key_over_the_windows_finds_exactly_the_seeded_differences,
+    test_json_values_compare_as_their_text,
     test_render_is_plain_text_with_every_difference,
     test_samples_are_capped,
     test_windows_need_a_partition_column,
@@ -37,11 +48,18 @@ def _json(value: Any) -> Any:
         return str(value)
     if isinstance(value, dt.date):
         return value.isoformat()
-    return value
+    return value  # a JSON column's value is its text already
+
+
+class Emulator(NamedTuple):
+    client: bigquery.Client
+    endpoint: str
+    project: str
+    create: CreateTable
 
 
 @pytest.fixture(scope="module")
-def emulator(bigquery_emulator: tuple[str, str]) -> Iterator[tuple[bigquery.Client, str, str]]:
+def emulator(bigquery_emulator: tuple[str, str]) -> Iterator[Emulator]:
     endpoint, _ = bigquery_emulator
     project = f"derive-diff-{uuid.uuid4().hex[:8]}"
     client = bigquery.Client(
@@ -60,27 +78,30 @@ def emulator(bigquery_emulator: tuple[str, str]) -> Iterator[tuple[bigquery.Clie
 
     seed(create)
     try:
-        yield client, endpoint, project
+        yield Emulator(client, endpoint, project, create)
     finally:
-        for dataset in (PROD, ENV, f"bob__{PROD}"):
+        for dataset in (PROD, ENV, f"bob__{PROD}"):  # the per-test tables live in these too
             client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
         client.close()
 
 
 @pytest.fixture
-def warehouse(emulator: tuple[bigquery.Client, str, str]) -> BigQueryWarehouse:
-    _, endpoint, project = emulator
-    return BigQueryWarehouse(project=project, api_endpoint=endpoint)
+def warehouse(emulator: Emulator) -> BigQueryWarehouse:
+    return BigQueryWarehouse(project=emulator.project, api_endpoint=emulator.endpoint)
+
+
+@pytest.fixture
+def create_table(emulator: Emulator) -> CreateTable:
+    """Another table in the module's project, made through the client."""
+    return emulator.create
 
 
 def test_the_warehouse_is_the_emulator(warehouse: BigQueryWarehouse) -> None:
     assert warehouse.dialect == "bigquery" and warehouse.api_endpoint
 
 
-def test_identical_tables_say_so_on_bigquery(
-    warehouse: BigQueryWarehouse, emulator: tuple[bigquery.Client, str, str]
-) -> None:
-    client, _, project = emulator
+def test_identical_tables_say_so_on_bigquery(warehouse: BigQueryWarehouse, emulator: Emulator) -> None:
+    client, project = emulator.client, emulator.project
     client.create_dataset(f"bob__{PROD}", exists_ok=True)
     client.query(
         f"CREATE TABLE `{project}.bob__{PROD}.{EVENTS}` AS SELECT * FROM `{project}.{PROD}.{EVENTS}`"
