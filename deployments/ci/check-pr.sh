@@ -95,7 +95,7 @@ fi
 env_name="$("$python" -m derive_assets.pr_check env-name)" || exit 2
 echo "== derive build --env $env_name (${#changed[@]} changed asset(s), last $windows window(s))"
 if ! "$derive" build --help >/dev/null 2>&1; then
-  echo "check-pr: this derive has no \`build\` command; update Derive (derive build --env, docs/environments.md)" >&2
+  echo "check-pr: this derive has no \`build\` command; update Derive to a version with `derive build --env`" >&2
   exit 2
 fi
 drop_env() {
