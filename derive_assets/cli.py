@@ -222,14 +222,23 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from derive_assets.factory.build import build_warehouse
     from derive_assets.plan_report import full_plan, render_full
     from derive_assets.specs.project import load_project
 
-    settings = DeriveSettings.from_env()
-    project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
-    with operator_errors(), existing_instance(settings) as instance:
-        print(render_full(full_plan(settings, project, build_warehouse(settings), args.selection, instance)))
+    with operator_errors():
+        settings = replace(DeriveSettings.from_env(), env=env_name(args.env))
+        project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
+        with existing_instance(settings) as instance:
+            warehouse = build_warehouse(settings)
+            if settings.env is not None:
+                from derive_assets.env_plan import env_plan, render_env_plan
+
+                print(render_env_plan(env_plan(settings, project, warehouse, args.selection, instance)))
+                return 0
+            print(render_full(full_plan(settings, project, warehouse, args.selection, instance)))
     return 0
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dagster import AssetKey, DagsterInstance, TimeWindowPartitionsDefinition, partition_loading_context
 
+from derive_assets.factory.environment import Environment, rewrite_tables
 from derive_assets.factory.targets import table_target
 from derive_assets.factory.windows import partitions_for
 from derive_assets.specs.models import Window
@@ -69,6 +70,12 @@ class PlanEntry:
     """How many partitions the table's window has up to now (None: not partitioned)."""
     max_bytes_billed: int | None = None
     """The spec's cost limit (None: none): a run whose estimate is above it fails before writing."""
+    relation: str = ""
+    """The table the run writes: `ref`, or in an environment its copy (`alice__analytics.order_facts`)."""
+    reads: dict[str, str] = field(default_factory=dict)
+    """In an environment: each table the SQL reads -> the relation it reads (production's or the copy)."""
+    unbuilt: dict[str, str] = field(default_factory=dict)
+    """In an environment: the changed upstreams whose copy is missing or stale -> why."""
 
     @property
     def over_limit(self) -> bool:
@@ -175,16 +182,25 @@ def plan(
     for table in project.tables:
         if wanted is not None and table.spec.ref not in wanted:
             continue
-        entries.append(_entry(table, warehouse, now, instance))
+        entries.append(entry(table, warehouse, now, instance))
     return entries
 
 
-def _entry(
-    table: Table, warehouse: Warehouse, now: dt.datetime, instance: DagsterInstance | None
+def entry(
+    table: Table,
+    warehouse: Warehouse,
+    now: dt.datetime,
+    instance: DagsterInstance | None,
+    env: Environment | None = None,
 ) -> PlanEntry:
+    """The plan of one table; `env`: of its copy in that environment (the SQL reading what the environment's
+    run would read, the schema diff against the copy)."""
     spec = table.spec
     window = next_window(table, now)
-    sql = transpile(table.analysis.expression, warehouse.dialect)
+    reads, unbuilt = {}, {}
+    if env is not None:
+        reads, unbuilt = env.planned_relations(warehouse, spec.ref, table.analysis.reads)
+    sql = transpile(rewrite_tables(table.analysis.expression, reads), warehouse.dialect)
     params = {
         k: v for k, v in (window.as_params() if window else {}).items() if k in table.analysis.parameters
     }
@@ -197,7 +213,9 @@ def _entry(
         note = f"{warehouse.kind} gives no estimate"
     partitions_def = partitions_for(spec.window)
     target = table_target(spec)
-    key = AssetKey(spec.ref.split("."))
+    if env is not None:
+        target = replace(target, dataset=env.dataset(spec.dataset))
+    key = AssetKey(target.ref.split("."))
     change = evolution(warehouse, target, lambda: backfill_range(partitions_def, key, instance, now))
     count = len(partition_keys(partitions_def, now)) if partitions_def else None
     return PlanEntry(
@@ -213,6 +231,9 @@ def _entry(
         change,
         count,
         spec.max_bytes_billed,
+        target.ref,
+        {r: v for r, v in reads.items() if r != spec.ref},
+        unbuilt,
     )
 
 

@@ -79,29 +79,36 @@ class Environment:
 
     def relations(self, warehouse: Warehouse, table: str, reads: Iterable[str]) -> dict[str, str]:
         """What table `table` reads, when a run starts: each upstream ref -> the relation to read (production's
-        ref, or the environment's copy), and `table` itself -> its copy (a custom check reads it)."""
-        chosen = {table: self.ref(table)}
+        ref, or the environment's copy), and `table` itself -> its copy (a custom check reads it). Raises
+        `EnvironmentReadError` for a changed upstream without a current copy."""
+        chosen, missing = self.planned_relations(warehouse, table, reads)
+        if missing:
+            upstream, reason = next(iter(missing.items()))
+            raise EnvironmentReadError(self.name, table, upstream, reason)
+        return chosen
+
+    def planned_relations(
+        self, warehouse: Warehouse, table: str, reads: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """`relations`, and each changed upstream without a current copy -> why (`does not exist`, `was built
+        from another version of its spec`) instead of an error; such an upstream maps to its copy's name."""
+        chosen, missing = {table: self.ref(table)}, {}
         for upstream in reads:
             if upstream == table or upstream not in self.versions:
                 continue  # itself, or not a Derive table of this checkout (a Python table: production's)
-            chosen[upstream] = self._relation(warehouse, table, upstream)
-        return chosen
-
-    def _relation(self, warehouse: Warehouse, table: str, upstream: str) -> str:
-        version = self.versions[upstream]
-        production = warehouse.describe(upstream)
-        recorded = production.layout.code_version if production and production.layout else None
-        if production is not None and (recorded is None or recorded == version):
-            return upstream  # unchanged (or from before Derive recorded versions): production's table
-        copy = warehouse.describe(self.ref(upstream))
-        if copy is None:
-            raise EnvironmentReadError(self.name, table, upstream, "does not exist")
-        built = copy.layout.code_version if copy.layout else None
-        if built != version:
-            raise EnvironmentReadError(
-                self.name, table, upstream, "was built from another version of its spec"
-            )
-        return self.ref(upstream)
+            version = self.versions[upstream]
+            production = warehouse.describe(upstream)
+            recorded = production.layout.code_version if production and production.layout else None
+            if production is not None and (recorded is None or recorded == version):
+                chosen[upstream] = upstream  # unchanged (or older than recorded versions): production's
+                continue
+            chosen[upstream] = self.ref(upstream)
+            copy = warehouse.describe(self.ref(upstream))
+            if copy is None:
+                missing[upstream] = "does not exist"
+            elif (copy.layout.code_version if copy.layout else None) != version:
+                missing[upstream] = "was built from another version of its spec"
+        return chosen, missing
 
 
 def rewrite_tables(expression: exp.Expr, relations: Mapping[str, str]) -> exp.Expr:
