@@ -653,6 +653,10 @@ def scaffold(
     origin = None
     if from_ is not None:
         origin = from_table(project, from_)
+        if origin.table == f"{dataset}.{name}":
+            raise ScaffoldError(
+                f"--from {from_}: a table cannot be built from itself; name another table to read"
+            )
     elif sql is not None:
         sql = clean_sql(sql)
         origin, notes = from_sql(project, sql, windowed=window is not None or strategy == "append")

@@ -373,6 +373,15 @@ def test_another_spec_s_errors_do_not_block_a_new_table(root: Path) -> None:
     )
 
 
+def test_a_table_scaffolded_from_itself_is_refused(root: Path) -> None:
+    before = (root / "analytics" / "top_spenders.yaml").read_text()
+    with pytest.raises(
+        ScaffoldError, match=r"--from analytics/top_spenders: a table cannot be built from itself"
+    ):
+        scaffold.scaffold(root, "analytics/top_spenders", from_="analytics/top_spenders", force=True)
+    assert (root / "analytics" / "top_spenders.yaml").read_text() == before
+
+
 def test_from_and_sql_together_are_refused(root: Path) -> None:
     with pytest.raises(ScaffoldError, match=r"give --from or --sql, not both"):
         scaffold.scaffold(root, "analytics/fresh", from_="payments.payments", sql="SELECT 1 AS x")
