@@ -197,7 +197,8 @@ def _urls(args: argparse.Namespace) -> tuple[Any, str | None]:
     try:
         urls = sample_urls(project, settings.embedded_sources_dir, given)
     except SourceConnectionError as exc:
-        raise OperatorError(f"{exc} (or pass the URL with its --<source>-url option)") from None
+        option = f"--{getattr(exc, 'source_name', None) or '<source>'}-url"
+        raise OperatorError(f"{str(exc).rstrip('.')}. Or pass the source's URL with {option}.") from None
     return urls, spec_database_mismatch(project, urls)
 
 
