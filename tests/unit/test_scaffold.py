@@ -382,6 +382,22 @@ def test_a_table_scaffolded_from_itself_is_refused(root: Path) -> None:
     assert (root / "analytics" / "top_spenders.yaml").read_text() == before
 
 
+def test_a_skeleton_that_would_not_validate_is_refused_by_the_load_with_it(root: Path) -> None:
+    """What only the whole project's load finds (here: SQL over the 100,000 characters a spec may hold) refuses
+    the file before anything is written."""
+    sql = "SELECT 1 AS x -- " + "a" * 100_000
+    with pytest.raises(ScaffoldError) as info:
+        scaffold.scaffold(root, "analytics/fresh", sql=sql)
+    first, second = str(info.value).splitlines()
+    assert (
+        first == "table_specs/analytics/fresh.yaml would not pass `derive validate`, so nothing was written:"
+    )
+    assert second.startswith(
+        "  table_specs/analytics/fresh.yaml: sql: String should have at most 100000 characters"
+    )
+    assert not (root / "analytics" / "fresh.yaml").exists()
+
+
 def test_from_and_sql_together_are_refused(root: Path) -> None:
     with pytest.raises(ScaffoldError, match=r"give --from or --sql, not both"):
         scaffold.scaffold(root, "analytics/fresh", from_="payments.payments", sql="SELECT 1 AS x")
