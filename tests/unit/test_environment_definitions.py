@@ -4,8 +4,10 @@ an environment's definitions (shadow keys, no automation, no exports, production
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import sqlglot
@@ -159,7 +161,7 @@ class Tables:
     """Only what `Environment.relations` asks a warehouse: `describe(ref)` (a stand-in for our own logic; the
     engines are exercised in tests/embedded/test_environments.py)."""
 
-    def __init__(self, versions: dict[str, str | None]) -> None:
+    def __init__(self, versions: Mapping[str, str | None]) -> None:
         self.versions = versions
 
     def describe(self, ref: str):
@@ -183,7 +185,9 @@ def test_unchanged_upstreams_are_read_from_production_changed_ones_from_the_copy
             "a.old": None,  # written before Derive recorded versions
         }
     )
-    relations = env.relations(tables, "a.t", ["a.same", "a.changed", "a.new", "a.old", "features.python"])
+    relations = env.relations(
+        cast(Any, tables), "a.t", ["a.same", "a.changed", "a.new", "a.old", "features.python"]
+    )
     assert relations == {
         "a.t": "alice__a.t",
         "a.same": "a.same",
@@ -202,9 +206,9 @@ def test_a_changed_upstream_without_a_current_copy_is_refused(copy: str | None, 
     env = Environment("alice", {"a.changed": "v2"})
     versions = {"a.changed": "v1", **({"alice__a.changed": copy} if copy else {})}
     with pytest.raises(EnvironmentReadError, match=reason) as caught:
-        env.relations(Tables(versions), "a.t", ["a.changed"])
+        env.relations(cast(Any, Tables(versions)), "a.t", ["a.changed"])
     assert "`derive build --env alice a/t`" in str(caught.value)
-    relations, missing = env.planned_relations(Tables(versions), "a.t", ["a.changed"])
+    relations, missing = env.planned_relations(cast(Any, Tables(versions)), "a.t", ["a.changed"])
     assert (
         relations["a.changed"] == "alice__a.changed" and reason.removeprefix("which ") in missing["a.changed"]
     )
