@@ -25,7 +25,7 @@ from resources.bigquery_warehouse import BigQuerySession
 from resources.bytes_limit import billing_refusal, exceeds, refuse_estimate
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.schema import ColumnDef
-from resources.warehouse import BytesBilledLimitExceeded, TargetTable
+from resources.warehouse import BytesBilledLimitExceeded, TargetTable, WriteRequest
 
 SPEC: dict[str, Any] = {
     "name": "big_scan",
@@ -233,3 +233,11 @@ def test_plan_entries_carry_the_specs_limit(tmp_path: Path) -> None:
     assert "duckdb gives no estimate (max_bytes_billed 5,000: no estimate to check it against)" in render(
         [entries["analytics.big_scan"]]
     )
+
+
+def test_duckdb_accepts_the_limit_and_ignores_it(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    request = WriteRequest(target(1), "SELECT 1 AS x UNION ALL SELECT 2", {}, "replace")
+    assert warehouse.estimate_bytes(request.sql or "", {}) is None
+    assert warehouse.write(request).rows_inserted == 2  # a 1-byte limit, and DuckDB writes anyway
+    assert warehouse.row_count("analytics.big_scan") == 2
