@@ -232,6 +232,24 @@ def diff_tables(
     return _by_row(warehouse, queries, sample, base)
 
 
+def environment_summary(
+    warehouse: Warehouse, spec: TableSpec, env: str, windows: Sequence[TimeWindow] | None
+) -> str:
+    """One line for `derive plan --env` and CI logs: `spec`'s table in `env` against production, counts only (no
+    samples), or why there is no diff (a new table, not built in the environment yet, not comparable)."""
+    from derive_assets.environments import shadow_ref
+
+    shadow = shadow_ref(env, spec.ref)
+    try:
+        return diff_tables(warehouse, spec, spec.ref, shadow, windows, sample=0).summary_line()
+    except TableMissing as exc:
+        if exc.side == "production":
+            return f"{spec.ref} in {env}: new table (no production table to compare with)"
+        return f"{spec.ref} in {env}: not built (`derive build --env {env} {spec.dataset}/{spec.name}`)"
+    except TableDiffError as exc:
+        return f"{spec.ref} in {env}: not compared: {exc}"
+
+
 def _by_key(warehouse: Warehouse, q: DiffQueries, sample: int, base: dict[str, Any]) -> TableDiff:
     only_p, only_s, changed, *per_column = warehouse.query(*q.key_stats())[0]
     changes = []

@@ -38,6 +38,7 @@ from derive_assets.table_diff import (
     TypeChange,
     ValueChange,
     diff_tables,
+    environment_summary,
     render_diff,
 )
 from resources.duckdb_warehouse import DuckDBWarehouse
@@ -242,3 +243,25 @@ def test_json_values_compare_as_their_text(warehouse, create_table: CreateTable)
 
 def payload(i: int, value: str | None) -> dict[str, Any]:
     return {"order_id": i, "day": D1, "payload": value}
+
+
+def test_environment_summary_is_one_line_even_without_a_diff(warehouse: DuckDBWarehouse) -> None:
+    facts = facts_spec()
+    assert environment_summary(warehouse, facts, "alice", [window(D1)]) == (
+        "analytics.order_facts in alice: differs (day in [2026-11-01, 2026-11-02)): 2 changed rows (amount 1, "
+        "weight 1); schema: -legacy STRING, +channel STRING, qty INT64 -> NUMERIC, code INT64 -> STRING; not "
+        "compared: code"
+    )
+    assert environment_summary(warehouse, facts, "carol", None) == (
+        "analytics.order_facts in carol: not built (`derive build --env carol analytics/order_facts`)"
+    )
+    new = facts.model_copy(update={"name": "brand_new"})
+    with duckdb.connect(warehouse.path) as con:
+        con.execute(f"CREATE TABLE {ENV}.brand_new AS SELECT * FROM {ENV}.{FACTS}")
+    assert environment_summary(warehouse, new, "alice", None) == (
+        "analytics.brand_new in alice: new table (no production table to compare with)"
+    )
+    unpartitioned = facts.model_copy(update={"partition": None})
+    assert environment_summary(warehouse, unpartitioned, "alice", WINDOWS).startswith(
+        "analytics.order_facts in alice: not compared: analytics.order_facts has no partition column"
+    )
