@@ -31,11 +31,22 @@ def add_env_argument(parser: argparse.ArgumentParser, required: bool = False) ->
 
 def env_name(value: str | None) -> str | None:
     """The environment an `--env` value names: None (no flag: production), a name, or the default for a bare flag."""
-    from derive_assets.environments import default_name, validate_name
+    from derive_assets.environments import EnvironmentNameError, default_name, validate_name
 
     if value is None:
         return None
-    return validate_name(value) if value else default_name()
+    if not value:
+        return default_name()
+    try:
+        return validate_name(value)
+    except EnvironmentNameError:
+        if any(c in value for c in "/.*+"):  # `--env analytics/foo`: the bare flag took the table as its name
+            raise EnvironmentNameError(
+                value,
+                "looks like a table, not an environment: a bare --env takes the next word as its name, so put "
+                "--env after the tables (`derive build analytics/foo --env`) or name it (`--env dev_alice`)",
+            ) from None
+        raise
 
 
 def register(sub: Any) -> None:
@@ -46,7 +57,7 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "selection",
-        nargs="+",
+        nargs="*",
         help="tables, as `derive plan` selects them: analytics/order_facts, +analytics/foo, analytics/*",
     )
     add_env_argument(parser, required=True)
@@ -68,6 +79,11 @@ def _run(args: argparse.Namespace) -> int:
 
     with operator_errors():
         settings = replace(DeriveSettings.from_env(), env=env_name(args.env), executor="in_process")
+        if not args.selection:
+            raise OperatorError(
+                "name the tables to build, as `derive plan` selects them: `derive build analytics/foo --env` "
+                "(a changed table's changed upstreams are built with it)"
+            )
         project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
         warehouse = build_warehouse(settings)
         try:
