@@ -31,7 +31,9 @@ def register(sub: Any) -> None:
         "keys only on one side, changed values per column, numeric sums), in the warehouse; exit 0 identical, "
         "1 different, 2 error",
     )
-    parser.add_argument("table", help="the table, as dataset.name or dataset/name (the production name)")
+    parser.add_argument(
+        "table", nargs="?", help="the table, as dataset.name or dataset/name (the production name)"
+    )
     add_env_argument(parser, required=True)
     windows = parser.add_mutually_exclusive_group()
     windows.add_argument(
@@ -68,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
     with operator_errors():
         env = env_name(args.env)
         assert env is not None  # `--env` is required: a bare one names the default environment
+        if args.table is None:
+            raise OperatorError("name the table to compare: `derive diff analytics/order_facts --env NAME`")
         settings = DeriveSettings.from_env()
         project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
         ref = normalize_ref(args.table)

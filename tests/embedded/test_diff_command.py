@@ -124,6 +124,8 @@ def test_the_default_environment_comes_from_derive_env(
             "['2026-10-01'] are not complete windows of the table",
         ),
         (["analytics.order_events", "--env", "Bad__Name"], "environment name 'Bad__Name'"),
+        (["--env", "analytics/order_events"], "looks like a table, not an environment"),
+        (["--env", "alice"], "name the table to compare"),
     ],
 )
 def test_errors_exit_2_with_one_message(project: Path, capsys, argv: list[str], message: str) -> None:
