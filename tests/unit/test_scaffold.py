@@ -310,8 +310,9 @@ def test_names_descriptions_and_sql_that_yaml_would_misread_are_written_safely(r
     assert columns(spec)[-3:] == [("on", "BOOL"), ("null", "STRING"), ("yes", "INT64")]
     assert [c.description for c in spec.columns[-3:]] == [c["description"] for c in table["columns"][-3:]]
     sql = "    SELECT `on`, -- the flag: on\n  'it''s: # not a comment' AS text # a BigQuery comment\nFROM orders.orders\n"
-    _, spec, _ = new(root, "analytics/other", sql=sql)
+    _, spec, text = new(root, "analytics/other", sql=sql)
     assert spec.sql == clean_sql(sql) and spec.sql.startswith("    SELECT `on`")
+    assert "\nsql: |2\n      SELECT `on`, -- the flag: on\n    'it''s" in text  # a block, readable as written
     assert columns(spec) == [("on", "BOOL"), ("text", "STRING")]
 
 
