@@ -191,7 +191,10 @@ def test_changes_compares_code_versions_with_the_merge_base(repo):
     )
     git(repo, "checkout", "-q", "main")  # the base moves on after the branch: not the PR's change
     edit(
-        repo, Path("table_specs/analytics/order_facts.yaml"), "name: order_facts", "name: order_facts\n# main"
+        repo,
+        Path("table_specs/analytics/order_facts.yaml"),
+        "    o.status,",
+        "    UPPER(o.status) AS status,",
     )
     git(repo, "checkout", "-q", "feature")
     edit(repo, TOP_SPENDERS, "rank <= 100", "rank <= 10", commit=False)  # uncommitted edits count

@@ -134,6 +134,14 @@ def test_drop_removes_only_the_environments_own_derive_tables(world, capsys):
         assert world.warehouse.row_count(ref) == MARKED[ref]
 
 
+def test_a_dataset_derive_never_wrote_into_is_left_alone(world, capsys):
+    with duckdb.connect(str(world.path)) as con:
+        con.execute("CREATE SCHEMA carol__scratch")  # someone's, by hand: empty, no Derive table, no history
+    code, out, _ = run(capsys, "env", "drop", "carol", "--yes")
+    assert code == 0 and "kept dataset carol__scratch: Derive never wrote into it" in out
+    assert "carol__scratch" in world.schemas()
+
+
 def test_drop_wipes_the_environments_history_so_it_starts_fresh(world, capsys):
     assert run(capsys, "env", "drop", "alice", "--yes")[0] == 0
     assert world.asset_keys() == {"analytics/t", "bob__analytics/t"}
