@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
@@ -241,3 +242,17 @@ def test_duckdb_accepts_the_limit_and_ignores_it(tmp_path: Path) -> None:
     assert warehouse.estimate_bytes(request.sql or "", {}) is None
     assert warehouse.write(request).rows_inserted == 2  # a 1-byte limit, and DuckDB writes anyway
     assert warehouse.row_count("analytics.big_scan") == 2
+
+
+def test_the_report_lists_the_tables_over_their_limit() -> None:
+    from derive_assets.plan_report import FullPlan, render_full
+
+    over, within = _entry(2_000, 1_000), dataclasses.replace(_entry(500, 1_000), ref="analytics.small")
+    text = render_full(FullPlan([over, within]))
+    assert "== over max_bytes_billed: 1 table(s) whose next run will fail before writing" in text
+    assert (
+        "  analytics.big_scan: 2,000 bytes (max_bytes_billed 1,000: over the limit, the run will fail)"
+        in text
+    )
+    assert "  analytics.small:" not in text
+    assert "over max_bytes_billed" not in render_full(FullPlan([within]))
