@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dagster import AssetDep, AssetKey, AssetSpec
-from sqlglot import exp
 
 from derive_assets import metadata_keys as K
 from derive_assets.environments import shadow_dataset, shadow_ref, validate_name
 from resources.warehouse import Warehouse, WarehouseError
+
+if TYPE_CHECKING:
+    from sqlglot import exp  # sqlglot loads with the first run's SQL, not with the definitions
 
 
 class EnvironmentReadError(WarehouseError):
@@ -117,6 +120,7 @@ def rewrite_tables(expression: exp.Expr, relations: Mapping[str, str]) -> exp.Ex
     (no relations) gets `expression` itself."""
     if not relations:
         return expression
+    from sqlglot import exp
 
     def swap(node: exp.Expr) -> exp.Expr:
         if not isinstance(node, exp.Table) or not node.args.get("db"):

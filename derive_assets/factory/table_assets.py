@@ -39,7 +39,7 @@ from derive_assets.factory.targets import table_target
 from derive_assets.specs.models import MergeStrategy
 from derive_assets.specs.project import Table
 from derive_assets.specs.sql_analysis import transpile
-from resources.warehouse import WarehouseError, WriteRequest
+from resources.warehouse import EstimateUnavailable, WarehouseError, WriteRequest
 
 IO_MANAGER_KEY = "warehouse_io_manager"
 """The body writes the table itself; the IO manager only loads it into Python assets downstream."""
@@ -93,7 +93,15 @@ def build_table_asset(
             for name, value in (window.as_params() if window else {}).items()
             if name in analysis.parameters
         }
-        estimate = warehouse.estimate_bytes(sql, params)  # a dry run where the engine has one, else None
+        try:
+            estimate = warehouse.estimate_bytes(sql, params)  # a dry run where the engine has one, else None
+        except (
+            EstimateUnavailable
+        ) as exc:  # advisory: the write's own dry run or the query says what is wrong
+            context.log.warning(
+                f"{table.path}: no estimate of bytes processed: {str(exc).splitlines()[0][:300]}"
+            )
+            estimate = None
         request = WriteRequest(
             target,
             sql,
