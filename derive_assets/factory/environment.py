@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dagster import AssetDep, AssetKey, AssetSpec
@@ -112,6 +113,26 @@ class Environment:
             elif (copy.layout.code_version if copy.layout else None) != version:
                 missing[upstream] = "was built from another version of its spec"
         return chosen, missing
+
+
+def check_run_env(tags: Mapping[str, str], env: Environment | None, spec_file: Path | str) -> None:
+    """A run tagged `derive/env=NAME` must run on NAME's definitions, and an environment's asset only in a run
+    tagged for it or untagged: a tag alone never turns a production run into an environment's (it would write
+    production), so a mismatch fails the step before anything is read or written."""
+    from derive_assets.factory.failures import run_failure
+
+    tagged = tags.get(K.ENV_TAG)
+    name = env.name if env is not None else None
+    if tagged is None or tagged == name:
+        return
+    location = f"environment '{name}'" if name else "production"
+    raise run_failure(
+        spec_file,
+        f"the run is tagged {K.ENV_TAG}={tagged!r}, but this code location builds {location}; nothing was "
+        f"written. Build environment '{tagged}' with `derive build <tables> --env {tagged}`, or a code location "
+        f"started with DERIVE_ENV={tagged} (remove the tag to run {location})",
+        allow_retries=False,
+    )
 
 
 def rewrite_tables(expression: exp.Expr, relations: Mapping[str, str]) -> exp.Expr:

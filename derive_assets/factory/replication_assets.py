@@ -20,7 +20,7 @@ from derive_assets.factory.checks import (
     selected,
     warned_checks_message,
 )
-from derive_assets.factory.environment import Environment
+from derive_assets.factory.environment import Environment, check_run_env
 from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.kubernetes_tags import k8s_op_tags
 from derive_assets.factory.policies import step_retry_policy
@@ -79,6 +79,7 @@ def build_replication_asset(
         from derive_assets.replication.extract import ExtractPlan
         from derive_assets.replication.run import replicate
 
+        check_run_env(context.run.tags, env, rt.path)
         warehouse = context.resources.warehouse
         state = CursorState()
         existed = warehouse.table_exists(target.ref)

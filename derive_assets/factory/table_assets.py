@@ -27,7 +27,7 @@ from derive_assets.factory.checks import (
     selected,
     warned_checks_message,
 )
-from derive_assets.factory.environment import Environment, rewrite_tables
+from derive_assets.factory.environment import Environment, check_run_env, rewrite_tables
 from derive_assets.factory.failures import warehouse_failure
 from derive_assets.factory.kubernetes_tags import k8s_op_tags
 from derive_assets.factory.metadata import column_lineage, sql_block
@@ -81,6 +81,7 @@ def build_table_asset(
     )
     def _build(context: AssetExecutionContext) -> MaterializeResult:
         warehouse = context.resources.warehouse
+        check_run_env(context.run.tags, env, table.path)
         scope = RunScope.of(context, partitions_def, table.path)
         window = scope.window
         try:

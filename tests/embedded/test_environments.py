@@ -213,3 +213,27 @@ def test_dagster_asset_materialize_builds_into_the_environment_derive_env_names(
         world, DAILY, days_ago(1), days_ago(1)
     )
     assert production(world) == before
+
+
+def test_a_run_tag_never_turns_production_into_an_environment(world: World):
+    from derive_assets.factory.build import build_definitions
+    from derive_assets.factory.runs import materialize_keys
+
+    before = production(world)
+    with world.instance() as instance:
+        result = materialize_keys(
+            build_definitions(world.settings),
+            [AssetKey(DAILY.split("."))],
+            instance=instance,
+            partition_key=days_ago(1),
+            tags={K.ENV_TAG: "erin"},
+        )
+    assert not result.success
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    assert error is not None
+    assert (
+        "tagged derive/env='erin', but this code location builds production; nothing was written"
+        in error.message
+    )
+    assert "derive build <tables> --env erin" in error.message
+    assert production(world) == before
