@@ -20,6 +20,7 @@ import yaml
 from derive_assets import cli, scaffold
 from derive_assets.commands import new as new_command
 from derive_assets.scaffold import ScaffoldError, clean_sql
+from derive_assets.scaffold_text import NewColumn, Skeleton, check_reads_back, render
 from derive_assets.settings import PROJECT_ROOT
 from derive_assets.specs.models import TableSpec
 from derive_assets.specs.project import SpecProject, load_project
@@ -397,6 +398,19 @@ def test_a_skeleton_that_would_not_validate_is_refused_by_the_load_with_it(root:
         "  table_specs/analytics/fresh.yaml: sql: String should have at most 100000 characters"
     )
     assert not (root / "analytics" / "fresh.yaml").exists()
+
+
+def test_a_text_that_reads_back_otherwise_than_meant_is_refused() -> None:
+    """The last guard before the validation: the text must read back as the skeleton (the SQL byte for byte)."""
+    skeleton = Skeleton("analytics", "x", "replace", (NewColumn("on", "BOOL"),), "SELECT TRUE AS `on`\n")
+    text = render(skeleton)
+    check_reads_back(text, skeleton)
+    assert '- name: "on"' in text
+    for wrong in ("- name: on", "- name: off"):  # YAML 1.1 reads a plain on/off as true/false
+        with pytest.raises(ScaffoldError, match=r"the skeleton of analytics.x does not read back as written"):
+            check_reads_back(text.replace('- name: "on"', wrong), skeleton)
+    with pytest.raises(ScaffoldError, match=r"does not read back as written"):
+        check_reads_back(text.replace("SELECT TRUE", "SELECT  TRUE"), skeleton)
 
 
 def test_from_and_sql_together_are_refused(root: Path) -> None:
