@@ -375,6 +375,14 @@ def test_another_spec_s_errors_do_not_block_a_new_table(root: Path) -> None:
     )
 
 
+def test_from_a_table_whose_spec_has_errors_says_so(root: Path) -> None:
+    (root / "analytics" / "broken.yaml").write_text("name: broken\ndataset: analytics\n")
+    with pytest.raises(
+        ScaffoldError, match=r"--from analytics.broken: its spec table_specs/analytics/broken.yaml has errors"
+    ):
+        scaffold.scaffold(root, "analytics/fresh", from_="analytics.broken")
+
+
 def test_a_table_scaffolded_from_itself_is_refused(root: Path) -> None:
     before = (root / "analytics" / "top_spenders.yaml").read_text()
     with pytest.raises(
