@@ -20,9 +20,9 @@ from pathlib import Path
 
 SEPARATOR = "__"
 """Between an environment's name and a production dataset: `alice__analytics`."""
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
-"""An environment name: lower case letters, digits and `_`, starting with a letter, at most 40 characters, and
-no `__` (BigQuery dataset names are case-sensitive, DuckDB schema names are not: lower case means the same on
+NAME_PATTERN = r"^[a-z](?:[a-z0-9_]{0,38}[a-z0-9])?$"
+"""An environment name: lower case letters, digits and `_`, starting with a letter and not ending with `_` (so
+`alice___x` can only be `alice`'s copy of dataset `_x`), at most 40 characters, and no `__` (BigQuery dataset names are case-sensitive, DuckDB schema names are not: lower case means the same on
 both)."""
 PRODUCTION_BRANCHES = ("main", "master", "trunk", "production", "prod")
 """Branches whose name is never a default environment: work on them builds `dev_<user>`."""
@@ -35,7 +35,7 @@ class EnvironmentNameError(ValueError):
         self.name = name
         super().__init__(
             f"environment name {name!r} {reason}; allowed: lower case letters, digits and '_', starting with a "
-            f"letter, at most 40 characters, no '{SEPARATOR}' (e.g. dev_alice, pr_1234)"
+            f"letter, not ending with '_', at most 40 characters, no '{SEPARATOR}' (e.g. dev_alice, pr_1234)"
         )
 
 

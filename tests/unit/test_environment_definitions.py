@@ -42,12 +42,18 @@ def test_valid_names(name: str):
         ("x" * 41, "not a valid"),
         ("", "not a valid"),
         ("dev-alice", "not a valid"),
+        ("alice_", "not a valid"),  # alice___x would be alice_'s `_x`... or alice's `_x`
     ],
 )
 def test_invalid_names_say_what_is_allowed(name: str, why: str):
     with pytest.raises(EnvironmentNameError, match=why) as caught:
         validate_name(name)
     assert "lower case letters, digits and '_'" in str(caught.value)
+
+
+def test_a_dataset_names_one_environment_only():
+    assert env_of_dataset("alice___x") == ("alice", "_x")
+    assert env_of_dataset(shadow_ref("a_b", "_x.t").split(".")[0]) == ("a_b", "_x")
 
 
 def test_production_datasets_are_no_environment():
