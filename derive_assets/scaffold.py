@@ -321,7 +321,7 @@ def build(
         columns=tuple(origin.columns),
         sql=sql,
         window=window,
-        start=today.replace(day=1) if window else None,
+        start=first_window_start(today) if window else None,
         partition_key=time.name if time else None,
         unique_key=key,
         key_note=key_note,
@@ -331,6 +331,17 @@ def build(
     if window and time is None:
         notes.append(f"no DATE, DATETIME or TIMESTAMP column to filter on: {skeleton.ref} has no partition")
     return skeleton, notes
+
+
+HISTORY_MONTHS = 3
+"""A new windowed table starts this many whole months back: a few complete windows of every size to build and
+compare (`derive build --last 3`), without thousands of hourly partitions."""
+
+
+def first_window_start(today: dt.date) -> dt.date:
+    """The first day of the month `HISTORY_MONTHS` before `today`'s month."""
+    months = today.year * 12 + today.month - 1 - HISTORY_MONTHS
+    return dt.date(months // 12, months % 12 + 1, 1)
 
 
 def _time_column(origin: _Origin, window: str | None) -> NewColumn | None:

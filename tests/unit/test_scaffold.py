@@ -72,12 +72,26 @@ def test_every_strategy_with_and_without_a_window_validates_as_written(
     assert spec.strategy.type == (strategy or ("merge" if window else "replace"))
     expected_window = window or ("1d" if strategy == "append" else None)
     assert (spec.window.size if spec.window else None) == expected_window
+    assert (spec.window.start if spec.window else None) == (dt.date(2026, 9, 1) if expected_window else None)
     if expected_window:
         assert spec.partition is not None and spec.partition.key in spec.column_names
         assert "@window_start" in spec.sql
     first = text.splitlines()[0]
     assert first.startswith("# yaml-language-server: $schema=")
     assert (path.parent / first.split("=", 1)[1]).resolve() == PROJECT_ROOT / "docs" / "spec.schema.json"
+
+
+@pytest.mark.parametrize(
+    ("today", "start"),
+    [
+        (dt.date(2026, 12, 2), dt.date(2026, 9, 1)),
+        (dt.date(2027, 1, 31), dt.date(2026, 10, 1)),
+        (dt.date(2027, 3, 1), dt.date(2026, 12, 1)),
+        (dt.date(2027, 4, 15), dt.date(2027, 1, 1)),
+    ],
+)
+def test_a_window_starts_three_whole_months_back(today: dt.date, start: dt.date) -> None:
+    assert scaffold.first_window_start(today) == start
 
 
 def test_the_optional_fields_shown_commented_out_validate_once_uncommented(root: Path) -> None:
