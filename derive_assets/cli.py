@@ -341,25 +341,18 @@ class SampleSourceError(RuntimeError):
 @contextmanager
 def _sample_source_errors(urls: Any) -> Iterator[None]:
     """Driver errors while writing sample data, as one line without secrets (never a traceback)."""
-    import pymongo.errors
-    import sqlalchemy.exc
-
-    from derive_assets.replication.urls import SourceConnectionError, scrub
+    from derive_assets.demo.sources import SampleSourceUnavailable, sample_source_errors
 
     try:
-        yield
-    except (
-        sqlalchemy.exc.SQLAlchemyError,
-        pymongo.errors.PyMongoError,
-        SourceConnectionError,
-        OSError,
-    ) as exc:
-        every = (urls.accounts, urls.orders, urls.payments, urls.profiles)
-        reason = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, *every)
-        raise SampleSourceError(
-            f"could not write the sample data: {reason}. Check the --*-url options or the sources' connection "
-            "variables (DERIVE_ACCOUNTS_URL, …), or start the servers: `make services`."
-        ) from None
+        with sample_source_errors(
+            urls,
+            "could not write the sample data",
+            "Check the --*-url options or the sources' connection variables (DERIVE_ACCOUNTS_URL, …), or start "
+            "the servers: `make services`.",
+        ):
+            yield
+    except SampleSourceUnavailable as exc:
+        raise SampleSourceError(str(exc)) from None
 
 
 def _pools(args: argparse.Namespace) -> int:

@@ -45,9 +45,14 @@ class SampleSourceUnavailable(RuntimeError):
 
 
 @contextmanager
-def sample_source_errors(urls: SourceUrls) -> Iterator[None]:
-    """Driver errors while looking at or writing the sample sources, as one `SampleSourceUnavailable` line with
-    every URL's secrets scrubbed (never a traceback)."""
+def sample_source_errors(
+    urls: SourceUrls,
+    what: str = "the sample sources could not be read or written",
+    fix: str = "Check the sources' connection variables (each source spec's `connection_env`) and that the "
+    "servers are up",
+) -> Iterator[None]:
+    """Driver errors while looking at or writing the sample sources, as one `SampleSourceUnavailable` line,
+    `<what>: <the driver's first line>. <fix>`, with every URL's secrets scrubbed (never a traceback)."""
     import pymongo.errors
 
     try:
@@ -59,10 +64,7 @@ def sample_source_errors(urls: SourceUrls) -> Iterator[None]:
         OSError,
     ) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SampleSourceUnavailable(
-            f"the sample sources could not be read or written: {scrub(text, *urls.every().values())}. Check "
-            "the sources' connection variables (each source spec's `connection_env`) and that the servers are up"
-        ) from None
+        raise SampleSourceUnavailable(f"{what}: {scrub(text, *urls.every().values())}. {fix}") from None
 
 
 def sample_urls(
