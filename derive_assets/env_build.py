@@ -24,6 +24,7 @@ from dagster import AssetKey, DagsterInstance, Definitions, TimeWindowPartitions
 
 from derive_assets import metadata_keys as K
 from derive_assets.environments import shadow_ref
+from derive_assets.factory.environment import Environment
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.project import SpecProject
 from resources.warehouse import Warehouse
@@ -98,7 +99,8 @@ def plan_build(
     from derive_assets.factory.build import build_definitions
     from derive_assets.selection import select
 
-    if settings.env is None:
+    env = settings.env
+    if env is None:
         raise EnvBuildError("derive build needs an environment: --env NAME (or DERIVE_ENV)")
     if last < 1:
         raise EnvBuildError(f"--last {last}: build at least one window (--last 1 or more)")
@@ -109,7 +111,7 @@ def plan_build(
     env_graph = env_defs.resolve_asset_graph()
 
     def env_key(key: AssetKey) -> AssetKey:
-        return AssetKey([f"{settings.env}__{key.path[0]}", *key.path[1:]])
+        return Environment(env).key(key)
 
     buildable = {k for k in production.get_all_asset_keys() if env_graph.has(env_key(k))}
     left_out = sorted(k.to_user_string() for k in chosen if k not in buildable)
@@ -139,7 +141,7 @@ def plan_build(
         )
         for k in order
     )
-    return BuildPlan(settings.env, members, tuple(left_out)), env_defs
+    return BuildPlan(env, members, tuple(left_out)), env_defs
 
 
 def run_build(

@@ -66,7 +66,7 @@ def env_plan(
     env_graph = build_definitions(settings, project).resolve_asset_graph()
     versions = {}
     for key in production.get_all_asset_keys():
-        copy = AssetKey([f"{settings.env}__{key.path[0]}", *key.path[1:]])
+        copy = Environment(settings.env).key(key)
         if env_graph.has(copy) and env_graph.get(copy).is_materializable:
             versions[".".join(key.path)] = env_graph.get(copy).code_version
     env = Environment(settings.env, versions)
@@ -98,20 +98,18 @@ def env_plan(
 
 
 def _diff_summary(spec, env: str, warehouse: Warehouse, instance: DagsterInstance | None, why: str) -> str:
+    """`derive diff`'s one line (`table_diff.environment_summary`) over the windows the environment built."""
     from derive_assets.commands import OperatorError
     from derive_assets.commands.diff import diff_windows
-    from derive_assets.table_diff import TableDiffError, diff_tables
+    from derive_assets.table_diff import environment_summary
 
-    copy = shadow_ref(env, spec.ref)
     if why == "new":
         return f"production has no {spec.ref} yet: nothing to compare with"
-    if not warehouse.table_exists(copy):
-        return f"{copy} is not built yet: `derive build --env {env} {spec.ref.replace('.', '/')}`"
     try:
         windows = diff_windows(spec, env, instance)
-        return diff_tables(warehouse, spec, spec.ref, copy, windows, sample=0).summary_line()
-    except (OperatorError, TableDiffError) as exc:
+    except OperatorError as exc:  # e.g. the environment built no window of it yet
         return f"not compared: {exc}"
+    return environment_summary(warehouse, spec, env, windows)
 
 
 def render_env_plan(plan: EnvPlan) -> str:
