@@ -35,7 +35,7 @@ from derive_assets.python_tables import PYTHON_TABLES, python_tables
 from derive_assets.replication.connections import SourceConnections
 from derive_assets.settings import DeriveSettings
 from derive_assets.specs.models import TableSpec
-from derive_assets.specs.project import Export, LeftOut, SpecProject, load_project
+from derive_assets.specs.project import Export, LeftOut, ReplicatedTable, SpecProject, Table, load_project
 from derive_assets.translator import DeriveNode, DeriveTranslator
 from resources.io_manager import WarehouseIOManager
 from resources.online_store import OnlineStore
@@ -202,7 +202,7 @@ class _Graph:
     def add(self, node: DeriveNode, build: AssetBuilder, member: bool = True) -> AssetKey:
         """Translate `node`, build its asset with `build`; return its key. `member`: in its dataset's job."""
         env = self.env
-        shadow = env is not None and node.kind in ("table", "source_table")
+        shadow = env is not None and isinstance(node.item, Table | ReplicatedTable)
         identifier = None
         if not isinstance(node.item, Export):
             ref = env.ref(node.ref) if shadow and env is not None else node.ref
@@ -224,7 +224,7 @@ class _Graph:
             self.shadowed[production_key] = spec.key
             checks = self.translator.get_check_specs(node, spec.key)
             self.assets.append(build(node.item, spec, checks, env=env))
-        elif node.kind == "python_table":
+        elif isinstance(node.item, PythonTable):
             self.assets.append(AssetSpec(spec.key, group_name=spec.group_name, description=spec.description))
         if member:
             self.members.append(JobMember(spec.key, node.dataset, spec.partitions_def))
