@@ -13,7 +13,6 @@ None.
 from __future__ import annotations
 
 import getpass
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -80,8 +79,10 @@ def sanitize(text: str) -> str:
 def default_name(cwd: Path | None = None) -> str:
     """The environment a bare `--env` means: the git branch (sanitized) when it is not a production branch,
     else `dev_<user>`. `DERIVE_ENV` set in the environment wins over both."""
-    if os.environ.get("DERIVE_ENV"):
-        return validate_name(os.environ["DERIVE_ENV"])
+    from derive_assets.settings import env_from_env
+
+    if (given := env_from_env()) is not None:
+        return validate_name(given)
     branch = _branch(cwd)
     if branch and branch not in PRODUCTION_BRANCHES:
         return sanitize(branch)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import subprocess
 import sys
 import tarfile
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     changed = sub.add_parser(
         "changed", help="the assets to build: new, or with another code version than the base"
     )
-    changed.add_argument("--base", default=os.environ.get("DERIVE_PR_BASE", "origin/main"))
+    changed.add_argument("--base", default=None, help="default: $DERIVE_PR_BASE or origin/main")
     changed.add_argument(
         "--specs", type=Path, default=None, help="default: $DERIVE_SPECS_DIR or table_specs/"
     )
@@ -212,11 +211,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "env-name":
-            print(pr_env_name(os.environ))
-            return 0
-        from derive_assets.settings import DeriveSettings
+            from derive_assets.settings import pr_variables
 
-        found = changes(args.specs or DeriveSettings.from_env().specs_dir, args.base)
+            print(pr_env_name(pr_variables()))
+            return 0
+        from derive_assets.settings import DeriveSettings, pr_base
+
+        found = changes(args.specs or DeriveSettings.from_env().specs_dir, args.base or pr_base())
     except SpecValidationError as exc:
         print(exc, file=sys.stderr)
         return 1

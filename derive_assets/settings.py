@@ -187,6 +187,33 @@ def specs_dir_from_env() -> Path:
     return Path(os.environ.get("DERIVE_SPECS_DIR", PROJECT_ROOT / "table_specs"))
 
 
+def env_from_env() -> str | None:
+    """`DERIVE_ENV`: the environment a bare `--env` means when set (derive_assets/environments.py); None unset."""
+    return os.environ.get("DERIVE_ENV") or None
+
+
+PR_VARIABLES = (
+    "DERIVE_PR_ENV",
+    "DERIVE_PR_NUMBER",
+    "GITHUB_REF",
+    "GITHUB_HEAD_REF",
+    "CI_MERGE_REQUEST_IID",
+    "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
+    "CI_COMMIT_REF_NAME",
+)
+"""The CI variables that name a pull request's environment (`derive_assets/pr_check.py` `pr_env_name`)."""
+
+
+def pr_variables() -> dict[str, str]:
+    """The `PR_VARIABLES` that are set, for `pr_env_name`."""
+    return {name: os.environ[name] for name in PR_VARIABLES if os.environ.get(name)}
+
+
+def pr_base() -> str:
+    """`DERIVE_PR_BASE`: the revision a pull request is compared with (default `origin/main`)."""
+    return os.environ.get("DERIVE_PR_BASE") or "origin/main"
+
+
 def source_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
     """How replication retries a dropped source connection: the `DERIVE_SOURCE_RETRY_*` variables (defaults for
     those unset; see `derive_assets/replication/retry.py`)."""
