@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import yaml
-from dagster import AssetKey, Definitions
+from dagster import AssetKey, AssetsDefinition, Definitions
 
 from derive_assets.settings import PROJECT_ROOT
 
@@ -233,17 +233,36 @@ def step_jobs(
         )
     wanted = sorted(keys if keys is not None else defs.resolve_all_asset_keys())
     with tempfile.TemporaryDirectory(prefix="derive-pod-") as tmp:
-        launcher = _run_launcher(release, Path(tmp))
-        instance = _instance(launcher)
-        instance_ref = _instance_ref(release, launcher.dagster_home)
-        origin = _repository_origin(release)
+        launch = _Launcher(release, Path(tmp))
         jobs = {}
         for key in wanted:
             subset = job.get_subset(asset_selection={key})
             plan = create_execution_plan(subset)
             step_key = defs.resolve_assets_def(key).node_def.name  # a top-level op's step key is its name
-            jobs[key] = _launch(subset, plan, key, step_key, instance, instance_ref, origin, release)
+            jobs[key] = launch(subset, plan, step_key, {key})
         return jobs
+
+
+def check_step_jobs(defs: Definitions, release: Release) -> dict[str, V1Job]:
+    """The Job `k8s_job_executor` launches for each step that runs asset checks on their own, by step key: the
+    freshness checks (`derive_assets/factory/freshness.py`), in a run of the implicit asset job selecting the
+    step's checks, as the `derive_freshness_checks` sensor requests it. A spec's `kubernetes` block is for its
+    asset's step; these steps only read the event log, so they get the run launcher's defaults. (A table's other
+    checks run in its asset's step.)"""
+    from dagster._core.execution.api import create_execution_plan
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    with tempfile.TemporaryDirectory(prefix="derive-pod-") as tmp:
+        launch = _Launcher(release, Path(tmp))
+        jobs = {}
+        for checks in defs.asset_checks or []:
+            assert isinstance(checks, AssetsDefinition), checks
+            selected = set(checks.check_keys)
+            subset = job.get_subset(asset_check_selection=selected)
+            plan = create_execution_plan(subset)
+            step_key = checks.node_def.name
+            jobs[step_key] = launch(subset, plan, step_key, None)  # the subset selects the checks
+        return dict(sorted(jobs.items()))
 
 
 def step_job(
@@ -405,18 +424,35 @@ class _RecordingBatchApi:
         return body
 
 
+class _Launcher:
+    """The production instance's run launcher, in memory, and what a step Job names of it."""
+
+    def __init__(self, release: Release, tmp: Path):
+        self.release = release
+        launcher = _run_launcher(release, tmp)
+        self.instance = _instance(launcher)
+        self.instance_ref = _instance_ref(release, launcher.dagster_home)
+        self.origin = _repository_origin(release)
+
+    def __call__(self, subset: Any, plan: Any, step_key: str, assets: set[AssetKey] | None) -> V1Job:
+        """The Job of step `step_key` in a run of `subset` selecting `assets` (None: a run of checks only)."""
+        return _launch(
+            subset, plan, step_key, assets, self.instance, self.instance_ref, self.origin, self.release
+        )
+
+
 def _launch(
     subset: Any,
     plan: Any,
-    key: AssetKey,
     step_key: str,
+    assets: set[AssetKey] | None,
     instance: Any,
     instance_ref: Any,
     origin: Any,
     release: Release,
 ) -> V1Job:
-    """One run of `subset` (the implicit asset job selecting `key`) and `launch_step` of its step, as
-    `StepDelegatingExecutor` calls it (`_get_step_handler_context`)."""
+    """One run of `subset` (the implicit asset job selecting `assets`, or only checks) and `launch_step` of its
+    step `step_key`, as `StepDelegatingExecutor` calls it (`_get_step_handler_context`)."""
     from dagster._config import process_config, resolve_to_config_type
     from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.execution.context.system import PlanData, PlanOrchestrationContext
@@ -443,7 +479,7 @@ def _launch(
     run = instance.create_run_for_job(
         subset,
         execution_plan=plan,
-        asset_selection={key},
+        asset_selection=assets,
         job_code_origin=job_origin,
         remote_job_origin=RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), subset.name),
     )
@@ -475,7 +511,9 @@ def _launch(
         executor=executor,
         output_capture=None,
     )
-    [step] = [s for s in plan.steps if s.key == step_key]  # the asset's own (its checks run in other steps)
+    [step] = [
+        s for s in plan.steps if s.key == step_key
+    ]  # an asset's own (its freshness checks run in others)
     context = StepHandlerContext(
         instance=instance,
         plan_context=plan_context,

@@ -5,7 +5,8 @@ serialization and deserialization into `V1Job` (client-side validation on; an un
 dropped and show as a difference), every quantity parses with `kubernetes.utils.parse_quantity`, and names and labels
 follow the API server's rules. Then what each pod is made of: the user-code image, `dagster api execute_step` of
 the asset's own step, Secrets by name only, the resources, node selector, tolerations and service account the spec's
-effective `kubernetes` block asks for (directory defaults included), and the labels.
+effective `kubernetes` block asks for (directory defaults included), and the labels. A freshness check's own step
+gets the run launcher's default pod (`check_step_jobs`).
 
 No cluster here: nothing is sent to a Kubernetes API (the client that would send the Job records it instead).
 """
@@ -33,6 +34,7 @@ from derive_assets.k8s_pods import (
     VALUES_YAML,
     PodSpecError,
     Release,
+    check_step_jobs,
     job_dict,
     job_yaml,
     step_args,
@@ -129,7 +131,12 @@ def asset(request: pytest.FixtureRequest) -> AssetKey:
 
 
 def test_the_job_is_a_valid_kubernetes_job(shipped, asset):
-    body = job_dict(shipped[asset])
+    assert_valid_job(shipped[asset])
+
+
+def assert_valid_job(job: Any) -> None:
+    """`job` survives the official client's round trip whole; its quantities, names and labels are valid."""
+    body = job_dict(job)
     assert (body["apiVersion"], body["kind"]) == ("batch/v1", "Job")
     parsed = round_trip(body)
     assert isinstance(parsed, kubernetes.client.V1Job)
@@ -425,6 +432,47 @@ def test_a_specs_block_and_its_directory_defaults_reach_the_pod(tmp_path, releas
     assert container(source_table).resources.requests == {"memory": "3Gi"}
     assert not container(source_table).resources.limits
     assert not pod_spec(source_table).node_selector
+
+
+def test_freshness_checks_run_in_default_step_pods_of_the_user_code_image(tmp_path, release):
+    """A freshness check runs in its own step (the `derive_freshness_checks` sensor's runs): a valid Job in the
+    user-code image running that step, with the instance's variables and the restricted security context, and
+    none of a spec's `kubernetes` block (that is for the asset's step; a freshness check reads the event log)."""
+    specs = tmp_path / "specs"
+    (specs / "sources").mkdir(parents=True)
+    (specs / "bench").mkdir()
+    source = shop_source()
+    source["schedule"] = "0 * * * *"
+    source["tables"][0]["checks"] = {"freshness": {"grace": "2h"}}
+    (specs / "sources" / "shop.yaml").write_text(yaml.safe_dump(source))
+    heavy = {"resources": {"requests": {"memory": "3Gi"}}, "node_selector": {"pool": "bench"}}
+    table = daily_orders_table("orders_0", checks={"freshness": {"grace": "1h"}}, kubernetes=heavy)
+    (specs / "bench" / "orders_0.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
+    defs = build_definitions(k8s_settings(tmp_path / "home", specs))
+
+    jobs = check_step_jobs(defs, release)
+    checked = {c.node_def.name: {k.to_user_string() for k in c.check_keys} for c in defs.asset_checks or []}
+    assert sorted(checked.values(), key=sorted) == [
+        {"bench/orders_0:freshness_check"},
+        {"shop/orders:freshness_check"},
+    ]
+    assert set(jobs) == set(checked)
+    [deployment] = yaml.safe_load(VALUES_YAML.read_text())["dagster-user-deployments"]["deployments"]
+    image = deployment["image"]
+    needed = env_refs(yaml.safe_load(INSTANCE_YAML.read_text()))
+    for step_key, job in jobs.items():
+        assert_valid_job(job)
+        main = container(job)
+        assert main.image == f"{image['repository']}:{image['tag']}"
+        assert main.args == ["dagster", "api", "execute_step"]
+        assert step_args(job).step_keys_to_execute == [step_key]
+        assert needed <= provided_env(job), f"{step_key}'s pod lacks {sorted(needed - provided_env(job))}"
+        assert {e.name for e in main.env or [] if e.value is not None} <= DAGSTER_ENV
+        assert pod_spec(job).service_account_name == release.service_account_name
+        assert pod_spec(job).security_context.run_as_non_root is True
+        assert not main.resources.requests and not pod_spec(job).node_selector  # the launcher's defaults
+    asset_job = step_jobs(defs, release, [AssetKey(["bench", "orders_0"])])[AssetKey(["bench", "orders_0"])]
+    assert container(asset_job).resources.requests == {"memory": "3Gi"}  # the block is the asset step's
 
 
 def test_derive_pod_prints_the_job_as_yaml(tmp_path, monkeypatch, capsys):
