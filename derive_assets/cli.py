@@ -254,8 +254,7 @@ def _rebuild(args: argparse.Namespace) -> int:
         settings = replace(DeriveSettings.from_env(), env=env_name(args.env))
         project = load_project(settings.specs_dir, cache_dir=settings.cache_dir)
         run = rebuild_run(rebuild_table(project, args.table), env=settings.env)
-        if not _confirmed(f"{run.describe()}?", args.yes):
-            print("nothing done", file=sys.stderr)
+        if not _confirmed(f"{run.describe()}?", args.yes, "nothing done"):
             return 1
         warehouse = build_warehouse(settings)
         with open_instance(settings) as instance, _progress_on_terminal():
@@ -280,20 +279,22 @@ def _prune(args: argparse.Namespace) -> int:
         print("tables Derive created that no spec owns any more:")
         for ref in found:
             print(f"  {ref}")
-        if not _confirmed(f"drop these {len(found)} table(s)?", args.yes):
-            print("nothing dropped", file=sys.stderr)
+        if not _confirmed(f"drop these {len(found)} table(s)?", args.yes, "nothing dropped"):
             return 1
         prune(warehouse, found)
     return 0
 
 
-def _confirmed(question: str, yes: bool) -> bool:
-    """`--yes`, or `y` typed on stdin (anything else, or no terminal input, is a no)."""
+def _confirmed(question: str, yes: bool, declined: str) -> bool:
+    """`--yes`, or `y` typed on stdin (anything else, or no terminal input, is a no, and prints `declined` and
+    how to go on)."""
     if yes:
         return True
     print(f"{question} [y/N] ", end="", flush=True)
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("y", "yes")
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
+        return True
+    print(f"{declined} (answer y, or pass --yes to go on without the question)", file=sys.stderr)
+    return False
 
 
 def _lookup(args: argparse.Namespace) -> int:

@@ -117,8 +117,7 @@ def _drop(args: argparse.Namespace) -> int:
             )
             for ref in env.tables:
                 print(f"  {ref}")
-        if not _confirmed(f"drop {len(targets)} environment(s)?", args.yes):
-            print("nothing dropped", file=sys.stderr)
+        if not _confirmed(f"drop {len(targets)} environment(s)?", args.yes, "nothing dropped"):
             return 1
         kept = 0
         for env in targets:

@@ -151,7 +151,7 @@ def test_drop_wipes_the_environments_history_so_it_starts_fresh(world, capsys):
 def test_drop_asks_first_and_a_no_drops_nothing(world, capsys):
     before = world.tables()
     code, out, err = run(capsys, "env", "drop", "alice", stdin="n\n")
-    assert code == 1 and "nothing dropped" in err
+    assert code == 1 and "nothing dropped (answer y, or pass --yes to go on without the question)" in err
     assert "drop 1 environment(s)? [y/N]" in out and "  alice__analytics.u" in out
     assert world.tables() == before and "alice__analytics/t" in world.asset_keys()
 

@@ -61,6 +61,7 @@ def test_rebuild_asks_first_and_does_nothing_without_a_yes(world: World):
     world.rename_payers()
     result = world.derive("rebuild", DAILY, stdin="n\n")
     assert result.returncode == 1
+    assert "nothing done (answer y, or pass --yes to go on without the question)" in result.stderr
     assert (
         f"rebuild {DAILY} from scratch: one run over 3 window(s) {days_ago(3)} .. {days_ago(1)}? [y/N]"
         in (result.stdout)
@@ -123,6 +124,7 @@ def test_prune_drops_the_deleted_specs_table_only_after_a_yes_and_never_a_hand_m
     assert declined.returncode == 1
     assert "  analytics.top_spenders\ndrop these 1 table(s)? [y/N]" in declined.stdout
     assert "hand_made" not in declined.stdout
+    assert "nothing dropped (answer y, or pass --yes" in declined.stderr
     assert world.query("SELECT count(*) FROM analytics.top_spenders")[0][0] == 100
 
     pruned = world.derive("prune", "--yes")
