@@ -70,7 +70,8 @@ lint: venv
 test: venv services
 	@$(MAKE) --no-print-directory lint
 	@echo "==> pytest"
-	@eval "$$($(SERVICES) env)" && $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	@# --durations: every CI log lists the slowest tests, to keep the suite well under its time limit.
+	@eval "$$($(SERVICES) env)" && $(VENV)/bin/pytest -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 clean:
 	@echo "==> removing .derive"
