@@ -84,13 +84,7 @@ def fence_cleared(
             query=lambda sql: postgres_value(source, table, url, sql, [], timeout_seconds),
         )
     if source.type == "mysql":
-        return fence.cleared(
-            url,
-            source,
-            table,
-            token,
-            query=lambda sql: mysql_value(source, table, url, sql, [], timeout_seconds),
-        )
+        return fence.cleared(url, source, table, token, timeout_seconds=timeout_seconds)
     return True
 
 

@@ -84,7 +84,7 @@ def replicate(
         secrets=(url,),
     )
     # Taken after the read: the transactions still open then may commit rows behind this run's watermark.
-    token = fence.take(url, plan.source, plan.table)
+    token = fence.take(url, plan.source, plan.table, log.warning)
     fenced = fence.applies(plan.source, plan.table)
     state = plan.state.after_run(result.max_cursor, token, fenced, plan.fence_cleared)
     quarantined = [*stats.quarantined, *guard.quarantined]

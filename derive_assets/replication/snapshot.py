@@ -402,7 +402,7 @@ class Snapshot:
         """Take the watermark and the fence before the first chunk, and wait for the fence to clear."""
         source, table = self.source, self.table
         value = _max_cursor(self.url, self.plan)
-        token = fence.take(self.url, source, table)
+        token = fence.take(self.url, source, table, self.log.warning)
         floor_safe = _wait_for_fence(self.url, source, table, token, self.log)
         return Checkpoint(
             snapshot_id=uuid.uuid4().hex,
@@ -441,7 +441,7 @@ def fenced_before_read(plan: ExtractPlan, url: str, log: Log) -> ExtractPlan:
     if not fence.applies(source, table):
         return plan
     value = _max_cursor(url, plan)
-    token = fence.take(url, source, table)
+    token = fence.take(url, source, table, log.warning)
     if value is None or not _wait_for_fence(
         url, source, table, token, log, ONE_PASS_FENCE_WAIT_SECONDS, "load"
     ):
