@@ -119,10 +119,10 @@ def cleared(
 
 
 def _mysql_view(
-    url: str, source: SourceSpec, table: SourceTable, bound: int, seconds: float = FRESH_VIEW_SECONDS
+    url: str, source: SourceSpec, table: SourceTable, bound: int, seconds: float | None = None
 ) -> tuple[int, int] | None:
     """(the largest id of a writing transaction, the writers with an id up to `bound`) from a view of INNODB_TRX
-    taken after this call began, or None when none came within `seconds`.
+    taken after this call began, or None when none came within `seconds` (default `FRESH_VIEW_SECONDS`).
 
     The session's own transaction (`START TRANSACTION WITH CONSISTENT SNAPSHOT` registers it at once, read-only)
     marks the view's age: a view that lists it was built after every transaction still open then had begun. A
@@ -132,6 +132,7 @@ def _mysql_view(
 
     from derive_assets.replication.preflight import mysql_connect_args
 
+    seconds = FRESH_VIEW_SECONDS if seconds is None else seconds
     try:
         con = pymysql.connect(
             **mysql_connect_args(url, max(seconds, 5.0), read_timeout=max(seconds, 5.0) + 5)
