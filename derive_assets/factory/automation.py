@@ -6,7 +6,8 @@ user-code sensor, limited to 500 assets). Every derived asset gets one (`table_c
 
     (  window       in_latest_time_window(lookback)        the latest complete window (+ `lookback` before it)
      & trigger      (cron)    cron_tick_passed(cron).since_last_handled() & all_deps_updated_since_cron(cron)
-                    (no cron) any_deps_updated().since_last_handled()          (latest window only)
+                    (no cron) any_deps_updated().since(requested, not in an evaluation an input updated)
+                                                                                 (latest window only)
      | catch_up     in_latest_time_window(1 before) & missing() & ~execution_failed()   (a new window, table) )
     & ready         ~in_progress() & ~any_deps_missing() & ~any_deps_in_progress()
                     & all_deps_blocking_checks_passed() [& inputs_complete]
@@ -16,6 +17,8 @@ user-code sensor, limited to 500 assets). Every derived asset gets one (`table_c
   at the tick, when their inputs changed since it (dbt microbatch style), never on each update of a source.
 - A missing window is filled in the latest window and the one before it (`_catch_up`): a day that ended while its
   inputs were still being built is no longer the latest at 00:00, and would otherwise stay missing for good.
+- An input's update is forgotten once the asset was requested after it, not when the asset materializes: a run
+  that started before the update did not read it (`_input_updated`).
 - `since_last_handled` forgets a trigger once the window was requested (or updated), and a missing window whose
   run failed waits for the next trigger: a failed run is not retried every 30 s. A missing latest window needs
   no trigger, so a fresh deployment (or a new day) fills them as soon as its inputs are there, without a cron tick.
@@ -94,7 +97,7 @@ def _table_condition(
     cron: str | None, size: WindowSize | None, lookback: int | None, straddling: tuple[WindowSize, ...]
 ) -> AutomationCondition:
     if cron is None:
-        trigger = AutomationCondition.any_deps_updated().since_last_handled().with_label("input updated")
+        trigger = _input_updated("input updated")
         label = "after any input changes"
     else:
         trigger = _cron_trigger(cron)
@@ -115,13 +118,28 @@ def export_condition(cron: str | None, size: WindowSize | None) -> AutomationCon
     any window, not only the latest, so a backfill or a lookback re-run of the table reaches the online store
     too. `size` is its table's window size (None: unwindowed); a missing window is filled as a table's is
     (`_catch_up`). With an optional `schedule`, also not before a tick passed since the export last ran."""
-    follow = AutomationCondition.any_deps_updated().since_last_handled().with_label("table updated")
+    follow = _input_updated("table updated")
     new = _missing() if size is None else _catch_up(size) & _missing()
     condition = (follow | new) & _ready(None, ())
     if cron is not None:
         gate = AutomationCondition.cron_tick_passed(cron, "UTC").since_last_handled()
         condition = condition & gate.with_label(f"cron tick passed ({cron}, UTC)")
     return condition.with_label("follows its table" if cron is None else f"follows its table, on {cron}")
+
+
+@cache
+def _input_updated(label: str) -> AutomationCondition:
+    """(`label`) An input was updated since the asset was last requested. Not `since_last_handled()`, which a
+    materialization also resets: a run that started before an input's update did not read it, yet its
+    materialization would clear that update, and the asset would wait for the next one with stale rows. Nor does
+    a request reset it in the evaluation an input updated (Dagster sees a request one evaluation later, when its
+    run may already have started): the asset runs once more then, which is harmless."""
+    handled = (
+        AutomationCondition.newly_requested() & ~AutomationCondition.any_deps_updated()
+    ) | AutomationCondition.initial_evaluation()
+    return (
+        AutomationCondition.any_deps_updated().since(handled.with_label("requested since")).with_label(label)
+    )
 
 
 def _cron_trigger(cron: str) -> AutomationCondition:

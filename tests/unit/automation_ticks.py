@@ -79,12 +79,16 @@ class Ticks:
             if self.result.get_num_requested(key)
         }
 
-    def materialized(self, key: str, partition: str | None = None, checks_pass: bool = True) -> None:
-        """A run materialized `key` (its window `partition`) and evaluated its checks (passing, by default)."""
+    def materialized(
+        self, key: str, partition: str | None = None, checks_pass: bool = True, run_id: str | None = None
+    ) -> None:
+        """A run (`run_id`, default a run of its own) materialized `key` (its window `partition`) and evaluated
+        its checks (passing, by default)."""
         asset_key = AssetKey.from_user_string(key)
         run_id = self._event(
             DagsterEventType.ASSET_MATERIALIZATION,
             StepMaterializationData(AssetMaterialization(asset_key=asset_key, partition=partition)),
+            run_id,
         )
         for check in sorted(self.graph.get(asset_key).check_keys, key=lambda c: c.name):
             self.check(key, check.name, partition, passed=checks_pass, run_id=run_id)
@@ -118,11 +122,40 @@ class Ticks:
         planned = AssetMaterializationPlannedData(AssetKey.from_user_string(key), partition=partition)
         self._event(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, planned, run.run_id)
 
+    def started(self, key: str, partition: str | None = None) -> str:
+        """A run of `key` (its window `partition`) planned it and is still going; `finished` ends it."""
+        run_id = self._run({key}, DagsterRunStatus.STARTED)
+        planned = AssetMaterializationPlannedData(AssetKey.from_user_string(key), partition=partition)
+        return self._event(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, planned, run_id)
+
+    def finished(self, run_id: str, key: str, partition: str | None = None) -> None:
+        """The run `started` materialized `key` (checks passing) and succeeded."""
+        self.materialized(key, partition, run_id=run_id)
+        self._event(DagsterEventType.RUN_SUCCESS, None, run_id)  # the run storage marks the run succeeded
+        run = self.instance.get_run_by_id(run_id)
+        assert run is not None and run.status == DagsterRunStatus.SUCCESS
+
     def ran(self, requested: Requested) -> None:
-        """Every requested asset's run succeeded."""
+        """Every requested asset's run succeeded: one run per set of partitions, as the sensor groups them
+        (an unwindowed table and its export share one, so the export does not count its table's update in
+        that run as news, `executed_with_root_target`)."""
+        runs: dict[tuple[str | None, ...], set[str]] = {}
         for key, partitions in requested.items():
-            for partition in sorted(partitions, key=str):
-                self.materialized(key, partition)
+            runs.setdefault(tuple(sorted(partitions, key=str)), set()).add(key)
+        for partitions, keys in runs.items():
+            run_id = self._run(keys, DagsterRunStatus.SUCCESS)
+            for key in sorted(keys):
+                for partition in partitions:
+                    self.materialized(key, partition, run_id=run_id)
+
+    def _run(self, keys: set[str], status: DagsterRunStatus) -> str:
+        run = DagsterRun(
+            job_name="__simulated__",
+            run_id=f"simulated-{uuid.uuid4().hex}",
+            asset_selection=frozenset(AssetKey.from_user_string(k) for k in keys),
+        )
+        self.instance.add_run(run.with_status(status))
+        return run.run_id
 
     def backfill_in_progress(self, key: str, partitions: list[str]) -> None:
         """A backfill of `key`'s `partitions` was launched and has not materialized them yet."""

@@ -370,6 +370,24 @@ def test_new_source_rows_reach_the_core_table_and_its_export_at_once(ticks: Tick
     assert ticks.at("10:10:30") == {}  # the daily tables do not re-run between their ticks
 
 
+def test_an_input_updated_while_the_table_runs_reruns_the_table_once_it_finished(ticks: Ticks):
+    """The run that started before profiles.profile's new rows arrived did not read them: it must not count as
+    handling that update (Dagster's `since_last_handled` would: its materialization resets the trigger)."""
+    for key in sorted(SOURCES):
+        ticks.materialized(key)
+    run_until_quiet(ticks, dt.datetime(2026, 3, 5, 10, 1, 30, tzinfo=dt.UTC))
+    ticks.materialized("accounts/auth")
+    assert USER_DETAIL in ticks.at("10:10:00")
+    run = ticks.started(USER_DETAIL)
+    ticks.materialized("profiles/profile")  # while the core table's run reads the old profiles
+    assert USER_DETAIL not in ticks.at("10:10:30")  # in progress: wait
+    ticks.finished(run, USER_DETAIL)
+    requested = ticks.at("10:11:00")
+    assert USER_DETAIL in requested  # the profiles update is still to be read
+    ticks.ran(requested)
+    assert USER_DETAIL not in ticks.at("10:11:30")  # and then it is handled: no run every tick
+
+
 def test_a_daily_table_waits_for_its_unpartitioned_input_after_its_tick(ticks: Ticks):
     for key in sorted(SOURCES):
         ticks.materialized(key)
