@@ -511,9 +511,8 @@ def _launch(
         executor=executor,
         output_capture=None,
     )
-    [step] = [
-        s for s in plan.steps if s.key == step_key
-    ]  # an asset's own (its freshness checks run in others)
+    # An asset's own step (its freshness checks run in steps of their own).
+    [step] = [s for s in plan.steps if s.key == step_key]
     context = StepHandlerContext(
         instance=instance,
         plan_context=plan_context,

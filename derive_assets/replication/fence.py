@@ -170,11 +170,11 @@ def _stale_message(source: SourceSpec, table: SourceTable) -> str:
 
 
 def _mysql_error(source: SourceSpec, table: SourceTable, exc: Exception, url: str) -> SourceConnectionError:
-    args = getattr(exc, "args", ())
-    message = scrub(str(args[1] if len(args) > 1 else exc), url).splitlines()
+    from derive_assets.replication.preflight import mysql_reason
+
     return SourceConnectionError(
         f"source '{source.name}' table '{table.name}': could not check for open transactions "
-        f"({message[0] if message else type(exc).__name__}); {_MY_HINT}"
+        f"({mysql_reason(exc, url)}); {_MY_HINT}"
     )
 
 

@@ -198,6 +198,13 @@ def mysql_connect_args(url: str, seconds: float, read_timeout: float | None = No
     }
 
 
+def mysql_reason(exc: Exception, url: str) -> str:
+    """A pymysql error's message (its text, not its code), first line, with `url`'s secrets scrubbed."""
+    args = getattr(exc, "args", ())
+    lines = scrub(str(args[1] if len(args) > 1 else exc), url).splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def postgres_dsn(url: str) -> str:
     """A `postgresql://` URL as libpq (psycopg) takes it: without connectorx's own `cxprotocol` option."""
     return _without_params(url, {"cxprotocol"})

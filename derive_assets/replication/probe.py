@@ -36,7 +36,7 @@ from sqlglot import exp
 from derive_assets.replication import fence, sqlite_values
 from derive_assets.replication.extract import SQLGLOT_DIALECT
 from derive_assets.replication.mongo_client import open_mongo
-from derive_assets.replication.preflight import mysql_connect_args, postgres_dsn
+from derive_assets.replication.preflight import mysql_connect_args, mysql_reason, postgres_dsn
 from derive_assets.replication.urls import SourceConnectionError, scrub
 from derive_assets.specs.models import SourceSpec, SourceTable
 
@@ -171,7 +171,7 @@ def mysql_value(
         con = pymysql.connect(**mysql_connect_args(url, timeout, read_timeout=timeout + 5), autocommit=True)
     except pymysql.err.MySQLError as exc:
         raise ProbeError(
-            f"{where}: the probe could not connect: {_mysql_reason(exc, url)}. {_fix(source)}"
+            f"{where}: the probe could not connect: {mysql_reason(exc, url)}. {_fix(source)}"
         ) from None
     try:
         with con.cursor() as cursor:
@@ -189,15 +189,10 @@ def mysql_value(
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
         if code in MYSQL_TIMEOUT_ERRORS:
             raise ProbeTimeout(_timeout_message(source, table, timeout)) from None
-        raise ProbeError(f"{where}: the probe failed: {_mysql_reason(exc, url)}. {_fix(source)}") from None
+        raise ProbeError(f"{where}: the probe failed: {mysql_reason(exc, url)}. {_fix(source)}") from None
     finally:
         con.close()
     return row[0] if row else None
-
-
-def _mysql_reason(exc: Exception, url: str) -> str:
-    args = getattr(exc, "args", ())
-    return scrub(str(args[1] if len(args) > 1 else exc), url).splitlines()[0]
 
 
 # ------------------------------------------------------------------------------------------------- SQLite
