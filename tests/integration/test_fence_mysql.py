@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -126,3 +127,31 @@ def test_without_a_fresh_view_the_token_is_stale_and_never_clears(
     assert "Nothing is missed: the next run reads from the old floor again" in warning
     assert fence.cleared(mysql_url, source, table, fence.STALE_TOKEN) is False
     assert fence.cleared(mysql_url, source, table, "0") is True  # nobody polls now: a fresh view, no writer
+
+
+def test_a_user_without_the_process_privilege_is_told_to_grant_it(
+    mysql_url: str, source: SourceSpec, mysql_connect: Callable[[str], pymysql.connections.Connection]
+):
+    from urllib.parse import urlsplit
+
+    from derive_assets.replication.urls import SourceConnectionError
+
+    parts = urlsplit(mysql_url)
+    database = parts.path.lstrip("/")
+    user, password = f"np_{uuid.uuid4().hex[:8]}", "s3cret-Fence-9"
+    admin = mysql_connect(mysql_url)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", [password])
+            cursor.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'")  # no PROCESS
+        url = parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}").geturl()
+        with pytest.raises(SourceConnectionError) as raised:
+            fence.take(url, source, source.tables[0])
+        message = str(raised.value)
+        assert message.startswith("source 'shop' table 'events': could not check for open transactions (")
+        assert "grant the PROCESS privilege to the source user" in message
+        assert password not in message
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        admin.close()
